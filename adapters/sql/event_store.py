@@ -1,0 +1,134 @@
+"""``SqlEventStore``: the event store port on SQLAlchemy 2 Core, for SQLite and PostgreSQL.
+
+Appends are serialised so that global order equals commit order: SQLite has a single writer
+(``BEGIN IMMEDIATE``), PostgreSQL takes a transaction-scoped advisory lock before reading the head.
+Positions are assigned under that lock, so they have no gaps and a tailing reader never skips one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from adapters.sql.database import WRITE, describe, is_sqlite
+from adapters.sql.schema import events
+from engine.codec import EventCodec
+from engine.errors import StoreUnavailable
+from engine.event_log import build_records, duplicate_ids, resolve_stale_append
+from engine.events import EventMetadata, NewEvent, RecordedEvent, StoredRecord
+from engine.hashchain import GENESIS_HASH
+from engine.ports import AppendResult, Clock
+
+APPEND_LOCK_KEY = 0x444D4155  # "DMAU": the PostgreSQL advisory lock that serialises appends
+
+_COLUMNS = (events.c.position, events.c.event_id, events.c.stream_id, events.c.stream_version,
+            events.c.event_type, events.c.schema_version, events.c.payload, events.c.actor,
+            events.c.correlation_id, events.c.causation_id, events.c.recorded_at, events.c.hash)
+_HEAD = sa.select(events.c.position, events.c.hash).order_by(events.c.position.desc()).limit(1)
+_STREAM_VERSION = sa.select(sa.func.max(events.c.stream_version)).where(
+    events.c.stream_id == sa.bindparam("stream_id"))
+
+
+def record_from_row(row: Sequence[Any]) -> StoredRecord:
+    """A stored record from a row selected with the events table's columns in table order."""
+    (position, event_id, stream_id, stream_version, event_type, schema_version, payload, actor,
+     correlation_id, causation_id, recorded_at, digest) = row
+    if recorded_at.tzinfo is None:
+        recorded_at = recorded_at.replace(tzinfo=UTC)
+    return StoredRecord.model_construct(
+        position=position, event_id=event_id, stream_id=stream_id, stream_version=stream_version,
+        event_type=event_type, schema_version=schema_version, payload=payload,
+        metadata=EventMetadata.model_construct(actor=actor, correlation_id=correlation_id,
+                                               causation_id=causation_id),
+        recorded_at=recorded_at, hash=digest,
+    )
+
+
+class SqlEventStore:
+    """The event store in the ``events`` table of a SQLite or PostgreSQL database."""
+
+    def __init__(self, engine: Engine, codec: EventCodec, clock: Clock) -> None:
+        self._engine = engine
+        self._codec = codec
+        self._clock = clock
+        self._sqlite = is_sqlite(engine)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def append(self, stream_id: str, expected_version: int, events_: Sequence[NewEvent]) -> AppendResult:
+        if not events_:
+            return AppendResult(positions=(), stream_version=expected_version)
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(**{WRITE: True})
+                with conn.begin():
+                    return self._append_locked(conn, stream_id, expected_version, events_)
+        except sa.exc.IntegrityError:
+            raise duplicate_ids(stream_id, [e.event_id for e in events_]) from None
+        except sa.exc.OperationalError as exc:
+            raise StoreUnavailable(f"cannot append to {describe(self._engine)}: {exc.orig}") from None
+
+    def _append_locked(self, conn: sa.Connection, stream_id: str, expected_version: int,
+                       events_: Sequence[NewEvent]) -> AppendResult:
+        if not self._sqlite:
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
+        actual = conn.execute(_STREAM_VERSION, {"stream_id": stream_id}).scalar() or 0
+        if actual != expected_version:
+            ids = [e.event_id for e in events_]
+            stored = {row.event_id: (row.stream_id, row.stream_version, row.position) for row in conn.execute(
+                sa.select(events.c.event_id, events.c.stream_id, events.c.stream_version, events.c.position)
+                .where(events.c.event_id.in_(ids)))}
+            return resolve_stale_append(stream_id, expected_version, actual, events_, stored)
+        head = conn.execute(_HEAD).first()
+        head_position, head_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+        records = build_records(self._codec, events_, stream_id=stream_id, stream_version=actual,
+                                head_position=head_position, head_hash=head_hash,
+                                recorded_at=self._clock.now())
+        conn.execute(events.insert(), [_row(r) for r in records])
+        return AppendResult(positions=tuple(r.position for r in records),
+                            stream_version=actual + len(records))
+
+    def read_stream(self, stream_id: str) -> list[RecordedEvent]:
+        query = sa.select(*_COLUMNS).where(events.c.stream_id == stream_id).order_by(events.c.stream_version)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [self._codec.decode_record(record_from_row(row)) for row in rows]
+
+    def read_records(self, after: int = 0, page_size: int = 1000) -> Iterator[StoredRecord]:
+        position = after
+        while True:
+            query = (sa.select(*_COLUMNS).where(events.c.position > position)
+                     .order_by(events.c.position).limit(page_size))
+            with self._engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            for row in rows:
+                yield record_from_row(row)
+            position = rows[-1][0]
+
+    def read_all(self, after: int = 0, page_size: int = 1000) -> Iterator[RecordedEvent]:
+        decode = self._codec.decode_record
+        for record in self.read_records(after, page_size):
+            yield decode(record)
+
+    def head_position(self) -> int:
+        with self._engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(events.c.position))).scalar() or 0
+
+
+def _row(record: StoredRecord) -> dict[str, Any]:
+    return {
+        "position": record.position, "event_id": record.event_id, "stream_id": record.stream_id,
+        "stream_version": record.stream_version, "event_type": record.event_type,
+        "schema_version": record.schema_version, "payload": record.payload,
+        "actor": record.metadata.actor, "correlation_id": record.metadata.correlation_id,
+        "causation_id": record.metadata.causation_id, "recorded_at": record.recorded_at,
+        "hash": record.hash,
+    }

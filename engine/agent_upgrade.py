@@ -1,0 +1,227 @@
+"""One agent's upgrade as an aggregate: decisions return events, state is only a fold of events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from uuid import UUID
+
+from engine.errors import InvalidTransition
+from engine.events import Event
+from engine.upgrade_events import (
+    AgentUpgradeCancelled,
+    AgentUpgradeCompleted,
+    AgentUpgradeFailed,
+    AgentUpgradePlan,
+    AgentUpgradeRetried,
+    AgentUpgradeScheduled,
+    InstallPhaseReported,
+    Step,
+    StepFailed,
+    StepStarted,
+    StepSucceeded,
+)
+from engine.upgrade_machine import MachineFlags, UpgradeState, next_state
+
+ENTERED_ON_START = {Step.INSTALL: "install", Step.REBOOT: "reboot"}
+"""Steps whose state is entered when they begin (the state means "in progress")."""
+ENTERED_ON_SUCCESS = {Step.UPLOAD: "upload", Step.STOP_SNMP: "stop_snmp", Step.SWITCH_OVER: "switch_over"}
+"""Steps whose state is entered when they are done."""
+_ENTERED_STATE = {"install": UpgradeState.INSTALLING, "reboot": UpgradeState.REBOOTING}
+
+
+def upgrade_stream_id(upgrade_id: UUID) -> str:
+    """The event stream of one agent upgrade."""
+    return f"upgrade-{upgrade_id}"
+
+
+class AgentUpgrade:
+    """The state of one agent's upgrade, rebuilt from its events; decisions never mutate it."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.state = UpgradeState.SCHEDULED
+        self.scheduled: AgentUpgradeScheduled | None = None
+        self.done_steps: list[Step] = []
+        self.step_in_progress: Step | None = None
+        self.attempts: dict[Step, int] = {}
+        self.install_phase: str | None = None
+        self.last_error: str | None = None
+        self.resume_state: UpgradeState | None = None
+        self.version_after: str | None = None
+        self.manual_start_needed = False
+        self.retries = 0
+
+    @classmethod
+    def fold(cls, events: Iterable[Event]) -> AgentUpgrade:
+        """Rebuild an upgrade from its events in stream order."""
+        upgrade = cls()
+        for event in events:
+            upgrade.apply(event)
+        return upgrade
+
+    # -- derived facts -------------------------------------------------------------------------
+
+    @property
+    def plan(self) -> AgentUpgradePlan:
+        if self.scheduled is None:
+            raise InvalidTransition("none", "use an upgrade", "it was never scheduled")
+        return self.scheduled.plan
+
+    @property
+    def flags(self) -> MachineFlags:
+        plan = self.plan
+        return MachineFlags(stops_snmp=plan.options.stop_snmp, switches_over=plan.switch_over,
+                            reboots=plan.options.reboot, upload_only=plan.upload_only)
+
+    @property
+    def next_step(self) -> Step | None:
+        """The first planned step not yet done (None when all are done)."""
+        return next((s for s in self.plan.steps if s not in self.done_steps), None)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (UpgradeState.COMPLETED, UpgradeState.CANCELLED)
+
+    def idempotency_key(self, step: Step, attempt: int) -> str:
+        """The key an agent dedupes this attempt of ``step`` on."""
+        assert self.scheduled is not None
+        return f"{self.scheduled.upgrade_id}:{step.value}:{attempt}"
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def schedule(self, scheduled: AgentUpgradeScheduled) -> list[Event]:
+        """Create the upgrade."""
+        if self.scheduled is not None:
+            raise InvalidTransition(self.state, "schedule", "the upgrade exists already")
+        return [scheduled]
+
+    def start_step(self, step: Step) -> list[Event]:
+        """Record the intent to perform ``step`` on the agent."""
+        self._require_move_allowed(f"start {step.value}")
+        if self.step_in_progress is not None:
+            raise InvalidTransition(self.state, f"start {step.value}",
+                                    f"step {self.step_in_progress.value} is still in progress")
+        if step != self.next_step:
+            expected = self.next_step.value if self.next_step else "none (all steps done)"
+            raise InvalidTransition(self.state, f"start {step.value}", f"the next step is {expected}")
+        trigger = ENTERED_ON_START.get(step)
+        if trigger is not None and self.state != _ENTERED_STATE[trigger]:
+            self._require_trigger(trigger, f"start {step.value}")
+        attempt = self.attempts.get(step, 0) + 1
+        return [StepStarted(step=step, attempt=attempt, idempotency_key=self.idempotency_key(step, attempt))]
+
+    def finish_step(self, step: Step, version_after: str | None = None) -> list[Event]:
+        """Record that the agent reported ``step`` done."""
+        self._require_in_progress(step, "finish")
+        self._require_trigger(ENTERED_ON_SUCCESS.get(step), f"finish {step.value}")
+        return [StepSucceeded(step=step, attempt=self.attempts[step], version_after=version_after)]
+
+    def fail_attempt(self, step: Step, error: str) -> list[Event]:
+        """Record that one attempt of ``step`` failed (the step may be attempted again)."""
+        self._require_in_progress(step, "fail an attempt of")
+        return [StepFailed(step=step, attempt=self.attempts[step], error=error)]
+
+    def report_phase(self, phase: str, phase_index: int, phase_count: int) -> list[Event]:
+        """Record progress inside the installation."""
+        if self.state != UpgradeState.INSTALLING or self.step_in_progress != Step.INSTALL:
+            raise InvalidTransition(self.state, "report an install phase", "no installation is running")
+        return [InstallPhaseReported(phase=phase, phase_index=phase_index, phase_count=phase_count)]
+
+    def complete(self) -> list[Event]:
+        """Finish the upgrade once every planned step is done."""
+        self._require_move_allowed("complete")
+        pending = self.step_in_progress or self.next_step
+        if pending is not None:
+            raise InvalidTransition(self.state, "complete", f"step {pending.value} is not done")
+        self._require_trigger("complete", "complete")
+        return [AgentUpgradeCompleted(version_after=self.version_after,
+                                      manual_start_needed=not self.plan.options.auto_start
+                                      and not self.plan.upload_only)]
+
+    def fail(self, reason: str) -> list[Event]:
+        """Stop the upgrade as failed (on the step in progress, if any)."""
+        self._require_trigger("fail", "fail")
+        return [AgentUpgradeFailed(step=self.step_in_progress, reason=reason)]
+
+    def retry(self) -> list[Event]:
+        """Resume a failed upgrade where it failed."""
+        if self.state != UpgradeState.FAILED or self.resume_state is None:
+            raise InvalidTransition(self.state, "retry", "only a failed upgrade can be retried")
+        self._require_trigger("retry", "retry")
+        return [AgentUpgradeRetried(resume_state=self.resume_state.value)]
+
+    def cancel(self, reason: str) -> list[Event]:
+        """Cancel the upgrade; refused once the installation has begun."""
+        if self.step_in_progress is not None and self.state != UpgradeState.FAILED:
+            raise InvalidTransition(self.state, "cancel",
+                                    f"step {self.step_in_progress.value} is in progress")
+        self._require_trigger("cancel", "cancel")
+        return [AgentUpgradeCancelled(reason=reason)]
+
+    def _require_move_allowed(self, attempted: str) -> None:
+        if self.scheduled is None:
+            raise InvalidTransition("none", attempted, "the upgrade was never scheduled")
+        if self.state in (UpgradeState.COMPLETED, UpgradeState.CANCELLED, UpgradeState.FAILED):
+            raise InvalidTransition(self.state, attempted)
+
+    def _require_in_progress(self, step: Step, verb: str) -> None:
+        if self.step_in_progress != step:
+            running = self.step_in_progress.value if self.step_in_progress else "no step"
+            raise InvalidTransition(self.state, f"{verb} {step.value}", f"{running} is in progress")
+
+    def _require_trigger(self, trigger: str | None, attempted: str) -> None:
+        if trigger is not None and next_state(self.state, trigger, self.flags, self.resume_state) is None:
+            raise InvalidTransition(self.state, attempted)
+
+    # -- the fold ------------------------------------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        """Apply one event of this upgrade's stream."""
+        self.version += 1
+        match event:
+            case AgentUpgradeScheduled():
+                self.scheduled = event
+            case StepStarted(step=step, attempt=attempt):
+                self.step_in_progress = step
+                self.attempts[step] = attempt
+                trigger = ENTERED_ON_START.get(step)
+                if trigger is not None and self.state != _ENTERED_STATE[trigger]:
+                    self._move(trigger)
+            case StepSucceeded(step=step, version_after=version_after):
+                trigger = ENTERED_ON_SUCCESS.get(step)
+                if trigger is not None:
+                    self._move(trigger)
+                self.done_steps.append(step)
+                self.step_in_progress = None
+                self.install_phase = None
+                if version_after is not None:
+                    self.version_after = version_after
+            case StepFailed(error=error):
+                self.step_in_progress = None
+                self.last_error = error
+            case InstallPhaseReported(phase=phase):
+                self.install_phase = phase
+            case AgentUpgradeCompleted(manual_start_needed=manual):
+                self._move("complete")
+                self.manual_start_needed = manual
+            case AgentUpgradeFailed(reason=reason):
+                self.resume_state = self.state
+                self._move("fail")
+                self.step_in_progress = None
+                self.last_error = reason
+            case AgentUpgradeRetried():
+                self._move("retry")
+                self.resume_state = None
+                self.retries += 1
+            case AgentUpgradeCancelled():
+                self._move("cancel")
+                self.step_in_progress = None
+            case _:
+                raise InvalidTransition(self.state, f"apply {type(event).__name__}", "not an upgrade event")
+
+    def _move(self, trigger: str) -> None:
+        dest = next_state(self.state, trigger, self.flags, self.resume_state)
+        if dest is None:
+            raise InvalidTransition(self.state, trigger, "the stored history breaks the state table")
+        self.state = dest
+

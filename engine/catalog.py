@@ -1,0 +1,12 @@
+"""The catalogue of every event type the product stores, with the upcasters of older versions."""
+
+from __future__ import annotations
+
+from engine.agent_events import AGENT_EVENTS, AGENT_UPCASTERS
+from engine.codec import EventCodec
+from engine.upgrade_events import UPGRADE_EVENTS
+
+
+def default_codec() -> EventCodec:
+    """A codec that knows every event type and every upcaster."""
+    return EventCodec((*AGENT_EVENTS, *UPGRADE_EVENTS), dict(AGENT_UPCASTERS))

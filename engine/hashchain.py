@@ -1,0 +1,82 @@
+"""The SHA-256 hash chain over the global order of events.
+
+``hash(n) = SHA-256(hash(n-1) || canonical JSON of event n)``, with ``GENESIS_HASH`` before the
+first event. The canonical form covers every stored field, the position included, so an altered,
+deleted or moved row breaks the chain at the first position it touches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+from engine.events import EventMetadata, StoredRecord
+
+GENESIS_HASH = "0" * 64
+
+
+def utc_timestamp(moment: datetime) -> str:
+    """The canonical text of a recorded-at time: UTC, microseconds, a trailing Z."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_hash(previous_hash: str, *, position: int, event_id: UUID, stream_id: str, stream_version: int,
+               event_type: str, schema_version: int, payload: str, metadata: EventMetadata,
+               recorded_at: datetime) -> str:
+    """The chain hash of one event given the hash of the event before it."""
+    canonical = json.dumps(
+        [position, str(event_id), stream_id, stream_version, event_type, schema_version, payload,
+         metadata.actor, str(metadata.correlation_id or ""), str(metadata.causation_id or ""),
+         utc_timestamp(recorded_at)],
+        ensure_ascii=False, separators=(",", ":"),
+    )
+    return hashlib.sha256(previous_hash.encode("ascii") + canonical.encode("utf-8")).hexdigest()
+
+
+def record_hash(previous_hash: str, record: StoredRecord) -> str:
+    """The chain hash a stored record should carry."""
+    return event_hash(
+        previous_hash, position=record.position, event_id=record.event_id, stream_id=record.stream_id,
+        stream_version=record.stream_version, event_type=record.event_type,
+        schema_version=record.schema_version, payload=record.payload, metadata=record.metadata,
+        recorded_at=record.recorded_at,
+    )
+
+
+@dataclass(frozen=True)
+class ChainVerdict:
+    """The outcome of walking the chain: how many events checked and where it first broke."""
+
+    verified: int
+    last_position: int
+    last_hash: str
+    broken_at: int | None = None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_at is None
+
+
+def verify_chain(records: Iterable[StoredRecord]) -> ChainVerdict:
+    """Walk records in global order from position 1 and report the first break, if any."""
+    previous_hash = GENESIS_HASH
+    expected_position = 1
+    verified = 0
+    for record in records:
+        if record.position != expected_position:
+            return ChainVerdict(verified, expected_position - 1, previous_hash, expected_position,
+                                f"position {expected_position} is missing (next stored is {record.position})")
+        if record_hash(previous_hash, record) != record.hash:
+            return ChainVerdict(verified, expected_position - 1, previous_hash, record.position,
+                                f"hash mismatch at position {record.position}")
+        previous_hash = record.hash
+        expected_position += 1
+        verified += 1
+    return ChainVerdict(verified, expected_position - 1, previous_hash)

@@ -1,0 +1,137 @@
+"""The agent-upgrade state machine: one transitions table, shared by every upgrade.
+
+The table is data: the engine checks commands against it, folds events through it, and the CLI
+draws it (``dma-upgrade states --mermaid``). Conditions name properties of the model that the
+options of an upgrade decide (Stop SNMP, switchover, reboot, upload only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from enum import StrEnum
+from typing import Any
+
+from transitions import Machine, MachineError
+
+
+class UpgradeState(StrEnum):
+    """Where one agent's upgrade stands."""
+
+    SCHEDULED = "Scheduled"
+    UPLOADED = "Uploaded"
+    SNMP_STOPPED = "SNMPStopped"
+    INSTALLING = "Installing"
+    SWITCHED_OVER = "SwitchedOver"
+    REBOOTING = "Rebooting"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+TERMINAL_STATES = frozenset({UpgradeState.COMPLETED, UpgradeState.CANCELLED})
+ACTIVE_STATES = frozenset(UpgradeState) - TERMINAL_STATES - {UpgradeState.FAILED}
+CANCELLABLE_STATES = (UpgradeState.SCHEDULED, UpgradeState.UPLOADED, UpgradeState.SNMP_STOPPED,
+                      UpgradeState.FAILED)
+RESUMABLE_STATES = (UpgradeState.SCHEDULED, UpgradeState.UPLOADED, UpgradeState.SNMP_STOPPED,
+                    UpgradeState.INSTALLING, UpgradeState.SWITCHED_OVER, UpgradeState.REBOOTING)
+
+S = UpgradeState
+
+
+def _t(trigger: str, source: UpgradeState | list[str], dest: UpgradeState,
+       conditions: list[str] | None = None, unless: list[str] | None = None) -> dict[str, Any]:
+    sources = source if isinstance(source, list) else source.value
+    row: dict[str, Any] = {"trigger": trigger, "source": sources, "dest": dest.value}
+    if conditions:
+        row["conditions"] = conditions
+    if unless:
+        row["unless"] = unless
+    return row
+
+
+TRANSITIONS: list[dict[str, Any]] = [
+    _t("upload", S.SCHEDULED, S.UPLOADED),
+    _t("stop_snmp", S.UPLOADED, S.SNMP_STOPPED, ["stops_snmp"], ["upload_only"]),
+    _t("install", S.UPLOADED, S.INSTALLING, unless=["stops_snmp", "upload_only"]),
+    _t("install", S.SNMP_STOPPED, S.INSTALLING),
+    _t("switch_over", S.INSTALLING, S.SWITCHED_OVER, ["switches_over"]),
+    _t("reboot", S.INSTALLING, S.REBOOTING, ["reboots"], ["switches_over"]),
+    _t("reboot", S.SWITCHED_OVER, S.REBOOTING, ["reboots"]),
+    _t("complete", S.UPLOADED, S.COMPLETED, ["upload_only"]),
+    _t("complete", S.INSTALLING, S.COMPLETED, unless=["switches_over", "reboots"]),
+    _t("complete", S.SWITCHED_OVER, S.COMPLETED, unless=["reboots"]),
+    _t("complete", S.REBOOTING, S.COMPLETED),
+    _t("fail", [s.value for s in RESUMABLE_STATES], S.FAILED),
+    *[_t("retry", S.FAILED, state, [f"resumes_to_{state.value}"]) for state in RESUMABLE_STATES],
+    _t("cancel", [s.value for s in CANCELLABLE_STATES], S.CANCELLED),
+]
+"""Every allowed move. Failure is possible from any active state, retry resumes where the upgrade
+failed, and cancellation is refused once the agent's installation has begun."""
+
+TRIGGERS: tuple[str, ...] = tuple(dict.fromkeys(row["trigger"] for row in TRANSITIONS))
+
+
+@dataclass(frozen=True)
+class MachineFlags:
+    """The options of one upgrade that the table's conditions read."""
+
+    stops_snmp: bool
+    switches_over: bool
+    reboots: bool
+    upload_only: bool
+
+
+class _MachineModel:
+    """A throwaway model attached to the shared machine for one check or one move."""
+
+    state: str
+
+    def __init__(self, flags: MachineFlags, resume_state: UpgradeState | None) -> None:
+        self.stops_snmp = flags.stops_snmp
+        self.switches_over = flags.switches_over
+        self.reboots = flags.reboots
+        self.upload_only = flags.upload_only
+        for state in RESUMABLE_STATES:
+            setattr(self, f"resumes_to_{state.value}", state == resume_state)
+
+
+_MACHINE = Machine(model=None, states=[s.value for s in UpgradeState], transitions=TRANSITIONS,
+                   initial=UpgradeState.SCHEDULED.value, auto_transitions=False)
+
+
+def _run_machine(state: UpgradeState, trigger: str, flags: MachineFlags,
+                 resume_state: UpgradeState | None) -> UpgradeState | None:
+    model = _MachineModel(flags, resume_state)
+    _MACHINE.add_model(model, initial=state.value)
+    try:
+        moved = bool(getattr(model, "trigger")(trigger))  # noqa: B009 - bound by the machine
+    except (MachineError, AttributeError):
+        moved = False
+    finally:
+        _MACHINE.remove_model(model)
+    return UpgradeState(model.state) if moved else None
+
+
+@cache
+def _moves(flags: MachineFlags, resume_state: UpgradeState | None) -> dict[tuple[UpgradeState, str], UpgradeState]:
+    """Every allowed (state, trigger) -> state under these options, read off the machine once."""
+    moves = {}
+    for state in UpgradeState:
+        for trigger in TRIGGERS:
+            dest = _run_machine(state, trigger, flags, resume_state)
+            if dest is not None:
+                moves[(state, trigger)] = dest
+    return moves
+
+
+def next_state(state: UpgradeState, trigger: str, flags: MachineFlags,
+               resume_state: UpgradeState | None = None) -> UpgradeState | None:
+    """The state ``trigger`` leads to from ``state`` under these options, or None if it is not allowed."""
+    return _moves(flags, resume_state).get((state, trigger))
+
+
+def allowed_triggers(state: UpgradeState, flags: MachineFlags,
+                     resume_state: UpgradeState | None = None) -> list[str]:
+    """Every trigger the table allows from ``state`` under these options."""
+    return [t for t in TRIGGERS if next_state(state, t, flags, resume_state) is not None]
