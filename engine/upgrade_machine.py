@@ -8,8 +8,8 @@ options of an upgrade decide (Stop SNMP, switchover, reboot, upload only).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
 from transitions import Machine, MachineError
@@ -113,8 +113,11 @@ def _run_machine(state: UpgradeState, trigger: str, flags: MachineFlags,
     return UpgradeState(model.state) if moved else None
 
 
+Moves = dict[tuple[UpgradeState, str], UpgradeState]
+
+
 @cache
-def _moves(flags: MachineFlags, resume_state: UpgradeState | None) -> dict[tuple[UpgradeState, str], UpgradeState]:
+def _moves(flags: MachineFlags, resume_state: UpgradeState | None) -> Moves:
     """Every allowed (state, trigger) -> state under these options, read off the machine once."""
     moves = {}
     for state in UpgradeState:

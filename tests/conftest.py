@@ -2,7 +2,8 @@
 
 PostgreSQL tests read ``DMA_UPGRADE_TEST_POSTGRES_URL`` (a server URL, e.g.
 ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``); the run creates its own database there
-and drops it at the end. Without the variable they skip, saying why.
+and drops it at the end. Without the variable they skip, saying why, unless
+``DMA_UPGRADE_REQUIRE_POSTGRES`` is set (as CI does): then they fail.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def postgres_server_url() -> Iterator[str]:
     """A fresh database on the test PostgreSQL server, dropped when the run ends."""
     server = os.environ.get(POSTGRES_ENV)
     if not server:
+        if os.environ.get("DMA_UPGRADE_REQUIRE_POSTGRES"):
+            pytest.fail(f"DMA_UPGRADE_REQUIRE_POSTGRES is set but {POSTGRES_ENV} is not")
         pytest.skip(SKIP_POSTGRES)
     admin = sa.create_engine(sa.make_url(server).set(drivername="postgresql+psycopg"),
                              isolation_level="AUTOCOMMIT")

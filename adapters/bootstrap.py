@@ -1,0 +1,48 @@
+"""The composition root: wires ports to implementations; tests override any of them by keyword."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from adapters.clock import SystemClock, UuidFactory
+from adapters.settings import Settings
+from adapters.sql.database import create_db_engine, ensure_schema
+from adapters.sql.event_store import SqlEventStore
+from engine.catalog import default_codec
+from engine.codec import EventCodec
+from engine.ports import Clock, IdFactory
+
+
+@dataclass
+class Container:
+    """Everything one process uses, wired once."""
+
+    settings: Settings
+    engine: Engine
+    codec: EventCodec
+    clock: Clock
+    ids: IdFactory
+    store: SqlEventStore
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, ids: IdFactory | None = None,
+              codec: EventCodec | None = None, check_schema: bool = True) -> Container:
+    """Open the configured database (migrating the embedded default) and wire the services."""
+    settings = settings or Settings()
+    engine = create_db_engine(settings.resolved_database_url)
+    if check_schema:
+        try:
+            ensure_schema(engine, auto_migrate=settings.is_embedded_default
+                          or engine.dialect.name == "sqlite")
+        except Exception:
+            engine.dispose()
+            raise
+    codec = codec or default_codec()
+    clock = clock or SystemClock()
+    return Container(settings=settings, engine=engine, codec=codec, clock=clock, ids=ids or UuidFactory(),
+                     store=SqlEventStore(engine, codec, clock))

@@ -1,0 +1,113 @@
+"""The ``dma-upgrade`` command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from adapters.bootstrap import Container, bootstrap
+from adapters.cli.errors import fail, reports_errors
+from adapters.diagram import mermaid_diagram
+from adapters.settings import Settings
+from adapters.sql.database import create_db_engine, describe, head_revision, migrate
+from engine.hashchain import verify_chain
+from engine.upgrade_machine import TRANSITIONS
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Upgrade DataMiner Agents with a full audit trail, crash recovery and metrics.")
+db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
+app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+@app.callback()
+def main(ctx: typer.Context,
+         database_url: Annotated[str | None, typer.Option(
+             "--database-url", envvar="DMA_UPGRADE_DATABASE_URL",
+             help="sqlite:///FILE or postgresql+psycopg://... (default: an embedded SQLite file)")] = None,
+         ) -> None:
+    """Global options."""
+    ctx.obj = Settings(database_url=database_url) if database_url else Settings()
+
+
+def open_container(ctx: typer.Context) -> Container:
+    """The wired services for the configured database (the embedded default migrates itself)."""
+    settings: Settings = ctx.obj
+    return bootstrap(settings)
+
+
+@db_app.command("upgrade")
+@reports_errors
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create or migrate the schema to the latest version."""
+    settings: Settings = ctx.obj
+    engine = create_db_engine(settings.resolved_database_url)
+    try:
+        migrate(engine)
+        out.print(f"database {describe(engine)} is at schema {head_revision()}")
+    finally:
+        engine.dispose()
+
+
+@audit_app.command("verify")
+@reports_errors
+def audit_verify(ctx: typer.Context,
+                 anchor: Annotated[str | None, typer.Option(
+                     help="HASH@POSITION from an earlier export: also check the log still holds it")] = None,
+                 ) -> None:
+    """Walk the SHA-256 hash chain over every event; exit 1 at the first break."""
+    container = open_container(ctx)
+    try:
+        expected = _parse_anchor(anchor) if anchor else None
+        verdict = verify_chain(container.store.read_records(page_size=5000))
+        if not verdict.ok:
+            raise fail(f"hash chain broken at position {verdict.broken_at}: {verdict.reason} "
+                       f"({verdict.verified} events verified before it)", 1)
+        if expected is not None:
+            _check_anchor(container, *expected)
+        out.print(f"verified {verdict.verified} events: hash chain intact"
+                  + (f", head {verdict.last_hash}@{verdict.last_position}" if verdict.verified else ""))
+    finally:
+        container.close()
+
+
+def _parse_anchor(anchor: str) -> tuple[str, int]:
+    digest, _, position = anchor.partition("@")
+    if len(digest) != 64 or not position.isdigit() or any(c not in "0123456789abcdef" for c in digest):
+        raise fail(f"--anchor must be HASH@POSITION (64 hex digits, a position), got {anchor!r}", 2)
+    return digest, int(position)
+
+
+def _check_anchor(container: Container, digest: str, position: int) -> None:
+    record = next(container.store.read_records(after=position - 1, page_size=1), None)
+    if record is None or record.position != position:
+        raise fail(f"anchor position {position} is no longer in the log", 1)
+    if record.hash != digest:
+        raise fail(f"anchor mismatch at position {position}: the log holds {record.hash}", 1)
+
+
+@app.command("states")
+def states(
+    mermaid: Annotated[bool, typer.Option("--mermaid", help="print a Mermaid diagram")] = False,
+) -> None:
+    """Show the agent-upgrade state machine (drawn from the table the engine runs)."""
+    if mermaid:
+        out.print(mermaid_diagram(), end="", markup=False)
+        return
+    table = Table("from", "trigger", "to", "when", title="Agent upgrade transitions")
+    for row in TRANSITIONS:
+        sources = row["source"] if isinstance(row["source"], list) else [row["source"]]
+        when = " and ".join([*row.get("conditions", []), *(f"not {u}" for u in row.get("unless", []))])
+        for source in sources:
+            table.add_row(source, row["trigger"], row["dest"], when)
+    out.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,33 @@
+"""Settings from the environment (``DMA_UPGRADE_*``) or the command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """Where the embedded database lives: ``$XDG_DATA_HOME/dma-upgrade`` or ``~/.local/share/dma-upgrade``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "dma-upgrade"
+
+
+class Settings(BaseSettings):
+    """Configuration of one dma-upgrade process."""
+
+    model_config = SettingsConfigDict(env_prefix="DMA_UPGRADE_", extra="ignore")
+
+    database_url: str | None = None
+    data_dir: Path = default_data_dir()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file in the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'dma-upgrade.db'}"
+
+    @property
+    def is_embedded_default(self) -> bool:
+        """True when no URL was given: the embedded SQLite default, which migrates itself."""
+        return self.database_url is None

@@ -1,0 +1,81 @@
+"""`dma-upgrade audit verify` proves the log untouched, and names the first broken position."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from adapters.clock import SystemClock
+from adapters.sql.database import create_db_engine
+from adapters.sql.event_store import SqlEventStore
+from engine.agent_events import AgentRegistered
+from engine.catalog import default_codec
+from engine.events import NewEvent
+from tests.e2e.cli import run_cli
+
+
+def _fill(url: str, count: int = 6) -> None:
+    engine = create_db_engine(url)
+    store = SqlEventStore(engine, default_codec(), SystemClock())
+    for i in range(count):
+        store.append(f"agent-dma-{i}", 0, [NewEvent(event_id=uuid.uuid4(), event=AgentRegistered(
+            name=f"dma-{i}", address=f"10.0.0.{i}", version="10.4.9.0-14794"))])
+    engine.dispose()
+
+
+def _sql(url: str, *statements: str) -> None:
+    engine = create_db_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+    engine.dispose()
+
+
+def test_an_untouched_log_verifies_and_says_how_many_events(db_url: str) -> None:
+    _fill(db_url)
+    result = run_cli("audit", "verify", database_url=db_url)
+    assert result.returncode == 0, result.stderr
+    assert "verified 6 events" in result.stdout
+
+
+ALTER = ("UPDATE events SET payload = replace(payload, '10.0.0.3', '10.6.6.6') WHERE position = 4",)
+DELETE = ("DELETE FROM events WHERE position = 3",)
+REORDER = ("UPDATE events SET position = 1000 WHERE position = 2",
+           "UPDATE events SET position = 2 WHERE position = 5",
+           "UPDATE events SET position = 5 WHERE position = 1000")
+
+
+@pytest.mark.parametrize(("tampering", "broken_at"), [(ALTER, 4), (DELETE, 3), (REORDER, 2)],
+                         ids=["altered", "deleted", "reordered"])
+def test_tampering_names_the_first_broken_position_and_exits_1(db_url: str, tampering: tuple[str, ...],
+                                                               broken_at: int) -> None:
+    _fill(db_url)
+    _sql(db_url, *tampering)
+    result = run_cli("audit", "verify", database_url=db_url)
+    assert result.returncode == 1
+    assert f"broken at position {broken_at}" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_an_anchor_from_the_log_is_found(db_url: str) -> None:
+    _fill(db_url)
+    engine = create_db_engine(db_url)
+    with engine.connect() as conn:
+        digest = conn.execute(sa.text("SELECT hash FROM events WHERE position = 4")).scalar_one()
+    engine.dispose()
+    assert run_cli("audit", "verify", "--anchor", f"{digest}@4", database_url=db_url).returncode == 0
+    wrong = run_cli("audit", "verify", "--anchor", f"{'a' * 64}@4", database_url=db_url)
+    assert wrong.returncode == 1
+    assert "anchor mismatch at position 4" in wrong.stderr
+    gone = run_cli("audit", "verify", "--anchor", f"{digest}@99", database_url=db_url)
+    assert gone.returncode == 1
+    assert "no longer in the log" in gone.stderr
+
+
+def test_a_malformed_anchor_is_a_clear_error(sqlite_url: str) -> None:
+    result = run_cli("audit", "verify", "--anchor", "nonsense", database_url=sqlite_url)
+    assert result.returncode == 2
+    assert "HASH@POSITION" in result.stderr
+

@@ -1,0 +1,293 @@
+"""DataMiner versions: parsing, canonical text, ordering, tracks and upgrade-path rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import InvalidInput
+from engine.versions import (
+    DataMinerVersion,
+    InvalidVersion,
+    ReleaseTrack,
+    is_downgrade,
+    offered,
+    parse_version,
+    refuses_unmet_prerequisites,
+    upgrade_path_problems,
+)
+
+V = parse_version
+
+
+@pytest.mark.parametrize(
+    ("text", "fields"),
+    [
+        ("10.4.9.0-14794", (10, 4, 9, 0, None, 14794)),
+        ("10.5.5.0(CU0)-15664", (10, 5, 5, 0, 0, 15664)),
+        ("10.0.0 CU19", (10, 0, 0, 0, 19, None)),
+        ("10.0.0.0 CU19", (10, 0, 0, 0, 19, None)),
+        ("10.0.0 cu19", (10, 0, 0, 0, 19, None)),
+        ("10.0.0 CU19-9999", (10, 0, 0, 0, 19, 9999)),
+        ("8.0.6.3-2304-20140407-release", (8, 0, 6, 3, None, 2304)),
+        ("8.0.6.3-2304-20140407", (8, 0, 6, 3, None, 2304)),
+        ("10.4.9.0", (10, 4, 9, 0, None, None)),
+        ("10.4.9", (10, 4, 9, 0, None, None)),
+        ("10.4.0.0-14000", (10, 4, 0, 0, None, 14000)),
+        ("10.3.0.0(CU12)", (10, 3, 0, 0, 12, None)),
+        ("  10.4.9.0-14794\n", (10, 4, 9, 0, None, 14794)),
+        ("9.6.0", (9, 6, 0, 0, None, None)),
+        ("010.04.9.0", (10, 4, 9, 0, None, None)),
+    ],
+)
+def test_parse_accepts_every_documented_form(text: str, fields: tuple[int | None, ...]) -> None:
+    version = V(text)
+    assert (version.major, version.minor, version.feature, version.patch, version.cu, version.build) == fields
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "abc",
+        "10",
+        "10.4",
+        "10.4 CU3",
+        "10.4.x.0",
+        "v10.4.9.0",
+        "-1.0.0",
+        "10.-4.9",
+        "10.4.9.0-",
+        "10.4.9.0--14794",
+        "10.4.9.0-build",
+        "10.4.9.0.1",
+        "10.4.9.0(CU)",
+        "10.4.9.0(CU-1)",
+        "10.4.9.0 (CU1)",
+        "10.0.0CU19",
+        "10.4.9.0-14794 Full",
+        "8.0.6.3-2304-2014047-release",
+        "8.0.6.3-2304-20140407-",
+        "1.2.3.4.5",
+        "10.4.9.0-1234567890",
+        "١٠.٤.٩",
+        "10.4.9.0\n10.4.9.1",
+    ],
+)
+def test_parse_rejects_anything_else_naming_the_text(text: str) -> None:
+    with pytest.raises(InvalidVersion) as caught:
+        V(text)
+    message = str(caught.value)
+    assert repr(text) in message
+    assert "\n" not in message
+    assert isinstance(caught.value, InvalidInput)
+
+
+def test_parse_rejects_an_impossible_build_date() -> None:
+    with pytest.raises(InvalidVersion, match="build date 20141340 is not a date"):
+        V("8.0.6.3-2304-20141340-release")
+
+
+def test_invalid_version_message_truncates_a_huge_text() -> None:
+    with pytest.raises(InvalidVersion) as caught:
+        V("9" * 5000)
+    assert len(str(caught.value)) < 200
+
+
+def test_negative_numbers_are_refused_on_construction() -> None:
+    with pytest.raises(InvalidVersion, match="negative"):
+        DataMinerVersion(10, 4, 9, build=-1)
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("10.4.9.0-14794", "10.4.9.0-14794"),
+        ("10.5.5.0(CU0)-15664", "10.5.5.0(CU0)-15664"),
+        ("10.0.0 CU19", "10.0.0.0(CU19)"),
+        ("10.0.0 CU19-9999", "10.0.0.0(CU19)-9999"),
+        ("8.0.6.3-2304-20140407-release", "8.0.6.3-2304"),
+        ("10.4.9", "10.4.9.0"),
+        ("010.04.9.0", "10.4.9.0"),
+    ],
+)
+def test_str_is_canonical_and_round_trips(text: str, canonical: str) -> None:
+    version = V(text)
+    assert str(version) == canonical
+    assert V(canonical) == version
+    assert str(V(canonical)) == canonical
+
+
+@pytest.mark.parametrize(
+    ("lower", "higher"),
+    [
+        ("10.4.9.0-14794", "10.4.10.0-14800"),
+        ("10.4.9.0", "10.4.9.1"),
+        ("9.6.13", "10.0.0"),
+        ("10.0.0 CU19", "10.0.0 CU20"),
+        ("10.0.0 CU9", "10.0.0 CU10"),
+        ("10.0.0 CU19", "10.0.0.0(CU19)-1"),
+        ("10.4.9.0", "10.4.9.0-14794"),
+        ("10.4.9.0-9999", "10.4.9.0-10000"),
+        ("10.5.0.0(CU5)-15000", "10.5.5.0(CU0)-15664"),
+        ("10.4.0 CU99", "10.4.1"),
+        ("10.4.12", "10.5.0"),
+        ("8.0.6.3-2304-20140407-release", "9.6.0"),
+        ("10.4.0.0(CU1)-100", "10.4.0.0(CU2)-50"),
+    ],
+)
+def test_ordering_compares_a_b_c_d_then_cu_then_build(lower: str, higher: str) -> None:
+    assert V(lower) < V(higher)
+    assert V(lower) <= V(higher)
+    assert V(higher) > V(lower)
+    assert V(higher) >= V(lower)
+    assert V(lower) != V(higher)
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("10.4.9.0", "10.4.9"),
+        ("10.4.9.0", "10.4.9.0(CU0)"),
+        ("10.4.9.0", "10.4.9.0-0"),
+        ("10.0.0 CU19", "10.0.0.0(CU19)"),
+        ("8.0.6.3-2304-20140407-release", "8.0.6.3-2304"),
+    ],
+)
+def test_missing_cu_and_build_equal_zero(one: str, other: str) -> None:
+    assert V(one) == V(other)
+    assert hash(V(one)) == hash(V(other))
+    assert V(one) <= V(other) <= V(one)
+
+
+def test_sorting_a_mixed_list() -> None:
+    texts = ["10.5.0 CU2", "10.4.9.0-14794", "9.6.0", "10.0.0 CU19", "10.4.0.0(CU3)-14100", "10.5.5"]
+    assert [str(v) for v in sorted(map(V, texts))] == [
+        "9.6.0.0", "10.0.0.0(CU19)", "10.4.0.0(CU3)-14100", "10.4.9.0-14794", "10.5.0.0(CU2)", "10.5.5.0",
+    ]
+
+
+def test_comparing_with_something_else_is_not_equal() -> None:
+    assert V("10.4.9.0") != "10.4.9.0"
+
+
+@pytest.mark.parametrize(
+    ("text", "main", "track"),
+    [
+        ("10.4.0.0(CU3)-14100", True, ReleaseTrack.MAIN),
+        ("10.0.0 CU19", True, ReleaseTrack.MAIN),
+        ("10.4.9.0-14794", False, ReleaseTrack.FEATURE),
+        ("10.5.1", False, ReleaseTrack.FEATURE),
+        ("8.0.6.3-2304-20140407-release", False, ReleaseTrack.FEATURE),
+    ],
+)
+def test_release_track_follows_the_third_number(text: str, main: bool, track: ReleaseTrack) -> None:
+    version = V(text)
+    assert version.is_main_release is main
+    assert version.is_feature_release is not main
+    assert version.release_track is track
+
+
+def test_release_number_drops_cu_and_build() -> None:
+    assert V("10.5.5.0(CU0)-15664").release_number == "10.5.5.0"
+
+
+@pytest.mark.parametrize(
+    ("text", "refuses"),
+    [
+        ("8.0.6.3-2304-20140407-release", False),
+        ("9.6.0 CU13", False),
+        ("9.6.13", False),
+        ("10.0.0", False),
+        ("10.0.0 CU19", False),
+        ("10.0.0.0(CU19)-99999", False),
+        ("10.0.0 CU20", True),
+        ("10.0.0 CU21", True),
+        ("10.0.5", False),
+        ("10.0.13", False),
+        ("10.1.0", False),
+        ("10.1.0 CU8", False),
+        ("10.1.0 CU9", True),
+        ("10.1.1", False),
+        ("10.1.11", False),
+        ("10.1.12", True),
+        ("10.1.13", True),
+        ("10.2.0", True),
+        ("10.2.0 CU0", True),
+        ("10.2.5", True),
+        ("10.4.9.0-14794", True),
+        ("11.0.0", True),
+    ],
+)
+def test_refusal_of_unmet_prerequisites_follows_release_history(text: str, refuses: bool) -> None:
+    assert refuses_unmet_prerequisites(V(text)) is refuses
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "downgrade", "is_offered"),
+    [
+        ("10.4.0.0(CU3)-14100", "10.4.0.0(CU4)-14200", False, True),
+        ("10.4.0.0(CU3)-14100", "10.4.9.0-14794", False, True),
+        ("10.4.9.0-14794", "10.5.0.0(CU0)-15000", False, True),
+        ("10.4.9.0-14794", "10.4.0.0(CU12)-15500", True, False),
+        ("10.5.3", "10.5.0 CU9", True, False),
+        ("10.5.1", "10.5.0", True, False),
+        ("10.4.9.0-14794", "10.4.9.0-14794", False, False),
+        ("10.4.9.0-14794", "10.4.9.0-14800", False, True),
+        ("10.4.9.0-14794", "10.4.8.0-14700", True, False),
+        ("10.5.0 CU2", "10.4.0 CU20", True, False),
+        ("10.0.0 CU19", "10.2.0", False, True),
+    ],
+)
+def test_downgrades_are_never_offered(current: str, target: str, downgrade: bool, is_offered: bool) -> None:
+    assert is_downgrade(V(current), V(target)) is downgrade
+    assert offered(V(current), V(target)) is is_offered
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "expected"),
+    [
+        ("10.0.0 CU19", "10.0.0 CU20", []),
+        ("9.6.0 CU13", "10.0.0 CU19", []),
+        ("9.6.13", "10.0.0.0(CU19)-9999", []),
+        ("10.0.0 CU18", "10.0.0 CU19", []),
+        ("10.0.0 CU10", "10.0.0 CU21", ["to 10.0.0.0(CU19) first"]),
+        ("9.6.0 CU13", "10.0.0 CU25", ["to 10.0.0.0(CU19) first"]),
+        ("9.6.0 CU13", "10.2.0", ["to 10.0.0.0(CU19) first", "latest CU of 10.0 first"]),
+        ("8.0.6.3-2304-20140407-release", "10.0.0 CU19", ["latest CU of 9.x first"]),
+        ("10.0.0 CU19", "10.1.0 CU5", ["skip 10.1"]),
+        ("10.0.13", "10.1.12", ["skip 10.1"]),
+        ("10.0.0 CU19", "10.2.0", []),
+        ("10.1.0 CU9", "10.2.0", []),
+        ("10.1.0 CU9", "10.3.0", ["latest CU of 10.2 first"]),
+        ("10.2.0 CU5", "10.5.0", ["latest CU of 10.3, 10.4 first"]),
+        ("10.3.0 CU20", "10.4.0 CU5", []),
+        ("10.4.9", "10.5.0 CU2", []),
+        ("10.5.0 CU2", "10.6.0", []),
+        ("10.5.0.0(CU3)-15200", "10.6.2", []),
+        ("10.5.5", "10.6.0", []),
+        ("10.5.8", "10.6.1", []),
+        ("10.5.0 CU1", "10.6.0", ["10.5.0 CU2 or 10.5.5 first"]),
+        ("10.5.4", "10.6.0", ["10.5.0 CU2 or 10.5.5 first"]),
+        ("10.4.9", "10.6.0", ["latest CU of 10.5 first", "10.5.0 CU2 or 10.5.5 first"]),
+        ("10.6.0", "10.6.3", []),
+        ("10.9.0", "11.0.0", []),
+        ("10.9.0", "11.2.0", ["latest CU of 11.0, 11.1 first"]),
+        ("9.6.0", "11.0.0", ["to 10.0.0.0(CU19) first", "latest CU of 10.x first",
+                             "10.5.0 CU2 or 10.5.5 first"]),
+        ("10.6.0", "10.5.0 CU2", []),
+        ("10.4.9.0-14794", "10.4.9.0-14794", []),
+    ],
+)
+def test_upgrade_path_problems(current: str, target: str, expected: list[str]) -> None:
+    problems = upgrade_path_problems(V(current), V(target))
+    assert len(problems) == len(expected), problems
+    for problem, fragment in zip(problems, expected, strict=True):
+        assert fragment in problem
+        assert str(V(current)) in problem
+
+
+def test_path_problem_names_both_versions_when_crossing_majors() -> None:
+    [problem] = upgrade_path_problems(V("10.2.0.0(CU5)-12000"), V("10.4.0.0(CU1)-14000"))
+    assert problem == ("upgrade 10.2.0.0(CU5)-12000 to 10.4.0.0(CU1)-14000 crosses more than one major "
+                       "version: go through the latest CU of 10.3 first")
