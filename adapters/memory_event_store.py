@@ -62,6 +62,12 @@ class InMemoryEventStore:
         for record in self.read_records(after, page_size):
             yield self._codec.decode_record(record)
 
+    def read_category(self, prefix: str) -> Iterator[RecordedEvent]:
+        with self._lock:
+            records = [r for r in self._records if r.stream_id.startswith(prefix)]
+        for record in records:
+            yield self._codec.decode_record(record)
+
     def head_position(self) -> int:
         with self._lock:
             return len(self._records)

@@ -256,7 +256,7 @@ class _Inspection:
                 except InvalidInput as error:
                     raise self.reject(str(error)) from None
                 if check.name != stem:
-                    raise self.reject(f"{UPDATE_ZIP}/{name} holds check {check.name!r}, "
+                    raise self.reject(f"{UPDATE_ZIP}/{name} holds check {str(check.name)!r}, "
                                       f"not {stem!r}")
                 checks.append(check)
         return names, checks

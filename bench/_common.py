@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def progress(message: str) -> None:
@@ -18,6 +19,16 @@ def peak_rss_mib() -> float:
     """The peak resident set size of this process so far, in MiB (``ru_maxrss`` is KiB on Linux)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def vm_hwm_mib() -> float | None:
+    """The kernel's peak RSS of this process image (``VmHWM`` in /proc), or None where there is no /proc."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    kib = next((line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return None if kib is None else int(kib) / 1024
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,8 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]
 
     def line(cells: Sequence[str]) -> str:
         first, *rest = (str(c) for c in cells)
-        return "  ".join([first.ljust(widths[0]), *(c.rjust(w) for c, w in zip(rest, widths[1:], strict=True))])
+        right = (cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True))
+        return "  ".join([first.ljust(widths[0]), *right])
 
     print(f"\n{title}")
     print(line(headers))

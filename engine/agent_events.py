@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Any
 
 from engine.events import Event
+from engine.packages import AgentFacts
 
 
 class FailoverRole(StrEnum):
@@ -44,5 +45,45 @@ def upcast_agent_registered_v1(payload: dict[str, Any]) -> dict[str, Any]:
     return upcast
 
 
-AGENT_EVENTS: tuple[type[Event], ...] = (AgentRegistered,)
+class AgentFactsReported(Event):
+    """The agent reported the facts its prerequisite checks are judged on."""
+
+    event_type = "AgentFactsReported"
+
+    facts: AgentFacts
+
+
+class AgentVersionChanged(Event):
+    """The agent runs another DataMiner version after an upgrade (its ``VersionHistory.txt`` line)."""
+
+    event_type = "AgentVersionChanged"
+
+    version: str
+    previous_version: str
+    upgrade_id: str | None = None
+
+
+class AgentLeftStopped(Event):
+    """An upgrade ended with Auto Start off: the agent's DataMiner stays stopped until started by hand."""
+
+    event_type = "AgentLeftStopped"
+
+    upgrade_id: str
+
+
+class AgentStartedManually(Event):
+    """An operator started the DataMiner service of an agent left stopped (Auto Start off)."""
+
+    event_type = "AgentStartedManually"
+
+    upgrade_id: str | None = None
+
+
+def agent_stream_id(name: str) -> str:
+    """The event stream of one agent of the inventory."""
+    return f"agent-{name}"
+
+
+AGENT_EVENTS: tuple[type[Event], ...] = (AgentRegistered, AgentFactsReported, AgentVersionChanged,
+                                         AgentLeftStopped, AgentStartedManually)
 AGENT_UPCASTERS = {("AgentRegistered", 1): upcast_agent_registered_v1}

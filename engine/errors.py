@@ -14,7 +14,9 @@ map these classes to exit codes and status codes in one table each.
     │   └── SchemaNotMigrated      the database lacks the schema; run the migrations
     ├── NotFound                   an unknown agent, cluster, package, rollout or projection
     ├── Conflict                   a reused package, a busy cluster, an agent in two rollouts
-    └── InvalidInput               a malformed version, package, option or time
+    ├── InvalidInput               a malformed version, package, option or time
+    └── AgentStepFailed            an agent could not perform a step
+        └── AgentUnreachable       the agent did not answer
 """
 
 from __future__ import annotations
@@ -93,3 +95,17 @@ class Conflict(DmaUpgradeError):
 
 class InvalidInput(DmaUpgradeError):
     """The input is malformed or breaks a documented rule."""
+
+
+class AgentStepFailed(DmaUpgradeError):
+    """An agent could not perform a step (it refused, broke, timed out or could not be reached)."""
+
+    def __init__(self, agent: str, step: str, reason: str) -> None:
+        super().__init__(f"agent {agent}: {step} failed: {reason}")
+        self.agent = agent
+        self.step = step
+        self.reason = reason
+
+
+class AgentUnreachable(AgentStepFailed):
+    """The agent did not answer at all."""

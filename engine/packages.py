@@ -13,7 +13,15 @@ from dataclasses import replace
 from enum import StrEnum
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from engine.errors import InvalidInput
 from engine.versions import DataMinerVersion, InvalidVersion, parse_version, refuses_unmet_prerequisites
@@ -222,11 +230,16 @@ class AgentFacts(BaseModel):
         _checked_version(value)
         return value
 
+    @field_serializer("components")
+    def _sorted(self, components: frozenset[str]) -> list[str]:
+        """Sorted, so the same facts always serialise to the same JSON (set order varies by process)."""
+        return sorted(components)
+
 
 class PrerequisiteFailure(BaseModel):
     """A check one agent failed; ``blocking`` when the agent's version refuses the package."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     agent: str
     check: PrerequisiteCheck

@@ -8,10 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 from uuid import UUID
 
 from engine.events import NewEvent, RecordedEvent, StoredRecord
+from engine.packages import AgentFacts
+from engine.upgrade_events import Step
 
 
 class Clock(Protocol):
@@ -71,6 +74,87 @@ class EventStore(Protocol):
         """Like ``read_all`` but undecoded, as stored (for the audit trail and verification)."""
         ...
 
+    def read_category(self, prefix: str) -> Iterator[RecordedEvent]:
+        """Events of every stream whose id starts with ``prefix``, in global order."""
+        ...
+
     def head_position(self) -> int:
         """The position of the last stored event (0 when empty)."""
+        ...
+
+
+@dataclass(frozen=True)
+class AgentAddress:
+    """How the engine reaches one agent."""
+
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class PackageRef:
+    """The package a step works with."""
+
+    sha256: str
+    version: str
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What an agent reports when a step is done (the version it runs after an install)."""
+
+    version_after: str | None = None
+
+
+class StepStatus(StrEnum):
+    """What an agent knows of one idempotency key."""
+
+    UNKNOWN = "unknown"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    """What an agent says about itself when asked by address."""
+
+    name: str
+    address: str
+    cluster: str | None
+    version: str
+    facts: AgentFacts
+
+
+class PhaseReporter(Protocol):
+    """Called by a gateway as an installation reaches each phase of the action script."""
+
+    def __call__(self, phase: str, index: int, count: int) -> None: ...
+
+
+class AgentGateway(Protocol):
+    """The agents' side: every operation the engine asks of a DataMiner Agent.
+
+    Semantics every implementation keeps:
+
+    - ``perform`` blocks until the step is done and returns its outcome, or raises
+      ``AgentStepFailed`` (``AgentUnreachable`` when the agent did not answer).
+    - Every call carries an idempotency key; the agent applies a key at most once. Performing a key
+      that already succeeded returns the first outcome without applying the step again.
+    - ``step_status`` tells what the agent knows of a key, so a recovering engine can learn the
+      outcome of a step whose start was recorded but whose end was not, before re-sending anything.
+    - An agent's version changes only after a successful install.
+    """
+
+    def perform(self, agent: AgentAddress, step: Step, idempotency_key: str, package: PackageRef,
+                on_phase: PhaseReporter | None = None) -> StepOutcome:
+        """Perform ``step`` on ``agent`` once for ``idempotency_key``."""
+        ...
+
+    def step_status(self, agent: AgentAddress, idempotency_key: str) -> StepStatus:
+        """What the agent knows of ``idempotency_key``."""
+        ...
+
+    def identify(self, address: str) -> AgentIdentity:
+        """Ask the agent at ``address`` who it is (name, cluster, version, facts)."""
         ...

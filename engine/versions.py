@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
+from functools import total_ordering
 
 from engine.errors import InvalidInput
 
@@ -55,6 +56,7 @@ class ReleaseTrack(StrEnum):
     FEATURE = "Feature Release"
 
 
+@total_ordering
 @dataclass(frozen=True, eq=False)
 class DataMinerVersion:
     """One DataMiner version ``major.minor.feature.patch`` with optional CU and build."""
@@ -82,17 +84,10 @@ class DataMinerVersion:
     def __hash__(self) -> int:
         return hash(self._key())
 
-    def __lt__(self, other: DataMinerVersion) -> bool:
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, DataMinerVersion):
+            return NotImplemented
         return self._key() < other._key()
-
-    def __le__(self, other: DataMinerVersion) -> bool:
-        return self._key() <= other._key()
-
-    def __gt__(self, other: DataMinerVersion) -> bool:
-        return self._key() > other._key()
-
-    def __ge__(self, other: DataMinerVersion) -> bool:
-        return self._key() >= other._key()
 
     def __str__(self) -> str:
         cu = f"(CU{self.cu})" if self.cu is not None else ""

@@ -118,6 +118,20 @@ class SqlEventStore:
         for record in self.read_records(after, page_size):
             yield decode(record)
 
+    def read_category(self, prefix: str) -> Iterator[RecordedEvent]:
+        in_category = events.c.stream_id.startswith(prefix, autoescape=True)
+        position = 0
+        while True:
+            query = (sa.select(*_COLUMNS).where(in_category, events.c.position > position)
+                     .order_by(events.c.position).limit(1000))
+            with self._engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            for row in rows:
+                yield self._codec.decode_record(record_from_row(row))
+            position = rows[-1][0]
+
     def head_position(self) -> int:
         with self._engine.connect() as conn:
             return conn.execute(sa.select(sa.func.max(events.c.position))).scalar() or 0

@@ -125,3 +125,13 @@ def test_an_empty_append_writes_nothing(event_store: EventStore) -> None:
     result = event_store.append("agent-a", 0, [])
     assert result.positions == ()
     assert event_store.head_position() == 0
+
+
+def test_read_category_returns_the_streams_with_a_prefix_in_global_order(event_store: EventStore) -> None:
+    event_store.append("agent-b", 0, [registered("b")])
+    event_store.append("agentx-1", 0, [registered("x")])
+    event_store.append("agent-a", 0, [registered("a")])
+    event_store.append("agent-b", 1, [registered("b2")])
+    events = list(event_store.read_category("agent-"))
+    assert [(e.stream_id, e.position) for e in events] == [("agent-b", 1), ("agent-a", 3), ("agent-b", 4)]
+    assert list(event_store.read_category("nothing-")) == []

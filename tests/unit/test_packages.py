@@ -68,7 +68,8 @@ def test_an_agent_meeting_every_check_has_no_failures() -> None:
         ({"components": set()},
          "agent dma-03: check dotnet requires dotnet-8, aspnetcore-8 installed, found none"),
         ({"os": "Windows Server 2012 R2"},
-         "agent dma-03: check os requires >= Windows Server 2016 or Windows 10, found Windows Server 2012 R2"),
+         "agent dma-03: check os requires >= Windows Server 2016 or Windows 10, "
+         "found Windows Server 2012 R2"),
         ({"os": "Windows 8.1"},
          "agent dma-03: check os requires >= Windows Server 2016 or Windows 10, found Windows 8.1"),
         ({"os": "Ubuntu 22.04"},
@@ -97,11 +98,13 @@ def test_os_at_least_accepts_newer_systems_of_either_family(os_name: str) -> Non
 
 
 def test_os_one_of_requires_an_exact_name() -> None:
-    check = PrerequisiteCheck(name=CheckName.OS, comparison=Comparison.ONE_OF, required=("Windows Server 2022",))
+    check = PrerequisiteCheck(name=CheckName.OS, comparison=Comparison.ONE_OF,
+                              required=("Windows Server 2022",))
     manifest = MANIFEST.model_copy(update={"prerequisites": (check,)})
     assert evaluate_prerequisites(manifest, "dma-01", facts(os="Windows Server 2022")) == []
     [failure] = evaluate_prerequisites(manifest, "dma-01", facts(os="Windows Server 2025"))
-    assert str(failure) == "agent dma-01: check os requires one of Windows Server 2022, found Windows Server 2025"
+    assert str(failure) == ("agent dma-01: check os requires one of Windows Server 2022, "
+                            "found Windows Server 2025")
 
 
 def test_failures_keep_manifest_order() -> None:
@@ -176,7 +179,8 @@ def test_manifest_version_is_normalised_to_four_numbers() -> None:
 
 def test_manifest_for_version_takes_cu_and_build_from_the_version() -> None:
     manifest = PackageManifest.for_version(parse_version("10.5.5.0(CU0)-15664"), PackageKind.FULL, "May FR")
-    assert (manifest.version, manifest.cu, manifest.build, manifest.description) == ("10.5.5.0", 0, 15664, "May FR")
+    assert (manifest.version, manifest.cu, manifest.build) == ("10.5.5.0", 0, 15664)
+    assert manifest.description == "May FR"
 
 
 def test_manifest_for_version_needs_a_build() -> None:
@@ -210,8 +214,14 @@ def test_manifest_from_json_names_the_source_and_field(raw: bytes, message: str)
 
 def test_check_from_json_names_the_source() -> None:
     assert check_from_json('{"name": "ports", "comparison": "is-true"}') == ALL_CHECKS[5]
-    with pytest.raises(InvalidInput, match="^Prerequisites/os.json: field 'name'"):
+    with pytest.raises(InvalidInput, match=r"^Prerequisites/os\.json: field 'name'"):
         check_from_json('{"name": "o", "comparison": "is-true"}', "Prerequisites/os.json")
+
+
+def test_agent_facts_serialise_components_in_sorted_order() -> None:
+    agent = facts(components={"zeta", "alpha", "mid"})
+    assert agent.model_dump(mode="json")["components"] == ["alpha", "mid", "zeta"]
+    assert AgentFacts.model_validate_json(agent.model_dump_json()) == agent
 
 
 def test_agent_facts_defaults_and_validation() -> None:

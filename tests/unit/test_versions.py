@@ -70,7 +70,7 @@ def test_parse_accepts_every_documented_form(text: str, fields: tuple[int | None
         "8.0.6.3-2304-20140407-",
         "1.2.3.4.5",
         "10.4.9.0-1234567890",
-        "١٠.٤.٩",
+        "\u0661\u0660.\u0664.\u0669",
         "10.4.9.0\n10.4.9.1",
     ],
 )
@@ -167,8 +167,10 @@ def test_sorting_a_mixed_list() -> None:
     ]
 
 
-def test_comparing_with_something_else_is_not_equal() -> None:
+def test_comparing_with_something_else_is_not_equal_and_not_ordered() -> None:
     assert V("10.4.9.0") != "10.4.9.0"
+    with pytest.raises(TypeError):
+        assert V("10.4.9.0") < "10.4.9.1"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,185 @@
+"""Events of rollouts (stream ``rollout-<id>``), cluster claims, packages and settings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.agent_events import FailoverRole
+from engine.events import Event
+from engine.packages import PackageManifest
+from engine.upgrade_events import AgentUpgradePlan, UpgradeOptions
+
+CLAIMS_STREAM = "rollout-claims"
+SETTINGS_STREAM = "settings"
+
+
+class FailoverPolicy(StrEnum):
+    """How a failover pair is upgraded (``default`` resolves to the setting when a rollout is planned)."""
+
+    DEFAULT = "default"
+    SIMULTANEOUS = "simultaneous"
+    BACKUP_FIRST = "backup-first"
+    BACKUP_FIRST_SWITCH_BACK = "backup-first-switch-back"
+
+
+class StepPolicy(BaseModel):
+    """Per-step timeout and retry budget, recorded on the rollout so a resumed engine honours them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step_timeout_seconds: float = Field(default=1800.0, gt=0)
+    retry_budget: int = Field(default=2, ge=0)
+    backoff_seconds: float = Field(default=5.0, ge=0)
+
+
+class PlannedAgent(BaseModel):
+    """One agent of a rollout: its upgrade, its plan, and which agents must complete before it starts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    address: str
+    cluster: str | None
+    current_version: str
+    upgrade_id: UUID
+    plan: AgentUpgradePlan
+    failover_role: FailoverRole | None = None
+    after: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def package_stream_id(sha256: str) -> str:
+    """The event stream of one uploaded package."""
+    return f"package-{sha256}"
+
+
+def rollout_stream_id(rollout_id: UUID) -> str:
+    """The event stream of one rollout."""
+    return f"rollout-{rollout_id}"
+
+
+class PackageUploaded(Event):
+    """A package passed inspection and is stored under its SHA-256."""
+
+    event_type = "PackageUploaded"
+
+    sha256: str
+    file_name: str
+    size: int
+    manifest: PackageManifest
+
+
+class PackageUsed(Event):
+    """The package executed an upgrade: it is marked completed and cannot execute another."""
+
+    event_type = "PackageUsed"
+
+    rollout_id: UUID
+
+
+class SettingChanged(Event):
+    """A system setting (e.g. ``failover-default-policy``) was set."""
+
+    event_type = "SettingChanged"
+
+    key: str
+    value: str
+
+
+class RolloutClaimed(Event):
+    """A rollout took its clusters and agents; another rollout touching them is refused until released."""
+
+    event_type = "RolloutClaimed"
+
+    rollout_id: UUID
+    clusters: tuple[str, ...]
+    agents: tuple[str, ...]
+
+
+class RolloutReleased(Event):
+    """A rollout ended and gave its clusters and agents back."""
+
+    event_type = "RolloutReleased"
+
+    rollout_id: UUID
+
+
+class RolloutPlanned(Event):
+    """The whole plan of a rollout, computed up front: who, in which order, visiting which states."""
+
+    event_type = "RolloutPlanned"
+
+    rollout_id: UUID
+    package_sha256: str
+    package_version: str
+    options: UpgradeOptions
+    upload_only: bool
+    failover_policy: FailoverPolicy
+    agents: tuple[PlannedAgent, ...]
+    max_concurrent: int = Field(ge=1)
+    max_errors: int = Field(ge=0)
+    step_policy: StepPolicy = StepPolicy()
+    start_at: datetime | None = None
+    warnings: tuple[str, ...] = ()
+
+
+class RolloutStarted(Event):
+    """The rollout began driving its agents."""
+
+    event_type = "RolloutStarted"
+
+
+class RolloutPaused(Event):
+    """No new agent starts; agents in flight finish their current step."""
+
+    event_type = "RolloutPaused"
+
+
+class RolloutResumed(Event):
+    """A paused rollout goes on."""
+
+    event_type = "RolloutResumed"
+
+
+class RolloutCancelled(Event):
+    """The rollout was cancelled: agents not yet installing are cancelled, the others finish."""
+
+    event_type = "RolloutCancelled"
+
+    reason: str
+
+
+class FailedAgentsRetried(Event):
+    """The failed agents of the rollout are tried again."""
+
+    event_type = "FailedAgentsRetried"
+
+    agents: tuple[str, ...]
+
+
+class RolloutCompleted(Event):
+    """Every agent ended; none failed beyond the error budget."""
+
+    event_type = "RolloutCompleted"
+
+    completed: int
+    cancelled: int
+
+
+class RolloutFailed(Event):
+    """The rollout ended failed (error budget exceeded or agents failed)."""
+
+    event_type = "RolloutFailed"
+
+    reason: str
+
+
+ROLLOUT_EVENTS: tuple[type[Event], ...] = (
+    PackageUploaded, PackageUsed, SettingChanged, RolloutClaimed, RolloutReleased, RolloutPlanned,
+    RolloutStarted, RolloutPaused, RolloutResumed, RolloutCancelled, FailedAgentsRetried,
+    RolloutCompleted, RolloutFailed,
+)
