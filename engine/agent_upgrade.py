@@ -82,6 +82,10 @@ class AgentUpgrade:
     def is_finished(self) -> bool:
         return self.state in (UpgradeState.COMPLETED, UpgradeState.CANCELLED)
 
+    @property
+    def is_failed(self) -> bool:
+        return self.state is UpgradeState.FAILED
+
     def idempotency_key(self, step: Step, attempt: int) -> str:
         """The key an agent dedupes this attempt of ``step`` on."""
         assert self.scheduled is not None

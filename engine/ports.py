@@ -158,3 +158,11 @@ class AgentGateway(Protocol):
     def identify(self, address: str) -> AgentIdentity:
         """Ask the agent at ``address`` who it is (name, cluster, version, facts)."""
         ...
+
+
+class Waiter(Protocol):
+    """Lets time pass: real waiting in production, a fake clock advancing under test."""
+
+    def wait(self, seconds: float) -> None:
+        """Return after ``seconds`` have passed."""
+        ...

@@ -1,0 +1,138 @@
+"""Planning a rollout up front: which agents, in which order, visiting which states, with which warnings."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from engine.agent_events import FailoverRole
+from engine.errors import InvalidInput
+from engine.inventory import AgentRecord, clusters_on_mixed_versions
+from engine.packages import PackageManifest, PackageRejected, evaluate_prerequisites
+from engine.rollout_events import FailoverPolicy, PlannedAgent, RolloutPlanned, StepPolicy
+from engine.upgrade_events import AgentUpgradePlan, UpgradeOptions
+from engine.versions import is_downgrade, parse_version, upgrade_path_problems
+
+_LIMIT = re.compile(r"^\s*(\d+)\s*(%?)\s*$")
+
+
+def resolve_limit(text: str, total: int, *, option: str, minimum: int) -> int:
+    """Turn ``N`` or ``P%`` of ``total`` agents into a count (a percentage rounds up)."""
+    match = _LIMIT.match(text)
+    if match is None:
+        raise InvalidInput(f"{option} must be a count N or a percentage P%, got {text!r}")
+    value = int(match.group(1))
+    if match.group(2):
+        if value > 100:
+            raise InvalidInput(f"{option} percentage must be at most 100%, got {text!r}")
+        value = math.ceil(total * value / 100)
+    return max(value, minimum)
+
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    """What an operator asks for; ``failover_policy`` is already resolved (never ``default``)."""
+
+    package_sha256: str
+    manifest: PackageManifest
+    agents: Sequence[AgentRecord]
+    inventory: Sequence[AgentRecord]
+    options: UpgradeOptions
+    failover_policy: FailoverPolicy
+    upload_only: bool = False
+    max_concurrent: str | None = None
+    max_errors: str | None = None
+    delayed_start_seconds: int = 0
+    step_policy: StepPolicy = StepPolicy()
+    start_at: datetime | None = None
+
+
+def plan_rollout(request: RolloutRequest, rollout_id: UUID, new_id: Callable[[], UUID]) -> RolloutPlanned:
+    """Compute the whole plan, or raise ``PackageRejected`` when an agent refuses the package."""
+    if request.failover_policy is FailoverPolicy.DEFAULT:
+        raise InvalidInput("the failover policy must be resolved before planning")
+    if not request.agents:
+        raise InvalidInput("a rollout needs at least one agent")
+    selected = {agent.name: agent for agent in request.agents}
+    target = request.manifest.dataminer_version
+    warnings: list[str] = []
+    planned: list[PlannedAgent] = []
+    for agent in request.agents:
+        agent_warnings = _agent_warnings(agent, request)
+        switch_over, after = _failover_part(agent, selected, request.failover_policy, request.upload_only)
+        plan = AgentUpgradePlan(options=request.options, upload_only=request.upload_only,
+                                switch_over=switch_over,
+                                delayed_start_seconds=request.delayed_start_seconds
+                                if request.options.delayed_start else 0)
+        planned.append(PlannedAgent(name=agent.name, address=agent.address, cluster=agent.cluster,
+                                    current_version=agent.version, upgrade_id=new_id(), plan=plan,
+                                    failover_role=agent.failover_role if agent.failover_partner in selected
+                                    else None,
+                                    after=after, warnings=tuple(agent_warnings)))
+        warnings.extend(agent_warnings)
+    warnings.extend(_cluster_warnings(request, selected, str(target)))
+    total = len(planned)
+    return RolloutPlanned(
+        rollout_id=rollout_id, package_sha256=request.package_sha256, package_version=str(target),
+        options=request.options, upload_only=request.upload_only, failover_policy=request.failover_policy,
+        agents=tuple(planned),
+        max_concurrent=resolve_limit(request.max_concurrent or str(total), total, option="--max-concurrent",
+                                     minimum=1),
+        max_errors=resolve_limit(request.max_errors or str(total), total, option="--max-errors", minimum=0),
+        step_policy=request.step_policy, start_at=request.start_at, warnings=tuple(warnings),
+    )
+
+
+def _agent_warnings(agent: AgentRecord, request: RolloutRequest) -> list[str]:
+    warnings: list[str] = []
+    current = parse_version(agent.version)
+    target = request.manifest.dataminer_version
+    if agent.facts is not None:
+        failures = evaluate_prerequisites(request.manifest, agent.name, agent.facts)
+        blocking = [f for f in failures if f.blocking]
+        if blocking:
+            raise PackageRejected(request.manifest.version, "; ".join(str(f) for f in blocking))
+        warnings.extend(f"{failure} (accepted: {agent.version} predates the refusal)" for failure in failures)
+        if not request.options.stop_snmp and agent.facts.snmp_agent_port == agent.facts.windows_snmp_port:
+            warnings.append(f"agent {agent.name}: Stop SNMP is off and SLSNMPAgent and Windows SNMP both "
+                            f"use UDP port {agent.facts.snmp_agent_port}: they will conflict")
+    if not request.upload_only:
+        if is_downgrade(current, target):
+            warnings.append(f"agent {agent.name}: {target} is a downgrade from {agent.version}")
+        warnings.extend(f"agent {agent.name}: {problem}" for problem in upgrade_path_problems(current, target))
+    return warnings
+
+
+def _failover_part(agent: AgentRecord, selected: dict[str, AgentRecord], policy: FailoverPolicy,
+                   upload_only: bool) -> tuple[bool, tuple[str, ...]]:
+    """Whether this agent switches over, and which agents must complete before it starts."""
+    partner = agent.failover_partner
+    if upload_only or partner is None or partner not in selected or policy is FailoverPolicy.SIMULTANEOUS:
+        return False, ()
+    if agent.failover_role is FailoverRole.BACKUP:
+        return True, ()
+    return policy is FailoverPolicy.BACKUP_FIRST_SWITCH_BACK, (partner,)
+
+
+def _cluster_warnings(request: RolloutRequest, selected: dict[str, AgentRecord], target: str) -> list[str]:
+    warnings = [f"cluster {cluster} runs mixed versions now: {', '.join(versions)}"
+                for cluster, versions in clusters_on_mixed_versions(request.inventory).items()
+                if any(a.cluster == cluster for a in request.agents)]
+    if request.upload_only:
+        return warnings
+    for agent in request.agents:
+        partner = agent.failover_partner
+        if partner is not None and partner not in selected:
+            warnings.append(f"agent {agent.name}: its failover partner {partner} is not in this rollout; "
+                            f"the pair would run different versions")
+    after = {a.name: (target if a.name in selected else a.version) for a in request.inventory}
+    for cluster, versions in clusters_on_mixed_versions(
+            [AgentRecord(name=a.name, address=a.address, cluster=a.cluster, version=after[a.name])
+             for a in request.inventory]).items():
+        if any(a.cluster == cluster for a in request.agents):
+            warnings.append(f"cluster {cluster} will be left on mixed versions: {', '.join(versions)}")
+    return warnings

@@ -1,0 +1,78 @@
+"""Small folds the service reads: uploaded packages, settings, and which rollouts hold which clusters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from engine.events import RecordedEvent
+from engine.packages import PackageManifest
+from engine.rollout_events import (
+    PackageUploaded,
+    PackageUsed,
+    RolloutClaimed,
+    RolloutReleased,
+    SettingChanged,
+)
+
+
+@dataclass
+class PackageRecord:
+    """One uploaded package; ``used_by`` is the rollout that executed it (it is then completed)."""
+
+    sha256: str
+    file_name: str
+    size: int
+    manifest: PackageManifest
+    uploaded_at: datetime
+    uploaded_by: str
+    used_by: UUID | None = None
+    stream_version: int = 1
+
+    @property
+    def status(self) -> str:
+        return "completed" if self.used_by is not None else "available"
+
+
+def fold_packages(events: Iterable[RecordedEvent]) -> dict[str, PackageRecord]:
+    """Every uploaded package by SHA-256, from the ``package-`` streams."""
+    packages: dict[str, PackageRecord] = {}
+    for recorded in events:
+        event = recorded.event
+        if isinstance(event, PackageUploaded):
+            packages[event.sha256] = PackageRecord(
+                sha256=event.sha256, file_name=event.file_name, size=event.size, manifest=event.manifest,
+                uploaded_at=recorded.recorded_at, uploaded_by=recorded.metadata.actor)
+        elif isinstance(event, PackageUsed):
+            record = packages[recorded.stream_id.removeprefix("package-")]
+            record.used_by = event.rollout_id
+            record.stream_version = recorded.stream_version
+    return packages
+
+
+def fold_settings(events: Iterable[RecordedEvent]) -> dict[str, str]:
+    """The latest value of every setting that was set."""
+    return {e.event.key: e.event.value for e in events if isinstance(e.event, SettingChanged)}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A rollout's hold on clusters and agents."""
+
+    rollout_id: UUID
+    clusters: frozenset[str]
+    agents: frozenset[str]
+
+
+def active_claims(events: Iterable[RecordedEvent]) -> dict[UUID, Claim]:
+    """Claims not yet released, by rollout."""
+    claims: dict[UUID, Claim] = {}
+    for recorded in events:
+        event = recorded.event
+        if isinstance(event, RolloutClaimed):
+            claims[event.rollout_id] = Claim(event.rollout_id, frozenset(event.clusters), frozenset(event.agents))
+        elif isinstance(event, RolloutReleased):
+            claims.pop(event.rollout_id, None)
+    return claims

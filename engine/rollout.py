@@ -1,0 +1,153 @@
+"""A rollout as an aggregate: the plan plus the operator's controls, folded from its stream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from functools import cache
+
+from transitions import Machine, MachineError
+
+from engine.errors import InvalidTransition
+from engine.events import Event
+from engine.rollout_events import (
+    FailedAgentsRetried,
+    RolloutCancelled,
+    RolloutCompleted,
+    RolloutFailed,
+    RolloutPaused,
+    RolloutPlanned,
+    RolloutResumed,
+    RolloutStarted,
+)
+
+
+class RolloutState(StrEnum):
+    """Where a rollout stands."""
+
+    PLANNED = "Planned"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+R = RolloutState
+ROLLOUT_TRANSITIONS: list[dict[str, object]] = [
+    {"trigger": "start", "source": R.PLANNED.value, "dest": R.RUNNING.value},
+    {"trigger": "pause", "source": R.RUNNING.value, "dest": R.PAUSED.value},
+    {"trigger": "resume", "source": R.PAUSED.value, "dest": R.RUNNING.value},
+    {"trigger": "cancel", "source": [R.PLANNED.value, R.RUNNING.value, R.PAUSED.value, R.FAILED.value],
+     "dest": R.CANCELLED.value},
+    {"trigger": "complete", "source": R.RUNNING.value, "dest": R.COMPLETED.value},
+    {"trigger": "fail", "source": R.RUNNING.value, "dest": R.FAILED.value},
+    {"trigger": "retry_failed", "source": R.FAILED.value, "dest": R.RUNNING.value},
+]
+"""A failed rollout keeps its clusters until it is retried to completion or cancelled."""
+
+_EVENT_TRIGGERS: dict[type[Event], str] = {
+    RolloutStarted: "start", RolloutPaused: "pause", RolloutResumed: "resume", RolloutCancelled: "cancel",
+    RolloutCompleted: "complete", RolloutFailed: "fail", FailedAgentsRetried: "retry_failed",
+}
+
+
+class _Model:
+    state: str
+
+
+_MACHINE = Machine(model=None, states=[s.value for s in RolloutState], transitions=ROLLOUT_TRANSITIONS,
+                   initial=R.PLANNED.value, auto_transitions=False)
+
+
+@cache
+def rollout_next_state(state: RolloutState, trigger: str) -> RolloutState | None:
+    """The state ``trigger`` leads to from ``state``, or None when the table does not allow it."""
+    model = _Model()
+    _MACHINE.add_model(model, initial=state.value)
+    try:
+        moved = bool(getattr(model, "trigger")(trigger))  # noqa: B009 - bound by the machine
+    except (MachineError, AttributeError):
+        moved = False
+    finally:
+        _MACHINE.remove_model(model)
+    return RolloutState(model.state) if moved else None
+
+
+class Rollout:
+    """The state of one rollout, rebuilt from its events; decisions never mutate it."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.state = RolloutState.PLANNED
+        self.planned: RolloutPlanned | None = None
+        self.retry_rounds = 0
+        self.end_reason: str | None = None
+
+    @classmethod
+    def fold(cls, events: Iterable[Event]) -> Rollout:
+        """Rebuild a rollout from its events in stream order."""
+        rollout = cls()
+        for event in events:
+            rollout.apply(event)
+        return rollout
+
+    @property
+    def plan(self) -> RolloutPlanned:
+        if self.planned is None:
+            raise InvalidTransition("none", "use a rollout", "it was never planned")
+        return self.planned
+
+    @property
+    def is_over(self) -> bool:
+        """Completed or cancelled: nothing more will happen (a failed rollout may still be retried)."""
+        return self.state in (RolloutState.COMPLETED, RolloutState.CANCELLED)
+
+    def plan_rollout(self, planned: RolloutPlanned) -> list[Event]:
+        if self.planned is not None:
+            raise InvalidTransition(self.state, "plan", "the rollout exists already")
+        return [planned]
+
+    def start(self) -> list[Event]:
+        return self._decide("start", RolloutStarted())
+
+    def pause(self) -> list[Event]:
+        return self._decide("pause", RolloutPaused())
+
+    def resume(self) -> list[Event]:
+        return self._decide("resume", RolloutResumed())
+
+    def cancel(self, reason: str) -> list[Event]:
+        return self._decide("cancel", RolloutCancelled(reason=reason))
+
+    def complete(self, completed: int, cancelled: int) -> list[Event]:
+        return self._decide("complete", RolloutCompleted(completed=completed, cancelled=cancelled))
+
+    def fail(self, reason: str) -> list[Event]:
+        return self._decide("fail", RolloutFailed(reason=reason))
+
+    def retry_failed(self, agents: tuple[str, ...]) -> list[Event]:
+        return self._decide("retry_failed", FailedAgentsRetried(agents=agents))
+
+    def _decide(self, trigger: str, event: Event) -> list[Event]:
+        if self.planned is None:
+            raise InvalidTransition("none", trigger.replace("_", " "), "the rollout was never planned")
+        if rollout_next_state(self.state, trigger) is None:
+            raise InvalidTransition(self.state, trigger.replace("_", " ") + " the rollout")
+        return [event]
+
+    def apply(self, event: Event) -> None:
+        """Apply one event of this rollout's stream."""
+        self.version += 1
+        if isinstance(event, RolloutPlanned):
+            self.planned = event
+            return
+        trigger = _EVENT_TRIGGERS.get(type(event))
+        dest = rollout_next_state(self.state, trigger) if trigger else None
+        if dest is None:
+            raise InvalidTransition(self.state, f"apply {type(event).__name__}", "not allowed by the table")
+        self.state = dest
+        if isinstance(event, FailedAgentsRetried):
+            self.retry_rounds += 1
+        if isinstance(event, RolloutFailed | RolloutCancelled):
+            self.end_reason = event.reason

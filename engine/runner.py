@@ -1,0 +1,260 @@
+"""Driving a rollout: start agents in plan order within the limits, run each agent's steps on the gateway.
+
+Every step is recorded as intent (``StepStarted``) before the gateway call and as outcome after it,
+so an engine that died in between learns the outcome from the agent (``step_status``) before
+re-sending anything, and the idempotency key makes a re-sent step apply once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from uuid import UUID
+
+from engine.agent_events import AgentLeftStopped, AgentVersionChanged, agent_stream_id
+from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from engine.errors import AgentStepFailed, ConcurrencyConflict
+from engine.events import Event
+from engine.inventory import AgentRecord
+from engine.ports import AgentAddress, AgentGateway, PackageRef, StepOutcome, StepStatus, Waiter
+from engine.rollout import Rollout, RolloutState
+from engine.rollout_events import PlannedAgent, RolloutPlanned
+from engine.service import UpgradeService
+from engine.upgrade_events import AgentUpgradeScheduled, Step
+from engine.upgrade_machine import CANCELLABLE_STATES, UpgradeState
+
+_ENDED = (UpgradeState.COMPLETED, UpgradeState.CANCELLED)
+_Decision = Callable[[Rollout], list[Event]]
+_AgentDecision = Callable[[AgentRecord], list[Event]]
+
+
+class RolloutRunner:
+    """Drives rollouts to their end through an agent gateway."""
+
+    def __init__(self, service: UpgradeService, gateway: AgentGateway, waiter: Waiter, *,
+                 actor: str = "engine", poll_seconds: float = 0.2) -> None:
+        self.service = service
+        self.gateway = gateway
+        self.waiter = waiter
+        self.actor = actor
+        self.poll_seconds = poll_seconds
+
+    def run(self, rollout_id: UUID) -> Rollout:
+        """Drive a rollout until it is completed, cancelled, or failed with nothing left to run."""
+        rollout = self.service.rollout(rollout_id)
+        plan = rollout.plan
+        upgrades = {a.name: self._scheduled(a, plan) for a in plan.agents}
+        if rollout.state is RolloutState.PLANNED:
+            self._wait_for_start(plan)
+            rollout = self._record_rollout(rollout_id, lambda r: r.start())
+        retries_applied = rollout.retry_rounds
+        inflight: dict[str, Future[AgentUpgrade]] = {}
+        with ThreadPoolExecutor(max_workers=plan.max_concurrent, thread_name_prefix="agent") as pool:
+            while True:
+                rollout = self.service.rollout(rollout_id)
+                if rollout.retry_rounds > retries_applied:
+                    retries_applied = rollout.retry_rounds
+                    self._retry_failed(plan, upgrades, inflight)
+                if rollout.state is RolloutState.CANCELLED:
+                    self._cancel_waiting(plan, upgrades, inflight)
+                if rollout.state is RolloutState.RUNNING and not self._budget_exceeded(plan, upgrades):
+                    for agent in self._ready(plan, upgrades, inflight):
+                        inflight[agent.name] = pool.submit(self._drive, agent, plan, rollout_id)
+                if not inflight:
+                    ended = self._conclude(rollout, plan, upgrades)
+                    if ended is not None:
+                        return ended
+                    self.waiter.wait(self.poll_seconds)
+                    continue
+                done, _ = wait(list(inflight.values()), timeout=self.poll_seconds, return_when=FIRST_COMPLETED)
+                for name, future in list(inflight.items()):
+                    if future in done:
+                        upgrades[name] = future.result()
+                        del inflight[name]
+
+    # -- the rollout ---------------------------------------------------------------------------
+
+    def _wait_for_start(self, plan: RolloutPlanned) -> None:
+        if plan.start_at is not None:
+            remaining = (plan.start_at - self.service.clock.now()).total_seconds()
+            if remaining > 0:
+                self.waiter.wait(remaining)
+
+    def _scheduled(self, agent: PlannedAgent, plan: RolloutPlanned) -> AgentUpgrade:
+        upgrade = self.service.upgrade(agent.upgrade_id)
+        if upgrade.scheduled is None:
+            scheduled = AgentUpgradeScheduled(upgrade_id=agent.upgrade_id, rollout_id=plan.rollout_id,
+                                              agent=agent.name, package_sha256=plan.package_sha256,
+                                              target_version=plan.package_version, plan=agent.plan)
+            try:
+                self._record(upgrade, upgrade.schedule(scheduled), plan.rollout_id)
+            except ConcurrencyConflict:
+                upgrade = self.service.upgrade(agent.upgrade_id)
+        return upgrade
+
+    def _ready(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
+               inflight: dict[str, Future[AgentUpgrade]]) -> list[PlannedAgent]:
+        free = plan.max_concurrent - len(inflight)
+        ready = [a for a in plan.agents
+                 if a.name not in inflight and upgrades[a.name].state not in (*_ENDED, UpgradeState.FAILED)
+                 and all(upgrades[b].state is UpgradeState.COMPLETED for b in a.after)]
+        return ready[:max(free, 0)]
+
+    def _budget_exceeded(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade]) -> bool:
+        return _failed(upgrades) > plan.max_errors
+
+    def _conclude(self, rollout: Rollout, plan: RolloutPlanned,
+                  upgrades: dict[str, AgentUpgrade]) -> Rollout | None:
+        """Record the end of a rollout with nothing in flight; None while it may still go on."""
+        rollout_id = plan.rollout_id
+        if rollout.state is RolloutState.RUNNING:
+            if all(u.state in _ENDED for u in upgrades.values()):
+                completed = sum(u.state is UpgradeState.COMPLETED for u in upgrades.values())
+                rollout = self._record_rollout(rollout_id,
+                                               lambda r: r.complete(completed, len(upgrades) - completed))
+            else:
+                failed = _failed(upgrades)
+                reason = (f"error budget exceeded: {failed} agents failed, --max-errors is {plan.max_errors}"
+                          if failed > plan.max_errors else f"{failed} of {len(upgrades)} agents failed")
+                return self._record_rollout(rollout_id, lambda r: r.fail(reason))
+        if rollout.state in (RolloutState.COMPLETED, RolloutState.CANCELLED):
+            self.service.release(rollout_id, actor=self.actor)
+            return rollout
+        if rollout.state is RolloutState.FAILED:
+            return rollout
+        return None
+
+    def _retry_failed(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
+                      inflight: dict[str, Future[AgentUpgrade]]) -> None:
+        for agent in plan.agents:
+            upgrade = upgrades[agent.name]
+            if agent.name not in inflight and upgrade.state is UpgradeState.FAILED:
+                self._record(upgrade, upgrade.retry(), plan.rollout_id)
+
+    def _cancel_waiting(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
+                        inflight: dict[str, Future[AgentUpgrade]]) -> None:
+        for agent in plan.agents:
+            upgrade = upgrades[agent.name]
+            if agent.name not in inflight and upgrade.state in CANCELLABLE_STATES:
+                self._record(upgrade, upgrade.cancel("the rollout was cancelled"), plan.rollout_id)
+
+    def _record_rollout(self, rollout_id: UUID, decide: _Decision) -> Rollout:
+        while True:
+            rollout = self.service.rollout(rollout_id)
+            try:
+                self.service.append(f"rollout-{rollout_id}", rollout.version, decide(rollout), actor=self.actor,
+                                    correlation_id=rollout_id)
+                return self.service.rollout(rollout_id)
+            except ConcurrencyConflict:
+                continue
+
+    # -- one agent -----------------------------------------------------------------------------
+
+    def _drive(self, agent: PlannedAgent, plan: RolloutPlanned, rollout_id: UUID) -> AgentUpgrade:
+        """Run one agent's remaining steps; return its upgrade when it ends, fails or is cancelled."""
+        address = AgentAddress(agent.name, agent.address)
+        package = PackageRef(plan.package_sha256, plan.package_version)
+        while True:
+            upgrade = self.service.upgrade(agent.upgrade_id)
+            try:
+                if self._advance(upgrade, address, package, plan, rollout_id):
+                    return upgrade
+            except ConcurrencyConflict:
+                continue  # someone else wrote to this upgrade: reload and decide again
+
+    def _advance(self, upgrade: AgentUpgrade, address: AgentAddress, package: PackageRef,
+                 plan: RolloutPlanned, rollout_id: UUID) -> bool:
+        """Take the next step of one upgrade; True once it needs nothing more from this engine."""
+        if upgrade.state in (*_ENDED, UpgradeState.FAILED):
+            return True
+        if upgrade.step_in_progress is None:
+            if self.service.rollout(rollout_id).state is RolloutState.CANCELLED \
+                    and upgrade.state in CANCELLABLE_STATES:
+                self._record(upgrade, upgrade.cancel("the rollout was cancelled"), rollout_id)
+                return True
+            step = upgrade.next_step
+            if step is None:
+                self._complete(upgrade, address, rollout_id)
+                return True
+            if upgrade.attempts.get(step, 0) > plan.step_policy.retry_budget:
+                self._record(upgrade, upgrade.fail(upgrade.last_error or f"{step.value} failed"), rollout_id)
+                return True
+            if step is Step.START and upgrade.plan.delayed_start_seconds:
+                self.waiter.wait(upgrade.plan.delayed_start_seconds)
+            self._record(upgrade, upgrade.start_step(step), rollout_id)
+        elif self._outcome_known_failed(upgrade, address):
+            self._record(upgrade, upgrade.fail_attempt(upgrade.step_in_progress,
+                                                       "the agent reports the step failed"), rollout_id)
+            return False
+        self._perform(upgrade, address, package, plan, rollout_id)
+        return upgrade.is_failed
+
+    def _outcome_known_failed(self, upgrade: AgentUpgrade, address: AgentAddress) -> bool:
+        """For a step recorded as started but not ended: ask the agent before re-sending it."""
+        step = upgrade.step_in_progress
+        assert step is not None
+        key = upgrade.idempotency_key(step, upgrade.attempts[step])
+        return self.gateway.step_status(address, key) is StepStatus.FAILED
+
+    def _perform(self, upgrade: AgentUpgrade, address: AgentAddress, package: PackageRef,
+                 plan: RolloutPlanned, rollout_id: UUID) -> None:
+        step = upgrade.step_in_progress
+        assert step is not None
+        attempt = upgrade.attempts[step]
+
+        def on_phase(phase: str, index: int, count: int) -> None:
+            self._record(upgrade, upgrade.report_phase(phase, index, count), rollout_id)
+
+        try:
+            outcome = self.gateway.perform(address, step, upgrade.idempotency_key(step, attempt), package,
+                                           on_phase if step is Step.INSTALL else None)
+        except AgentStepFailed as failure:
+            self._record(upgrade, upgrade.fail_attempt(step, failure.reason), rollout_id)
+            if attempt > plan.step_policy.retry_budget:
+                self._record(upgrade, upgrade.fail(str(failure)), rollout_id)
+            else:
+                self.waiter.wait(plan.step_policy.backoff_seconds * 2 ** (attempt - 1))
+            return
+        self._finish(upgrade, step, outcome, address, package, rollout_id)
+
+    def _finish(self, upgrade: AgentUpgrade, step: Step, outcome: StepOutcome, address: AgentAddress,
+                package: PackageRef, rollout_id: UUID) -> None:
+        if step is Step.INSTALL and outcome.version_after != package.version:
+            self._record(upgrade, upgrade.fail(
+                f"agent {address.name} reports version {outcome.version_after} after the install, "
+                f"expected {package.version}"), rollout_id)
+            return
+        self._record(upgrade, upgrade.finish_step(step, outcome.version_after), rollout_id)
+        if step is Step.INSTALL:
+            self._record_on_agent(address.name, lambda record: [AgentVersionChanged(
+                version=package.version, previous_version=record.version,
+                upgrade_id=str(upgrade.scheduled.upgrade_id if upgrade.scheduled else ""))], rollout_id)
+
+    def _complete(self, upgrade: AgentUpgrade, address: AgentAddress, rollout_id: UUID) -> None:
+        self._record(upgrade, upgrade.complete(), rollout_id)
+        if upgrade.manual_start_needed and upgrade.scheduled is not None:
+            upgrade_id = str(upgrade.scheduled.upgrade_id)
+            self._record_on_agent(address.name, lambda _: [AgentLeftStopped(upgrade_id=upgrade_id)], rollout_id)
+
+    def _record(self, upgrade: AgentUpgrade, events: Sequence[Event], rollout_id: UUID) -> None:
+        assert upgrade.scheduled is not None or isinstance(events[0], AgentUpgradeScheduled)
+        upgrade_id = upgrade.scheduled.upgrade_id if upgrade.scheduled else events[0].upgrade_id  # type: ignore[attr-defined]
+        self.service.append(upgrade_stream_id(upgrade_id), upgrade.version, events, actor=self.actor,
+                            correlation_id=rollout_id)
+        for event in events:
+            upgrade.apply(event)
+
+    def _record_on_agent(self, name: str, decide: _AgentDecision, rollout_id: UUID) -> None:
+        while True:
+            record = self.service.agent(name)
+            try:
+                self.service.append(agent_stream_id(name), record.stream_version, decide(record),
+                                    actor=self.actor, correlation_id=rollout_id)
+                return
+            except ConcurrencyConflict:
+                continue
+
+
+def _failed(upgrades: dict[str, AgentUpgrade]) -> int:
+    return sum(u.state is UpgradeState.FAILED for u in upgrades.values())
+

@@ -1,0 +1,400 @@
+"""The application service: every command loads what it needs, decides, and appends — or changes nothing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from engine.agent_events import (
+    AgentFactsReported,
+    AgentRegistered,
+    AgentStartedManually,
+    FailoverRole,
+    agent_stream_id,
+)
+from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from engine.errors import ConcurrencyConflict, Conflict, InvalidInput, NotFound
+from engine.events import Event, EventMetadata, NewEvent
+from engine.inventory import AgentRecord, fold_agent
+from engine.packages import AgentFacts, PackageManifest, PackageRejected, evaluate_prerequisites
+from engine.planning import RolloutRequest, plan_rollout
+from engine.ports import AgentAddress, AgentGateway, AppendResult, Clock, EventStore, IdFactory, PackageRef
+from engine.records import PackageRecord, active_claims, fold_packages, fold_settings
+from engine.rollout import Rollout
+from engine.rollout_events import (
+    CLAIMS_STREAM,
+    SETTINGS_STREAM,
+    FailoverPolicy,
+    PackageUploaded,
+    PackageUsed,
+    RolloutClaimed,
+    RolloutPlanned,
+    RolloutReleased,
+    SettingChanged,
+    StepPolicy,
+    package_stream_id,
+    rollout_stream_id,
+)
+from engine.upgrade_events import Step, UpgradeOptions
+from engine.versions import parse_version
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_BOOL = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
+OPTION_SETTINGS = ("extract-all", "delayed-start", "auto-start", "stop-snmp", "reboot")
+SETTING_DEFAULTS = {"failover-default-policy": FailoverPolicy.SIMULTANEOUS.value, "extract-all": "on",
+                    "delayed-start": "on", "auto-start": "on", "stop-snmp": "on", "reboot": "off",
+                    "delayed-start-seconds": "60"}
+"""The documented defaults; System Center > Settings > Upgrade changes them through ``set_setting``."""
+
+
+@dataclass(frozen=True)
+class AgentSelection:
+    """Which agents a rollout takes: a whole cluster, or agents by name and/or by IP address."""
+
+    cluster: str | None = None
+    names: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OptionOverrides:
+    """Per-rollout options; None keeps the system default."""
+
+    extract_all: bool | None = None
+    delayed_start: bool | None = None
+    auto_start: bool | None = None
+    stop_snmp: bool | None = None
+    reboot: bool | None = None
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """What an operator asks of a rollout, before planning."""
+
+    package: str
+    selection: AgentSelection
+    overrides: OptionOverrides = OptionOverrides()
+    failover_policy: str = "default"
+    upload_only: bool = False
+    max_concurrent: str | None = None
+    max_errors: str | None = None
+    step_policy: StepPolicy = StepPolicy()
+    start_at: datetime | None = None
+
+
+class UpgradeService:
+    """Commands and queries of dma-upgrade on the event store; every change is an appended event."""
+
+    def __init__(self, store: EventStore, clock: Clock, ids: IdFactory,
+                 gateway: AgentGateway | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.ids = ids
+        self.gateway = gateway
+
+    # -- appending ----------------------------------------------------------------------------
+
+    def append(self, stream_id: str, expected_version: int, events: Sequence[Event], *, actor: str,
+               correlation_id: UUID | None = None) -> AppendResult:
+        """Append events with new ids and the actor's metadata."""
+        metadata = EventMetadata(actor=actor, correlation_id=correlation_id)
+        return self.store.append(stream_id, expected_version,
+                                 [NewEvent(event_id=self.ids.new_id(), event=e, metadata=metadata)
+                                  for e in events])
+
+    # -- agents -------------------------------------------------------------------------------
+
+    def agents(self) -> list[AgentRecord]:
+        """Every registered agent, by name."""
+        streams: dict[str, list[Event]] = {}
+        for recorded in self.store.read_category("agent-"):
+            streams.setdefault(recorded.stream_id, []).append(recorded.event)
+        records = [fold_agent(events) for events in streams.values()]
+        return sorted((r for r in records if r is not None), key=lambda r: r.name)
+
+    def agent(self, name: str) -> AgentRecord:
+        record = fold_agent(e.event for e in self.store.read_stream(agent_stream_id(name)))
+        if record is None:
+            raise NotFound(f"unknown agent {name!r}")
+        return record
+
+    def register_agent(self, *, name: str, address: str, version: str, cluster: str | None = None,
+                       dataminer_id: int | None = None, failover_partner: str | None = None,
+                       failover_role: FailoverRole | None = None, facts: AgentFacts | None = None,
+                       actor: str) -> AgentRecord:
+        """Add an agent to the inventory (names and addresses are unique)."""
+        if not _NAME.match(name):
+            raise InvalidInput(f"invalid agent name {name!r}: use letters, digits, '.', '_' or '-'")
+        if not address.strip():
+            raise InvalidInput("an agent needs an address")
+        parse_version(version)
+        existing = self.agents()
+        if any(a.name == name for a in existing):
+            raise Conflict(f"agent {name!r} is registered already")
+        if any(a.address == address for a in existing):
+            raise Conflict(f"address {address} belongs to a registered agent already")
+        if (failover_partner is None) != (failover_role is None):
+            raise InvalidInput("a failover pair needs both --failover-partner and --failover-role")
+        if failover_partner is not None:
+            partner = next((a for a in existing if a.name == failover_partner), None)
+            if partner is not None and (partner.failover_partner not in (None, name)
+                                        or partner.failover_role == failover_role
+                                        or partner.cluster != cluster):
+                raise InvalidInput(f"{failover_partner} cannot be the failover partner of {name}: a pair "
+                                   f"is one main and one backup agent in one cluster")
+        events: list[Event] = [AgentRegistered(name=name, address=address, cluster=cluster, version=version,
+                                               dataminer_id=dataminer_id, failover_partner=failover_partner,
+                                               failover_role=failover_role)]
+        if facts is not None:
+            events.append(AgentFactsReported(facts=facts))
+        try:
+            self.append(agent_stream_id(name), 0, events, actor=actor)
+        except ConcurrencyConflict:
+            raise Conflict(f"agent {name!r} is registered already") from None
+        return self.agent(name)
+
+    def add_agent_by_ip(self, address: str, *, actor: str) -> AgentRecord:
+        """Register the agent at ``address``, asking it who it is."""
+        known = next((a for a in self.agents() if a.address == address), None)
+        if known is not None:
+            return known
+        identity = self._gateway().identify(address)
+        return self.register_agent(name=identity.name, address=address, version=identity.version,
+                                   cluster=identity.cluster, facts=identity.facts, actor=actor)
+
+    def start_agent_manually(self, name: str, *, actor: str) -> AgentRecord:
+        """Start the DataMiner of an agent an upgrade left stopped (Auto Start off)."""
+        record = self.agent(name)
+        if record.stopped_by_upgrade is None:
+            raise Conflict(f"agent {name} was not left stopped by an upgrade")
+        self._gateway().perform(AgentAddress(record.name, record.address), Step.START,
+                                f"{record.stopped_by_upgrade}:manual-start", PackageRef("", record.version))
+        self.append(agent_stream_id(name), record.stream_version,
+                    [AgentStartedManually(upgrade_id=record.stopped_by_upgrade)], actor=actor)
+        return self.agent(name)
+
+    # -- settings -----------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, str]:
+        """Every setting: the documented defaults overlaid with what was set."""
+        return {**SETTING_DEFAULTS, **fold_settings(self.store.read_stream(SETTINGS_STREAM))}
+
+    def set_setting(self, key: str, value: str, *, actor: str) -> None:
+        """Change a system setting (an event, so replay never depends on today's settings)."""
+        if key not in SETTING_DEFAULTS:
+            raise InvalidInput(f"unknown setting {key!r}; known: {', '.join(SETTING_DEFAULTS)}")
+        value = value.strip().lower()
+        if key == "failover-default-policy":
+            _policy(value, allow_default=False)
+        elif key == "delayed-start-seconds":
+            if not value.isdigit() or int(value) > 3600:
+                raise InvalidInput(f"delayed-start-seconds must be 0..3600, got {value!r}")
+        elif value not in _BOOL:
+            raise InvalidInput(f"{key} must be on or off, got {value!r}")
+        stream = self.store.read_stream(SETTINGS_STREAM)
+        self.append(SETTINGS_STREAM, len(stream), [SettingChanged(key=key, value=value)], actor=actor)
+
+    def options(self, overrides: OptionOverrides) -> UpgradeOptions:
+        """The upgrade options: each override, else the system default."""
+        settings = self.settings()
+        chosen = {name: getattr(overrides, name.replace("-", "_")) for name in OPTION_SETTINGS}
+        return UpgradeOptions(**{name.replace("-", "_"): _BOOL[settings[name]] if value is None else value
+                                 for name, value in chosen.items()})
+
+    # -- packages -----------------------------------------------------------------------------
+
+    def packages(self) -> list[PackageRecord]:
+        """Every uploaded package, oldest first; used ones stay listed as completed."""
+        return sorted(fold_packages(self.store.read_category("package-")).values(),
+                      key=lambda p: p.uploaded_at)
+
+    def package(self, reference: str) -> PackageRecord:
+        """A package by SHA-256 (or a unique prefix of at least 8 digits) or by file name."""
+        matches = [p for p in self.packages()
+                   if p.file_name == reference or (len(reference) >= 8 and p.sha256.startswith(reference))]
+        if len(matches) != 1:
+            raise NotFound(f"unknown package {reference!r}" if not matches
+                           else f"package {reference!r} is ambiguous")
+        return matches[0]
+
+    def record_upload(self, *, sha256: str, file_name: str, size: int, manifest: PackageManifest,
+                      actor: str, checked_agents: Sequence[AgentRecord] | None = None) -> PackageRecord:
+        """Store a validated package: refused when an agent that refuses unmet prerequisites fails one."""
+        agents = self.agents() if checked_agents is None else checked_agents
+        blocking = [str(f) for a in agents if a.facts is not None
+                    for f in evaluate_prerequisites(manifest, a.name, a.facts) if f.blocking]
+        if blocking:
+            raise PackageRejected(file_name, "; ".join(blocking))
+        try:
+            self.append(package_stream_id(sha256), 0,
+                        [PackageUploaded(sha256=sha256, file_name=file_name, size=size, manifest=manifest)],
+                        actor=actor)
+        except ConcurrencyConflict:
+            existing = self.package(sha256)
+            raise Conflict(f"package {file_name} was uploaded already as {existing.sha256[:12]} "
+                           f"({existing.status})") from None
+        return self.package(sha256)
+
+    # -- rollouts -----------------------------------------------------------------------------
+
+    def select(self, selection: AgentSelection, *, actor: str) -> list[AgentRecord]:
+        """The agents a selection names; agents given by an unknown IP are added by asking them."""
+        inventory = self.agents()
+        if selection.cluster is not None:
+            if selection.names or selection.addresses:
+                raise InvalidInput("choose either a whole cluster or individual agents, not both")
+            chosen = [a for a in inventory if a.cluster == selection.cluster]
+            if not chosen:
+                raise NotFound(f"unknown cluster {selection.cluster!r}")
+            return chosen
+        by_name = {a.name: a for a in inventory}
+        chosen = []
+        for name in selection.names:
+            if name not in by_name:
+                raise NotFound(f"unknown agent {name!r}")
+            chosen.append(by_name[name])
+        chosen.extend(self.add_agent_by_ip(address, actor=actor) for address in selection.addresses)
+        if not chosen:
+            raise InvalidInput("choose agents: a cluster, or agents by name or IP address")
+        unique = {a.name: a for a in chosen}
+        return list(unique.values())
+
+    def plan(self, spec: RolloutSpec, *, actor: str) -> RolloutPlanned:
+        """The plan a rollout would follow, checked against everything known now; appends nothing
+        (except agents given by an unknown IP address, which join the inventory)."""
+        record = self.package(spec.package)
+        if record.used_by is not None and not spec.upload_only:
+            raise Conflict(f"package {record.file_name} was used by rollout {record.used_by} and is completed: "
+                           f"it cannot execute another upgrade")
+        settings = self.settings()
+        policy = _policy(spec.failover_policy, allow_default=True)
+        if policy is FailoverPolicy.DEFAULT:
+            policy = FailoverPolicy(settings["failover-default-policy"])
+        agents = self.select(spec.selection, actor=actor)
+        self._refuse_busy(agents)
+        request = RolloutRequest(package_sha256=record.sha256, manifest=record.manifest, agents=agents,
+                                 inventory=self.agents(), options=self.options(spec.overrides),
+                                 failover_policy=policy, upload_only=spec.upload_only,
+                                 max_concurrent=spec.max_concurrent, max_errors=spec.max_errors,
+                                 delayed_start_seconds=int(settings["delayed-start-seconds"]),
+                                 step_policy=spec.step_policy, start_at=spec.start_at)
+        return plan_rollout(request, self.ids.new_id(), self.ids.new_id)
+
+    def start_rollout(self, spec: RolloutSpec, *, actor: str) -> RolloutPlanned:
+        """Plan and record a rollout, claim its clusters and mark its package used — or change nothing."""
+        planned = self.plan(spec, actor=actor)
+        rollout_id = planned.rollout_id
+        self.append(rollout_stream_id(rollout_id), 0, [planned], actor=actor, correlation_id=rollout_id)
+        try:
+            self._claim(planned, actor=actor)
+            if not planned.upload_only:
+                self._mark_package_used(planned, actor=actor)
+        except Conflict as refusal:
+            self._abandon(rollout_id, str(refusal), actor=actor)
+            raise
+        return planned
+
+    def _refuse_busy(self, agents: Sequence[AgentRecord]) -> None:
+        claims = active_claims(self.store.read_stream(CLAIMS_STREAM))
+        for claim in claims.values():
+            for agent in agents:
+                if agent.cluster is not None and agent.cluster in claim.clusters:
+                    raise Conflict(f"cluster {agent.cluster} already has an active rollout "
+                                   f"({claim.rollout_id})")
+                if agent.name in claim.agents:
+                    raise Conflict(f"agent {agent.name} is already in active rollout {claim.rollout_id}")
+
+    def _claim(self, planned: RolloutPlanned, *, actor: str) -> None:
+        claim = RolloutClaimed(rollout_id=planned.rollout_id,
+                               clusters=tuple(sorted({a.cluster for a in planned.agents if a.cluster})),
+                               agents=tuple(a.name for a in planned.agents))
+        while True:
+            stream = self.store.read_stream(CLAIMS_STREAM)
+            self._refuse_busy([self.agent(a.name) for a in planned.agents])
+            try:
+                self.append(CLAIMS_STREAM, len(stream), [claim], actor=actor, correlation_id=planned.rollout_id)
+                return
+            except ConcurrencyConflict:
+                continue
+
+    def _mark_package_used(self, planned: RolloutPlanned, *, actor: str) -> None:
+        record = self.package(planned.package_sha256)
+        if record.used_by is not None:
+            raise Conflict(f"package {record.file_name} was used by rollout {record.used_by} and is completed")
+        try:
+            self.append(package_stream_id(record.sha256), record.stream_version,
+                        [PackageUsed(rollout_id=planned.rollout_id)], actor=actor,
+                        correlation_id=planned.rollout_id)
+        except ConcurrencyConflict:
+            raise Conflict(f"package {record.file_name} was just used by another rollout") from None
+
+    def _abandon(self, rollout_id: UUID, reason: str, *, actor: str) -> None:
+        rollout = self.rollout(rollout_id)
+        self.append(rollout_stream_id(rollout_id), rollout.version, rollout.cancel(f"refused: {reason}"),
+                    actor=actor, correlation_id=rollout_id)
+        self.release(rollout_id, actor=actor)
+
+    def release(self, rollout_id: UUID, *, actor: str) -> None:
+        """Give back a rollout's clusters (idempotent)."""
+        while True:
+            stream = self.store.read_stream(CLAIMS_STREAM)
+            if rollout_id not in active_claims(stream):
+                return
+            try:
+                self.append(CLAIMS_STREAM, len(stream), [RolloutReleased(rollout_id=rollout_id)], actor=actor,
+                            correlation_id=rollout_id)
+                return
+            except ConcurrencyConflict:
+                continue
+
+    def rollout(self, rollout_id: UUID) -> Rollout:
+        rollout = Rollout.fold(e.event for e in self.store.read_stream(rollout_stream_id(rollout_id)))
+        if rollout.planned is None:
+            raise NotFound(f"unknown rollout {rollout_id}")
+        return rollout
+
+    def rollouts(self) -> list[Rollout]:
+        """Every rollout, oldest first."""
+        streams: dict[str, list[Event]] = {}
+        for recorded in self.store.read_category("rollout-"):
+            if recorded.stream_id != CLAIMS_STREAM:
+                streams.setdefault(recorded.stream_id, []).append(recorded.event)
+        return [Rollout.fold(events) for events in streams.values()]
+
+    def control(self, rollout_id: UUID, command: str, *, actor: str) -> Rollout:
+        """Pause, resume, cancel or retry-failed a rollout (the engine driving it reacts)."""
+        rollout = self.rollout(rollout_id)
+        decisions: dict[str, Callable[[], list[Event]]] = {"pause": rollout.pause, "resume": rollout.resume,
+                     "cancel": lambda: rollout.cancel(f"cancelled by {actor}"),
+                     "retry-failed": lambda: rollout.retry_failed(self._failed_agents(rollout))}
+        if command not in decisions:
+            raise InvalidInput(f"unknown rollout command {command!r}")
+        events = decisions[command]()
+        self.append(rollout_stream_id(rollout_id), rollout.version, events, actor=actor,
+                    correlation_id=rollout_id)
+        return self.rollout(rollout_id)
+
+    def _failed_agents(self, rollout: Rollout) -> tuple[str, ...]:
+        return tuple(a.name for a in rollout.plan.agents if self.upgrade(a.upgrade_id).state == "Failed")
+
+    def upgrade(self, upgrade_id: UUID) -> AgentUpgrade:
+        return AgentUpgrade.fold(e.event for e in self.store.read_stream(upgrade_stream_id(upgrade_id)))
+
+    def _gateway(self) -> AgentGateway:
+        if self.gateway is None:
+            raise InvalidInput("no agent gateway is configured")
+        return self.gateway
+
+
+def _policy(value: str, *, allow_default: bool) -> FailoverPolicy:
+    try:
+        policy = FailoverPolicy(value)
+    except ValueError:
+        raise InvalidInput(f"unknown failover policy {value!r}; use "
+                           + "|".join(p.value for p in FailoverPolicy)) from None
+    if policy is FailoverPolicy.DEFAULT and not allow_default:
+        raise InvalidInput("the default failover policy must name a policy, not 'default'")
+    return policy
