@@ -176,7 +176,8 @@ class SimulatedAgentGateway:
             raise InvalidInput("step durations must be zero or more seconds")
         self._agents: dict[str, _Agent] = {}
         self._by_address: dict[str, _Agent] = {}
-        for spec in agents:
+        specs = list(agents)
+        for spec in specs:
             parse_version(spec.version)
             if spec.name in self._agents:
                 raise InvalidInput(f"two simulated agents are named {spec.name!r}")
@@ -186,7 +187,7 @@ class SimulatedAgentGateway:
                            facts=spec.facts or modern_facts(spec.version), active=spec.active)
             self._agents[spec.name] = agent
             self._by_address[spec.address] = agent
-        self._pair(agents)
+        self._pair(specs)
         self._journal: list[JournalEntry] = []
         self._journal_lock = threading.Lock()
 

@@ -45,6 +45,7 @@ class AgentUpgrade:
         self.step_in_progress: Step | None = None
         self.attempts: dict[Step, int] = {}
         self.install_phase: str | None = None
+        self.phase_progress: float | None = None
         self.last_error: str | None = None
         self.resume_state: UpgradeState | None = None
         self.version_after: str | None = None
@@ -198,13 +199,15 @@ class AgentUpgrade:
                 self.done_steps.append(step)
                 self.step_in_progress = None
                 self.install_phase = None
+                self.phase_progress = None
                 if version_after is not None:
                     self.version_after = version_after
             case StepFailed(error=error):
                 self.step_in_progress = None
                 self.last_error = error
-            case InstallPhaseReported(phase=phase):
+            case InstallPhaseReported(phase=phase, phase_index=index, phase_count=count):
                 self.install_phase = phase
+                self.phase_progress = (index + 1) / count
             case AgentUpgradeCompleted(manual_start_needed=manual):
                 self._move("complete")
                 self.manual_start_needed = manual

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
@@ -47,7 +47,7 @@ class RolloutRequest:
     max_concurrent: str | None = None
     max_errors: str | None = None
     delayed_start_seconds: int = 0
-    step_policy: StepPolicy = StepPolicy()
+    step_policy: StepPolicy = field(default_factory=StepPolicy)
     start_at: datetime | None = None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
@@ -81,7 +81,7 @@ class RolloutSpec:
     upload_only: bool = False
     max_concurrent: str | None = None
     max_errors: str | None = None
-    step_policy: StepPolicy = StepPolicy()
+    step_policy: StepPolicy = field(default_factory=StepPolicy)
     start_at: datetime | None = None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.bootstrap import Container, bootstrap
+from adapters.cli import agents, packages, settings_cmd, upgrade
 from adapters.cli.errors import fail, reports_errors
 from adapters.diagram import mermaid_diagram
 from adapters.settings import Settings
@@ -22,6 +25,10 @@ db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
+app.add_typer(agents.app, name="agents")
+app.add_typer(packages.app, name="packages")
+app.add_typer(upgrade.app, name="upgrade")
+app.add_typer(settings_cmd.app, name="settings")
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -107,6 +114,21 @@ def states(
         for source in sources:
             table.add_row(source, row["trigger"], row["dest"], when)
     out.print(table)
+
+
+@app.command("demo")
+@reports_errors
+def demo(data_dir: Annotated[Path | None, typer.Option(
+             help="where the demo's fresh database goes (default: a new temporary folder)")] = None,
+         speed: Annotated[float, typer.Option(help="step duration scale: 0 runs instantly")] = 1.0) -> None:
+    """Upgrade a simulated 6-agent cluster (with a failover pair) end to end on a fresh database."""
+    from adapters.demo import run_demo
+
+    target = data_dir or Path(tempfile.mkdtemp(prefix="dma-upgrade-demo-"))
+    if (target / "dma-upgrade.db").exists():
+        raise fail(f"{target} already holds a database: the demo needs a fresh folder", 2)
+    if not run_demo(target, out, step_scale=speed):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,10 @@ def key(step: Step, attempt: int) -> str:
     return f"{UPGRADE_ID}:{step.value}:{attempt}"
 
 
+def started(step: Step, attempt: int = 1) -> StepStarted:
+    return StepStarted(step=step, attempt=attempt, idempotency_key=key(step, attempt))
+
+
 def given(*events: Event) -> AgentUpgrade:
     """An upgrade rebuilt from these events."""
     return AgentUpgrade.fold(events)
@@ -194,7 +198,8 @@ def test_the_upgrade_stream_is_named_after_the_upgrade_id() -> None:
     (UPLOAD_ONLY, (Step.UPLOAD,)),
     (MANUAL_START, (Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL)),
 ], ids=["default", "no-snmp", "switchover", "reboot", "switchover+reboot", "upload-only", "manual-start"])
-def test_each_plan_runs_its_documented_steps_in_order(plan: AgentUpgradePlan, steps: tuple[Step, ...]) -> None:
+def test_each_plan_runs_its_documented_steps_in_order(plan: AgentUpgradePlan,
+                                                      steps: tuple[Step, ...]) -> None:
     assert plan.steps == steps
 
 
@@ -231,7 +236,7 @@ def test_starting_the_upload_keeps_the_upgrade_scheduled_with_the_upload_in_prog
 
 
 def test_finishing_the_upload_records_its_success_and_enters_uploaded() -> None:
-    upgrade = given(scheduled(), StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key=key(Step.UPLOAD, 1)))
+    upgrade = given(scheduled(), started(Step.UPLOAD))
     events = upgrade.finish_step(Step.UPLOAD)
     assert events == [StepSucceeded(step=Step.UPLOAD, attempt=1)]
     upgrade.apply(events[0])
@@ -240,9 +245,9 @@ def test_finishing_the_upload_records_its_success_and_enters_uploaded() -> None:
 
 def test_finishing_stop_snmp_enters_snmpstopped() -> None:
     upgrade = upgrade_after(DEFAULT, *run_steps(Step.UPLOAD), start(Step.STOP_SNMP))
-    assert upgrade.state == S.UPLOADED
+    states = [upgrade.state]
     execute(upgrade, finish(Step.STOP_SNMP))
-    assert upgrade.state == S.SNMP_STOPPED
+    assert [*states, upgrade.state] == [S.UPLOADED, S.SNMP_STOPPED]
 
 
 def test_starting_the_install_enters_installing_at_once() -> None:
@@ -268,8 +273,8 @@ def test_finishing_the_install_stays_in_installing_and_keeps_the_version_after()
 
 
 def test_completing_after_every_step_records_completion_with_the_version_after() -> None:
-    upgrade = upgrade_after(DEFAULT, *run_steps(Step.UPLOAD, Step.STOP_SNMP),
-                            start(Step.INSTALL), finish(Step.INSTALL, "10.4.0.0-14000"), *run_steps(Step.START))
+    upgrade = upgrade_after(DEFAULT, *run_steps(Step.UPLOAD, Step.STOP_SNMP), start(Step.INSTALL),
+                            finish(Step.INSTALL, "10.4.0.0-14000"), *run_steps(Step.START))
     events = execute(upgrade, complete())
     assert events == [AgentUpgradeCompleted(version_after="10.4.0.0-14000", manual_start_needed=False)]
     assert upgrade.state == S.COMPLETED
@@ -306,9 +311,9 @@ def test_with_switchover_the_upgrade_visits_switchedover_after_installing() -> N
 def test_switchedover_is_entered_when_the_switchover_succeeds_not_when_it_starts() -> None:
     upgrade = upgrade_after(SWITCHOVER, *run_steps(Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL),
                             start(Step.SWITCH_OVER))
-    assert upgrade.state == S.INSTALLING
+    states = [upgrade.state]
     execute(upgrade, finish(Step.SWITCH_OVER))
-    assert upgrade.state == S.SWITCHED_OVER
+    assert [*states, upgrade.state] == [S.INSTALLING, S.SWITCHED_OVER]
 
 
 def test_with_reboot_the_upgrade_visits_rebooting_after_installing() -> None:
@@ -370,7 +375,7 @@ def test_with_auto_start_off_starting_the_start_step_is_refused() -> None:
 
 
 def test_a_failed_attempt_records_the_attempt_number_and_error() -> None:
-    upgrade = given(scheduled(), StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key=key(Step.UPLOAD, 1)))
+    upgrade = given(scheduled(), started(Step.UPLOAD))
     assert upgrade.fail_attempt(Step.UPLOAD, "connection reset") == [
         StepFailed(step=Step.UPLOAD, attempt=1, error="connection reset")]
 
@@ -522,7 +527,8 @@ ILLEGAL: dict[str, tuple[AgentUpgradePlan, list[Command], Command, str, str]] = 
     "complete before the start step": (
         DEFAULT, run_steps(Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL), complete(), "Installing", "complete"),
     "complete before the switchover": (
-        SWITCHOVER, run_steps(Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL), complete(), "Installing", "complete"),
+        SWITCHOVER, run_steps(Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL), complete(),
+        "Installing", "complete"),
     "start install before upload": (DEFAULT, [], start(Step.INSTALL), "Scheduled", "start install"),
     "start stop_snmp before upload": (DEFAULT, [], start(Step.STOP_SNMP), "Scheduled", "start stop_snmp"),
     "start install before stop_snmp": (
@@ -542,7 +548,8 @@ ILLEGAL: dict[str, tuple[AgentUpgradePlan, list[Command], Command, str, str]] = 
     "finish a step that was not started": (DEFAULT, [], finish(Step.UPLOAD), "Scheduled", "finish upload"),
     "finish another step than the running one": (
         DEFAULT, [start(Step.UPLOAD)], finish(Step.STOP_SNMP), "Scheduled", "finish stop_snmp"),
-    "finish a step twice": (DEFAULT, run_steps(Step.UPLOAD), finish(Step.UPLOAD), "Uploaded", "finish upload"),
+    "finish a step twice": (
+        DEFAULT, run_steps(Step.UPLOAD), finish(Step.UPLOAD), "Uploaded", "finish upload"),
     "fail an attempt of a step that is not running": (
         DEFAULT, [], fail_attempt(Step.UPLOAD), "Scheduled", "fail an attempt of upload"),
     "report a phase outside the install": (
@@ -552,7 +559,8 @@ ILLEGAL: dict[str, tuple[AgentUpgradePlan, list[Command], Command, str, str]] = 
         "Installing", "report an install phase"),
     "retry when scheduled": (DEFAULT, [], retry(), "Scheduled", "retry"),
     "retry while installing": (
-        DEFAULT, [*run_steps(Step.UPLOAD, Step.STOP_SNMP), start(Step.INSTALL)], retry(), "Installing", "retry"),
+        DEFAULT, [*run_steps(Step.UPLOAD, Step.STOP_SNMP), start(Step.INSTALL)], retry(),
+        "Installing", "retry"),
     "retry twice": (DEFAULT, [fail(), retry()], retry(), "Scheduled", "retry"),
     "fail a failed upgrade": (DEFAULT, [fail()], fail(), "Failed", "fail"),
     "schedule twice": (DEFAULT, [], schedule_again(), "Scheduled", "schedule"),

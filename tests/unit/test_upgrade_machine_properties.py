@@ -13,6 +13,7 @@ them to a live aggregate kept alongside. After every command:
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -233,15 +234,14 @@ def trigger_of(event_: Event) -> str | None:
     return None
 
 
+NAMED_FACTS = {"state", "version", "done_steps", "step_in_progress", "attempts", "last_error",
+               "resume_state", "manual_start_needed"}
+
+
 def facts(u: AgentUpgrade) -> dict[str, Any]:
-    """Everything the fold decides, as plain comparable values."""
-    return {
-        "state": u.state, "version": u.version, "done_steps": list(u.done_steps),
-        "step_in_progress": u.step_in_progress, "attempts": dict(u.attempts), "last_error": u.last_error,
-        "resume_state": u.resume_state, "manual_start_needed": u.manual_start_needed,
-        "install_phase": u.install_phase, "version_after": u.version_after, "retries": u.retries,
-        "scheduled": u.scheduled,
-    }
+    """Everything the fold decides (state, version, done_steps, step_in_progress, attempts, last_error,
+    resume_state, manual_start_needed, and whatever else it keeps), as a deep copy."""
+    return copy.deepcopy(vars(u))
 
 
 def expected_to_be_accepted(command: Command, u: AgentUpgrade) -> bool:
@@ -296,6 +296,7 @@ class Run:
         self.stream_id = upgrade_stream_id(self.upgrade_id)
         self.live = AgentUpgrade()
         self.reached: list[UpgradeState] = [self.live.state]
+        assert facts(self.live).keys() >= NAMED_FACTS
         scheduled = AgentUpgradeScheduled(upgrade_id=self.upgrade_id, agent="dma-01",
                                           package_sha256="ab" * 32, target_version="10.4.0.0-14000",
                                           plan=plan)

@@ -1,0 +1,56 @@
+"""``dma-upgrade agents``: the inventory."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from adapters.cli.context import actor, out, session
+from adapters.cli.errors import reports_errors
+from engine.agent_events import FailoverRole
+from engine.inventory import clusters_on_mixed_versions
+from engine.packages import AgentFacts
+
+app = typer.Typer(no_args_is_help=True, help="The agents (DMAs) that can be upgraded.")
+
+
+@app.command("add")
+@reports_errors
+def add(ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="the agent's name")],
+        address: Annotated[str, typer.Option(help="IP address or host name")],
+        version: Annotated[str, typer.Option(help="DataMiner version, e.g. 10.4.9.0-14794")],
+        cluster: Annotated[str | None, typer.Option(help="the DataMiner System it belongs to")] = None,
+        dataminer_id: Annotated[int | None, typer.Option(help="DataMiner ID")] = None,
+        failover_partner: Annotated[str | None, typer.Option(help="the other agent of its pair")] = None,
+        failover_role: Annotated[FailoverRole | None, typer.Option(help="main or backup")] = None,
+        os_name: Annotated[str, typer.Option("--os", help="operating system")] = "Windows Server 2022",
+        component: Annotated[list[str] | None, typer.Option(help="installed component (repeatable)")] = None,
+        database: Annotated[str, typer.Option(help="indexing database in use")] = "opensearch",
+        ) -> None:
+    """Register an agent with the facts its prerequisite checks are judged on."""
+    facts = AgentFacts(version=version, os=os_name, components=frozenset(component or ["dotnet-8", "aspnetcore-8"]),
+                       database=database, nats_running=True, ports_reachable=True)
+    with session(ctx) as s:
+        record = s.service.register_agent(name=name, address=address, version=version, cluster=cluster,
+                                          dataminer_id=dataminer_id, failover_partner=failover_partner,
+                                          failover_role=failover_role, facts=facts, actor=actor())
+    out.print(f"registered agent {record.name} ({record.address}) on {record.version}")
+
+
+@app.command("list")
+@reports_errors
+def list_agents(ctx: typer.Context) -> None:
+    """Every agent with its version, and a warning for each cluster on mixed versions."""
+    with session(ctx) as s:
+        agents = s.service.agents()
+    table = Table("agent", "address", "cluster", "version", "failover", "state")
+    for agent in agents:
+        pair = f"{agent.failover_role.value} of pair with {agent.failover_partner}" if agent.failover_role else ""
+        table.add_row(agent.name, agent.address, agent.cluster or "", agent.version, pair,
+                      "stopped: needs a manual start" if agent.stopped_by_upgrade else "")
+    out.print(table)
+    for cluster, versions in clusters_on_mixed_versions(agents).items():
+        out.print(f"[yellow]warning: cluster {cluster} runs mixed versions: {', '.join(versions)}[/]")

@@ -1,0 +1,63 @@
+"""``dma-upgrade packages``: building, uploading and listing upgrade packages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from adapters.cli.context import actor, out, session
+from adapters.cli.errors import reports_errors
+from adapters.package_archive import build_package, inspect_package
+from engine.packages import CheckName, Comparison, PackageKind, PackageManifest, PrerequisiteCheck
+from engine.versions import parse_version
+
+app = typer.Typer(no_args_is_help=True, help="Upgrade packages (.dmupgrade).")
+
+
+@app.command("build")
+@reports_errors
+def build(version: Annotated[str, typer.Option(help="full version with build, e.g. 10.4.9.0-14794")],
+          output: Annotated[Path, typer.Option(help="folder to write the package into")] = Path("."),
+          kind: Annotated[PackageKind, typer.Option(help="Full or Web")] = PackageKind.FULL,
+          min_version: Annotated[str | None, typer.Option(help="prerequisite: minimum current version")] = None,
+          ) -> None:
+    """Write a real .dmupgrade package with its manifest and prerequisite checks."""
+    checks = [PrerequisiteCheck(name=CheckName.DOTNET, comparison=Comparison.INCLUDES, required=("dotnet-8",))]
+    if min_version is not None:
+        checks.insert(0, PrerequisiteCheck(name=CheckName.MINIMUM_VERSION, comparison=Comparison.AT_LEAST,
+                                           required=(min_version,)))
+    manifest = PackageManifest.for_version(parse_version(version), kind, prerequisites=tuple(checks))
+    out.print(str(build_package(manifest, output)))
+
+
+@app.command("upload")
+@reports_errors
+def upload(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="the .dmupgrade file")]) -> None:
+    """Validate a package, store it by SHA-256 and record the upload."""
+    inspected = inspect_package(file)
+    with session(ctx) as s:
+        stored = s.packages.put(file, inspected.sha256)
+        try:
+            record = s.service.record_upload(sha256=inspected.sha256, file_name=file.name, size=inspected.size,
+                                             manifest=inspected.manifest, actor=actor())
+        except Exception:
+            if not any(p.sha256 == inspected.sha256 for p in s.service.packages()):
+                s.packages.discard(inspected.sha256)
+            raise
+    out.print(f"uploaded {record.file_name} as {record.sha256[:12]} ({record.size} bytes) to {stored.parent}")
+
+
+@app.command("list")
+@reports_errors
+def list_packages(ctx: typer.Context) -> None:
+    """Every uploaded package; a package that executed an upgrade stays listed as completed."""
+    with session(ctx) as s:
+        packages = s.service.packages()
+    table = Table("sha256", "file", "version", "kind", "size", "uploaded by", "status")
+    for p in packages:
+        table.add_row(p.sha256[:12], p.file_name, str(p.manifest.dataminer_version), p.manifest.kind.value,
+                      str(p.size), p.uploaded_by, p.status)
+    out.print(table)

@@ -1,0 +1,35 @@
+"""``dma-upgrade settings``: system defaults (upgrade options, default failover policy)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from adapters.cli.context import actor, out, session
+from adapters.cli.errors import reports_errors
+
+app = typer.Typer(no_args_is_help=True, help="System settings (each change is an event).")
+
+
+@app.command("set")
+@reports_errors
+def set_setting(ctx: typer.Context, key: Annotated[str, typer.Argument()],
+                value: Annotated[str, typer.Argument()]) -> None:
+    """Set a setting, e.g. ``failover-default-policy backup-first`` or ``reboot on``."""
+    with session(ctx) as s:
+        s.service.set_setting(key, value, actor=actor())
+    out.print(f"{key} = {value}")
+
+
+@app.command("list")
+@reports_errors
+def list_settings(ctx: typer.Context) -> None:
+    """Every setting with its current value."""
+    with session(ctx) as s:
+        settings = s.service.settings()
+    table = Table("setting", "value")
+    for key, value in settings.items():
+        table.add_row(key, value)
+    out.print(table)

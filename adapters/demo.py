@@ -1,0 +1,101 @@
+"""The main job on a fresh machine: a simulated cluster upgraded end to end on a fresh embedded database."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from uuid import UUID
+
+from rich.console import Console
+from rich.table import Table
+
+from adapters.bootstrap import bootstrap
+from adapters.cli.context import RealWaiter
+from adapters.cli.live import run_in_foreground, snapshot
+from adapters.package_archive import build_package, inspect_package
+from adapters.package_store import FilePackageStore
+from adapters.settings import Settings
+from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
+from engine.agent_events import FailoverRole
+from engine.hashchain import verify_chain
+from engine.packages import CheckName, Comparison, PackageKind, PackageManifest, PrerequisiteCheck
+from engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
+from engine.upgrade_events import Step
+from engine.versions import parse_version
+
+CLUSTER = "dms-demo"
+FROM_VERSION = "10.4.0.0-14112"
+TO_VERSION = "10.4.9.0-14794"
+AGENTS = [
+    SimulatedAgent(name="dma-01", address="10.20.0.11", cluster=CLUSTER, version=FROM_VERSION),
+    SimulatedAgent(name="dma-02", address="10.20.0.12", cluster=CLUSTER, version=FROM_VERSION),
+    SimulatedAgent(name="dma-03", address="10.20.0.13", cluster=CLUSTER, version=FROM_VERSION),
+    SimulatedAgent(name="dma-04", address="10.20.0.14", cluster=CLUSTER, version=FROM_VERSION),
+    SimulatedAgent(name="dma-main", address="10.20.0.21", cluster=CLUSTER, version=FROM_VERSION,
+                   partner="dma-backup"),
+    SimulatedAgent(name="dma-backup", address="10.20.0.22", cluster=CLUSTER, version=FROM_VERSION,
+                   active=False),
+]
+ROLES = {"dma-main": (FailoverRole.MAIN, "dma-backup"), "dma-backup": (FailoverRole.BACKUP, "dma-main")}
+STEP_SECONDS = {Step.UPLOAD: 0.6, Step.STOP_SNMP: 0.3, Step.INSTALL: 2.4, Step.SWITCH_OVER: 0.4,
+                Step.REBOOT: 0.8, Step.START: 0.5}
+
+
+def run_demo(data_dir: Path, console: Console, *, step_scale: float = 1.0) -> bool:
+    """Register 6 simulated agents, build and upload a package, upgrade the whole cluster, verify."""
+    settings = Settings(database_url=None, data_dir=data_dir)
+    console.print(f"[bold]dma-upgrade demo[/] · embedded database {settings.resolved_database_url}")
+    container = bootstrap(settings)
+    gateway = SimulatedAgentGateway(AGENTS, sleeper=time.sleep,
+                                    step_seconds={s: d * step_scale for s, d in STEP_SECONDS.items()})
+    service = UpgradeService(container.store, container.clock, container.ids, gateway)
+    try:
+        for agent in AGENTS:
+            role, partner = ROLES.get(agent.name, (None, None))
+            service.register_agent(name=agent.name, address=agent.address, version=agent.version,
+                                   cluster=agent.cluster, failover_role=role, failover_partner=partner,
+                                   facts=modern_facts(agent.version), actor="demo")
+        console.print(f"registered {len(AGENTS)} agents in cluster {CLUSTER} (dma-main/dma-backup are a "
+                      f"failover pair)")
+        manifest = PackageManifest.for_version(parse_version(TO_VERSION), PackageKind.FULL, prerequisites=(
+            PrerequisiteCheck(name=CheckName.MINIMUM_VERSION, comparison=Comparison.AT_LEAST,
+                              required=("10.3.0.0",)),
+            PrerequisiteCheck(name=CheckName.DOTNET, comparison=Comparison.INCLUDES, required=("dotnet-8",))))
+        path = build_package(manifest, data_dir / "built")
+        inspected = inspect_package(path)
+        FilePackageStore(data_dir / "packages").put(path, inspected.sha256)
+        service.record_upload(sha256=inspected.sha256, file_name=path.name, size=inspected.size,
+                              manifest=inspected.manifest, actor="demo")
+        console.print(f"built and uploaded {path.name} (sha256 {inspected.sha256[:12]}, {inspected.size} bytes)")
+        service.set_setting("delayed-start-seconds", str(max(1, round(step_scale))), actor="demo")
+        planned = service.start_rollout(RolloutSpec(
+            package=inspected.sha256, selection=AgentSelection(cluster=CLUSTER),
+            overrides=OptionOverrides(reboot=True), failover_policy="backup-first"), actor="demo")
+        console.print(f"rollout {planned.rollout_id}: whole cluster, policy backup-first, reboot after upgrade")
+        ended = run_in_foreground(service, gateway, RealWaiter(), planned.rollout_id, console)
+        console.print()
+        _summary(service, planned.rollout_id, console)
+        verdict = verify_chain(container.store.read_records(page_size=5000))
+        console.print(f"audit verify: {verdict.verified} events, hash chain "
+                      + ("intact" if verdict.ok else f"BROKEN at {verdict.broken_at}"))
+        return ended.state.value == "Completed" and verdict.ok
+    finally:
+        container.close()
+
+
+def _summary(service: UpgradeService, rollout_id: UUID, console: Console) -> None:
+    rollout, upgrades = snapshot(service, rollout_id)
+    table = Table("agent", "role", "from", "to", "state", "attempts", title="Summary", title_justify="left")
+    for agent in rollout.plan.agents:
+        upgrade = upgrades[agent.name]
+        table.add_row(agent.name, agent.failover_role.value if agent.failover_role else "",
+                      agent.current_version, upgrade.version_after or "", upgrade.state.value,
+                      str(sum(upgrade.attempts.values())))
+    console.print(table)
+    history = Table("agent", "version history", title="Upgrade history (VersionHistory.txt)",
+                    title_justify="left")
+    for record in service.agents():
+        history.add_row(record.name, " → ".join(record.version_history))
+    console.print(history)
+    for package in service.packages():
+        console.print(f"package {package.file_name}: {package.status} (used by rollout {package.used_by})")
