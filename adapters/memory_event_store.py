@@ -41,7 +41,7 @@ class InMemoryEventStore:
             self._streams.setdefault(stream_id, []).extend(records)
             self._by_id.update((r.event_id, r) for r in records)
             return AppendResult(positions=tuple(r.position for r in records),
-                                stream_version=len(stream) + len(records))
+                                stream_version=expected_version + len(records))
 
     def read_stream(self, stream_id: str) -> list[RecordedEvent]:
         with self._lock:

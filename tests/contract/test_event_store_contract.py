@@ -29,6 +29,12 @@ def test_an_append_to_a_new_stream_starts_at_version_one_and_position_one(event_
     assert [e.stream_version for e in event_store.read_stream("agent-a")] == [1, 2]
 
 
+def test_each_append_reports_the_new_stream_version(event_store: EventStore) -> None:
+    assert event_store.append("agent-a", 0, [registered("a")]).stream_version == 1
+    assert event_store.append("agent-a", 1, [registered("a"), registered("a")]).stream_version == 3
+    assert event_store.append("agent-a", 3, [registered("a")]).stream_version == 4
+
+
 def test_read_stream_returns_the_decoded_events_with_their_metadata(event_store: EventStore,
                                                                      clock: FakeClock) -> None:
     new = registered("a")

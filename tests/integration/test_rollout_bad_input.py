@@ -1,0 +1,178 @@
+"""Refused rollouts, uploads and commands: a clear error, and the store exactly as it was."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters.package_archive import inspect_package
+from adapters.simulated_gateway import modern_facts
+from engine.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from engine.packages import CheckName, Comparison, PackageRejected, PrerequisiteCheck
+from engine.rollout import RolloutState
+from engine.service import AgentSelection, RolloutSpec
+from tests.conftest import FakeClock
+from tests.integration.rollout_harness import ACTOR, AgentSpec, RolloutHarness
+
+NEWER = "10.4.10.0-14900"
+NATS = PrerequisiteCheck(name=CheckName.NATS, comparison=Comparison.IS_TRUE)
+LONE = (AgentSpec("lone-1", "10.0.1.1", cluster=None), AgentSpec("lone-2", "10.0.1.2", cluster=None))
+
+
+@pytest.fixture
+def harness(db_url: str, clock: FakeClock, tmp_path: Path) -> Iterator[RolloutHarness]:
+    h = RolloutHarness(db_url, clock, tmp_path, extra_agents=LONE)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def make_harness(db_url: str, clock: FakeClock, tmp_path: Path) -> Iterator[Callable[..., RolloutHarness]]:
+    built: list[RolloutHarness] = []
+
+    def make(**options: object) -> RolloutHarness:
+        h = RolloutHarness(db_url, clock, tmp_path, **options)  # type: ignore[arg-type]
+        built.append(h)
+        return h
+
+    yield make
+    for h in built:
+        h.close()
+
+
+def refused(h: RolloutHarness, error: type[Exception], match: str, attempt: Callable[[], object]) -> None:
+    """``attempt`` raises ``error`` matching ``match`` and appends nothing."""
+    head = h.head()
+    with pytest.raises(error, match=match):
+        attempt()
+    assert h.head() == head
+
+
+def test_an_unknown_agent_name_is_not_found(harness: RolloutHarness) -> None:
+    refused(harness, NotFound, "unknown agent 'dma-99'", lambda: harness.start(names=("dma-1", "dma-99")))
+
+
+def test_an_unknown_cluster_is_not_found(harness: RolloutHarness) -> None:
+    refused(harness, NotFound, "unknown cluster 'south'", lambda: harness.start(cluster="south"))
+
+
+def test_an_agent_in_an_active_individual_rollout_cannot_join_another(harness: RolloutHarness) -> None:
+    first = harness.start(names=("lone-1",))
+    newer = harness.upload(NEWER)
+
+    refused(harness, Conflict, f"agent lone-1 is already in active rollout {first.rollout_id}",
+            lambda: harness.start(package=newer, names=("lone-2", "lone-1")))
+
+
+def test_a_clustered_agent_in_an_active_individual_rollout_blocks_its_cluster(harness: RolloutHarness) -> None:
+    first = harness.start(names=("dma-1",))
+    newer = harness.upload(NEWER)
+
+    refused(harness, Conflict, f"cluster north already has an active rollout \\({first.rollout_id}\\)",
+            lambda: harness.start(package=newer, names=("dma-2", "dma-1")))
+
+
+def test_a_cluster_with_an_active_rollout_refuses_a_second_one(harness: RolloutHarness) -> None:
+    first = harness.start()
+    newer = harness.upload(NEWER)
+
+    refused(harness, Conflict, f"cluster north already has an active rollout \\({first.rollout_id}\\)",
+            lambda: harness.start(package=newer))
+
+
+def test_a_package_that_executed_an_upgrade_cannot_execute_another(harness: RolloutHarness) -> None:
+    assert harness.package is not None
+    planned, rollout = harness.start_and_run(names=("dma-1",))
+    assert rollout.state is RolloutState.COMPLETED
+
+    refused(harness, Conflict, "was used by rollout .* and is completed: it cannot execute another upgrade",
+            lambda: harness.start(names=("dma-2",)))
+    record = harness.service.package(harness.package.sha256)
+    assert (record.status, record.used_by) == ("completed", planned.rollout_id)
+    assert [p.sha256 for p in harness.service.packages()] == [harness.package.sha256]
+
+
+def test_an_unknown_failover_policy_is_invalid_input(harness: RolloutHarness) -> None:
+    refused(harness, InvalidInput, "unknown failover policy 'sideways'",
+            lambda: harness.start(failover_policy="sideways"))
+
+
+@pytest.mark.parametrize("command", ["resume", "pause", "cancel", "retry-failed"])
+def test_a_command_the_completed_rollout_does_not_allow_is_an_invalid_transition(
+        harness: RolloutHarness, command: str) -> None:
+    planned, _ = harness.start_and_run(names=("lone-1",))
+
+    refused(harness, InvalidTransition, "from state Completed",
+            lambda: harness.service.control(planned.rollout_id, command, actor=ACTOR))
+
+
+def test_an_unknown_rollout_command_is_invalid_input(harness: RolloutHarness) -> None:
+    planned = harness.start(names=("lone-1",))
+
+    refused(harness, InvalidInput, "unknown rollout command 'restart'",
+            lambda: harness.service.control(planned.rollout_id, "restart", actor=ACTOR))
+
+
+def test_uploading_the_same_package_twice_is_a_conflict(harness: RolloutHarness) -> None:
+    path = harness.build()
+    inspected = inspect_package(path)
+
+    refused(harness, Conflict, f"package {path.name} was uploaded already as {inspected.sha256[:12]} \\(available\\)",
+            lambda: harness.service.record_upload(sha256=inspected.sha256, file_name=path.name,
+                                                  size=inspected.size, manifest=inspected.manifest,
+                                                  actor=ACTOR))
+    assert len(harness.service.packages()) == 1
+
+
+def test_a_prerequisite_a_modern_agent_fails_rejects_the_package_naming_agent_check_and_value(
+        make_harness: Callable[..., RolloutHarness]) -> None:
+    h = make_harness(upload=False, facts={"dma-2": modern_facts().model_copy(update={"nats_running": False})})
+
+    refused(h, PackageRejected, "agent dma-2: check nats requires true, found false",
+            lambda: h.upload(prerequisites=(NATS,)))
+    assert h.service.packages() == []
+
+
+def test_an_agent_older_than_the_refusal_accepts_a_failing_package_with_a_warning(
+        make_harness: Callable[..., RolloutHarness]) -> None:
+    old = "10.0.0.0(CU10)"
+    h = make_harness(upload=False, extra_agents=(AgentSpec(
+        "old-1", "10.0.2.1", cluster="south", version=old,
+        facts=modern_facts(old).model_copy(update={"nats_running": False})),))
+
+    package = h.upload(prerequisites=(NATS,))
+    planned = h.start(package=package, cluster="south")
+
+    assert any("agent old-1: check nats requires true, found false" in w and "predates the refusal" in w
+               for w in planned.warnings)
+    assert any("agent old-1: check nats" in w for w in planned.agents[0].warnings)
+
+
+@pytest.mark.parametrize(("option", "text"), [
+    ("max_concurrent", "abc"), ("max_concurrent", "150%"), ("max_concurrent", "-1"), ("max_errors", "many"),
+    ("max_errors", "101%"),
+])
+def test_a_malformed_limit_is_invalid_input(harness: RolloutHarness, option: str, text: str) -> None:
+    refused(harness, InvalidInput, f"--{option.replace('_', '-')}",
+            lambda: harness.start(**{option: text}))
+
+
+def test_choosing_a_cluster_and_agents_together_is_invalid_input(harness: RolloutHarness) -> None:
+    assert harness.package is not None
+    spec = RolloutSpec(package=harness.package.sha256, selection=AgentSelection(cluster="north", names=("dma-1",)))
+
+    refused(harness, InvalidInput, "either a whole cluster or individual agents",
+            lambda: harness.service.start_rollout(spec, actor=ACTOR))
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("failover-default-policy", "default", "must name a policy"),
+    ("failover-default-policy", "sideways", "unknown failover policy"),
+    ("delayed-start-seconds", "-5", "0..3600"),
+    ("reboot", "maybe", "on or off"),
+    ("colour", "blue", "unknown setting"),
+])
+def test_a_bad_setting_is_invalid_input(harness: RolloutHarness, key: str, value: str, match: str) -> None:
+    refused(harness, InvalidInput, match, lambda: harness.service.set_setting(key, value, actor=ACTOR))
