@@ -44,6 +44,7 @@ class AgentUpgrade:
         self.done_steps: list[Step] = []
         self.step_in_progress: Step | None = None
         self.attempts: dict[Step, int] = {}
+        self.attempts_this_round: dict[Step, int] = {}
         self.install_phase: str | None = None
         self.phase_progress: float | None = None
         self.last_error: str | None = None
@@ -189,6 +190,7 @@ class AgentUpgrade:
             case StepStarted(step=step, attempt=attempt):
                 self.step_in_progress = step
                 self.attempts[step] = attempt
+                self.attempts_this_round[step] = self.attempts_this_round.get(step, 0) + 1
                 trigger = ENTERED_ON_START.get(step)
                 if trigger is not None and self.state != _ENTERED_STATE[trigger]:
                     self._move(trigger)
@@ -220,6 +222,7 @@ class AgentUpgrade:
                 self._move("retry")
                 self.resume_state = None
                 self.retries += 1
+                self.attempts_this_round = {}
             case AgentUpgradeCancelled():
                 self._move("cancel")
                 self.step_in_progress = None

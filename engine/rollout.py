@@ -82,6 +82,7 @@ class Rollout:
         self.state = RolloutState.PLANNED
         self.planned: RolloutPlanned | None = None
         self.retry_rounds = 0
+        self.retry_requests: dict[str, int] = {}
         self.end_reason: str | None = None
 
     @classmethod
@@ -149,5 +150,7 @@ class Rollout:
         self.state = dest
         if isinstance(event, FailedAgentsRetried):
             self.retry_rounds += 1
+            for agent in event.agents:
+                self.retry_requests[agent] = self.retry_requests.get(agent, 0) + 1
         if isinstance(event, RolloutFailed | RolloutCancelled):
             self.end_reason = event.reason

@@ -47,14 +47,11 @@ class RolloutRunner:
         if rollout.state is RolloutState.PLANNED:
             self._wait_for_start(plan)
             rollout = self._record_rollout(rollout_id, lambda r: r.start())
-        retries_applied = rollout.retry_rounds
         inflight: dict[str, Future[AgentUpgrade]] = {}
         with ThreadPoolExecutor(max_workers=plan.max_concurrent, thread_name_prefix="agent") as pool:
             while True:
                 rollout = self.service.rollout(rollout_id)
-                if rollout.retry_rounds > retries_applied:
-                    retries_applied = rollout.retry_rounds
-                    self._retry_failed(plan, upgrades, inflight)
+                self._retry_failed(rollout, upgrades, inflight)
                 if rollout.state is RolloutState.CANCELLED:
                     self._cancel_waiting(plan, upgrades, inflight)
                 if rollout.state is RolloutState.RUNNING and not self._budget_exceeded(plan, upgrades):
@@ -124,12 +121,14 @@ class RolloutRunner:
             return rollout
         return None
 
-    def _retry_failed(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
+    def _retry_failed(self, rollout: Rollout, upgrades: dict[str, AgentUpgrade],
                       inflight: dict[str, Future[AgentUpgrade]]) -> None:
-        for agent in plan.agents:
+        """Retry each failed upgrade the operator asked to retry more often than it was retried."""
+        for agent in rollout.plan.agents:
             upgrade = upgrades[agent.name]
-            if agent.name not in inflight and upgrade.state is UpgradeState.FAILED:
-                self._record(upgrade, upgrade.retry(), plan.rollout_id)
+            if agent.name not in inflight and upgrade.is_failed \
+                    and rollout.retry_requests.get(agent.name, 0) > upgrade.retries:
+                self._record(upgrade, upgrade.retry(), rollout.plan.rollout_id)
 
     def _cancel_waiting(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
                         inflight: dict[str, Future[AgentUpgrade]]) -> None:
@@ -176,7 +175,7 @@ class RolloutRunner:
             if step is None:
                 self._complete(upgrade, address, rollout_id)
                 return True
-            if upgrade.attempts.get(step, 0) > plan.step_policy.retry_budget:
+            if upgrade.attempts_this_round.get(step, 0) > plan.step_policy.retry_budget:
                 self._record(upgrade, upgrade.fail(upgrade.last_error or f"{step.value} failed"), rollout_id)
                 return True
             if step is Step.START and upgrade.plan.delayed_start_seconds:
@@ -210,7 +209,7 @@ class RolloutRunner:
                                            on_phase if step is Step.INSTALL else None)
         except AgentStepFailed as failure:
             self._record(upgrade, upgrade.fail_attempt(step, failure.reason), rollout_id)
-            if attempt > plan.step_policy.retry_budget:
+            if upgrade.attempts_this_round[step] > plan.step_policy.retry_budget:
                 self._record(upgrade, upgrade.fail(str(failure)), rollout_id)
             else:
                 self.waiter.wait(plan.step_policy.backoff_seconds * 2 ** (attempt - 1))

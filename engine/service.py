@@ -23,7 +23,7 @@ from engine.packages import AgentFacts, PackageManifest, PackageRejected, evalua
 from engine.planning import RolloutRequest, plan_rollout
 from engine.ports import AgentAddress, AgentGateway, AppendResult, Clock, EventStore, IdFactory, PackageRef
 from engine.records import PackageRecord, active_claims, fold_packages, fold_settings
-from engine.rollout import Rollout
+from engine.rollout import Rollout, RolloutState
 from engine.rollout_events import (
     CLAIMS_STREAM,
     SETTINGS_STREAM,
@@ -39,6 +39,7 @@ from engine.rollout_events import (
     rollout_stream_id,
 )
 from engine.upgrade_events import Step, UpgradeOptions
+from engine.upgrade_machine import CANCELLABLE_STATES
 from engine.versions import parse_version
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -375,7 +376,21 @@ class UpgradeService:
         events = decisions[command]()
         self.append(rollout_stream_id(rollout_id), rollout.version, events, actor=actor,
                     correlation_id=rollout_id)
+        if command == "cancel" and rollout.state in (RolloutState.PLANNED, RolloutState.FAILED):
+            self._wind_up_cancelled(rollout, actor=actor)
         return self.rollout(rollout_id)
+
+    def _wind_up_cancelled(self, rollout: Rollout, *, actor: str) -> None:
+        """A cancelled rollout that no engine is driving (never started, or failed) ends here."""
+        rollout_id = rollout.plan.rollout_id
+        for agent in rollout.plan.agents:
+            upgrade = self.upgrade(agent.upgrade_id)
+            if upgrade.scheduled is not None and upgrade.state in CANCELLABLE_STATES \
+                    and upgrade.step_in_progress is None:
+                self.append(upgrade_stream_id(agent.upgrade_id), upgrade.version,
+                            upgrade.cancel(f"the rollout was cancelled by {actor}"), actor=actor,
+                            correlation_id=rollout_id)
+        self.release(rollout_id, actor=actor)
 
     def _failed_agents(self, rollout: Rollout) -> tuple[str, ...]:
         return tuple(a.name for a in rollout.plan.agents if self.upgrade(a.upgrade_id).state == "Failed")

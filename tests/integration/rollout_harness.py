@@ -78,7 +78,7 @@ class AgentSpec:
 class RolloutHarness:
     """Store, service, simulated agents, an uploaded package and a runner on one database URL."""
 
-    def __init__(self, db_url: str, clock: FakeClock, tmp_path: Path, *, plain_agents: int = 4,
+    def __init__(self, db_url: str, clock: FakeClock, tmp_path: Path, *, plain_agents: int = 3,
                  extra_agents: Iterable[AgentSpec] = (), facts: Mapping[str, AgentFacts] | None = None,
                  step_seconds: Mapping[Step, float] | None = None,
                  sleeper: Callable[[float], None] | None = None, upload: bool = True) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from adapters.package_archive import inspect_package
 from adapters.simulated_gateway import modern_facts
-from engine.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from engine.errors import AgentUnreachable, Conflict, InvalidInput, InvalidTransition, NotFound
 from engine.packages import CheckName, Comparison, PackageRejected, PrerequisiteCheck
 from engine.rollout import RolloutState
 from engine.service import AgentSelection, RolloutSpec
@@ -157,6 +157,14 @@ def test_an_agent_older_than_the_refusal_accepts_a_failing_package_with_a_warnin
 def test_a_malformed_limit_is_invalid_input(harness: RolloutHarness, option: str, text: str) -> None:
     refused(harness, InvalidInput, f"--{option.replace('_', '-')}",
             lambda: harness.start(**{option: text}))
+
+
+def test_an_unknown_ip_address_that_does_not_answer_adds_no_agent(harness: RolloutHarness) -> None:
+    assert harness.package is not None
+    spec = RolloutSpec(package=harness.package.sha256, selection=AgentSelection(addresses=("10.9.9.9",)))
+
+    refused(harness, AgentUnreachable, "no agent answers at 10.9.9.9",
+            lambda: harness.service.start_rollout(spec, actor=ACTOR))
 
 
 def test_choosing_a_cluster_and_agents_together_is_invalid_input(harness: RolloutHarness) -> None:

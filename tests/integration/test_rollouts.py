@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -11,7 +12,7 @@ import pytest
 
 from engine.errors import Conflict, InvalidTransition
 from engine.rollout import RolloutState
-from engine.rollout_events import FailoverPolicy, RolloutPaused, RolloutPlanned, RolloutResumed
+from engine.rollout_events import FailoverPolicy, RolloutPaused, RolloutPlanned, RolloutResumed, RolloutStarted
 from engine.service import OptionOverrides
 from engine.upgrade_events import (
     AgentUpgradeCompleted,
@@ -77,6 +78,13 @@ def _intervals(h: RolloutHarness) -> dict[str, tuple[int, int]]:
     return {agent: (first[agent], last[agent]) for agent in first}
 
 
+def _started(h: RolloutHarness) -> list[str]:
+    """The agents whose upgrade has taken a first step, sorted."""
+    agent_of = h.agent_by_upgrade_stream()
+    return sorted({agent_of[e.stream_id] for e in h.store.read_category("upgrade-")
+                   if isinstance(e.event, StepStarted)})
+
+
 # -- failover policies ----------------------------------------------------------------------------
 
 
@@ -95,6 +103,18 @@ def test_backup_first_switch_back_also_switches_the_main_back_after_its_install(
     assert harness.journal_of(*PAIR) == ([(BACKUP, s) for s in BACKUP_THEN_SWITCH]
                                          + [(MAIN, s) for s in BACKUP_THEN_SWITCH])
     assert harness.gateway.agent(MAIN).active and not harness.gateway.agent(BACKUP).active
+
+
+def test_backup_first_never_touches_the_main_when_the_backup_fails(harness: RolloutHarness) -> None:
+    harness.gateway.fail(BACKUP, S.INSTALL, times=None)
+
+    planned, rollout = harness.start_and_run(failover_policy="backup-first")
+
+    assert rollout.state is RolloutState.FAILED
+    assert harness.upgrade(planned, BACKUP).state is UpgradeState.FAILED
+    assert harness.upgrade(planned, MAIN).state is UpgradeState.SCHEDULED
+    assert harness.steps_of(MAIN) == [] and S.SWITCH_OVER not in harness.steps_of(BACKUP)
+    assert harness.gateway.agent(MAIN).active and harness.gateway.agent(MAIN).dma_running
 
 
 def test_simultaneous_upgrades_both_agents_of_the_pair_at_once_without_switching_over(
@@ -229,7 +249,7 @@ def test_max_concurrent_one_never_has_two_agents_in_flight(harness: RolloutHarne
     assert rollout.state is RolloutState.COMPLETED
     spans = sorted(_intervals(harness).values())
     assert len(spans) == len(planned.agents)
-    assert all(earlier[1] < later[0] for earlier, later in zip(spans, spans[1:], strict=False))
+    assert all(earlier[1] < later[0] for earlier, later in itertools.pairwise(spans))
 
 
 def test_max_errors_zero_fails_the_rollout_on_the_first_failure_and_starts_no_other_agent(
@@ -273,11 +293,6 @@ def test_a_permanent_failure_fails_the_rollout_after_the_retry_budget(harness: R
     assert harness.upgrade(planned, "dma-2").state is UpgradeState.COMPLETED
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: engine/runner.py:50 sets retries_applied = rollout.retry_rounds when run() begins, so a "
-    "FailedAgentsRetried recorded before run() (the only way to retry a Failed rollout, as run() returns "
-    "on Failed) is never applied; and engine/runner.py:179/213 compare the cumulative attempts with the "
-    "retry budget, so a retried upgrade fails again at once without contacting the agent"))
 def test_retry_failed_after_healing_the_agent_completes_the_rollout(harness: RolloutHarness) -> None:
     harness.gateway.fail("dma-1", S.INSTALL, times=None)
     planned, failed = harness.start_and_run(names=("dma-1", "dma-2"))
@@ -292,9 +307,6 @@ def test_retry_failed_after_healing_the_agent_completes_the_rollout(harness: Rol
     assert harness.service.agent("dma-1").version == PACKAGE_VERSION
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: engine/runner.py:50 initialises retries_applied from rollout.retry_rounds, so the retry-failed "
-    "recorded before this run() is taken as already applied and the failed upgrade is never retried"))
 def test_a_run_after_retry_failed_retries_the_failed_upgrade(harness: RolloutHarness) -> None:
     harness.gateway.fail("dma-1", S.INSTALL, times=None)
     planned, _ = harness.start_and_run(names=("dma-1",))
@@ -305,10 +317,6 @@ def test_a_run_after_retry_failed_retries_the_failed_upgrade(harness: RolloutHar
     assert harness.upgrade(planned, "dma-1").retries == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: engine/runner.py:179 (and :213) compare upgrade.attempts[step], which counts every attempt since "
-    "the upgrade began, with the retry budget; after AgentUpgradeRetried the budget is already spent, so "
-    "the retried upgrade is failed again at once with the old error and the agent is never asked"))
 def test_a_retried_upgrade_gets_a_fresh_retry_budget_and_a_new_attempt_key(harness: RolloutHarness) -> None:
     harness.gateway.fail("dma-1", S.INSTALL, times=None)
     planned, _ = harness.start_and_run(names=("dma-1",))
@@ -355,7 +363,7 @@ def test_pause_starts_no_new_agent_until_resumed(make_harness: Callable[..., Rol
 
     def resume_when_paused(_: float) -> None:
         if h.service.rollout(planned.rollout_id).state is RolloutState.PAUSED:
-            seen_while_paused.append(sorted(_intervals(h)))
+            seen_while_paused.append(_started(h))
             h.service.control(planned.rollout_id, "resume", actor=ACTOR)
 
     h.waiter.on_wait = resume_when_paused
@@ -424,6 +432,48 @@ def test_cancelling_during_an_install_lets_that_agent_finish_and_cancels_the_res
     assert h.upgrade(planned, first).state is UpgradeState.COMPLETED
     assert h.steps_of(first) == FULL
     assert all(h.upgrade(planned, a.name).state is UpgradeState.CANCELLED for a in planned.agents[1:])
+
+
+def test_cancelling_a_failed_rollout_and_running_it_cancels_the_failed_upgrade_and_frees_the_cluster(
+        harness: RolloutHarness) -> None:
+    harness.gateway.fail("dma-1", S.INSTALL, times=None)
+    planned, _ = harness.start_and_run(names=("dma-1", "dma-2"))
+    harness.service.control(planned.rollout_id, "cancel", actor=ACTOR)
+
+    rollout = harness.run(planned.rollout_id)
+
+    assert rollout.state is RolloutState.CANCELLED
+    assert harness.upgrade(planned, "dma-1").state is UpgradeState.CANCELLED
+    assert harness.upgrade(planned, "dma-2").state is UpgradeState.COMPLETED
+    harness.start(package=harness.upload("10.4.10.0-14900"))
+
+
+def test_cancelling_a_failed_rollout_frees_its_cluster(harness: RolloutHarness) -> None:
+    harness.gateway.fail("dma-1", S.INSTALL, times=None)
+    planned, _ = harness.start_and_run(names=("dma-1",))
+
+    harness.service.control(planned.rollout_id, "cancel", actor=ACTOR)
+
+    harness.start(package=harness.upload("10.4.10.0-14900"))
+
+
+def test_a_rollout_with_a_start_time_takes_no_step_before_it(harness: RolloutHarness) -> None:
+    start_at = harness.clock.now() + timedelta(hours=2)
+
+    planned, rollout = harness.start_and_run(names=("dma-1",), start_at=start_at)
+
+    assert rollout.state is RolloutState.COMPLETED
+    started = [e for e in harness.store.read_stream(f"rollout-{planned.rollout_id}")
+               if isinstance(e.event, RolloutStarted)]
+    assert [e.recorded_at for e in started] == [start_at]
+    steps = [e for e in harness.upgrade_events(planned, "dma-1") if isinstance(e.event, StepStarted)]
+    assert steps and all(e.recorded_at >= start_at for e in steps)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("50%", 3), ("40%", 2), ("41%", 3), ("1%", 1), ("2", 2), ("0", 1)])
+def test_max_concurrent_resolves_counts_and_percentages_of_the_agents(
+        harness: RolloutHarness, text: str, expected: int) -> None:
+    assert harness.service.plan(harness.spec(max_concurrent=text), actor=ACTOR).max_concurrent == expected
 
 
 # -- outcomes -------------------------------------------------------------------------------------
