@@ -10,7 +10,7 @@ Each backend (SQLite in a temporary directory, PostgreSQL when ``--postgres-url`
 - the peak RSS of a separate process that only iterates ``SqlEventStore.read_all`` over
   ``--read-events`` events.
 
-    python bench/event_store.py [--streams 20000] [--per-event-streams 1000] [--postgres-url URL]
+    python bench/event_store.py [--streams 20000] [--per-event-streams 500] [--postgres-url URL]
                                 [--read-events 1000000]
 """
 
@@ -78,6 +78,15 @@ PACKAGE_SHA256 = hashlib.sha256(f"DataMiner {TARGET_VERSION} upgrade package".en
 INSTALL_PHASES = ("Stopping DataMiner", "Installing files")
 PLAN = AgentUpgradePlan(options=UpgradeOptions(stop_snmp=False, auto_start=False))
 """Upload then install, two install phases, a manual start: 8 events from scheduled to completed."""
+
+NOTES = """Notes:
+- SqlEventStore and raw Core share create_db_engine(): SQLite in WAL mode with synchronous=NORMAL (no
+  flush per commit), PostgreSQL with pool_pre_ping. eventsourcing's SQLite connections keep SQLite's
+  default synchronous=FULL (a flush per commit); on PostgreSQL all three commit with the server's
+  synchronous_commit.
+- Raw Core inserts rows serialised and hash-chained beforehand into the same migrated events table.
+- eventsourcing records the same payloads (model_dump of each event) as aggregate events; its read
+  decodes every notification into a domain event, as read_all decodes every row."""
 
 SYSTEMS = ("store", "raw", "eventsourcing")
 GRANULARITIES = {"event": "1 txn/event", "stream": "1 txn/stream"}
@@ -370,12 +379,25 @@ def populate(url: str, event_count: int) -> int:
     inserted = 0
     try:
         while batch := list(islice(records, STREAMS_PER_BULK_INSERT)):
+            rows = [record_row(r) for rs in batch for r in rs]
             with engine.begin() as conn:
-                conn.execute(events_table.insert(), [record_row(r) for rs in batch for r in rs])
-            inserted += sum(len(rs) for rs in batch)
+                bulk_insert(conn, rows)
+            inserted += len(rows)
     finally:
         engine.dispose()
     return inserted
+
+
+def bulk_insert(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert rows into ``events``: through COPY on PostgreSQL, an executemany elsewhere."""
+    if conn.dialect.name != "postgresql":
+        conn.execute(events_table.insert(), rows)
+        return
+    columns = [column.name for column in events_table.c]
+    cursor = conn.connection.driver_connection.cursor()
+    with cursor.copy(f"COPY events ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[name] for name in columns])
 
 
 LAUNCHER = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
@@ -479,6 +501,7 @@ class Results:
     appends: dict[tuple[str, str], Measurement] = field(default_factory=dict)
     reads: dict[str, Measurement] = field(default_factory=dict)
     reader: ReaderMemory | None = None
+    load_average: float = field(default_factory=lambda: os.getloadavg()[0])
 
 
 APPENDERS: dict[str, Callable[[str, Workload, bool], int]] = {
@@ -543,7 +566,8 @@ def report(backend_name: str, results: Results) -> None:
                    "eventsourcing": "eventsourcing notifications, decoded"}
     rows += rate_rows("read all", results.reads, read_labels)
     rows += ratio_rows("read all", results.reads, READ_TARGET, None)
-    print_table(f"{backend_name}: streams of {EVENTS_PER_STREAM} events, reads in pages of {PAGE_SIZE}",
+    print_table(f"{backend_name}: streams of {EVENTS_PER_STREAM} events, reads in pages of {PAGE_SIZE}; "
+                f"load average {results.load_average:.1f} at the start, on {os.cpu_count()} cores",
                 ["measure", "events", "events/s", "ratio", "target", "verdict"], rows)
     reader = results.reader
     if reader is not None:
@@ -574,7 +598,7 @@ def ratio_rows(what: str, measured: dict[str, Measurement], raw_target: float,
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--streams", type=int, default=20_000, help="upgrade streams of 8 events to append")
-    parser.add_argument("--per-event-streams", type=int, default=1_000,
+    parser.add_argument("--per-event-streams", type=int, default=500,
                         help="how many of those streams to append at one transaction per event (at most "
                              "--streams): one commit per event is bound by the disk's flush time")
     parser.add_argument("--postgres-url", help="a PostgreSQL server URL whose user may create databases")
@@ -600,6 +624,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         with open_backend() as backend:
             results = run_backend(backend, workloads, args.read_events)
         report(backend.name, results)
+    print(f"\n{NOTES}")
 
 
 if __name__ == "__main__":

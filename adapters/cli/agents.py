@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from adapters.cli.context import actor, out, session
+from adapters.cli.context import actor, out, session, simulated_gateway_for
 from adapters.cli.errors import reports_errors
 from engine.agent_events import FailoverRole
 from engine.inventory import clusters_on_mixed_versions
@@ -54,3 +54,14 @@ def list_agents(ctx: typer.Context) -> None:
     out.print(table)
     for cluster, versions in clusters_on_mixed_versions(agents).items():
         out.print(f"[yellow]warning: cluster {cluster} runs mixed versions: {', '.join(versions)}[/]")
+
+
+@app.command("start")
+@reports_errors
+def start(ctx: typer.Context, name: Annotated[str, typer.Argument(help="the agent left stopped")]) -> None:
+    """Start the DataMiner of an agent an upgrade left stopped (Auto Start was off)."""
+    with session(ctx) as s:
+        s.service.gateway = simulated_gateway_for(s.service)
+        s.service.start_agent_manually(name, actor=actor())
+    out.print(f"started agent {name}")
+

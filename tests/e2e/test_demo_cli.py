@@ -80,3 +80,21 @@ def test_unknown_cluster_and_policy_are_one_line_errors(sqlite_url: str, tmp_pat
                      database_url=sqlite_url, env=env)
     assert policy.returncode == 2
     assert "unknown failover policy" in policy.stderr
+
+
+def test_auto_start_off_leaves_agents_stopped_until_started_by_hand(sqlite_url: str, tmp_path: Path) -> None:
+    env = {"DMA_UPGRADE_DATA_DIR": str(tmp_path / "data")}
+
+    def cli(*args: str, code: int = 0) -> str:
+        result = run_cli(*args, database_url=sqlite_url, env=env)
+        assert result.returncode == code, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    cli("agents", "add", "dma-01", "--address", "10.0.0.11", "--cluster", "north", "--version", "10.4.0.0-14112")
+    cli("packages", "build", "--version", "10.4.9.0-14794", "--output", str(tmp_path))
+    cli("packages", "upload", str(tmp_path / PACKAGE))
+    cli("upgrade", "start", "--package", PACKAGE, "--agent", "dma-01", "--no-auto-start", "--wait")
+    assert "needs a manual start" in cli("agents", "list")
+    assert "started agent dma-01" in cli("agents", "start", "dma-01")
+    assert "needs a manual start" not in cli("agents", "list")
+    assert "was not left stopped" in cli("agents", "start", "dma-01", code=4)

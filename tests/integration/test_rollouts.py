@@ -97,7 +97,7 @@ def test_backup_first_upgrades_the_backup_switches_over_then_upgrades_the_main(h
 
 
 def test_backup_first_switch_back_also_switches_the_main_back_after_its_install(harness: RolloutHarness) -> None:
-    _, rollout = harness.start_and_run(failover_policy="backup-first-switch-back")
+    _, rollout = harness.start_and_run(names=PAIR, failover_policy="backup-first-switch-back")
 
     assert rollout.state is RolloutState.COMPLETED
     assert harness.journal_of(*PAIR) == ([(BACKUP, s) for s in BACKUP_THEN_SWITCH]
@@ -108,7 +108,7 @@ def test_backup_first_switch_back_also_switches_the_main_back_after_its_install(
 def test_backup_first_never_touches_the_main_when_the_backup_fails(harness: RolloutHarness) -> None:
     harness.gateway.fail(BACKUP, S.INSTALL, times=None)
 
-    planned, rollout = harness.start_and_run(failover_policy="backup-first")
+    planned, rollout = harness.start_and_run(names=PAIR, failover_policy="backup-first")
 
     assert rollout.state is RolloutState.FAILED
     assert harness.upgrade(planned, BACKUP).state is UpgradeState.FAILED
@@ -136,7 +136,7 @@ def test_default_policy_resolves_to_the_setting_and_the_plan_keeps_it_after_the_
         harness: RolloutHarness) -> None:
     harness.service.set_setting("failover-default-policy", "backup-first", actor=ACTOR)
 
-    planned = harness.start(failover_policy="default")
+    planned = harness.start(names=PAIR, failover_policy="default")
     harness.service.set_setting("failover-default-policy", "simultaneous", actor=ACTOR)
     rollout = harness.run(planned.rollout_id)
 
@@ -202,7 +202,7 @@ def test_delayed_start_starts_the_dma_only_after_the_configured_delay_on_the_clo
         harness: RolloutHarness) -> None:
     harness.service.set_setting("delayed-start-seconds", "90", actor=ACTOR)
 
-    planned, rollout = harness.start_and_run(max_concurrent="1")
+    planned, rollout = harness.start_and_run(names=("dma-1", "dma-2"), max_concurrent="1")
 
     assert rollout.state is RolloutState.COMPLETED
     assert all(a.plan.delayed_start_seconds == 90 for a in planned.agents)
@@ -256,7 +256,7 @@ def test_max_errors_zero_fails_the_rollout_on_the_first_failure_and_starts_no_ot
         harness: RolloutHarness) -> None:
     harness.gateway.fail("dma-1", S.INSTALL, times=None)
 
-    planned, rollout = harness.start_and_run(max_concurrent="1", max_errors="0")
+    planned, rollout = harness.start_and_run(names=("dma-1", "dma-2", "dma-3"), max_concurrent="1", max_errors="0")
 
     assert rollout.state is RolloutState.FAILED
     assert rollout.end_reason is not None and "error budget exceeded" in rollout.end_reason
@@ -358,7 +358,8 @@ def test_pause_starts_no_new_agent_until_resumed(make_harness: Callable[..., Rol
             h.service.control(h.service.rollouts()[0].plan.rollout_id, "pause", actor=ACTOR)
 
     h = holder["h"] = make_harness(step_seconds={S.UPLOAD: 0.001}, sleeper=pause_on_first_upload)
-    planned = h.start(max_concurrent="1", overrides=OptionOverrides(delayed_start=False))
+    planned = h.start(names=("dma-1", "dma-2", "dma-3"), max_concurrent="1",
+                      overrides=OptionOverrides(delayed_start=False))
     seen_while_paused: list[list[str]] = []
 
     def resume_when_paused(_: float) -> None:
@@ -483,7 +484,7 @@ def test_an_install_that_leaves_the_wrong_version_fails_that_upgrade_naming_both
         harness: RolloutHarness) -> None:
     harness.gateway.report_version("dma-1", "10.4.8.0-1")
 
-    planned, rollout = harness.start_and_run()
+    planned, rollout = harness.start_and_run(names=("dma-1", "dma-2"))
 
     assert rollout.state is RolloutState.FAILED
     upgrade = harness.upgrade(planned, "dma-1")
@@ -517,7 +518,7 @@ def test_planning_appends_nothing_and_scheduling_happens_when_the_run_begins(har
     harness.service.plan(harness.spec(), actor=ACTOR)
     assert harness.head() == head
 
-    planned = harness.start()
+    planned = harness.start(names=("dma-1", "dma-2"))
     assert not list(e for e in harness.store.read_category("upgrade-")
                     if isinstance(e.event, AgentUpgradeScheduled))
     harness.run(planned.rollout_id)
