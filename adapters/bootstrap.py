@@ -10,9 +10,11 @@ from adapters.clock import SystemClock, UuidFactory
 from adapters.settings import Settings
 from adapters.sql.database import create_db_engine, ensure_schema
 from adapters.sql.event_store import SqlEventStore
+from adapters.sql.projection_runner import ProjectionRunner
 from engine.catalog import default_codec
 from engine.codec import EventCodec
 from engine.ports import Clock, IdFactory
+from projections.catalog import all_projections
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Container:
     clock: Clock
     ids: IdFactory
     store: SqlEventStore
+    projections: ProjectionRunner
 
     def close(self) -> None:
         self.engine.dispose()
@@ -44,5 +47,6 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, i
             raise
     codec = codec or default_codec()
     clock = clock or SystemClock()
+    store = SqlEventStore(engine, codec, clock)
     return Container(settings=settings, engine=engine, codec=codec, clock=clock, ids=ids or UuidFactory(),
-                     store=SqlEventStore(engine, codec, clock))
+                     store=store, projections=ProjectionRunner(engine, store, clock, all_projections()))

@@ -9,11 +9,12 @@ from uuid import UUID
 from rich.console import Console
 from rich.table import Table
 
-from adapters.bootstrap import bootstrap
+from adapters.bootstrap import Container, bootstrap
 from adapters.cli.context import RealWaiter
-from adapters.cli.live import run_in_foreground, snapshot
+from adapters.cli.live import run_in_foreground
 from adapters.package_archive import build_package, inspect_package
 from adapters.package_store import FilePackageStore
+from adapters.progress_queries import current_progress
 from adapters.settings import Settings
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
 from engine.agent_events import FailoverRole
@@ -72,9 +73,9 @@ def run_demo(data_dir: Path, console: Console, *, step_scale: float = 1.0) -> bo
             package=inspected.sha256, selection=AgentSelection(cluster=CLUSTER),
             overrides=OptionOverrides(reboot=True), failover_policy="backup-first"), actor="demo")
         console.print(f"rollout {planned.rollout_id}: whole cluster, policy backup-first, reboot after upgrade")
-        ended = run_in_foreground(service, gateway, RealWaiter(), planned.rollout_id, console)
+        ended = run_in_foreground(container, service, gateway, RealWaiter(), planned.rollout_id, console)
         console.print()
-        _summary(service, planned.rollout_id, console)
+        _summary(container, service, planned.rollout_id, console)
         verdict = verify_chain(container.store.read_records(page_size=5000))
         console.print(f"audit verify: {verdict.verified} events, hash chain "
                       + ("intact" if verdict.ok else f"BROKEN at {verdict.broken_at}"))
@@ -83,14 +84,15 @@ def run_demo(data_dir: Path, console: Console, *, step_scale: float = 1.0) -> bo
         container.close()
 
 
-def _summary(service: UpgradeService, rollout_id: UUID, console: Console) -> None:
-    rollout, upgrades = snapshot(service, rollout_id)
-    table = Table("agent", "role", "from", "to", "state", "attempts", title="Summary", title_justify="left")
-    for agent in rollout.plan.agents:
-        upgrade = upgrades[agent.name]
-        table.add_row(agent.name, agent.failover_role.value if agent.failover_role else "",
-                      agent.current_version, upgrade.version_after or "", upgrade.state.value,
-                      str(sum(upgrade.attempts.values())))
+def _summary(container: Container, service: UpgradeService, rollout_id: UUID, console: Console) -> None:
+    [(_, agents)] = current_progress(container, rollout_id)
+    table = Table("agent", "role", "from", "to", "state", "attempts", "installing s", "total s", title="Summary",
+                  title_justify="left")
+    for agent in sorted(agents, key=lambda a: a["plan_order"]):
+        durations = agent["durations"]
+        table.add_row(agent["agent"], agent["failover_role"] or "", agent["version_from"],
+                      agent["version_after"] or "", agent["state"], str(agent["attempts"]),
+                      f"{durations.get('Installing', 0.0):.1f}", f"{sum(durations.values()):.1f}")
     console.print(table)
     history = Table("agent", "version history", title="Upgrade history (VersionHistory.txt)",
                     title_justify="left")

@@ -1,65 +1,66 @@
-"""Rendering rollouts for people: a live table with a bar per agent, and the end-of-run summary."""
+"""Rendering the Progress tab for people and machines, from the progress projection's rows."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from engine.agent_upgrade import AgentUpgrade
-from engine.rollout import Rollout
-from engine.upgrade_machine import UpgradeState
+from projections.tables import Row
 
-_STYLE = {UpgradeState.COMPLETED: "green", UpgradeState.FAILED: "red", UpgradeState.CANCELLED: "yellow"}
+_STYLE = {"Completed": "green", "Failed": "red", "Cancelled": "yellow"}
 BAR_WIDTH = 24
 
 
-def upgrade_fraction(upgrade: AgentUpgrade) -> float:
-    """How far one agent's upgrade is, counting install phases inside the install step."""
-    if upgrade.scheduled is None:
-        return 0.0
-    if upgrade.state is UpgradeState.COMPLETED:
+def fraction(agent: Row) -> float:
+    """How far one agent's upgrade is: planned steps done, all of it once completed."""
+    if agent["state"] == "Completed":
         return 1.0
-    steps = upgrade.plan.steps
-    done = float(len(upgrade.done_steps))
-    if upgrade.install_phase is not None and upgrade.phase_progress is not None:
-        done += upgrade.phase_progress
-    return min(done / (len(steps) + 1), 1.0)
+    done: int = agent["steps_done"]
+    planned: int = max(agent["steps_planned"], 1)
+    return min(done / planned, 1.0)
 
 
-def _bar(fraction: float) -> str:
-    filled = round(fraction * BAR_WIDTH)
-    return "█" * filled + "░" * (BAR_WIDTH - filled)
-
-
-def _activity(upgrade: AgentUpgrade) -> str:
-    if upgrade.state is UpgradeState.FAILED:
-        return upgrade.last_error or "failed"
-    if upgrade.state is UpgradeState.COMPLETED:
-        return "needs a manual start" if upgrade.manual_start_needed else "done"
-    if upgrade.install_phase is not None:
-        return f"Installing: {upgrade.install_phase}"
-    if upgrade.step_in_progress is not None:
-        return f"{upgrade.step_in_progress.value.replace('_', ' ')} (attempt "\
-               f"{upgrade.attempts[upgrade.step_in_progress]})"
+def activity(agent: Row) -> str:
+    """What the agent is doing or why it stopped, in a few words."""
+    if agent["state"] == "Failed":
+        return agent["last_error"] or "failed"
+    if agent["state"] == "Completed":
+        return "needs a manual start" if agent["manual_start_needed"] else "done"
+    if agent["phase"]:
+        return f"Installing: {agent['phase']}"
+    if agent["step"]:
+        return f"{agent['step'].replace('_', ' ')} (attempt {agent['attempts']})"
+    if agent["waiting_until"]:
+        return f"waiting until {agent['waiting_until']:%H:%M:%S}"
     return "waiting"
 
 
-def rollout_table(rollout: Rollout, upgrades: dict[str, AgentUpgrade]) -> RenderableType:
-    """The Progress tab of one rollout: a row and a bar per agent."""
-    plan = rollout.plan
-    table = Table(title=f"Rollout {plan.rollout_id} · {plan.package_version} · {rollout.state.value}",
+def progress_table(rollout: Row, agents: list[Row]) -> RenderableType:
+    """One rollout: a row and a bar per agent, then the totals."""
+    table = Table(title=f"Rollout {rollout['rollout_id']} · {rollout['package_version']} · {rollout['state']}",
                   title_justify="left")
     for column in ("agent", "role", "state", "progress", "activity"):
         table.add_column(column)
-    for agent in plan.agents:
-        upgrade = upgrades[agent.name]
-        style = _STYLE.get(upgrade.state, "cyan")
-        table.add_row(agent.name, agent.failover_role.value if agent.failover_role else "",
-                      Text(upgrade.state.value, style=style),
-                      Text(f"{_bar(upgrade_fraction(upgrade))} {upgrade_fraction(upgrade):4.0%}", style=style),
-                      _activity(upgrade))
-    done = sum(u.state is UpgradeState.COMPLETED for u in upgrades.values())
-    failed = sum(u.state is UpgradeState.FAILED for u in upgrades.values())
-    footer = Text(f"{done} completed · {failed} failed · {len(upgrades) - done - failed} to go")
-    return Group(table, footer)
+    for agent in sorted(agents, key=lambda a: a["plan_order"]):
+        style = _STYLE.get(agent["state"], "cyan")
+        done = fraction(agent)
+        bar = "█" * round(done * BAR_WIDTH) + "░" * (BAR_WIDTH - round(done * BAR_WIDTH))
+        table.add_row(agent["agent"], agent["failover_role"] or "", Text(agent["state"], style=style),
+                      Text(f"{bar} {done:4.0%}", style=style), activity(agent))
+    totals = Text(f"{rollout['completed']} completed · {rollout['failed']} failed · {rollout['in_flight']} in flight"
+                  f" · {rollout['waiting']} waiting · {rollout['cancelled']} cancelled"
+                  + (f" · {rollout['end_reason']}" if rollout["end_reason"] else ""))
+    return Group(table, totals)
+
+
+def as_json(rollout: Row, agents: list[Row]) -> dict[str, Any]:
+    """The same progress as plain JSON-ready data."""
+    return {**_plain(rollout), "agents": [_plain(a) for a in sorted(agents, key=lambda a: a["plan_order"])]}
+
+
+def _plain(row: Row) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}

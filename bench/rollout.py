@@ -11,7 +11,8 @@ Each backend (SQLite in a temporary directory, PostgreSQL in a database of its o
   on a fresh database of the same backend: the payloads the rollout recorded, as fresh streams of
   ``EVENTS_PER_STREAM`` events, one append (one transaction) per event as the runner does.
 
-    python bench/rollout.py [--agents 2000] [--max-concurrent N] [--postgres-url URL] [--profile]
+    python bench/rollout.py [--agents 2000] [--max-concurrent N] [--postgres-url URL]
+                               [--no-sqlite] [--profile]
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ ACTOR = "bench"
 TARGET_VERSION = "10.4.9.0-14794"
 EVENTS_PER_STREAM = 8
 TARGET_RATIO = 0.5
+DEFAULT_MAX_CONCURRENT = 64
+"""The runner runs each in-flight agent on a thread of its own, holding a pooled connection at a time:
+2000 threads (and PostgreSQL's 100 connections) are too many, so the default caps it here."""
 
 
 class NoWait:
@@ -140,7 +144,7 @@ def register_agents(service: UpgradeService, names: list[str]) -> None:
 
 
 def run_rollout(url: str, agent_count: int, max_concurrent: str | None, profile: bool) -> RolloutResult:
-    engine = migrated_engine(url, pool_size=max(5, int(max_concurrent or agent_count)))
+    engine = migrated_engine(url, pool_size=min(int(max_concurrent or agent_count), 80) + 1)
     try:
         store = SqlEventStore(engine, default_codec(), SystemClock())
         service = UpgradeService(store, SystemClock(), UuidFactory())
@@ -228,7 +232,8 @@ def bench_backend(backend: Backend, agent_count: int, max_concurrent: str | None
     per_event_ms = 1000 * result.run.seconds / result.run.count
     per_transition_ms = 1000 * result.run.seconds / result.upgrade_events
     if result.profile is not None:
-        print(f"\ncProfile of RolloutRunner.run on {backend.name}, top 10 by cumulative time:")
+        print(f"\ncProfile of RolloutRunner.run on {backend.name}, top 10 by cumulative time "
+              f"(the calling thread only: agent threads are not profiled):")
         print(result.profile)
     return [backend.name, str(result.agents), str(result.max_concurrent), str(result.run.count),
             str(result.upgrade_events), f"{result.run.seconds:.2f}", f"{engine_rate:,.0f}",
@@ -243,13 +248,15 @@ HEADERS = ["backend", "agents", "max conc.", "events", "upgrade events", "second
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", type=int, default=2000, help="agents in the cluster (default 2000)")
-    parser.add_argument("--max-concurrent", default=None,
-                        help="the rollout's max concurrent agents, as the CLI takes it (default: all agents)")
+    parser.add_argument("--max-concurrent", default=str(DEFAULT_MAX_CONCURRENT),
+                        help=f"the rollout's max concurrent agents, as the CLI takes it (default "
+                             f"{DEFAULT_MAX_CONCURRENT})")
     parser.add_argument("--postgres-url", help="also run on PostgreSQL (a database of its own is created)")
+    parser.add_argument("--no-sqlite", action="store_true", help="skip SQLite (with --postgres-url)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile top 10 of the run")
     args = parser.parse_args(argv)
 
-    backends: list[tuple[str, str | None]] = [("sqlite", None)]
+    backends: list[tuple[str, str | None]] = [] if args.no_sqlite and args.postgres_url else [("sqlite", None)]
     if args.postgres_url:
         backends.append(("postgresql", args.postgres_url))
     rows = []
@@ -258,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
             backend: Backend = SqliteBackend(Path(directory)) if kind == "sqlite" \
                 else PostgresBackend(normalise_url(url or ""))
             rows.append(bench_backend(backend, args.agents, args.max_concurrent, args.profile))
+    print(f"max concurrent: {args.max_concurrent} (not all agents: the runner uses one thread per in-flight "
+          f"agent, each needing a pooled connection)")
     print_table(f"Rollout of one cluster through RolloutRunner.run (Delayed Start off, no-op waiter, "
                 f"simulated gateway with zero step latency; pid {os.getpid()})", HEADERS, rows)
     print("\nevents: every event appended during the run (head position after minus before), end to end;"

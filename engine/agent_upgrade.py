@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from uuid import UUID
 
 from engine.errors import InvalidTransition
@@ -16,6 +17,7 @@ from engine.upgrade_events import (
     AgentUpgradeScheduled,
     InstallPhaseReported,
     Step,
+    StepDelayed,
     StepFailed,
     StepStarted,
     StepSucceeded,
@@ -26,7 +28,10 @@ ENTERED_ON_START = {Step.INSTALL: "install", Step.REBOOT: "reboot"}
 """Steps whose state is entered when they begin (the state means "in progress")."""
 ENTERED_ON_SUCCESS = {Step.UPLOAD: "upload", Step.STOP_SNMP: "stop_snmp", Step.SWITCH_OVER: "switch_over"}
 """Steps whose state is entered when they are done."""
-_ENTERED_STATE = {"install": UpgradeState.INSTALLING, "reboot": UpgradeState.REBOOTING}
+TRIGGER_STATES = {"install": UpgradeState.INSTALLING, "reboot": UpgradeState.REBOOTING,
+                  "upload": UpgradeState.UPLOADED, "stop_snmp": UpgradeState.SNMP_STOPPED,
+                  "switch_over": UpgradeState.SWITCHED_OVER}
+"""The state each step trigger enters (those triggers have one destination whatever the options)."""
 
 
 def upgrade_stream_id(upgrade_id: UUID) -> str:
@@ -47,6 +52,7 @@ class AgentUpgrade:
         self.attempts_this_round: dict[Step, int] = {}
         self.install_phase: str | None = None
         self.phase_progress: float | None = None
+        self.waiting_until: datetime | None = None
         self.last_error: str | None = None
         self.resume_state: UpgradeState | None = None
         self.version_after: str | None = None
@@ -111,7 +117,7 @@ class AgentUpgrade:
             expected = self.next_step.value if self.next_step else "none (all steps done)"
             raise InvalidTransition(self.state, f"start {step.value}", f"the next step is {expected}")
         trigger = ENTERED_ON_START.get(step)
-        if trigger is not None and self.state != _ENTERED_STATE[trigger]:
+        if trigger is not None and self.state != TRIGGER_STATES[trigger]:
             self._require_trigger(trigger, f"start {step.value}")
         attempt = self.attempts.get(step, 0) + 1
         return [StepStarted(step=step, attempt=attempt, idempotency_key=self.idempotency_key(step, attempt))]
@@ -126,6 +132,13 @@ class AgentUpgrade:
         """Record that one attempt of ``step`` failed (the step may be attempted again)."""
         self._require_in_progress(step, "fail an attempt of")
         return [StepFailed(step=step, attempt=self.attempts[step], error=error)]
+
+    def delay_step(self, step: Step, due_at: datetime, reason: str) -> list[Event]:
+        """Arm a timer: ``step`` is not to start before ``due_at``."""
+        self._require_move_allowed(f"delay {step.value}")
+        if self.step_in_progress is not None or step != self.next_step:
+            raise InvalidTransition(self.state, f"delay {step.value}", "it is not the next step")
+        return [StepDelayed(step=step, due_at=due_at, reason=reason)]
 
     def report_phase(self, phase: str, phase_index: int, phase_count: int) -> list[Event]:
         """Record progress inside the installation."""
@@ -188,11 +201,12 @@ class AgentUpgrade:
             case AgentUpgradeScheduled():
                 self.scheduled = event
             case StepStarted(step=step, attempt=attempt):
+                self.waiting_until = None
                 self.step_in_progress = step
                 self.attempts[step] = attempt
                 self.attempts_this_round[step] = self.attempts_this_round.get(step, 0) + 1
                 trigger = ENTERED_ON_START.get(step)
-                if trigger is not None and self.state != _ENTERED_STATE[trigger]:
+                if trigger is not None and self.state != TRIGGER_STATES[trigger]:
                     self._move(trigger)
             case StepSucceeded(step=step, version_after=version_after):
                 trigger = ENTERED_ON_SUCCESS.get(step)
@@ -207,6 +221,8 @@ class AgentUpgrade:
             case StepFailed(error=error):
                 self.step_in_progress = None
                 self.last_error = error
+            case StepDelayed(due_at=due_at):
+                self.waiting_until = due_at
             case InstallPhaseReported(phase=phase, phase_index=index, phase_count=count):
                 self.install_phase = phase
                 self.phase_progress = (index + 1) / count

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from engine.agent_events import AgentLeftStopped, AgentVersionChanged, agent_stream_id
@@ -178,8 +179,12 @@ class RolloutRunner:
             if upgrade.attempts_this_round.get(step, 0) > plan.step_policy.retry_budget:
                 self._record(upgrade, upgrade.fail(upgrade.last_error or f"{step.value} failed"), rollout_id)
                 return True
-            if step is Step.START and upgrade.plan.delayed_start_seconds:
-                self.waiter.wait(upgrade.plan.delayed_start_seconds)
+            delay = upgrade.plan.delayed_start_seconds
+            if step is Step.START and delay and upgrade.waiting_until is None \
+                    and not upgrade.attempts_this_round.get(step):
+                self._record(upgrade, upgrade.delay_step(step, self._after(delay), "delayed start"), rollout_id)
+            if upgrade.waiting_until is not None:
+                self._wait_until(upgrade.waiting_until)
             self._record(upgrade, upgrade.start_step(step), rollout_id)
         elif self._outcome_known_failed(upgrade, address):
             self._record(upgrade, upgrade.fail_attempt(upgrade.step_in_progress,
@@ -187,6 +192,14 @@ class RolloutRunner:
             return False
         self._perform(upgrade, address, package, plan, rollout_id)
         return upgrade.is_failed
+
+    def _after(self, seconds: float) -> datetime:
+        return self.service.clock.now() + timedelta(seconds=seconds)
+
+    def _wait_until(self, due: datetime) -> None:
+        remaining = (due - self.service.clock.now()).total_seconds()
+        if remaining > 0:
+            self.waiter.wait(remaining)
 
     def _outcome_known_failed(self, upgrade: AgentUpgrade, address: AgentAddress) -> bool:
         """For a step recorded as started but not ended: ask the agent before re-sending it."""
@@ -212,13 +225,20 @@ class RolloutRunner:
             if upgrade.attempts_this_round[step] > plan.step_policy.retry_budget:
                 self._record(upgrade, upgrade.fail(str(failure)), rollout_id)
             else:
-                self.waiter.wait(plan.step_policy.backoff_seconds * 2 ** (attempt - 1))
+                backoff = plan.step_policy.backoff_seconds * 2 ** (upgrade.attempts_this_round[step] - 1)
+                self._record(upgrade, upgrade.delay_step(step, self._after(backoff), "retry backoff"), rollout_id)
             return
         self._finish(upgrade, step, outcome, address, package, rollout_id)
 
     def _finish(self, upgrade: AgentUpgrade, step: Step, outcome: StepOutcome, address: AgentAddress,
                 package: PackageRef, rollout_id: UUID) -> None:
         if step is Step.INSTALL and outcome.version_after != package.version:
+            reported = outcome.version_after
+            if reported is not None:
+                self._record_on_agent(address.name, lambda record: [AgentVersionChanged(
+                    version=reported, previous_version=record.version,
+                    upgrade_id=str(upgrade.scheduled.upgrade_id if upgrade.scheduled else ""))]
+                    if record.version != reported else [], rollout_id)
             self._record(upgrade, upgrade.fail(
                 f"agent {address.name} reports version {outcome.version_after} after the install, "
                 f"expected {package.version}"), rollout_id)
@@ -246,8 +266,11 @@ class RolloutRunner:
     def _record_on_agent(self, name: str, decide: _AgentDecision, rollout_id: UUID) -> None:
         while True:
             record = self.service.agent(name)
+            events = decide(record)
+            if not events:
+                return
             try:
-                self.service.append(agent_stream_id(name), record.stream_version, decide(record),
+                self.service.append(agent_stream_id(name), record.stream_version, events,
                                     actor=self.actor, correlation_id=rollout_id)
                 return
             except ConcurrencyConflict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
@@ -104,6 +105,16 @@ class StepFailed(Event):
     error: str
 
 
+class StepDelayed(Event):
+    """A timer: ``step`` waits until ``due_at`` (Delayed Start, or a retry backing off)."""
+
+    event_type = "StepDelayed"
+
+    step: Step
+    due_at: datetime
+    reason: str
+
+
 class InstallPhaseReported(Event):
     """Progress inside Installing: the agent's installer reached ``phase``."""
 
@@ -149,6 +160,6 @@ class AgentUpgradeCancelled(Event):
 
 
 UPGRADE_EVENTS: tuple[type[Event], ...] = (
-    AgentUpgradeScheduled, StepStarted, StepSucceeded, StepFailed, InstallPhaseReported,
+    AgentUpgradeScheduled, StepStarted, StepSucceeded, StepFailed, StepDelayed, InstallPhaseReported,
     AgentUpgradeCompleted, AgentUpgradeFailed, AgentUpgradeRetried, AgentUpgradeCancelled,
 )

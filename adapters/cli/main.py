@@ -11,24 +11,24 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.bootstrap import Container, bootstrap
-from adapters.cli import agents, packages, settings_cmd, upgrade
+from adapters.cli import agents, audit, packages, progress_cmd, settings_cmd, upgrade
 from adapters.cli.errors import fail, reports_errors
 from adapters.diagram import mermaid_diagram
 from adapters.settings import Settings
 from adapters.sql.database import create_db_engine, describe, head_revision, migrate
-from engine.hashchain import verify_chain
 from engine.upgrade_machine import TRANSITIONS
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Upgrade DataMiner Agents with a full audit trail, crash recovery and metrics.")
 db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
-audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
 app.add_typer(db_app, name="db")
-app.add_typer(audit_app, name="audit")
+app.add_typer(audit.app, name="audit")
 app.add_typer(agents.app, name="agents")
 app.add_typer(packages.app, name="packages")
 app.add_typer(upgrade.app, name="upgrade")
 app.add_typer(settings_cmd.app, name="settings")
+app.add_typer(progress_cmd.projections_app, name="projections")
+app.command("progress")(progress_cmd.progress)
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -60,43 +60,6 @@ def db_upgrade(ctx: typer.Context) -> None:
         out.print(f"database {describe(engine)} is at schema {head_revision()}")
     finally:
         engine.dispose()
-
-
-@audit_app.command("verify")
-@reports_errors
-def audit_verify(ctx: typer.Context,
-                 anchor: Annotated[str | None, typer.Option(
-                     help="HASH@POSITION from an earlier export: also check the log still holds it")] = None,
-                 ) -> None:
-    """Walk the SHA-256 hash chain over every event; exit 1 at the first break."""
-    container = open_container(ctx)
-    try:
-        expected = _parse_anchor(anchor) if anchor else None
-        verdict = verify_chain(container.store.read_records(page_size=5000))
-        if not verdict.ok:
-            raise fail(f"hash chain broken at position {verdict.broken_at}: {verdict.reason} "
-                       f"({verdict.verified} events verified before it)", 1)
-        if expected is not None:
-            _check_anchor(container, *expected)
-        out.print(f"verified {verdict.verified} events: hash chain intact"
-                  + (f", head {verdict.last_hash}@{verdict.last_position}" if verdict.verified else ""))
-    finally:
-        container.close()
-
-
-def _parse_anchor(anchor: str) -> tuple[str, int]:
-    digest, _, position = anchor.partition("@")
-    if len(digest) != 64 or not position.isdigit() or any(c not in "0123456789abcdef" for c in digest):
-        raise fail(f"--anchor must be HASH@POSITION (64 hex digits, a position), got {anchor!r}", 2)
-    return digest, int(position)
-
-
-def _check_anchor(container: Container, digest: str, position: int) -> None:
-    record = next(container.store.read_records(after=position - 1, page_size=1), None)
-    if record is None or record.position != position:
-        raise fail(f"anchor position {position} is no longer in the log", 1)
-    if record.hash != digest:
-        raise fail(f"anchor mismatch at position {position}: the log holds {record.hash}", 1)
 
 
 @app.command("states")

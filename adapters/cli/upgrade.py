@@ -9,10 +9,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from adapters.bootstrap import Container
 from adapters.cli.context import RealWaiter, actor, out, session, simulated_gateway_for
 from adapters.cli.errors import reports_errors
-from adapters.cli.live import run_in_foreground, snapshot
-from adapters.progress_view import rollout_table
+from adapters.cli.live import run_in_foreground
 from engine.rollout_events import RolloutPlanned
 from engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
 
@@ -56,7 +56,7 @@ def start(ctx: typer.Context,
         planned = s.service.start_rollout(spec, actor=actor())
         show_plan(planned, title=f"Rollout {planned.rollout_id} started")
         if wait:
-            _run(s.service, planned.rollout_id)
+            _run(s.container, s.service, planned.rollout_id)
 
 
 @app.command("run")
@@ -64,24 +64,16 @@ def start(ctx: typer.Context,
 def run(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
     """Run the engine in the foreground on a rollout until it ends."""
     with session(ctx) as s:
-        _run(s.service, rollout)
+        _run(s.container, s.service, rollout)
 
 
-def _run(service: UpgradeService, rollout_id: UUID) -> None:
+def _run(container: Container, service: UpgradeService, rollout_id: UUID) -> None:
     gateway = simulated_gateway_for(service)
     service.gateway = gateway
-    ended = run_in_foreground(service, gateway, RealWaiter(), rollout_id, out)
+    ended = run_in_foreground(container, service, gateway, RealWaiter(), rollout_id, out)
     out.print(f"rollout {rollout_id}: {ended.state.value}" + (f" ({ended.end_reason})" if ended.end_reason else ""))
     if ended.state.value != "Completed":
         raise typer.Exit(EXIT_FAILED_ROLLOUT)
-
-
-@app.command("show")
-@reports_errors
-def show(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
-    """The progress of one rollout, agent by agent."""
-    with session(ctx) as s:
-        out.print(rollout_table(*snapshot(s.service, rollout)))
 
 
 def _control(ctx: typer.Context, rollout: UUID, command: str) -> None:

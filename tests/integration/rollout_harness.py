@@ -16,7 +16,7 @@ from uuid import UUID
 
 from adapters.clock import UuidFactory
 from adapters.package_archive import build_package, inspect_package
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
+from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts, no_sleep
 from adapters.sql.database import create_db_engine
 from adapters.sql.event_store import SqlEventStore
 from engine.agent_events import FailoverRole
@@ -78,7 +78,7 @@ class AgentSpec:
 class RolloutHarness:
     """Store, service, simulated agents, an uploaded package and a runner on one database URL."""
 
-    def __init__(self, db_url: str, clock: FakeClock, tmp_path: Path, *, plain_agents: int = 3,
+    def __init__(self, db_url: str, clock: FakeClock, tmp_path: Path, *, plain_agents: int = 2,
                  extra_agents: Iterable[AgentSpec] = (), facts: Mapping[str, AgentFacts] | None = None,
                  step_seconds: Mapping[Step, float] | None = None,
                  sleeper: Callable[[float], None] | None = None, upload: bool = True) -> None:
@@ -95,10 +95,7 @@ class RolloutHarness:
                                     facts=facts.get(s.name, s.facts) or modern_facts(s.version),
                                     active=s.name != BACKUP, partner=BACKUP if s.name == MAIN else None)
                      for s in specs]
-        options: dict[str, object] = {"step_seconds": step_seconds}
-        if sleeper is not None:
-            options["sleeper"] = sleeper
-        self.gateway = SimulatedAgentGateway(simulated, **options)  # type: ignore[arg-type]
+        self.gateway = SimulatedAgentGateway(simulated, sleeper=sleeper or no_sleep, step_seconds=step_seconds)
         self.service = UpgradeService(self.store, clock, UuidFactory(), self.gateway)
         for s, sim in zip(specs, simulated, strict=True):
             role = {MAIN: FailoverRole.MAIN, BACKUP: FailoverRole.BACKUP}.get(s.name)

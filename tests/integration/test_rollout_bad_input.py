@@ -94,6 +94,12 @@ def test_a_package_that_executed_an_upgrade_cannot_execute_another(harness: Roll
     assert [p.sha256 for p in harness.service.packages()] == [harness.package.sha256]
 
 
+def test_an_unknown_package_is_not_found(harness: RolloutHarness) -> None:
+    refused(harness, NotFound, "unknown package 'deadbeefdeadbeef'",
+            lambda: harness.service.start_rollout(
+                RolloutSpec(package="deadbeefdeadbeef", selection=AgentSelection(cluster="north")), actor=ACTOR))
+
+
 def test_an_unknown_failover_policy_is_invalid_input(harness: RolloutHarness) -> None:
     refused(harness, InvalidInput, "unknown failover policy 'sideways'",
             lambda: harness.start(failover_policy="sideways"))

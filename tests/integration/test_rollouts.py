@@ -256,7 +256,7 @@ def test_max_errors_zero_fails_the_rollout_on_the_first_failure_and_starts_no_ot
         harness: RolloutHarness) -> None:
     harness.gateway.fail("dma-1", S.INSTALL, times=None)
 
-    planned, rollout = harness.start_and_run(names=("dma-1", "dma-2", "dma-3"), max_concurrent="1", max_errors="0")
+    planned, rollout = harness.start_and_run(names=("dma-1", "dma-2", MAIN), max_concurrent="1", max_errors="0")
 
     assert rollout.state is RolloutState.FAILED
     assert rollout.end_reason is not None and "error budget exceeded" in rollout.end_reason
@@ -358,7 +358,7 @@ def test_pause_starts_no_new_agent_until_resumed(make_harness: Callable[..., Rol
             h.service.control(h.service.rollouts()[0].plan.rollout_id, "pause", actor=ACTOR)
 
     h = holder["h"] = make_harness(step_seconds={S.UPLOAD: 0.001}, sleeper=pause_on_first_upload)
-    planned = h.start(names=("dma-1", "dma-2", "dma-3"), max_concurrent="1",
+    planned = h.start(names=("dma-1", "dma-2", MAIN), max_concurrent="1",
                       overrides=OptionOverrides(delayed_start=False))
     seen_while_paused: list[list[str]] = []
 
@@ -471,7 +471,17 @@ def test_a_rollout_with_a_start_time_takes_no_step_before_it(harness: RolloutHar
     assert steps and all(e.recorded_at >= start_at for e in steps)
 
 
-@pytest.mark.parametrize(("text", "expected"), [("50%", 3), ("40%", 2), ("41%", 3), ("1%", 1), ("2", 2), ("0", 1)])
+def test_planning_one_agent_of_a_failover_pair_warns_that_the_pair_would_run_different_versions(
+        harness: RolloutHarness) -> None:
+    planned = harness.service.plan(harness.spec(names=(MAIN,), failover_policy="backup-first"), actor=ACTOR)
+
+    assert planned.agents[0].after == () and not planned.agents[0].plan.switch_over
+    assert f"agent {MAIN}: its failover partner {BACKUP} is not in this rollout; the pair would run different " \
+           "versions" in planned.warnings
+    assert any(w.startswith(f"cluster {CLUSTER} will be left on mixed versions") for w in planned.warnings)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("50%", 2), ("25%", 1), ("26%", 2), ("1%", 1), ("3", 3), ("0", 1)])
 def test_max_concurrent_resolves_counts_and_percentages_of_the_agents(
         harness: RolloutHarness, text: str, expected: int) -> None:
     assert harness.service.plan(harness.spec(max_concurrent=text), actor=ACTOR).max_concurrent == expected

@@ -1,0 +1,117 @@
+"""``dma-upgrade audit``: verifying the hash chain and exporting the audit trail."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+
+from adapters.audit_export import (
+    ExportFormat,
+    Selection,
+    atomic_output,
+    export_records,
+    parse_rollout,
+    parse_time,
+    select_records,
+)
+from adapters.bootstrap import Container, bootstrap
+from adapters.cli.context import out
+from adapters.cli.errors import fail, reports_errors, stderr
+from engine.hashchain import verify_chain
+
+app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
+
+
+@app.command("verify")
+@reports_errors
+def audit_verify(ctx: typer.Context,
+                 anchor: Annotated[str | None, typer.Option(
+                     help="HASH@POSITION from an earlier export: also check the log still holds it")] = None,
+                 ) -> None:
+    """Walk the SHA-256 hash chain over every event; exit 1 at the first break."""
+    container = bootstrap(ctx.obj)
+    try:
+        expected = _parse_anchor(anchor) if anchor else None
+        verdict = verify_chain(container.store.read_records(page_size=5000))
+        if not verdict.ok:
+            raise fail(f"hash chain broken at position {verdict.broken_at}: {verdict.reason} "
+                       f"({verdict.verified} events verified before it)", 1)
+        if expected is not None:
+            _check_anchor(container, *expected)
+        out.print(f"verified {verdict.verified} events: hash chain intact"
+                  + (f", head {verdict.last_hash}@{verdict.last_position}" if verdict.verified else ""))
+    finally:
+        container.close()
+
+
+def _parse_anchor(anchor: str) -> tuple[str, int]:
+    digest, _, position = anchor.partition("@")
+    if len(digest) != 64 or not position.isdigit() or any(c not in "0123456789abcdef" for c in digest):
+        raise fail(f"--anchor must be HASH@POSITION (64 hex digits, a position), got {anchor!r}", 2)
+    return digest, int(position)
+
+
+def _check_anchor(container: Container, digest: str, position: int) -> None:
+    record = next(container.store.read_records(after=position - 1, page_size=1), None)
+    if record is None or record.position != position:
+        raise fail(f"anchor position {position} is no longer in the log", 1)
+    if record.hash != digest:
+        raise fail(f"anchor mismatch at position {position}: the log holds {record.hash}", 1)
+
+
+@app.command("export")
+@reports_errors
+def audit_export(ctx: typer.Context,
+                 export_format: Annotated[str, typer.Option("--format", help="jsonl or csv")],
+                 start: Annotated[str | None, typer.Option(
+                     "--from", help="keep events recorded at or after this ISO 8601 time or date (UTC if "
+                                    "no zone)")] = None,
+                 end: Annotated[str | None, typer.Option(
+                     "--to", help="keep events recorded before this ISO 8601 time or date (UTC if no "
+                                  "zone)")] = None,
+                 rollout: Annotated[str | None, typer.Option(
+                     help="keep the events of one rollout: its own, its agents' upgrades, its claims")] = None,
+                 output: Annotated[str, typer.Option(
+                     "--output", "-o", help="file to write (replaced only when complete), or - for "
+                                            "standard output")] = "-",
+                 ) -> None:
+    """Export the audit trail as JSON lines or CSV, ending with the anchor of the last event exported."""
+    fmt = ExportFormat.parse(export_format)
+    selection = Selection(start=parse_time(start, "--from") if start is not None else None,
+                          end=parse_time(end, "--to") if end is not None else None,
+                          rollout=parse_rollout(rollout) if rollout is not None else None)
+    with _destination(output) as stream:
+        container = bootstrap(ctx.obj)
+        try:
+            summary = export_records(select_records(container.store, selection), stream, fmt)
+        finally:
+            container.close()
+    if summary.anchor is None:
+        stderr.print("anchor none: no events matched (0 events)", markup=False)
+    else:
+        stderr.print(f"anchor {summary.anchor} ({summary.exported} events)", markup=False)
+
+
+@contextlib.contextmanager
+def _destination(output: str) -> Iterator[TextIO]:
+    if output != "-":
+        with atomic_output(Path(output)) as stream:
+            yield stream
+        return
+    stream = sys.stdout
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(encoding="utf-8")
+    try:
+        yield stream
+        stream.flush()
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, without a traceback at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise fail("standard output was closed before the export finished", 1) from None

@@ -1,0 +1,105 @@
+"""``dma-upgrade progress`` and ``dma-upgrade projections``: the read side."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+from uuid import UUID
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from adapters.audit_export import parse_time
+from adapters.cli.context import out, session
+from adapters.cli.errors import reports_errors
+from adapters.progress_queries import current_progress, progress_as_of
+from adapters.progress_view import as_json, progress_table
+from engine.errors import InvalidInput
+from projections.tables import Row
+
+projections_app = typer.Typer(no_args_is_help=True, help="The read models built from the events.")
+
+
+@reports_errors
+def progress(ctx: typer.Context,
+             rollout: Annotated[UUID | None, typer.Argument(help="one rollout (default: all)")] = None,
+             follow: Annotated[bool, typer.Option(help="keep redrawing until interrupted")] = False,
+             as_json_output: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+             as_of: Annotated[str | None, typer.Option(help="show it as it was at this time (ISO 8601)")] = None,
+             at_position: Annotated[int | None, typer.Option(help="show it as it was at this position")] = None,
+             ) -> None:
+    """The Progress tab: each rollout with a row and a bar per agent."""
+    past = as_of is not None or at_position is not None
+    if past and rollout is None:
+        raise InvalidInput("--as-of and --at-position need a ROLLOUT")
+    if past and follow:
+        raise InvalidInput("--follow shows the present; it cannot be combined with --as-of or --at-position")
+    at_time = parse_time(as_of, "--as-of") if as_of is not None else None
+    with session(ctx) as s:
+        if past:
+            assert rollout is not None
+            views = [progress_as_of(s.container.store, rollout, at_time=at_time, at_position=at_position,
+                                    now=s.container.clock.now())]
+        else:
+            views = current_progress(s.container, rollout)
+        if as_json_output:
+            out.print_json(json.dumps([as_json(*view) for view in views]))
+            return
+        if not follow:
+            for view in views:
+                out.print(progress_table(*view))
+            return
+        with Live(_stack(views), console=out, refresh_per_second=4) as live:
+            while True:
+                time.sleep(0.5)
+                live.update(_stack(current_progress(s.container, rollout)))
+
+
+def _stack(views: list[tuple[Row, list[Row]]]) -> Table:
+    grid = Table.grid()
+    for view in views:
+        grid.add_row(progress_table(*view))
+    return grid
+
+
+@projections_app.command("status")
+@reports_errors
+def status(ctx: typer.Context) -> None:
+    """Each projection's checkpoint and how far behind the head it is."""
+    with session(ctx) as s:
+        statuses = s.container.projections.status()
+    table = Table("projection", "checkpoint", "head", "lag (events)", "lag (s)", "stopped")
+    for st in statuses:
+        stopped = f"at {st.error_position}: {st.error}" if st.error else ""
+        table.add_row(st.name, str(st.position), str(st.head), str(st.lag_events), f"{st.lag_seconds:.1f}", stopped)
+    out.print(table)
+
+
+@projections_app.command("run")
+@reports_errors
+def run(ctx: typer.Context,
+        follow: Annotated[bool, typer.Option(help="keep following new events (polling)")] = False,
+        poll_seconds: Annotated[float, typer.Option(help="how often to look for new events")] = 1.0) -> None:
+    """Bring every projection up to the head of the log (and follow it with --follow)."""
+    with session(ctx) as s:
+        while True:
+            applied = s.container.projections.catch_up()
+            if not follow:
+                out.print(", ".join(f"{name}: {count} events applied" for name, count in applied.items()))
+                return
+            time.sleep(poll_seconds)
+
+
+@projections_app.command("rebuild")
+@reports_errors
+def rebuild(ctx: typer.Context,
+            name: Annotated[str | None, typer.Argument(help="one projection (default: all)")] = None) -> None:
+    """Empty a projection's tables and replay every event from position 0."""
+    with session(ctx) as s:
+        names = [name] if name else None
+        if name is not None:
+            s.container.projections.projection(name)
+        applied = s.container.projections.rebuild(names)
+    out.print(", ".join(f"{n}: rebuilt from {count} events" for n, count in applied.items()))

@@ -1,0 +1,51 @@
+"""Reading progress: now (from the progress tables, caught up first) or as it was (by folding events)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from adapters.bootstrap import Container
+from adapters.sql.projection_runner import read_rows
+from engine.errors import InvalidInput, NotFound
+from engine.ports import EventStore
+from projections.progress import AGENTS, ROLLOUTS, ProgressProjection
+from projections.tables import MemoryRows, Row
+
+
+def current_progress(container: Container, rollout_id: UUID | None = None) -> list[tuple[Row, list[Row]]]:
+    """Every rollout (or one) with its agents, from the progress tables brought up to date."""
+    container.projections.catch_up(["progress"])
+    where = {"rollout_id": str(rollout_id)} if rollout_id else {}
+    rollouts = sorted(read_rows(container.engine, ROLLOUTS, **where), key=lambda r: r["planned_at"])
+    if rollout_id is not None and not rollouts:
+        raise NotFound(f"unknown rollout {rollout_id}")
+    return [(r, read_rows(container.engine, AGENTS, rollout_id=r["rollout_id"])) for r in rollouts]
+
+
+def progress_as_of(store: EventStore, rollout_id: UUID, *, at_time: datetime | None = None,
+                   at_position: int | None = None, now: datetime) -> tuple[Row, list[Row]]:
+    """One rollout's progress as it was at a time or a position, folded from the events up to it."""
+    head = store.head_position()
+    first = next(store.read_records(page_size=1), None)
+    if first is None:
+        raise InvalidInput("the event store is empty: there is no past to show")
+    if at_position is not None and not 1 <= at_position <= head:
+        raise InvalidInput(f"--at-position must be between 1 and {head}, got {at_position}")
+    if at_time is not None:
+        if at_time > now:
+            raise InvalidInput(f"--as-of {at_time.isoformat()} is in the future")
+        if at_time < first.recorded_at:
+            raise InvalidInput(f"--as-of {at_time.isoformat()} is before the first event "
+                               f"({first.recorded_at.isoformat()})")
+    projection = ProgressProjection()
+    rows = MemoryRows(projection.tables)
+    for recorded in store.read_all(page_size=5000):
+        if (at_position is not None and recorded.position > at_position) or \
+                (at_time is not None and recorded.recorded_at > at_time):
+            break
+        projection.handle(recorded, rows)
+    rollout = rows.get(ROLLOUTS.name, (str(rollout_id),))
+    if rollout is None:
+        raise NotFound(f"rollout {rollout_id} did not exist yet at that point")
+    return rollout, [a for a in rows.rows(AGENTS.name) if a["rollout_id"] == str(rollout_id)]

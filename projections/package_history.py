@@ -1,0 +1,139 @@
+"""The upgrade history: every uploaded package with the rollouts that used it, and every agent's versions.
+
+``package_history`` is the list of Available packages, which stays the upgrade history once packages are
+completed; ``agent_version_history`` is the cluster-wide version of each agent's ``VersionHistory.txt``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.agent_events import AgentRegistered, AgentVersionChanged
+from engine.events import Event, RecordedEvent
+from engine.rollout_events import (
+    FailedAgentsRetried,
+    PackageUploaded,
+    PackageUsed,
+    RolloutCancelled,
+    RolloutCompleted,
+    RolloutFailed,
+    RolloutPlanned,
+)
+from projections.tables import ColumnType as C
+from projections.tables import RowAccess, TableSpec
+
+PACKAGES = TableSpec("package_history", ("sha256",), (
+    ("sha256", C.TEXT), ("file_name", C.TEXT), ("version", C.TEXT), ("cu", C.INT), ("kind", C.TEXT),
+    ("size", C.INT), ("uploaded_by", C.TEXT), ("uploaded_at", C.TIMESTAMP), ("status", C.TEXT),
+    ("rollouts", C.JSON),
+))
+PACKAGE_ROLLOUTS = TableSpec("package_rollouts", ("rollout_id",), (
+    ("rollout_id", C.TEXT), ("sha256", C.TEXT), ("upload_only", C.BOOL),
+))
+VERSION_HISTORY = TableSpec("agent_version_history", ("agent", "seq"), (
+    ("agent", C.TEXT), ("seq", C.INT), ("version", C.TEXT), ("recorded_at", C.TIMESTAMP), ("upgrade_id", C.TEXT),
+))
+VERSION_HEADS = TableSpec("agent_version_heads", ("agent",), (
+    ("agent", C.TEXT), ("last_seq", C.INT),
+))
+
+AVAILABLE = "available"
+UPLOADED_ONLY = "uploaded only"
+COMPLETED = "completed"
+
+_OUTCOMES: dict[type[Event], str] = {
+    RolloutCompleted: "completed", RolloutFailed: "failed", RolloutCancelled: "cancelled",
+    FailedAgentsRetried: "running",
+}
+
+
+def package_status(used: bool, rollouts: list[dict[str, Any]]) -> str:
+    """Completed once used; uploaded only while every rollout that used it was upload-only; else available."""
+    if used:
+        return COMPLETED
+    if rollouts and all(rollout["upload_only"] for rollout in rollouts):
+        return UPLOADED_ONLY
+    return AVAILABLE
+
+
+class PackageHistoryProjection:
+    """Uploaded packages with their status and rollouts, and the versions every agent ran."""
+
+    name = "package_history"
+    tables: tuple[TableSpec, ...] = (PACKAGES, PACKAGE_ROLLOUTS, VERSION_HISTORY, VERSION_HEADS)
+
+    def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
+        event = recorded.event
+        if isinstance(event, PackageUploaded):
+            self._uploaded(event, recorded, rows)
+        elif isinstance(event, PackageUsed):
+            self._used(recorded, rows)
+        elif isinstance(event, RolloutPlanned):
+            self._planned(event, rows)
+        elif type(event) in _OUTCOMES:
+            self._outcome(_OUTCOMES[type(event)], recorded, rows)
+        elif isinstance(event, AgentRegistered):
+            self._registered(event, recorded, rows)
+        elif isinstance(event, AgentVersionChanged) and recorded.stream_id.startswith("agent-"):
+            self._version_changed(event, recorded, rows)
+
+    def _uploaded(self, event: PackageUploaded, recorded: RecordedEvent, rows: RowAccess) -> None:
+        manifest = event.manifest
+        rows.put(PACKAGES.name, {
+            "sha256": event.sha256, "file_name": event.file_name, "version": str(manifest.dataminer_version),
+            "cu": manifest.cu, "kind": manifest.kind.value, "size": event.size,
+            "uploaded_by": recorded.metadata.actor, "uploaded_at": recorded.recorded_at, "status": AVAILABLE,
+            "rollouts": [],
+        })
+
+    def _used(self, recorded: RecordedEvent, rows: RowAccess) -> None:
+        row = rows.get(PACKAGES.name, (recorded.stream_id.removeprefix("package-"),))
+        if row is None:
+            return
+        row["status"] = package_status(True, row["rollouts"])
+        rows.put(PACKAGES.name, row)
+
+    def _planned(self, event: RolloutPlanned, rows: RowAccess) -> None:
+        rollout_id = str(event.rollout_id)
+        rows.put(PACKAGE_ROLLOUTS.name, {
+            "rollout_id": rollout_id, "sha256": event.package_sha256, "upload_only": event.upload_only,
+        })
+        row = rows.get(PACKAGES.name, (event.package_sha256,))
+        if row is None:
+            return
+        rollouts = [dict(rollout) for rollout in row["rollouts"]]
+        rollouts.append({"rollout_id": rollout_id, "upload_only": event.upload_only, "outcome": "running"})
+        row["rollouts"] = rollouts
+        row["status"] = package_status(row["status"] == COMPLETED, rollouts)
+        rows.put(PACKAGES.name, row)
+
+    def _outcome(self, outcome: str, recorded: RecordedEvent, rows: RowAccess) -> None:
+        rollout_id = recorded.stream_id.removeprefix("rollout-")
+        link = rows.get(PACKAGE_ROLLOUTS.name, (rollout_id,))
+        if link is None:
+            return
+        row = rows.get(PACKAGES.name, (link["sha256"],))
+        if row is None:
+            return
+        row["rollouts"] = [dict(rollout, outcome=outcome) if rollout["rollout_id"] == rollout_id else dict(rollout)
+                           for rollout in row["rollouts"]]
+        rows.put(PACKAGES.name, row)
+
+    def _registered(self, event: AgentRegistered, recorded: RecordedEvent, rows: RowAccess) -> None:
+        if rows.get(VERSION_HEADS.name, (event.name,)) is not None:
+            return  # names are unique: a repeated registration does not restart the history
+        rows.put(VERSION_HISTORY.name, {
+            "agent": event.name, "seq": 0, "version": event.version, "recorded_at": recorded.recorded_at,
+            "upgrade_id": None,
+        })
+        rows.put(VERSION_HEADS.name, {"agent": event.name, "last_seq": 0})
+
+    def _version_changed(self, event: AgentVersionChanged, recorded: RecordedEvent, rows: RowAccess) -> None:
+        agent = recorded.stream_id.removeprefix("agent-")
+        head = rows.get(VERSION_HEADS.name, (agent,))
+        seq = 0 if head is None else head["last_seq"] + 1
+        rows.put(VERSION_HISTORY.name, {
+            "agent": agent, "seq": seq, "version": event.version, "recorded_at": recorded.recorded_at,
+            "upgrade_id": event.upgrade_id,
+        })
+        rows.put(VERSION_HEADS.name, {"agent": agent, "last_seq": seq})

@@ -1,0 +1,205 @@
+"""The Progress tab: per rollout and per agent, the state, step, phase, times, durations and errors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from engine.agent_upgrade import ENTERED_ON_START, ENTERED_ON_SUCCESS, TRIGGER_STATES
+from engine.events import Event, RecordedEvent
+from engine.rollout_events import (
+    FailedAgentsRetried,
+    RolloutCancelled,
+    RolloutCompleted,
+    RolloutFailed,
+    RolloutPaused,
+    RolloutPlanned,
+    RolloutResumed,
+    RolloutStarted,
+)
+from engine.upgrade_events import (
+    AgentUpgradeCancelled,
+    AgentUpgradeCompleted,
+    AgentUpgradeFailed,
+    AgentUpgradeRetried,
+    InstallPhaseReported,
+    StepDelayed,
+    StepFailed,
+    StepStarted,
+    StepSucceeded,
+)
+from engine.upgrade_machine import UpgradeState
+from projections.tables import ColumnType as C
+from projections.tables import Row, RowAccess, TableSpec
+
+ROLLOUTS = TableSpec("progress_rollouts", ("rollout_id",), (
+    ("rollout_id", C.TEXT), ("package_version", C.TEXT), ("failover_policy", C.TEXT), ("state", C.TEXT),
+    ("upload_only", C.BOOL), ("agents_total", C.INT), ("waiting", C.INT), ("in_flight", C.INT),
+    ("completed", C.INT), ("failed", C.INT), ("cancelled", C.INT), ("warnings", C.JSON),
+    ("planned_at", C.TIMESTAMP), ("started_at", C.TIMESTAMP), ("ended_at", C.TIMESTAMP), ("end_reason", C.TEXT),
+    ("planned_by", C.TEXT), ("last_position", C.INT),
+))
+AGENTS = TableSpec("progress_agents", ("upgrade_id",), (
+    ("upgrade_id", C.TEXT), ("rollout_id", C.TEXT), ("agent", C.TEXT), ("plan_order", C.INT),
+    ("failover_role", C.TEXT), ("state", C.TEXT), ("step", C.TEXT), ("phase", C.TEXT),
+    ("steps_done", C.INT), ("steps_planned", C.INT), ("attempts", C.INT), ("retries", C.INT),
+    ("started_at", C.TIMESTAMP), ("ended_at", C.TIMESTAMP), ("state_since", C.TIMESTAMP),
+    ("durations", C.JSON), ("last_error", C.TEXT), ("manual_start_needed", C.BOOL), ("version_from", C.TEXT),
+    ("version_after", C.TEXT), ("waiting_until", C.TIMESTAMP), ("last_position", C.INT),
+))
+
+_ROLLOUT_STATES: dict[type[Event], str] = {
+    RolloutStarted: "Running", RolloutPaused: "Paused", RolloutResumed: "Running", RolloutCancelled: "Cancelled",
+    RolloutCompleted: "Completed", RolloutFailed: "Failed", FailedAgentsRetried: "Running",
+}
+_BUCKETS = ("waiting", "in_flight", "completed", "failed", "cancelled")
+
+
+def bucket(row: Row) -> str:
+    """Which of a rollout's totals an agent row counts in."""
+    state = row["state"]
+    if state == UpgradeState.COMPLETED:
+        return "completed"
+    if state == UpgradeState.FAILED:
+        return "failed"
+    if state == UpgradeState.CANCELLED:
+        return "cancelled"
+    return "in_flight" if row["attempts"] else "waiting"
+
+
+class ProgressProjection:
+    """Rollouts and agent upgrades as the Progress tab shows them."""
+
+    name = "progress"
+    tables: tuple[TableSpec, ...] = (ROLLOUTS, AGENTS)
+
+    def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
+        event = recorded.event
+        if isinstance(event, RolloutPlanned):
+            self._planned(event, recorded, rows)
+        elif type(event) in _ROLLOUT_STATES:
+            self._rollout_moved(event, recorded, rows)
+        elif recorded.stream_id.startswith("upgrade-"):
+            self._upgrade_event(event, recorded, rows)
+
+    def _planned(self, event: RolloutPlanned, recorded: RecordedEvent, rows: RowAccess) -> None:
+        rows.put(ROLLOUTS.name, {
+            "rollout_id": str(event.rollout_id), "package_version": event.package_version,
+            "failover_policy": event.failover_policy.value, "state": "Planned", "upload_only": event.upload_only,
+            "agents_total": len(event.agents), "waiting": len(event.agents), "in_flight": 0, "completed": 0,
+            "failed": 0, "cancelled": 0, "warnings": list(event.warnings), "planned_at": recorded.recorded_at,
+            "started_at": None, "ended_at": None, "end_reason": None, "planned_by": recorded.metadata.actor,
+            "last_position": recorded.position,
+        })
+        for order, agent in enumerate(event.agents):
+            rows.put(AGENTS.name, {
+                "upgrade_id": str(agent.upgrade_id), "rollout_id": str(event.rollout_id), "agent": agent.name,
+                "plan_order": order, "failover_role": agent.failover_role.value if agent.failover_role else None,
+                "state": UpgradeState.SCHEDULED.value, "step": None, "phase": None, "steps_done": 0,
+                "steps_planned": len(agent.plan.steps), "attempts": 0, "retries": 0, "started_at": None,
+                "ended_at": None, "state_since": recorded.recorded_at, "durations": {}, "last_error": None,
+                "manual_start_needed": False, "version_from": agent.current_version, "version_after": None,
+                "waiting_until": None, "last_position": recorded.position,
+            })
+
+    def _rollout_moved(self, event: Event, recorded: RecordedEvent, rows: RowAccess) -> None:
+        row = rows.get(ROLLOUTS.name, (recorded.stream_id.removeprefix("rollout-"),))
+        if row is None:
+            return
+        row["state"] = _ROLLOUT_STATES[type(event)]
+        if isinstance(event, RolloutStarted) and row["started_at"] is None:
+            row["started_at"] = recorded.recorded_at
+        if isinstance(event, RolloutCompleted | RolloutCancelled | RolloutFailed):
+            row["ended_at"] = recorded.recorded_at
+            row["end_reason"] = getattr(event, "reason", None)
+        if isinstance(event, FailedAgentsRetried | RolloutResumed):
+            row["ended_at"] = None
+            row["end_reason"] = None
+        row["last_position"] = recorded.position
+        rows.put(ROLLOUTS.name, row)
+
+    def _upgrade_event(self, event: Event, recorded: RecordedEvent, rows: RowAccess) -> None:
+        row = rows.get(AGENTS.name, (recorded.stream_id.removeprefix("upgrade-"),))
+        if row is None:
+            return
+        before = bucket(row)
+        state = _state_after(event, row["state"])
+        when = recorded.recorded_at
+        if state != row["state"]:
+            _spend(row, when)
+            row["state"] = state
+        match event:
+            case StepStarted(step=step):
+                row["step"] = step.value
+                row["attempts"] += 1
+                row["waiting_until"] = None
+                row["started_at"] = row["started_at"] or when
+            case StepSucceeded(version_after=version_after):
+                row["steps_done"] += 1
+                row["step"] = None
+                row["phase"] = None
+                row["version_after"] = version_after or row["version_after"]
+            case StepFailed(error=error):
+                row["step"] = None
+                row["phase"] = None
+                row["last_error"] = error
+            case StepDelayed(due_at=due_at):
+                row["waiting_until"] = due_at
+            case InstallPhaseReported(phase=phase):
+                row["phase"] = phase
+            case AgentUpgradeCompleted(manual_start_needed=manual):
+                row["manual_start_needed"] = manual
+                row["ended_at"] = when
+                row["step"] = None
+            case AgentUpgradeFailed(reason=reason):
+                row["last_error"] = reason
+                row["ended_at"] = when
+                row["step"] = None
+                row["phase"] = None
+            case AgentUpgradeRetried():
+                row["retries"] += 1
+                row["ended_at"] = None
+            case AgentUpgradeCancelled():
+                row["ended_at"] = when
+                row["step"] = None
+        row["last_position"] = recorded.position
+        rows.put(AGENTS.name, row)
+        after = bucket(row)
+        if after != before:
+            self._recount(row["rollout_id"], before, after, recorded.position, rows)
+
+    def _recount(self, rollout_id: str, before: str, after: str, position: int, rows: RowAccess) -> None:
+        rollout = rows.get(ROLLOUTS.name, (rollout_id,))
+        if rollout is None:
+            return
+        rollout[before] -= 1
+        rollout[after] += 1
+        rollout["last_position"] = position
+        rows.put(ROLLOUTS.name, rollout)
+
+
+def _state_after(event: Event, state: str) -> str:
+    match event:
+        case StepStarted(step=step) if step in ENTERED_ON_START:
+            return TRIGGER_STATES[ENTERED_ON_START[step]].value
+        case StepSucceeded(step=step) if step in ENTERED_ON_SUCCESS:
+            return TRIGGER_STATES[ENTERED_ON_SUCCESS[step]].value
+        case AgentUpgradeCompleted():
+            return UpgradeState.COMPLETED.value
+        case AgentUpgradeFailed():
+            return UpgradeState.FAILED.value
+        case AgentUpgradeRetried(resume_state=resume_state):
+            return resume_state
+        case AgentUpgradeCancelled():
+            return UpgradeState.CANCELLED.value
+    return state
+
+
+def _spend(row: Row, until: datetime) -> None:
+    """Add the time spent in the current state to its total."""
+    since = row["state_since"]
+    durations = dict(row["durations"] or {})
+    if since is not None:
+        durations[row["state"]] = round(durations.get(row["state"], 0.0) + (until - since).total_seconds(), 6)
+    row["durations"] = durations
+    row["state_since"] = until
+
