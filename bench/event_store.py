@@ -5,10 +5,15 @@ Each backend (SQLite in a temporary directory, PostgreSQL when ``--postgres-url`
 - appends of N upgrade streams of 8 events at one transaction per stream, and of the first
   ``--per-event-streams`` of them at one transaction per event, through ``SqlEventStore.append``,
   through raw Core inserts of the same pre-serialised rows into the same table (no hashing,
-  validation or head lookups), and through an ``eventsourcing`` application;
+  validation or head lookups), and through an ``eventsourcing`` application, each into a database
+  of its own;
 - a read of every event in global order, in pages of the same size, by each of the three;
 - the peak RSS of a separate process that only iterates ``SqlEventStore.read_all`` over
-  ``--read-events`` events.
+  ``--read-events`` events (bulk inserted once into SQLite, hash chain included, and copied to
+  PostgreSQL).
+
+The three runs of each measurement advance in turn, a step each (a twentieth of the appends, a page
+of the reads), so that a change in the machine's load during the benchmark hits them alike.
 
     python bench/event_store.py [--streams 20000] [--per-event-streams 500] [--postgres-url URL]
                                 [--read-events 1000000]
@@ -24,13 +29,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 if __package__ in (None, ""):  # run as a script: make the project root importable
@@ -39,7 +45,7 @@ if __package__ in (None, ""):  # run as a script: make the project root importab
 import sqlalchemy as sa
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, DomainEventProtocol, event
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import Engine, make_url
 
 from adapters.clock import SystemClock, UuidFactory
 from adapters.sql.database import create_db_engine, migrate, normalise_url
@@ -68,7 +74,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EVENTS_PER_STREAM = 8
 PAGE_SIZE = 1000
 AGENTS_PER_ROLLOUT = 100
-STREAMS_PER_BULK_INSERT = 1000
+STEPS = 20
+"""Each measured run is cut into this many steps, interleaved with the same steps of the other runs."""
+ROWS_PER_BULK_INSERT = 8000
 APPEND_TARGET = 0.8
 READ_TARGET = 0.5
 RSS_TARGET_MIB = 200.0
@@ -93,6 +101,7 @@ GRANULARITIES = {"event": "1 txn/event", "stream": "1 txn/stream"}
 SYSTEM_LABELS = {"store": "SqlEventStore", "raw": "raw Core", "eventsourcing": "eventsourcing"}
 
 Stream = tuple[str, list[NewEvent]]
+T = TypeVar("T")
 
 
 # -- the workload ------------------------------------------------------------------------------
@@ -238,49 +247,143 @@ def build_workload(stream_count: int) -> Workload:
     return Workload(streams, rows, es_events)
 
 
-# -- appends -----------------------------------------------------------------------------------
+# -- measured runs -----------------------------------------------------------------------------
+
+Steps = Iterator[int]
+"""A measured run in steps: it yields 0 once set up (untimed), then how many events each step handled."""
 
 
-def append_store(url: str, workload: Workload, per_event: bool) -> int:
+def chunked(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``items`` in ``STEPS`` consecutive chunks."""
+    size = max(1, -(-len(items) // STEPS))
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def interleave(what: str, runs: dict[str, Steps], expected: int) -> dict[str, Measurement]:
+    """Run ``runs`` one step of each in turn, so that a change in the machine's load hits them alike."""
+    seconds = dict.fromkeys(runs, 0.0)
+    counts = dict.fromkeys(runs, 0)
+    progress(f"{what} ...")
+    with ExitStack() as stack:
+        for steps in runs.values():
+            stack.enter_context(closing(steps))
+            next(steps)
+        pending = dict(runs)
+        while pending:
+            for name, steps in list(pending.items()):
+                start = time.perf_counter()
+                count = next(steps, None)
+                if count is None:
+                    del pending[name]
+                    continue
+                seconds[name] += time.perf_counter() - start
+                counts[name] += count
+    measured = {name: Measurement(counts[name], seconds[name]) for name in runs}
+    for name, result in measured.items():
+        if result.count != expected:
+            raise RuntimeError(f"{what}: {name} handled {result.count} events, expected {expected}")
+        progress(f"{what}: {name}: {result.count:,} events in {result.seconds:.1f} s = "
+                 f"{result.rate:,.0f} events/s")
+    return measured
+
+
+def store_appends(url: str, streams: Sequence[Stream], per_event: bool) -> Steps:
     engine = migrated_engine(url)
     store = SqlEventStore(engine, default_codec(), SystemClock())
     try:
-        for stream_id, new_events in workload.streams:
-            if per_event:
-                for version, new in enumerate(new_events):
-                    store.append(stream_id, version, [new])
-            else:
-                store.append(stream_id, 0, new_events)
+        yield 0
+        for chunk in chunked(streams):
+            for stream_id, new_events in chunk:
+                if per_event:
+                    for version, new in enumerate(new_events):
+                        store.append(stream_id, version, [new])
+                else:
+                    store.append(stream_id, 0, new_events)
+            yield len(chunk) * EVENTS_PER_STREAM
     finally:
         engine.dispose()
-    return workload.event_count
 
 
-def append_raw(url: str, workload: Workload, per_event: bool) -> int:
+def raw_appends(url: str, rows: Sequence[list[dict[str, Any]]], per_event: bool) -> Steps:
+    """The same rows inserted with Core at the same commit granularity: no hashing, checks or lookups."""
     engine = migrated_engine(url)
     insert = events_table.insert()
     try:
-        for stream_rows in workload.rows:
-            for batch in ([row] for row in stream_rows) if per_event else [stream_rows]:
-                with engine.begin() as conn:
-                    conn.execute(insert, batch)
+        yield 0
+        for chunk in chunked(rows):
+            for stream_rows in chunk:
+                for batch in ([row] for row in stream_rows) if per_event else [stream_rows]:
+                    with engine.begin() as conn:
+                        conn.execute(insert, batch)
+            yield sum(map(len, chunk))
     finally:
         engine.dispose()
-    return workload.event_count
 
 
-def append_eventsourcing(url: str, workload: Workload, per_event: bool) -> int:
+def eventsourcing_appends(url: str, aggregates: Sequence[list[DomainEventProtocol[Any]]],
+                          per_event: bool) -> Steps:
+    """One ``Application.save`` per event, or per aggregate with its 8 events."""
     app: Application[UUID] = Application(env=eventsourcing_env(url))
     try:
-        for stream_events in workload.es_events:
-            if per_event:
-                for domain_event in stream_events:
-                    app.save(domain_event)
-            else:
-                app.save(*stream_events)
+        yield 0
+        for chunk in chunked(aggregates):
+            for aggregate_events in chunk:
+                if per_event:
+                    for domain_event in aggregate_events:
+                        app.save(domain_event)
+                else:
+                    app.save(*aggregate_events)
+            yield sum(map(len, chunk))
     finally:
         app.close()
-    return workload.event_count
+
+
+def store_reads(url: str) -> Steps:
+    """``read_all`` over the whole store, decoding every event."""
+    engine = create_db_engine(url)
+    try:
+        events = SqlEventStore(engine, default_codec(), SystemClock()).read_all(page_size=PAGE_SIZE)
+        yield 0
+        while count := sum(1 for _ in islice(events, PAGE_SIZE)):
+            yield count
+    finally:
+        engine.dispose()
+
+
+def raw_reads(url: str) -> Steps:
+    """Every row with all its columns, paged by position as ``read_all`` pages."""
+    engine = create_db_engine(url)
+    position = 0
+    try:
+        yield 0
+        while True:
+            query = (sa.select(*events_table.c).where(events_table.c.position > position)
+                     .order_by(events_table.c.position).limit(PAGE_SIZE))
+            with engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            position = rows[-1][0]
+            yield len(rows)
+    finally:
+        engine.dispose()
+
+
+def eventsourcing_reads(url: str) -> Steps:
+    """The notifications in pages, each decoded into its domain event as ``read_all`` decodes."""
+    app: Application[UUID] = Application(env=eventsourcing_env(url))
+    start = 0
+    try:
+        yield 0
+        while notifications := app.recorder.select_notifications(start=start, limit=PAGE_SIZE,
+                                                                 inclusive_of_start=False):
+            for notification in notifications:
+                app.mapper.to_domain_event(notification)
+            start = notifications[-1].id
+            yield len(notifications)
+    finally:
+        app.close()
 
 
 def migrated_engine(url: str) -> Engine:
@@ -299,52 +402,6 @@ def eventsourcing_env(url: str) -> dict[str, str]:
         "POSTGRES_HOST": parsed.host or "localhost", "POSTGRES_PORT": str(parsed.port or 5432),
         "POSTGRES_USER": parsed.username or "", "POSTGRES_PASSWORD": parsed.password or "",
     }
-
-
-# -- reads -------------------------------------------------------------------------------------
-
-
-def read_store(url: str) -> int:
-    engine = create_db_engine(url)
-    try:
-        store = SqlEventStore(engine, default_codec(), SystemClock())
-        return sum(1 for _ in store.read_all(page_size=PAGE_SIZE))
-    finally:
-        engine.dispose()
-
-
-def read_raw(url: str) -> int:
-    """Every row with all its columns, paged by position exactly as the store pages."""
-    engine = create_db_engine(url)
-    count, position = 0, 0
-    try:
-        while True:
-            query = (sa.select(*events_table.c).where(events_table.c.position > position)
-                     .order_by(events_table.c.position).limit(PAGE_SIZE))
-            with engine.connect() as conn:
-                rows = conn.execute(query).all()
-            if not rows:
-                return count
-            count += len(rows)
-            position = rows[-1][0]
-    finally:
-        engine.dispose()
-
-
-def read_eventsourcing(url: str) -> int:
-    """Every notification in pages, decoded into domain events as ``read_all`` decodes."""
-    app: Application[UUID] = Application(env=eventsourcing_env(url))
-    count, start = 0, 0
-    try:
-        while notifications := app.recorder.select_notifications(start=start, limit=PAGE_SIZE,
-                                                                 inclusive_of_start=False):
-            for notification in notifications:
-                app.mapper.to_domain_event(notification)
-            count += len(notifications)
-            start = notifications[-1].id
-    finally:
-        app.close()
-    return count
 
 
 def verify_store_chain(url: str) -> int:
@@ -371,18 +428,31 @@ class ReaderMemory:
     """The kernel's own peak RSS of the reader (``VmHWM``), a cross-check where /proc exists."""
 
 
-def populate(url: str, event_count: int) -> int:
-    """Bulk insert ``event_count`` events (rounded up to whole streams) with a valid hash chain."""
-    engine = migrated_engine(url)
+def generated_rows(event_count: int) -> Iterator[dict[str, Any]]:
+    """Rows of ``event_count`` events (rounded up to whole streams) with a valid hash chain."""
     streams = upgrade_streams(-(-event_count // EVENTS_PER_STREAM))
-    records = chained_records(default_codec(), streams, SystemClock())
+    for records in chained_records(default_codec(), streams, SystemClock()):
+        yield from map(record_row, records)
+
+
+def stored_rows(url: str) -> Iterator[dict[str, Any]]:
+    """The rows of an existing store, in global order."""
+    engine = create_db_engine(url)
+    try:
+        yield from map(record_row, SqlEventStore(engine, default_codec(), SystemClock()).read_records())
+    finally:
+        engine.dispose()
+
+
+def insert_rows(url: str, rows: Iterator[dict[str, Any]]) -> int:
+    """Bulk insert ``rows`` into a freshly migrated store, ``ROWS_PER_BULK_INSERT`` per transaction."""
+    engine = migrated_engine(url)
     inserted = 0
     try:
-        while batch := list(islice(records, STREAMS_PER_BULK_INSERT)):
-            rows = [record_row(r) for rs in batch for r in rs]
+        while batch := list(islice(rows, ROWS_PER_BULK_INSERT)):
             with engine.begin() as conn:
-                bulk_insert(conn, rows)
-            inserted += len(rows)
+                bulk_insert(conn, batch)
+            inserted += len(batch)
     finally:
         engine.dispose()
     return inserted
@@ -430,7 +500,11 @@ class Backend(Protocol):
     name: str
 
     def fresh_database(self, label: str) -> AbstractContextManager[str]:
-        """The URL of an empty database, for one measurement."""
+        """The URL of an empty database, for one run."""
+        ...
+
+    def reader_database(self, source_url: str) -> AbstractContextManager[str]:
+        """The URL of a database holding the events of the SQLite store at ``source_url``."""
         ...
 
 
@@ -448,25 +522,34 @@ class SqliteBackend:
             for leftover in self._directory.glob(f"{label}.db*"):
                 leftover.unlink()
 
+    def reader_database(self, source_url: str) -> AbstractContextManager[str]:
+        return nullcontext(source_url)
+
 
 class PostgresBackend:
     name = "PostgreSQL"
 
-    def __init__(self, url: URL) -> None:
-        self._url = url
+    def __init__(self, admin: Engine, prefix: str) -> None:
+        self._admin = admin
+        self._prefix = prefix
 
     @contextmanager
     def fresh_database(self, label: str) -> Iterator[str]:
-        """The benchmark database with an empty ``public`` schema and a fresh checkpoint."""
-        admin = sa.create_engine(self._url, isolation_level="AUTOCOMMIT")
+        """A database of its own, created through the AUTOCOMMIT admin connection and dropped after."""
+        name = f"{self._prefix}_{label}"
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
         try:
-            with admin.connect() as conn:
-                conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-                conn.exec_driver_sql("CREATE SCHEMA public")
-                conn.exec_driver_sql("CHECKPOINT")
+            yield self._admin.url.set(database=name).render_as_string(hide_password=False)
         finally:
-            admin.dispose()
-        yield self._url.render_as_string(hide_password=False)
+            with self._admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    @contextmanager
+    def reader_database(self, source_url: str) -> Iterator[str]:
+        with self.fresh_database("reader") as url:
+            timed(f"{self.name} copy of the reader's events", partial(insert_rows, url, stored_rows(source_url)))
+            yield url
 
 
 @contextmanager
@@ -477,18 +560,10 @@ def sqlite_backend() -> Iterator[Backend]:
 
 @contextmanager
 def postgres_backend(admin_url: str) -> Iterator[Backend]:
-    """A database of its own on the server of ``admin_url``, dropped at the end."""
-    url = normalise_url(admin_url)
-    name = f"dma_upgrade_bench_{os.getpid()}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    """Databases named ``dma_upgrade_bench_<pid>_<run>`` on the server of ``admin_url``."""
+    admin = sa.create_engine(normalise_url(admin_url), isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield PostgresBackend(url.set(database=name))
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield PostgresBackend(admin, f"dma_upgrade_bench_{os.getpid()}")
     finally:
         admin.dispose()
 
@@ -498,58 +573,46 @@ def postgres_backend(admin_url: str) -> Iterator[Backend]:
 
 @dataclass
 class Results:
-    appends: dict[tuple[str, str], Measurement] = field(default_factory=dict)
+    appends: dict[str, dict[str, Measurement]] = field(default_factory=dict)
+    """By granularity, then by system."""
     reads: dict[str, Measurement] = field(default_factory=dict)
     reader: ReaderMemory | None = None
     load_average: float = field(default_factory=lambda: os.getloadavg()[0])
 
 
-APPENDERS: dict[str, Callable[[str, Workload, bool], int]] = {
-    "store": append_store, "raw": append_raw, "eventsourcing": append_eventsourcing}
-READERS: dict[str, Callable[[str], int]] = {"store": read_store, "raw": read_raw}
-
-
-def timed(what: str, action: Callable[[], int], expected: int | None = None) -> Measurement:
+def timed(what: str, action: Callable[[], int]) -> Measurement:
     progress(f"{what} ...")
     result = measure(action)
-    if expected is not None and result.count != expected:
-        raise RuntimeError(f"{what}: handled {result.count} events, expected {expected}")
     progress(f"{what}: {result.count:,} events in {result.seconds:.1f} s = {result.rate:,.0f} events/s")
     return result
 
 
-def run_backend(backend: Backend, workloads: dict[str, Workload], read_events: int) -> Results:
+def run_backend(backend: Backend, workloads: dict[str, Workload], reader_source: str) -> Results:
     """Every measurement on one backend; ``workloads`` maps each granularity to the streams it appends."""
     results = Results()
     for granularity, label in GRANULARITIES.items():
-        per_event = granularity == "event"
         workload = workloads[granularity]
-        for system in SYSTEMS:
-            with backend.fresh_database(f"{system}-{granularity}") as url:
-                append = partial(APPENDERS[system], url, workload, per_event)
-                results.appends[(system, granularity)] = timed(
-                    f"{backend.name} append {SYSTEM_LABELS[system]} {label}", append, workload.event_count)
-                if not per_event:
-                    run_reads(backend.name, system, url, workload.event_count, results)
-    with backend.fresh_database("reader-memory") as url:
-        populated = timed(f"{backend.name} bulk insert for the reader", partial(populate, url, read_events))
-        progress(f"{backend.name} peak RSS of a process reading {populated.count:,} events ...")
+        per_event = granularity == "event"
+        with ExitStack() as stack:
+            urls = {system: stack.enter_context(backend.fresh_database(f"{system}_{granularity}"))
+                    for system in SYSTEMS}
+            results.appends[granularity] = interleave(f"{backend.name} append {label}", {
+                "store": store_appends(urls["store"], workload.streams, per_event),
+                "raw": raw_appends(urls["raw"], workload.rows, per_event),
+                "eventsourcing": eventsourcing_appends(urls["eventsourcing"], workload.es_events, per_event),
+            }, workload.event_count)
+            if not per_event:
+                timed(f"{backend.name} verify the raw rows' hash chain", partial(verify_store_chain, urls["raw"]))
+                results.reads = interleave(f"{backend.name} read all", {
+                    "store": store_reads(urls["store"]),
+                    "raw": raw_reads(urls["store"]),
+                    "eventsourcing": eventsourcing_reads(urls["eventsourcing"]),
+                }, workload.event_count)
+    with backend.reader_database(reader_source) as url:
+        progress(f"{backend.name} peak RSS of a process that reads every event ...")
         results.reader = measure_reader_memory(url)
         progress(f"{backend.name} reader: {results.reader}")
     return results
-
-
-def run_reads(backend_name: str, system: str, url: str, total: int, results: Results) -> None:
-    """Reads of the table just written by ``system`` (store and raw both read the store's table)."""
-    if system == "raw":
-        timed(f"{backend_name} verify the raw rows' hash chain", partial(verify_store_chain, url), total)
-    elif system == "eventsourcing":
-        results.reads[system] = timed(f"{backend_name} read eventsourcing", partial(read_eventsourcing, url),
-                                      total)
-    else:
-        for reader, read in READERS.items():
-            results.reads[reader] = timed(f"{backend_name} read {SYSTEM_LABELS[reader]}", partial(read, url),
-                                          total)
 
 
 def verdict(value: float, target: float) -> str:
@@ -559,7 +622,7 @@ def verdict(value: float, target: float) -> str:
 def report(backend_name: str, results: Results) -> None:
     rows: list[list[str]] = []
     for granularity, label in GRANULARITIES.items():
-        measured = {system: results.appends[(system, granularity)] for system in SYSTEMS}
+        measured = results.appends[granularity]
         rows += rate_rows(f"append {label}", measured, SYSTEM_LABELS)
         rows += ratio_rows(f"append {label}", measured, APPEND_TARGET, 1.0)
     read_labels = {"store": "SqlEventStore.read_all, decoded", "raw": "raw Core rows",
@@ -620,10 +683,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     backends: list[Callable[[], AbstractContextManager[Backend]]] = [sqlite_backend]
     if args.postgres_url:
         backends.append(partial(postgres_backend, args.postgres_url))
-    for open_backend in backends:
-        with open_backend() as backend:
-            results = run_backend(backend, workloads, args.read_events)
-        report(backend.name, results)
+    with tempfile.TemporaryDirectory(prefix="dma_upgrade_bench_reader_") as directory:
+        reader_source = f"sqlite:///{directory}/reader.db"
+        timed("bulk insert of the reader's events", partial(insert_rows, reader_source,
+                                                            generated_rows(args.read_events)))
+        for open_backend in backends:
+            with open_backend() as backend:
+                results = run_backend(backend, workloads, reader_source)
+            report(backend.name, results)
     print(f"\n{NOTES}")
 
 

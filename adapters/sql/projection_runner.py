@@ -27,6 +27,10 @@ class ProjectionStopped(DmaUpgradeError):
     """A projection's handler failed on an event; the projection stays at the event before it."""
 
 
+class _CheckpointMoved(Exception):
+    """Another runner applied events of this projection since this one read its checkpoint."""
+
+
 @dataclass(frozen=True)
 class ProjectionStatus:
     """Where one projection stands."""
@@ -184,6 +188,14 @@ class ProjectionRunner:
         return max((self._clock.now() - first_pending.recorded_at).total_seconds(), 0.0)
 
     def _catch_up_one(self, projection: Projection) -> int:
+        """Catch one projection up; if another runner moves its checkpoint meanwhile, start again from it."""
+        while True:
+            try:
+                return self._catch_up_from_checkpoint(projection)
+            except _CheckpointMoved:
+                continue
+
+    def _catch_up_from_checkpoint(self, projection: Projection) -> int:
         position, error = self._checkpoint(projection.name)
         if error is not None:
             raise ProjectionStopped(f"projection {projection.name} is stopped at position {error[0]}: {error[1]} "
@@ -205,6 +217,9 @@ class ProjectionRunner:
             conn.execution_options(**{WRITE: True})
             failed: tuple[int, str] | None = None
             with conn.begin() as transaction:
+                if self._locked_position(conn, projection.name) != batch[0].position - 1:
+                    transaction.rollback()
+                    raise _CheckpointMoved
                 rows.bind(conn)
                 for recorded in batch:
                     try:
@@ -222,6 +237,19 @@ class ProjectionRunner:
             raise ProjectionStopped(f"projection {projection.name} stopped at position {failed[0]}: {failed[1]}")
         rows.trim(self.max_cached_rows)
         return len(batch)
+
+    def _locked_position(self, conn: sa.Connection, name: str) -> int:
+        """The checkpoint, locked until the transaction ends (another runner may have moved it)."""
+        query = sa.select(checkpoints.c.position).where(checkpoints.c.name == name).with_for_update()
+        position = conn.execute(query).scalar()
+        if position is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(checkpoints.insert().values(name=name, position=0, updated_at=self._clock.now()))
+            except sa.exc.IntegrityError:  # another runner created it first
+                return int(conn.execute(query).scalar_one())
+            return 0
+        return int(position)
 
     def _tables_empty(self, projection: Projection) -> bool:
         with self._engine.connect() as conn:

@@ -1,0 +1,155 @@
+"""Projections are exact folds of the log: live-built tables equal a full rebuild, row for row."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from adapters.sql.projection_runner import ProjectionRunner, ProjectionStopped, read_rows
+from engine.events import RecordedEvent
+from engine.upgrade_events import Step
+from projections.catalog import all_projections
+from projections.progress import AGENTS, ROLLOUTS, ProgressProjection
+from projections.tables import MemoryRows, Row, RowAccess, TableSpec
+from tests.conftest import FakeClock
+from tests.integration.rollout_harness import ACTOR, RolloutHarness
+
+
+def _sql_tables(runner: ProjectionRunner, engine: sa.Engine) -> dict[str, list[Row]]:
+    return {spec.name: read_rows(engine, spec) for p in runner.projections.values() for spec in p.tables}
+
+
+def _memory_tables(harness: RolloutHarness) -> dict[str, list[Row]]:
+    tables: dict[str, list[Row]] = {}
+    for projection in all_projections():
+        rows = MemoryRows(projection.tables)
+        for recorded in harness.store.read_all():
+            projection.handle(recorded, rows)
+        for spec in projection.tables:
+            tables[spec.name] = sorted(rows.rows(spec.name), key=lambda r, s=spec: repr(s.key_of(r)))
+    return tables
+
+
+def _sorted(tables: dict[str, list[Row]], runner: ProjectionRunner) -> dict[str, list[Row]]:
+    specs = {spec.name: spec for p in runner.projections.values() for spec in p.tables}
+    return {name: sorted(rows, key=lambda r, s=specs[name]: repr(s.key_of(r))) for name, rows in tables.items()}
+
+
+def _eventful_history(harness: RolloutHarness, runner: ProjectionRunner) -> None:
+    """Failures, retries, a pause and a resume, a failed rollout retried, and a cancelled one."""
+    paused = threading.Event()
+
+    def pause_once(_: float) -> None:
+        if not paused.is_set():
+            paused.set()
+            rollout_id = harness.service.rollouts()[0].plan.rollout_id
+            harness.service.control(rollout_id, "pause", actor=ACTOR)
+            runner.catch_up()
+            harness.service.control(rollout_id, "resume", actor=ACTOR)
+
+    harness.gateway.fail("dma-1", Step.INSTALL, times=1)
+    harness.gateway.fail("dma-2", Step.INSTALL, times=None)
+    harness.waiter.on_wait = lambda _: runner.catch_up()
+    harness.gateway_sleeper = pause_once
+    planned, first = harness.start_and_run(max_concurrent="2")
+    runner.catch_up()
+    assert first.state.value == "Failed"
+    harness.gateway.heal("dma-2")
+    harness.service.control(planned.rollout_id, "retry-failed", actor=ACTOR)
+    assert harness.run(planned.rollout_id).state.value == "Completed"
+    runner.catch_up()
+    cancelled = harness.start(package=harness.upload("10.4.10.0-14900"))
+    harness.service.control(cancelled.rollout_id, "cancel", actor=ACTOR)
+    runner.catch_up()
+
+
+@pytest.fixture
+def harness(db_url: str, clock: FakeClock, tmp_path: Path) -> RolloutHarness:
+    built = RolloutHarness(db_url, clock, tmp_path, step_seconds={Step.UPLOAD: 1.0},
+                           sleeper=lambda seconds: built.gateway_sleeper(seconds))
+    built.gateway_sleeper = lambda _: None
+    yield built
+    built.close()
+
+
+def test_live_tables_equal_a_full_rebuild_row_for_row(harness: RolloutHarness, clock: FakeClock) -> None:
+    runner = ProjectionRunner(harness.engine, harness.store, clock, all_projections(), batch_size=7)
+    _eventful_history(harness, runner)
+    live = _sorted(_sql_tables(runner, harness.engine), runner)
+    assert live["progress_rollouts"] and live["progress_agents"]
+    assert {r["state"] for r in live["progress_rollouts"]} == {"Completed", "Cancelled"}
+    assert all(s.lag_events == 0 for s in runner.status())
+
+    assert _memory_tables(harness) == live
+    runner.rebuild()
+    assert _sorted(_sql_tables(runner, harness.engine), runner) == live
+
+
+def test_progress_totals_and_durations_follow_the_events(harness: RolloutHarness, clock: FakeClock) -> None:
+    runner = ProjectionRunner(harness.engine, harness.store, clock, all_projections())
+    harness.gateway.fail("dma-1", Step.INSTALL, times=None)
+    planned, _ = harness.start_and_run()
+    runner.catch_up()
+    [rollout] = read_rows(harness.engine, ROLLOUTS)
+    agents = {a["agent"]: a for a in read_rows(harness.engine, AGENTS)}
+    assert (rollout["state"], rollout["failed"], rollout["completed"]) == ("Failed", 1, 3)
+    assert rollout["waiting"] == rollout["in_flight"] == 0
+    failed = agents["dma-1"]
+    assert failed["state"] == "Failed"
+    assert "injected" in failed["last_error"]
+    assert failed["attempts"] == 1 + 1 + 3  # upload, stop SNMP, then install tried three times
+    done = agents["dma-2"]
+    assert done["steps_done"] == done["steps_planned"]
+    assert done["version_after"] == "10.4.9.0-14794"
+    assert done["durations"]["Uploaded"] >= 0
+    assert sum(done["durations"].values()) > 0
+    assert str(planned.rollout_id) == rollout["rollout_id"]
+
+
+class _Exploding:
+    """A projection that fails on the first upgrade event, to show a failing handler stops it."""
+
+    name = "exploding"
+    tables: tuple[TableSpec, ...] = ProgressProjection.tables
+
+    def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
+        if recorded.stream_id.startswith("upgrade-"):
+            raise ValueError("boom")
+        ProgressProjection().handle(recorded, rows)
+
+
+def test_a_failing_handler_stops_its_projection_at_that_position_without_skipping(
+        harness: RolloutHarness, clock: FakeClock) -> None:
+    harness.start_and_run()
+    first_upgrade_event = next(e.position for e in harness.store.read_all() if e.stream_id.startswith("upgrade-"))
+    runner = ProjectionRunner(harness.engine, harness.store, clock, [_Exploding()], batch_size=3)
+    with pytest.raises(ProjectionStopped, match=f"position {first_upgrade_event}: ValueError: boom"):
+        runner.catch_up()
+    [status] = runner.status()
+    assert status.error_position == first_upgrade_event
+    assert status.position < first_upgrade_event
+    assert status.position >= first_upgrade_event - 3
+    with pytest.raises(ProjectionStopped, match="is stopped at position"):
+        runner.catch_up()
+    assert runner.status()[0].position == status.position
+
+
+def test_two_runners_catching_up_at_once_apply_every_event_once(harness: RolloutHarness, clock: FakeClock) -> None:
+    harness.start_and_run()
+    runners = [ProjectionRunner(harness.engine, harness.store, clock, all_projections(), batch_size=5)
+               for _ in range(3)]
+    threads = [threading.Thread(target=r.catch_up) for r in runners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert _sorted(_sql_tables(runners[0], harness.engine), runners[0]) == _memory_tables(harness)
+
+
+def test_an_unknown_projection_name_is_refused(harness: RolloutHarness, clock: FakeClock) -> None:
+    runner = ProjectionRunner(harness.engine, harness.store, clock, all_projections())
+    with pytest.raises(Exception, match="unknown projection 'nope'"):
+        runner.rebuild(["nope"])
