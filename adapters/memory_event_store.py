@@ -43,9 +43,9 @@ class InMemoryEventStore:
             return AppendResult(positions=tuple(r.position for r in records),
                                 stream_version=expected_version + len(records))
 
-    def read_stream(self, stream_id: str) -> list[RecordedEvent]:
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         with self._lock:
-            stream = list(self._streams.get(stream_id, []))
+            stream = list(self._streams.get(stream_id, [])[after_version:])
         return [self._codec.decode_record(r) for r in stream]
 
     def read_records(self, after: int = 0, page_size: int = 1000) -> Iterator[StoredRecord]:

@@ -30,18 +30,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
 
 if __package__ in (None, ""):  # run as a script: make the project root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psycopg
 import sqlalchemy as sa
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, DomainEventProtocol, event
@@ -249,7 +250,7 @@ def build_workload(stream_count: int) -> Workload:
 
 # -- measured runs -----------------------------------------------------------------------------
 
-Steps = Iterator[int]
+Steps = Generator[int, None, None]
 """A measured run in steps: it yields 0 once set up (untimed), then how many events each step handled."""
 
 
@@ -464,7 +465,7 @@ def bulk_insert(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(events_table.insert(), rows)
         return
     columns = [column.name for column in events_table.c]
-    cursor = conn.connection.driver_connection.cursor()
+    cursor = cast(psycopg.Connection[Any], conn.connection.driver_connection).cursor()
     with cursor.copy(f"COPY events ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([row[name] for name in columns])

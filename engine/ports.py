@@ -62,8 +62,8 @@ class EventStore(Protocol):
         """Append events to a stream if it holds exactly ``expected_version`` events."""
         ...
 
-    def read_stream(self, stream_id: str) -> list[RecordedEvent]:
-        """Every event of one stream in version order (empty for an unknown stream)."""
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """The events of one stream after ``after_version``, in version order (empty for an unknown stream)."""
         ...
 
     def read_all(self, after: int = 0, page_size: int = 1000) -> Iterator[RecordedEvent]:

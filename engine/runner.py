@@ -7,6 +7,7 @@ re-sending anything, and the idempotency key makes a re-sent step apply once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
@@ -49,15 +50,16 @@ class RolloutRunner:
             self._wait_for_start(plan)
             rollout = self._record_rollout(rollout_id, lambda r: r.start())
         inflight: dict[str, Future[AgentUpgrade]] = {}
+        watch = _RolloutWatch(self.service, rollout)
         with ThreadPoolExecutor(max_workers=plan.max_concurrent, thread_name_prefix="agent") as pool:
             while True:
-                rollout = self.service.rollout(rollout_id)
+                rollout = watch.refresh()
                 self._retry_failed(rollout, upgrades, inflight)
                 if rollout.state is RolloutState.CANCELLED:
                     self._cancel_waiting(plan, upgrades, inflight)
                 if rollout.state is RolloutState.RUNNING and not self._budget_exceeded(plan, upgrades):
                     for agent in self._ready(plan, upgrades, inflight):
-                        inflight[agent.name] = pool.submit(self._drive, agent, plan, rollout_id)
+                        inflight[agent.name] = pool.submit(self._drive, agent, plan, watch)
                 if not inflight:
                     ended = self._conclude(rollout, plan, upgrades)
                     if ended is not None:
@@ -150,26 +152,26 @@ class RolloutRunner:
 
     # -- one agent -----------------------------------------------------------------------------
 
-    def _drive(self, agent: PlannedAgent, plan: RolloutPlanned, rollout_id: UUID) -> AgentUpgrade:
+    def _drive(self, agent: PlannedAgent, plan: RolloutPlanned, watch: _RolloutWatch) -> AgentUpgrade:
         """Run one agent's remaining steps; return its upgrade when it ends, fails or is cancelled."""
         address = AgentAddress(agent.name, agent.address)
         package = PackageRef(plan.package_sha256, plan.package_version)
+        upgrade = self.service.upgrade(agent.upgrade_id)
         while True:
-            upgrade = self.service.upgrade(agent.upgrade_id)
             try:
-                if self._advance(upgrade, address, package, plan, rollout_id):
+                if self._advance(upgrade, address, package, plan, watch):
                     return upgrade
             except ConcurrencyConflict:
-                continue  # someone else wrote to this upgrade: reload and decide again
+                upgrade = self.service.upgrade(agent.upgrade_id)  # someone else wrote to it: reload, decide again
 
     def _advance(self, upgrade: AgentUpgrade, address: AgentAddress, package: PackageRef,
-                 plan: RolloutPlanned, rollout_id: UUID) -> bool:
+                 plan: RolloutPlanned, watch: _RolloutWatch) -> bool:
         """Take the next step of one upgrade; True once it needs nothing more from this engine."""
+        rollout_id = plan.rollout_id
         if upgrade.state in (*_ENDED, UpgradeState.FAILED):
             return True
         if upgrade.step_in_progress is None:
-            if self.service.rollout(rollout_id).state is RolloutState.CANCELLED \
-                    and upgrade.state in CANCELLABLE_STATES:
+            if upgrade.state in CANCELLABLE_STATES and watch.refresh().state is RolloutState.CANCELLED:
                 self._record(upgrade, upgrade.cancel("the rollout was cancelled"), rollout_id)
                 return True
             step = upgrade.next_step
@@ -275,6 +277,23 @@ class RolloutRunner:
                 return
             except ConcurrencyConflict:
                 continue
+
+
+class _RolloutWatch:
+    """The rollout as last read, brought up to date by reading only its new events (thread-safe)."""
+
+    def __init__(self, service: UpgradeService, rollout: Rollout) -> None:
+        self._service = service
+        self._rollout = rollout
+        self._stream = f"rollout-{rollout.plan.rollout_id}"
+        self._lock = threading.Lock()
+
+    def refresh(self) -> Rollout:
+        """Apply the events recorded since the last look (an operator's pause, resume, cancel or retry)."""
+        with self._lock:
+            for recorded in self._service.store.read_stream(self._stream, after_version=self._rollout.version):
+                self._rollout.apply(recorded.event)
+            return self._rollout
 
 
 def _failed(upgrades: dict[str, AgentUpgrade]) -> int:

@@ -1,12 +1,15 @@
 """``SqlEventStore``: the event store port on SQLAlchemy 2 Core, for SQLite and PostgreSQL.
 
 Appends are serialised so that global order equals commit order: SQLite has a single writer
-(``BEGIN IMMEDIATE``), PostgreSQL takes a transaction-scoped advisory lock before reading the head.
+(``BEGIN IMMEDIATE``, and one writer at a time inside a process, so threads queue on a lock rather
+than on SQLite's busy timeout), PostgreSQL takes a transaction-scoped advisory lock before reading the head.
 Positions are assigned under that lock, so they have no gaps and a tailing reader never skips one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC
 from typing import Any
@@ -56,6 +59,8 @@ class SqlEventStore:
         self._codec = codec
         self._clock = clock
         self._sqlite = is_sqlite(engine)
+        self._writer: contextlib.AbstractContextManager[object] = (
+            threading.Lock() if self._sqlite else contextlib.nullcontext())
 
     @property
     def engine(self) -> Engine:
@@ -65,7 +70,7 @@ class SqlEventStore:
         if not events_:
             return AppendResult(positions=(), stream_version=expected_version)
         try:
-            with self._engine.connect() as conn:
+            with self._writer, self._engine.connect() as conn:
                 conn.execution_options(**{WRITE: True})
                 with conn.begin():
                     return self._append_locked(conn, stream_id, expected_version, events_)
@@ -94,8 +99,9 @@ class SqlEventStore:
         return AppendResult(positions=tuple(r.position for r in records),
                             stream_version=actual + len(records))
 
-    def read_stream(self, stream_id: str) -> list[RecordedEvent]:
-        query = sa.select(*_COLUMNS).where(events.c.stream_id == stream_id).order_by(events.c.stream_version)
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        query = (sa.select(*_COLUMNS).where(events.c.stream_id == stream_id, events.c.stream_version > after_version)
+                 .order_by(events.c.stream_version))
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         return [self._codec.decode_record(record_from_row(row)) for row in rows]

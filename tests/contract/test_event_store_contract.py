@@ -141,3 +141,9 @@ def test_read_category_returns_the_streams_with_a_prefix_in_global_order(event_s
     events = list(event_store.read_category("agent-"))
     assert [(e.stream_id, e.position) for e in events] == [("agent-b", 1), ("agent-a", 3), ("agent-b", 4)]
     assert list(event_store.read_category("nothing-")) == []
+
+
+def test_read_stream_can_start_after_a_version(event_store: EventStore) -> None:
+    event_store.append("agent-a", 0, [registered("a"), registered("b"), registered("c")])
+    assert [e.stream_version for e in event_store.read_stream("agent-a", after_version=1)] == [2, 3]
+    assert event_store.read_stream("agent-a", after_version=3) == []

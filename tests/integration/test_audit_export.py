@@ -7,7 +7,7 @@ import io
 import json
 import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -187,9 +187,9 @@ def test_times_without_a_zone_are_utc_and_plain_dates_are_midnight(text: str, ex
     lambda: parse_rollout("rollout-1"),
     lambda: Selection(start=T0, end=T0 - timedelta(seconds=1)),
 ], ids=["words", "month-13", "empty", "format", "rollout", "from-after-to"])
-def test_malformed_input_is_invalid_input(bad: object) -> None:
+def test_malformed_input_is_invalid_input(bad: Callable[[], object]) -> None:
     with pytest.raises(InvalidInput):
-        bad()  # type: ignore[operator]
+        bad()
 
 
 def test_a_payload_that_is_not_json_stops_a_jsonl_export_naming_its_position(codec: EventCodec,
@@ -234,10 +234,10 @@ EVENTS_FOR_MEMORY = 50_000
 MEMORY_LIMIT = 20 * 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def big_sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqlEventStore]:
+@pytest.fixture
+def big_sqlite_store(tmp_path: Path) -> Iterator[SqlEventStore]:
     """A SQLite store of 50,000 events, appended 100 at a time."""
-    engine = create_db_engine(f"sqlite:///{tmp_path_factory.mktemp('big') / 'store.db'}")
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'store.db'}")
     migrate(engine)
     store = SqlEventStore(engine, default_codec(), FakeClock())
     event = AgentRegistered(name="dma-0", address="10.0.0.1", version="10.4.9.0-14794")
@@ -250,19 +250,17 @@ def big_sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqlEv
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("export_format", list(ExportFormat))
 def test_exporting_50000_events_to_a_file_stays_in_constant_memory(big_sqlite_store: SqlEventStore,
-                                                                   export_format: ExportFormat,
                                                                    tmp_path: Path) -> None:
-    target = tmp_path / f"audit.{export_format}"
+    target = tmp_path / "audit.jsonl"
     tracemalloc.start()
     try:
         with atomic_output(target) as stream:
-            summary = export_records(select_records(big_sqlite_store, Selection()), stream, export_format)
+            summary = export_records(select_records(big_sqlite_store, Selection()), stream, ExportFormat.JSONL)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert summary.exported == EVENTS_FOR_MEMORY
     assert summary.last_position == EVENTS_FOR_MEMORY
     assert peak < MEMORY_LIMIT, f"peak {peak / 2**20:.1f} MiB"
-    assert peak < target.stat().st_size / 2, "the export is not held in memory"
+    assert peak < target.stat().st_size / 4, "the export is held in memory"
