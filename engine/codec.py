@@ -81,7 +81,7 @@ class EventCodec:
 
     def decode_record(self, record: StoredRecord) -> RecordedEvent:
         """Decode one stored record into a ``RecordedEvent``."""
-        return RecordedEvent(
+        return RecordedEvent.model_construct(
             position=record.position,
             event_id=record.event_id,
             stream_id=record.stream_id,

@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters.bootstrap import Container, bootstrap
 from adapters.cli import agents, audit, history, packages, progress_cmd, settings_cmd, upgrade
 from adapters.cli.errors import fail, reports_errors
 from adapters.diagram import mermaid_diagram
@@ -43,11 +42,6 @@ def main(ctx: typer.Context,
     """Global options."""
     ctx.obj = Settings(database_url=database_url) if database_url else Settings()
 
-
-def open_container(ctx: typer.Context) -> Container:
-    """The wired services for the configured database (the embedded default migrates itself)."""
-    settings: Settings = ctx.obj
-    return bootstrap(settings)
 
 
 @db_app.command("upgrade")

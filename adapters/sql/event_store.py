@@ -31,9 +31,14 @@ APPEND_LOCK_KEY = 0x444D4155  # "DMAU": the PostgreSQL advisory lock that serial
 _COLUMNS = (events.c.position, events.c.event_id, events.c.stream_id, events.c.stream_version,
             events.c.event_type, events.c.schema_version, events.c.payload, events.c.actor,
             events.c.correlation_id, events.c.causation_id, events.c.recorded_at, events.c.hash)
-_HEAD = sa.select(events.c.position, events.c.hash).order_by(events.c.position.desc()).limit(1)
-_STREAM_VERSION = sa.select(sa.func.max(events.c.stream_version)).where(
-    events.c.stream_id == sa.bindparam("stream_id"))
+_LAST = sa.select(events.c.position, events.c.hash).order_by(events.c.position.desc()).limit(1).subquery()
+_HEAD_AND_STREAM_VERSION = sa.select(
+    sa.select(sa.func.max(events.c.stream_version)).where(events.c.stream_id == sa.bindparam("stream_id"))
+    .scalar_subquery(),
+    sa.select(_LAST.c.position).scalar_subquery(),
+    sa.select(_LAST.c.hash).scalar_subquery(),
+)
+"""One round trip: the stream's version, and the global head's position and hash."""
 
 
 def record_from_row(row: Sequence[Any]) -> StoredRecord:
@@ -83,17 +88,16 @@ class SqlEventStore:
                        events_: Sequence[NewEvent]) -> AppendResult:
         if not self._sqlite:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
-        actual = conn.execute(_STREAM_VERSION, {"stream_id": stream_id}).scalar() or 0
+        version, head_position, head_hash = conn.execute(_HEAD_AND_STREAM_VERSION, {"stream_id": stream_id}).one()
+        actual = version or 0
         if actual != expected_version:
             ids = [e.event_id for e in events_]
             stored = {row.event_id: (row.stream_id, row.stream_version, row.position) for row in conn.execute(
                 sa.select(events.c.event_id, events.c.stream_id, events.c.stream_version, events.c.position)
                 .where(events.c.event_id.in_(ids)))}
             return resolve_stale_append(stream_id, expected_version, actual, events_, stored)
-        head = conn.execute(_HEAD).first()
-        head_position, head_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
         records = build_records(self._codec, events_, stream_id=stream_id, stream_version=actual,
-                                head_position=head_position, head_hash=head_hash,
+                                head_position=head_position or 0, head_hash=head_hash or GENESIS_HASH,
                                 recorded_at=self._clock.now())
         conn.execute(events.insert(), [_row(r) for r in records])
         return AppendResult(positions=tuple(r.position for r in records),
