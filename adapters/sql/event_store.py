@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -31,14 +31,11 @@ APPEND_LOCK_KEY = 0x444D4155  # "DMAU": the PostgreSQL advisory lock that serial
 _COLUMNS = (events.c.position, events.c.event_id, events.c.stream_id, events.c.stream_version,
             events.c.event_type, events.c.schema_version, events.c.payload, events.c.actor,
             events.c.correlation_id, events.c.causation_id, events.c.recorded_at, events.c.hash)
-_LAST = sa.select(events.c.position, events.c.hash).order_by(events.c.position.desc()).limit(1).subquery()
-_HEAD_AND_STREAM_VERSION = sa.select(
-    sa.select(sa.func.max(events.c.stream_version)).where(events.c.stream_id == sa.bindparam("stream_id"))
-    .scalar_subquery(),
-    sa.select(_LAST.c.position).scalar_subquery(),
-    sa.select(_LAST.c.hash).scalar_subquery(),
-)
-"""One round trip: the stream's version, and the global head's position and hash."""
+_HEAD_AND_STREAM_VERSION = (
+    "SELECT (SELECT max(stream_version) FROM events WHERE stream_id = {stream_id}), "
+    "(SELECT position FROM events ORDER BY position DESC LIMIT 1), "
+    "(SELECT hash FROM events ORDER BY position DESC LIMIT 1)")
+"""One round trip on the append path, sent as plain SQL: the stream's version and the head's position and hash."""
 
 
 def record_from_row(row: Sequence[Any]) -> StoredRecord:
@@ -64,6 +61,9 @@ class SqlEventStore:
         self._codec = codec
         self._clock = clock
         self._sqlite = is_sqlite(engine)
+        qmark = engine.dialect.paramstyle == "qmark"
+        self._head_sql = _HEAD_AND_STREAM_VERSION.format(stream_id="?" if qmark else "%(stream_id)s")
+        self._head_params: Callable[[str], Any] = (lambda s: (s,)) if qmark else (lambda s: {"stream_id": s})
         self._writer: contextlib.AbstractContextManager[object] = (
             threading.Lock() if self._sqlite else contextlib.nullcontext())
 
@@ -88,7 +88,7 @@ class SqlEventStore:
                        events_: Sequence[NewEvent]) -> AppendResult:
         if not self._sqlite:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
-        version, head_position, head_hash = conn.execute(_HEAD_AND_STREAM_VERSION, {"stream_id": stream_id}).one()
+        version, head_position, head_hash = conn.exec_driver_sql(self._head_sql, self._head_params(stream_id)).one()
         actual = version or 0
         if actual != expected_version:
             ids = [e.event_id for e in events_]
