@@ -7,12 +7,17 @@ HTTP gateway joins the parameters by serving a ``SimulatedAgentGateway`` over HT
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
+from adapters.agent_sim import LoopbackRoutes, serve_simulation
+from adapters.http_gateway import HttpAgentGateway
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, Sleeper, no_sleep
 from engine.errors import AgentStepFailed, AgentUnreachable
 from engine.packages import INSTALL_PHASES
@@ -53,11 +58,25 @@ def _simulated(agents: Sequence[SimulatedAgent], sleeper: Sleeper = no_sleep,
     return Rig(gateway=simulated, agents=simulated)
 
 
-@pytest.fixture(params=["simulated"])
+def _http(stack: contextlib.ExitStack, agents: Sequence[SimulatedAgent], sleeper: Sleeper = no_sleep,
+          step_seconds: Mapping[Step, float] | None = None) -> Rig:
+    """Each agent of one in-process simulation served by a real uvicorn on its own loopback port.
+
+    The client routes each agent's own address to its port; no retries, since the contract counts
+    injected faults per port call (retries are tested in ``test_http_agent_gateway.py``).
+    """
+    simulated = SimulatedAgentGateway(agents, sleeper=sleeper, step_seconds=step_seconds)
+    routes = stack.enter_context(serve_simulation(simulated, [agent.name for agent in agents]))
+    client = stack.enter_context(httpx.Client(transport=LoopbackRoutes(routes)))
+    return Rig(gateway=HttpAgentGateway(timeout_seconds=15, retries=0, client=client), agents=simulated)
+
+
+@pytest.fixture(params=["simulated", "http"])
 def gateway_factory(request: pytest.FixtureRequest) -> Iterator[GatewayFactory]:
     """Builds a rig from agent specs (and an optional sleeper and step durations) per implementation."""
-    factories: dict[str, GatewayFactory] = {"simulated": _simulated}
-    yield factories[request.param]
+    with contextlib.ExitStack() as stack:
+        factories: dict[str, GatewayFactory] = {"simulated": _simulated, "http": functools.partial(_http, stack)}
+        yield factories[request.param]
 
 
 @pytest.fixture
