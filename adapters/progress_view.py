@@ -43,14 +43,15 @@ def progress_table(rollout: Row, agents: list[Row]) -> RenderableType:
     """One rollout: a row and a bar per agent, then the totals."""
     table = Table(title=f"Rollout {rollout['rollout_id']} · {rollout['package_version']} · {rollout['state']}",
                   title_justify="left")
-    for column in ("agent", "role", "state", "progress", "activity"):
+    for column in ("agent", "role", "state", "progress", "activity", "resumed"):
         table.add_column(column)
     for agent in sorted(agents, key=lambda a: a["plan_order"]):
         style = _STYLE.get(agent["state"], "cyan")
         done = fraction(agent)
         bar = "█" * round(done * BAR_WIDTH) + "░" * (BAR_WIDTH - round(done * BAR_WIDTH))
         table.add_row(agent["agent"], agent["failover_role"] or "", Text(agent["state"], style=style),
-                      Text(f"{bar} {done:4.0%}", style=style), activity(agent))
+                      Text(f"{bar} {done:4.0%}", style=style), activity(agent),
+                      f"{agent['resumes']}x" if agent["resumes"] else "")
     totals = Text(f"{rollout['completed']} completed · {rollout['failed']} failed · {rollout['in_flight']} in flight"
                   f" · {rollout['waiting']} waiting · {rollout['cancelled']} cancelled"
                   + (f" · {rollout['end_reason']}" if rollout["end_reason"] else ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -21,6 +22,9 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     data_dir: Path = default_data_dir()
+    agent_gateway: Literal["simulated", "http"] = "simulated"
+    """How the engine reaches agents: ``http`` speaks docs/agent-protocol.md to ``host:port`` addresses;
+    ``simulated`` drives a simulation of the inventory."""
 
     @property
     def resolved_database_url(self) -> str:

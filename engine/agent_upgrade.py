@@ -13,6 +13,7 @@ from engine.upgrade_events import (
     AgentUpgradeCompleted,
     AgentUpgradeFailed,
     AgentUpgradePlan,
+    AgentUpgradeResumed,
     AgentUpgradeRetried,
     AgentUpgradeScheduled,
     InstallPhaseReported,
@@ -58,6 +59,7 @@ class AgentUpgrade:
         self.version_after: str | None = None
         self.manual_start_needed = False
         self.retries = 0
+        self.resumes = 0
 
     @classmethod
     def fold(cls, events: Iterable[Event]) -> AgentUpgrade:
@@ -139,6 +141,16 @@ class AgentUpgrade:
         if self.step_in_progress is not None or step != self.next_step:
             raise InvalidTransition(self.state, f"delay {step.value}", "it is not the next step")
         return [StepDelayed(step=step, due_at=due_at, reason=reason)]
+
+    def resume_after_restart(self) -> list[Event]:
+        """Record that a newly started engine takes this unfinished upgrade over."""
+        self._require_move_allowed("resume")
+        return [AgentUpgradeResumed(state=self.state.value, step_in_flight=self.step_in_progress)]
+
+    @property
+    def has_begun(self) -> bool:
+        """Whether any step was ever attempted."""
+        return bool(self.attempts)
 
     def report_phase(self, phase: str, phase_index: int, phase_count: int) -> list[Event]:
         """Record progress inside the installation."""
@@ -239,6 +251,8 @@ class AgentUpgrade:
                 self.resume_state = None
                 self.retries += 1
                 self.attempts_this_round = {}
+            case AgentUpgradeResumed():
+                self.resumes += 1
             case AgentUpgradeCancelled():
                 self._move("cancel")
                 self.step_in_progress = None

@@ -49,6 +49,8 @@ class RolloutRunner:
         if rollout.state is RolloutState.PLANNED:
             self._wait_for_start(plan)
             rollout = self._record_rollout(rollout_id, lambda r: r.start())
+        else:
+            self._mark_resumed(plan, upgrades)
         inflight: dict[str, Future[AgentUpgrade]] = {}
         watch = _RolloutWatch(self.service, rollout)
         with ThreadPoolExecutor(max_workers=plan.max_concurrent, thread_name_prefix="agent") as pool:
@@ -91,6 +93,12 @@ class RolloutRunner:
             except ConcurrencyConflict:
                 upgrade = self.service.upgrade(agent.upgrade_id)
         return upgrade
+
+    def _mark_resumed(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade]) -> None:
+        """This engine takes over a rollout already under way: record each unfinished upgrade it resumes."""
+        for upgrade in upgrades.values():
+            if upgrade.has_begun and upgrade.state not in (*_ENDED, UpgradeState.FAILED):
+                self._record(upgrade, upgrade.resume_after_restart(), plan.rollout_id)
 
     def _ready(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
                inflight: dict[str, Future[AgentUpgrade]]) -> list[PlannedAgent]:

@@ -125,6 +125,15 @@ class InstallPhaseReported(Event):
     phase_count: int = Field(ge=1)
 
 
+class AgentUpgradeResumed(Event):
+    """An engine that started anew took this upgrade over where the last one left it."""
+
+    event_type = "AgentUpgradeResumed"
+
+    state: str
+    step_in_flight: Step | None = None
+
+
 class AgentUpgradeCompleted(Event):
     """Every planned step is done; ``manual_start_needed`` when Auto Start was off."""
 
@@ -161,5 +170,5 @@ class AgentUpgradeCancelled(Event):
 
 UPGRADE_EVENTS: tuple[type[Event], ...] = (
     AgentUpgradeScheduled, StepStarted, StepSucceeded, StepFailed, StepDelayed, InstallPhaseReported,
-    AgentUpgradeCompleted, AgentUpgradeFailed, AgentUpgradeRetried, AgentUpgradeCancelled,
+    AgentUpgradeCompleted, AgentUpgradeFailed, AgentUpgradeRetried, AgentUpgradeCancelled, AgentUpgradeResumed,
 )

@@ -20,6 +20,7 @@ from engine.upgrade_events import (
     AgentUpgradeCancelled,
     AgentUpgradeCompleted,
     AgentUpgradeFailed,
+    AgentUpgradeResumed,
     AgentUpgradeRetried,
     InstallPhaseReported,
     StepDelayed,
@@ -44,7 +45,7 @@ AGENTS = TableSpec("progress_agents", ("upgrade_id",), (
     ("steps_done", C.INT), ("steps_planned", C.INT), ("attempts", C.INT), ("retries", C.INT),
     ("started_at", C.TIMESTAMP), ("ended_at", C.TIMESTAMP), ("state_since", C.TIMESTAMP),
     ("durations", C.JSON), ("last_error", C.TEXT), ("manual_start_needed", C.BOOL), ("version_from", C.TEXT),
-    ("version_after", C.TEXT), ("waiting_until", C.TIMESTAMP), ("last_position", C.INT),
+    ("version_after", C.TEXT), ("waiting_until", C.TIMESTAMP), ("last_position", C.INT), ("resumes", C.INT),
 ))
 
 _ROLLOUT_STATES: dict[type[Event], str] = {
@@ -98,7 +99,7 @@ class ProgressProjection:
                 "steps_planned": len(agent.plan.steps), "attempts": 0, "retries": 0, "started_at": None,
                 "ended_at": None, "state_since": recorded.recorded_at, "durations": {}, "last_error": None,
                 "manual_start_needed": False, "version_from": agent.current_version, "version_after": None,
-                "waiting_until": None, "last_position": recorded.position,
+                "waiting_until": None, "last_position": recorded.position, "resumes": 0,
             })
 
     def _rollout_moved(self, event: Event, recorded: RecordedEvent, rows: RowAccess) -> None:
@@ -155,6 +156,8 @@ class ProgressProjection:
                 row["ended_at"] = when
                 row["step"] = None
                 row["phase"] = None
+            case AgentUpgradeResumed():
+                row["resumes"] += 1
             case AgentUpgradeRetried():
                 row["retries"] += 1
                 row["ended_at"] = None

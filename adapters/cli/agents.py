@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from adapters.cli.context import actor, out, session, simulated_gateway_for
+from adapters.cli.context import actor, gateway_for, out, session
 from adapters.cli.errors import reports_errors
 from engine.agent_events import FailoverRole
 from engine.inventory import clusters_on_mixed_versions
@@ -61,7 +61,7 @@ def list_agents(ctx: typer.Context) -> None:
 def start(ctx: typer.Context, name: Annotated[str, typer.Argument(help="the agent left stopped")]) -> None:
     """Start the DataMiner of an agent an upgrade left stopped (Auto Start was off)."""
     with session(ctx) as s:
-        s.service.gateway = simulated_gateway_for(s.service)
+        s.service.gateway = gateway_for(s.container.settings, s.service)
         s.service.start_agent_manually(name, actor=actor())
     out.print(f"started agent {name}")
 

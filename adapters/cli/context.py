@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from adapters.bootstrap import Container, bootstrap
+from adapters.http_gateway import HttpAgentGateway
 from adapters.package_store import FilePackageStore
 from adapters.settings import Settings
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
@@ -54,8 +55,15 @@ def session(ctx: typer.Context, gateway: AgentGateway | None = None) -> Iterator
         container.close()
 
 
+def gateway_for(settings: Settings, service: UpgradeService) -> AgentGateway:
+    """The agent gateway the settings choose (``DMA_UPGRADE_AGENT_GATEWAY``)."""
+    if settings.agent_gateway == "http":
+        return HttpAgentGateway()
+    return simulated_gateway_for(service)
+
+
 def simulated_gateway_for(service: UpgradeService) -> SimulatedAgentGateway:
-    """Until agents speak a network protocol, the CLI engine drives a simulation of the inventory."""
+    """A simulation of the inventory, for trying the engine without agents."""
     return SimulatedAgentGateway([SimulatedAgent(name=a.name, address=a.address, cluster=a.cluster,
                                                  version=a.version, facts=a.facts)
                                   for a in service.agents()])

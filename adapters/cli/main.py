@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters.cli import agent_sim_cmd, agents, audit, history, packages, progress_cmd, settings_cmd, upgrade
+from adapters.cli import agent_sim_cmd, agents, audit, history, packages, progress_cmd, serve_cmd, settings_cmd, upgrade
 from adapters.cli.errors import fail, reports_errors
 from adapters.diagram import mermaid_diagram
 from adapters.settings import Settings
@@ -29,6 +29,8 @@ app.add_typer(settings_cmd.app, name="settings")
 app.add_typer(progress_cmd.projections_app, name="projections")
 app.command("progress")(progress_cmd.progress)
 app.add_typer(history.app, name="history")
+app.command("serve")(serve_cmd.serve)
+app.command("recover")(serve_cmd.recover)
 app.command("agent-sim")(agent_sim_cmd.agent_sim)
 
 out = Console(highlight=False, soft_wrap=True)

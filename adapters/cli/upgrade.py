@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 from uuid import UUID
 
@@ -9,8 +10,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from adapters.audit_export import parse_time
 from adapters.bootstrap import Container
-from adapters.cli.context import RealWaiter, actor, out, session, simulated_gateway_for
+from adapters.cli.context import RealWaiter, actor, gateway_for, out, session
 from adapters.cli.errors import reports_errors
 from adapters.cli.live import run_in_foreground
 from engine.rollout_events import RolloutPlanned
@@ -38,11 +40,13 @@ def start(ctx: typer.Context,
           upload_only: Annotated[bool, typer.Option(help="distribute the package without installing")] = False,
           max_concurrent: Annotated[str | None, typer.Option(help="N or P% of the agents at once")] = None,
           max_errors: Annotated[str | None, typer.Option(help="N or P% failures before no new agent starts")] = None,
+          at: Annotated[str | None, typer.Option(help="start at this time (ISO 8601, UTC when no zone)")] = None,
           dry_run: Annotated[bool, typer.Option(help="show the plan, start nothing")] = False,
           wait: Annotated[bool, typer.Option(help="run the engine in the foreground until the end")] = False,
           ) -> None:
     """Plan a rollout (shown with --dry-run) or start it."""
-    spec = RolloutSpec(package=package,
+    start_at = parse_time(at, "--at") if at is not None else None
+    spec = RolloutSpec(package=package, start_at=start_at,
                        selection=AgentSelection(cluster=all_agents_in_cluster, names=tuple(agent or ()),
                                                 addresses=tuple(ip or ())),
                        overrides=OptionOverrides(extract_all=extract_all, delayed_start=delayed_start,
@@ -50,6 +54,10 @@ def start(ctx: typer.Context,
                        failover_policy=failover_policy, upload_only=upload_only,
                        max_concurrent=max_concurrent, max_errors=max_errors)
     with session(ctx) as s:
+        if start_at is not None and start_at <= s.container.clock.now():
+            out.print(f"--at {start_at.isoformat()} is in the past: the rollout starts now")
+            spec = replace(spec, start_at=None)
+        s.service.gateway = gateway_for(s.container.settings, s.service)
         if dry_run:
             show_plan(s.service.plan(spec, actor=actor()), title="Plan (dry run: nothing started)")
             return
@@ -68,7 +76,7 @@ def run(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
 
 
 def _run(container: Container, service: UpgradeService, rollout_id: UUID) -> None:
-    gateway = simulated_gateway_for(service)
+    gateway = service.gateway or gateway_for(container.settings, service)
     service.gateway = gateway
     ended = run_in_foreground(container, service, gateway, RealWaiter(), rollout_id, out)
     out.print(f"rollout {rollout_id}: {ended.state.value}" + (f" ({ended.end_reason})" if ended.end_reason else ""))
