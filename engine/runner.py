@@ -40,6 +40,8 @@ class RolloutRunner:
         self.waiter = waiter
         self.actor = actor
         self.poll_seconds = poll_seconds
+        self._resume_pending: set[UUID] = set()
+        self._resume_lock = threading.Lock()
 
     def run(self, rollout_id: UUID) -> Rollout:
         """Drive a rollout until it is completed, cancelled, or failed with nothing left to run."""
@@ -95,10 +97,12 @@ class RolloutRunner:
         return upgrade
 
     def _mark_resumed(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade]) -> None:
-        """This engine takes over a rollout already under way: record each unfinished upgrade it resumes."""
-        for upgrade in upgrades.values():
-            if upgrade.has_begun and upgrade.state not in (*_ENDED, UpgradeState.FAILED):
-                self._record(upgrade, upgrade.resume_after_restart(), plan.rollout_id)
+        """This engine takes over a rollout already under way: each unfinished upgrade it resumes gets an
+        ``AgentUpgradeResumed`` in front of the first events it records (so resuming costs no extra write)."""
+        with self._resume_lock:
+            self._resume_pending.update(u.scheduled.upgrade_id for u in upgrades.values()
+                                        if u.scheduled is not None and u.has_begun
+                                        and u.state not in (*_ENDED, UpgradeState.FAILED))
 
     def _ready(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
                inflight: dict[str, Future[AgentUpgrade]]) -> list[PlannedAgent]:
@@ -268,8 +272,15 @@ class RolloutRunner:
     def _record(self, upgrade: AgentUpgrade, events: Sequence[Event], rollout_id: UUID) -> None:
         assert upgrade.scheduled is not None or isinstance(events[0], AgentUpgradeScheduled)
         upgrade_id = upgrade.scheduled.upgrade_id if upgrade.scheduled else events[0].upgrade_id  # type: ignore[attr-defined]
+        with self._resume_lock:
+            resuming = upgrade_id in self._resume_pending
+        if resuming:
+            events = [*upgrade.resume_after_restart(), *events]
         self.service.append(upgrade_stream_id(upgrade_id), upgrade.version, events, actor=self.actor,
                             correlation_id=rollout_id)
+        if resuming:
+            with self._resume_lock:
+                self._resume_pending.discard(upgrade_id)
         for event in events:
             upgrade.apply(event)
 
