@@ -9,7 +9,7 @@ from uuid import UUID
 from engine.codec import EventCodec
 from engine.errors import ConcurrencyConflict, DuplicateEventId
 from engine.events import NewEvent, StoredRecord
-from engine.hashchain import event_hash
+from engine.hashchain import event_hash, utc_timestamp
 from engine.ports import AppendResult
 
 
@@ -18,13 +18,14 @@ def build_records(codec: EventCodec, events: Sequence[NewEvent], *, stream_id: s
     """The rows an append writes after ``head_position``, hash-chained from ``head_hash``."""
     records = []
     previous_hash = head_hash
+    stamp = utc_timestamp(recorded_at)
     for offset, new in enumerate(events, start=1):
         event_type, schema_version, payload = codec.encode(new.event)
         position = head_position + offset
         version = stream_version + offset
         digest = event_hash(previous_hash, position=position, event_id=new.event_id, stream_id=stream_id,
                             stream_version=version, event_type=event_type, schema_version=schema_version,
-                            payload=payload, metadata=new.metadata, recorded_at=recorded_at)
+                            payload=payload, metadata=new.metadata, recorded_at=stamp)
         records.append(StoredRecord.model_construct(
             position=position, event_id=new.event_id, stream_id=stream_id, stream_version=version,
             event_type=event_type, schema_version=schema_version, payload=payload,

@@ -28,12 +28,13 @@ def utc_timestamp(moment: datetime) -> str:
 
 def event_hash(previous_hash: str, *, position: int, event_id: UUID, stream_id: str, stream_version: int,
                event_type: str, schema_version: int, payload: str, metadata: EventMetadata,
-               recorded_at: datetime) -> str:
-    """The chain hash of one event given the hash of the event before it."""
+               recorded_at: str) -> str:
+    """The chain hash of one event given the hash of the event before it (``recorded_at`` as
+    ``utc_timestamp`` writes it)."""
     canonical = json.dumps(
         [position, str(event_id), stream_id, stream_version, event_type, schema_version, payload,
          metadata.actor, str(metadata.correlation_id or ""), str(metadata.causation_id or ""),
-         utc_timestamp(recorded_at)],
+         recorded_at],
         ensure_ascii=False, separators=(",", ":"),
     )
     return hashlib.sha256(previous_hash.encode("ascii") + canonical.encode("utf-8")).hexdigest()
@@ -45,7 +46,7 @@ def record_hash(previous_hash: str, record: StoredRecord) -> str:
         previous_hash, position=record.position, event_id=record.event_id, stream_id=record.stream_id,
         stream_version=record.stream_version, event_type=record.event_type,
         schema_version=record.schema_version, payload=record.payload, metadata=record.metadata,
-        recorded_at=record.recorded_at,
+        recorded_at=utc_timestamp(record.recorded_at),
     )
 
 

@@ -110,23 +110,34 @@ class SqlEventStore:
             rows = conn.execute(query).all()
         return [self._codec.decode_record(record_from_row(row)) for row in rows]
 
-    def read_records(self, after: int = 0, page_size: int = 1000) -> Iterator[StoredRecord]:
+    def _rows(self, after: int, page_size: int) -> Iterator[tuple[Any, ...]]:
+        """Rows after ``after`` in global order, a page per short read transaction."""
         position = after
         while True:
             query = (sa.select(*_COLUMNS).where(events.c.position > position)
                      .order_by(events.c.position).limit(page_size))
             with self._engine.connect() as conn:
-                rows = conn.execute(query).all()
+                rows = [tuple(row) for row in conn.execute(query)]
             if not rows:
                 return
-            for row in rows:
-                yield record_from_row(row)
+            yield from rows
             position = rows[-1][0]
 
+    def read_records(self, after: int = 0, page_size: int = 1000) -> Iterator[StoredRecord]:
+        for row in self._rows(after, page_size):
+            yield record_from_row(row)
+
     def read_all(self, after: int = 0, page_size: int = 1000) -> Iterator[RecordedEvent]:
-        decode = self._codec.decode_record
-        for record in self.read_records(after, page_size):
-            yield decode(record)
+        decode = self._codec.decode
+        construct = RecordedEvent.model_construct
+        metadata = EventMetadata.model_construct
+        for (position, event_id, stream_id, stream_version, event_type, schema_version, payload, actor,
+             correlation_id, causation_id, recorded_at, _) in self._rows(after, page_size):
+            yield construct(position=position, event_id=event_id, stream_id=stream_id, stream_version=stream_version,
+                            event=decode(event_type, schema_version, payload, position),
+                            metadata=metadata(actor=actor, correlation_id=correlation_id,
+                                              causation_id=causation_id),
+                            recorded_at=recorded_at if recorded_at.tzinfo else recorded_at.replace(tzinfo=UTC))
 
     def read_category(self, prefix: str) -> Iterator[RecordedEvent]:
         in_category = events.c.stream_id.startswith(prefix, autoescape=True)
