@@ -31,6 +31,10 @@ class _CheckpointMoved(Exception):
     """Another runner applied events of this projection since this one read its checkpoint."""
 
 
+class _HandlerFailed(Exception):
+    """A handler failed; its projection's stop is recorded and the others go on."""
+
+
 @dataclass(frozen=True)
 class ProjectionStatus:
     """Where one projection stands."""
@@ -146,10 +150,33 @@ class ProjectionRunner:
         return self.projections[name]
 
     def catch_up(self, names: Iterable[str] | None = None) -> dict[str, int]:
-        """Apply every event after each projection's checkpoint; return how many each applied."""
-        applied = {}
-        for name in list(names or self.projections):
-            applied[name] = self._catch_up_one(self.projection(name))
+        """Apply every event after each projection's checkpoint; return how many each applied.
+
+        Projections at the same checkpoint share one read of the log and one transaction per batch.
+        A projection whose handler fails is stopped at that position; the others still catch up, then
+        ``ProjectionStopped`` names every stopped projection.
+        """
+        chosen = [self.projection(name) for name in (names or self.projections)]
+        applied = {p.name: 0 for p in chosen}
+        while True:
+            groups: dict[int, list[Projection]] = {}
+            for projection in chosen:
+                position, error = self._checkpoint(projection.name)
+                if error is None:
+                    groups.setdefault(position, []).append(projection)
+            try:
+                for position, group in sorted(groups.items()):
+                    count = self._catch_up_group(group, position)
+                    for projection in group:
+                        applied[projection.name] += count
+                break
+            except (_CheckpointMoved, _HandlerFailed):
+                continue
+        stops = [f"projection {p.name} is stopped at position {error[0]}: {error[1]} (fix the cause, then "
+                 f"`dma-upgrade projections rebuild {p.name}`)"
+                 for p in chosen if (error := self._checkpoint(p.name)[1]) is not None]
+        if stops:
+            raise ProjectionStopped("; ".join(stops))
         return applied
 
     def rebuild(self, names: Iterable[str] | None = None) -> dict[str, int]:
@@ -162,7 +189,7 @@ class ProjectionRunner:
                     for spec in projection.tables:
                         conn.execute(sql_table(spec).delete())
                     conn.execute(checkpoints.delete().where(checkpoints.c.name == projection.name))
-        return {p.name: self._catch_up_one(p) for p in chosen}
+        return self.catch_up([p.name for p in chosen])
 
     def status(self) -> list[ProjectionStatus]:
         """Checkpoint, lag (events and seconds behind the head) and any stop of every projection."""
@@ -187,56 +214,57 @@ class ProjectionRunner:
             return 0.0
         return max((self._clock.now() - first_pending.recorded_at).total_seconds(), 0.0)
 
-    def _catch_up_one(self, projection: Projection) -> int:
-        """Catch one projection up; if another runner moves its checkpoint meanwhile, start again from it."""
-        while True:
-            try:
-                return self._catch_up_from_checkpoint(projection)
-            except _CheckpointMoved:
-                continue
-
-    def _catch_up_from_checkpoint(self, projection: Projection) -> int:
-        position, error = self._checkpoint(projection.name)
-        if error is not None:
-            raise ProjectionStopped(f"projection {projection.name} is stopped at position {error[0]}: {error[1]} "
-                                    f"(fix the cause, then `dma-upgrade projections rebuild {projection.name}`)")
+    def _catch_up_group(self, group: list[Projection], position: int) -> int:
+        """Feed projections that stand at the same checkpoint from one read of the log."""
+        rows = {p.name: _SqlRows(p.tables, empty=position == 0 and self._tables_empty(p)) for p in group}
         applied = 0
-        rows = _SqlRows(projection.tables, empty=position == 0 and self._tables_empty(projection))
         batch: list[RecordedEvent] = []
         for recorded in self._store.read_all(after=position, page_size=self._batch_size):
             batch.append(recorded)
             if len(batch) >= self._batch_size:
-                applied += self._apply_batch(projection, batch, rows)
+                applied += self._apply_batch(group, batch, rows)
                 batch = []
         if batch:
-            applied += self._apply_batch(projection, batch, rows)
+            applied += self._apply_batch(group, batch, rows)
         return applied
 
-    def _apply_batch(self, projection: Projection, batch: list[RecordedEvent], rows: _SqlRows) -> int:
+    def _apply_batch(self, group: list[Projection], batch: list[RecordedEvent], rows: dict[str, _SqlRows]) -> int:
+        """Apply a batch to every projection of the group; write their rows and checkpoints in one transaction."""
+        failed: tuple[str, int, str] | None = None
         with self._engine.connect() as conn:
             conn.execution_options(**{WRITE: True})
-            failed: tuple[int, str] | None = None
             with conn.begin() as transaction:
-                if self._locked_position(conn, projection.name) != batch[0].position - 1:
-                    transaction.rollback()
-                    raise _CheckpointMoved
-                rows.bind(conn)
-                for recorded in batch:
-                    try:
-                        projection.handle(recorded, rows)
-                    except Exception as exc:
-                        failed = (recorded.position, f"{type(exc).__name__}: {exc}")
-                        break
+                for name in sorted(rows):  # lock checkpoints in one order: concurrent runners never deadlock
+                    if self._locked_position(conn, name) != batch[0].position - 1:
+                        transaction.rollback()
+                        raise _CheckpointMoved
+                for projection_rows in rows.values():
+                    projection_rows.bind(conn)
+                failed = self._handle_all(group, batch, rows)
                 if failed is None:
-                    rows.flush()
-                    self._save_checkpoint(conn, projection.name, batch[-1].position, None)
+                    for projection in group:
+                        rows[projection.name].flush()
+                        self._save_checkpoint(conn, projection.name, batch[-1].position, None)
                 else:
                     transaction.rollback()
         if failed is not None:
-            self._record_stop(projection.name, batch[0].position - 1, failed)
-            raise ProjectionStopped(f"projection {projection.name} stopped at position {failed[0]}: {failed[1]}")
-        rows.trim(self.max_cached_rows)
+            name, position, error = failed
+            self._record_stop(name, batch[0].position - 1, (position, error))
+            raise _HandlerFailed
+        for projection_rows in rows.values():
+            projection_rows.trim(self.max_cached_rows)
         return len(batch)
+
+    @staticmethod
+    def _handle_all(group: list[Projection], batch: list[RecordedEvent],
+                    rows: dict[str, _SqlRows]) -> tuple[str, int, str] | None:
+        for recorded in batch:
+            for projection in group:
+                try:
+                    projection.handle(recorded, rows[projection.name])
+                except Exception as exc:
+                    return projection.name, recorded.position, f"{type(exc).__name__}: {exc}"
+        return None
 
     def _locked_position(self, conn: sa.Connection, name: str) -> int:
         """The checkpoint, locked until the transaction ends (another runner may have moved it)."""
