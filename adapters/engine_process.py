@@ -96,15 +96,21 @@ class EngineProcess:
         """One look at the store: hand each active rollout to a runner, or arm its scheduled start."""
         now = self.service.clock.now()
         for rollout in self.service.rollouts():
-            if rollout.state not in ACTIVE:
-                continue
             plan = rollout.plan
+            job_id = f"start-{plan.rollout_id}"
             if rollout.state is RolloutState.PLANNED and plan.start_at is not None and plan.start_at > now:
-                self.scheduler.add_job(self.drive, "date", run_date=plan.start_at, args=[plan.rollout_id],
-                                       id=f"start-{plan.rollout_id}", replace_existing=True,
-                                       misfire_grace_time=None)
+                self.scheduler.add_job(self.fire, "date", run_date=plan.start_at, args=[plan.rollout_id],
+                                       id=job_id, replace_existing=True, misfire_grace_time=None)
                 continue
-            self.drive(plan.rollout_id)
+            if self.scheduler.get_job(job_id) is not None:
+                self.scheduler.remove_job(job_id)
+            if rollout.state in ACTIVE:
+                self.drive(plan.rollout_id)
+
+    def fire(self, rollout_id: UUID) -> None:
+        """A scheduled start came due: re-check the rollout, then drive it if it is still active."""
+        if self.service.rollout(rollout_id).state in ACTIVE:
+            self.drive(rollout_id)
 
     def drive(self, rollout_id: UUID) -> None:
         """Start a runner on a rollout unless this process already drives it (a duplicate firing is a no-op)."""

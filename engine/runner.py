@@ -200,10 +200,14 @@ class RolloutRunner:
             if upgrade.waiting_until is not None:
                 self._wait_until(upgrade.waiting_until)
             self._record(upgrade, upgrade.start_step(step), rollout_id)
-        elif self._outcome_known_failed(upgrade, address):
-            self._record(upgrade, upgrade.fail_attempt(upgrade.step_in_progress,
-                                                       "the agent reports the step failed"), rollout_id)
-            return False
+        else:
+            status = self._ask_outcome(upgrade, address, plan)
+            if status is None:
+                return True
+            if status is StepStatus.FAILED:
+                self._record(upgrade, upgrade.fail_attempt(upgrade.step_in_progress,
+                                                           "the agent reports the step failed"), rollout_id)
+                return False
         self._perform(upgrade, address, package, plan, rollout_id)
         return upgrade.is_failed
 
@@ -215,12 +219,26 @@ class RolloutRunner:
         if remaining > 0:
             self.waiter.wait(remaining)
 
-    def _outcome_known_failed(self, upgrade: AgentUpgrade, address: AgentAddress) -> bool:
-        """For a step recorded as started but not ended: ask the agent before re-sending it."""
+    def _ask_outcome(self, upgrade: AgentUpgrade, address: AgentAddress, plan: RolloutPlanned) -> StepStatus | None:
+        """For a step recorded as started but not ended: ask the agent before re-sending it.
+
+        An agent that cannot be asked is asked again after the backoff (never re-sent under a new key,
+        which could apply a step twice); past the retry budget the upgrade fails, outcome unknown.
+        """
         step = upgrade.step_in_progress
         assert step is not None
         key = upgrade.idempotency_key(step, upgrade.attempts[step])
-        return self.gateway.step_status(address, key) is StepStatus.FAILED
+        asked = 0
+        while True:
+            try:
+                return self.gateway.step_status(address, key)
+            except AgentStepFailed as failure:
+                if asked == plan.step_policy.retry_budget:
+                    self._record(upgrade, upgrade.fail(f"the outcome of {step.value} is unknown: {failure}"),
+                                 plan.rollout_id)
+                    return None
+                self.waiter.wait(plan.step_policy.backoff_seconds * 2 ** asked)
+                asked += 1
 
     def _perform(self, upgrade: AgentUpgrade, address: AgentAddress, package: PackageRef,
                  plan: RolloutPlanned, rollout_id: UUID) -> None:
@@ -246,28 +264,30 @@ class RolloutRunner:
 
     def _finish(self, upgrade: AgentUpgrade, step: Step, outcome: StepOutcome, address: AgentAddress,
                 package: PackageRef, rollout_id: UUID) -> None:
+        """Record a step's outcome. After an install the agent's new version is recorded first, and only
+        if not recorded yet, so a crash between the two writes is mended by the resumed step."""
+        if step is Step.INSTALL and outcome.version_after is not None:
+            self._record_version(upgrade, address, outcome.version_after, rollout_id)
         if step is Step.INSTALL and outcome.version_after != package.version:
-            reported = outcome.version_after
-            if reported is not None:
-                self._record_on_agent(address.name, lambda record: [AgentVersionChanged(
-                    version=reported, previous_version=record.version,
-                    upgrade_id=str(upgrade.scheduled.upgrade_id if upgrade.scheduled else ""))]
-                    if record.version != reported else [], rollout_id)
             self._record(upgrade, upgrade.fail(
                 f"agent {address.name} reports version {outcome.version_after} after the install, "
                 f"expected {package.version}"), rollout_id)
             return
         self._record(upgrade, upgrade.finish_step(step, outcome.version_after), rollout_id)
-        if step is Step.INSTALL:
-            self._record_on_agent(address.name, lambda record: [AgentVersionChanged(
-                version=package.version, previous_version=record.version,
-                upgrade_id=str(upgrade.scheduled.upgrade_id if upgrade.scheduled else ""))], rollout_id)
+
+    def _record_version(self, upgrade: AgentUpgrade, address: AgentAddress, version: str, rollout_id: UUID) -> None:
+        upgrade_id = str(upgrade.scheduled.upgrade_id if upgrade.scheduled else "")
+        self._record_on_agent(address.name, lambda record: [AgentVersionChanged(
+            version=version, previous_version=record.version, upgrade_id=upgrade_id)]
+            if record.version != version else [], rollout_id)
 
     def _complete(self, upgrade: AgentUpgrade, address: AgentAddress, rollout_id: UUID) -> None:
-        self._record(upgrade, upgrade.complete(), rollout_id)
-        if upgrade.manual_start_needed and upgrade.scheduled is not None:
+        """Finish the upgrade; an agent left stopped is recorded first (once), so a crash cannot forget it."""
+        if not upgrade.plan.upload_only and not upgrade.plan.options.auto_start and upgrade.scheduled is not None:
             upgrade_id = str(upgrade.scheduled.upgrade_id)
-            self._record_on_agent(address.name, lambda _: [AgentLeftStopped(upgrade_id=upgrade_id)], rollout_id)
+            self._record_on_agent(address.name, lambda record: [AgentLeftStopped(upgrade_id=upgrade_id)]
+                                  if record.stopped_by_upgrade != upgrade_id else [], rollout_id)
+        self._record(upgrade, upgrade.complete(), rollout_id)
 
     def _record(self, upgrade: AgentUpgrade, events: Sequence[Event], rollout_id: UUID) -> None:
         assert upgrade.scheduled is not None or isinstance(events[0], AgentUpgradeScheduled)
