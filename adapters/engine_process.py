@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 from uuid import UUID
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.engine import Engine
 
+from adapters.sql.projection_runner import ProjectionRunner, read_rows
 from engine.agent_upgrade import AgentUpgrade
 from engine.ports import AgentGateway, Waiter
 from engine.rollout import Rollout, RolloutState
 from engine.runner import RolloutRunner
 from engine.service import UpgradeService
 from engine.upgrade_machine import UpgradeState
+from projections.progress import ROLLOUTS
+from projections.timers import SCHEDULED_START, TIMERS
 
 ACTIVE = (RolloutState.PLANNED, RolloutState.RUNNING, RolloutState.PAUSED)
 
@@ -68,11 +74,46 @@ def _key(upgrade: AgentUpgrade) -> str:
     return upgrade.idempotency_key(step, upgrade.attempts[step])
 
 
+class RolloutIndex(Protocol):
+    """Where the engine looks for work: the active rollouts and their scheduled starts."""
+
+    def active(self) -> list[tuple[UUID, RolloutState, datetime | None]]:
+        """Every Planned, Running or Paused rollout with its state and scheduled start (if any)."""
+        ...
+
+
+class FoldedIndex:
+    """Finds work by folding every rollout stream (simple; fine for tests and small stores)."""
+
+    def __init__(self, service: UpgradeService) -> None:
+        self._service = service
+
+    def active(self) -> list[tuple[UUID, RolloutState, datetime | None]]:
+        return [(r.plan.rollout_id, r.state, r.plan.start_at) for r in self._service.rollouts() if r.state in ACTIVE]
+
+
+class ProjectionIndex:
+    """Finds work in the progress and pending-timers projections, caught up first (what ``serve`` uses)."""
+
+    def __init__(self, projections: ProjectionRunner, engine: Engine) -> None:
+        self._projections = projections
+        self._engine = engine
+
+    def active(self) -> list[tuple[UUID, RolloutState, datetime | None]]:
+        self._projections.catch_up(["progress", "pending_timers"])
+        starts = {row["stream_id"].removeprefix("rollout-"): row["due_at"]
+                  for row in read_rows(self._engine, TIMERS, kind=SCHEDULED_START)}
+        return [(UUID(row["rollout_id"]), RolloutState(row["state"]), starts.get(row["rollout_id"]))
+                for state in ACTIVE for row in read_rows(self._engine, ROLLOUTS, state=state.value)]
+
+
 class EngineProcess:
-    """Drives every active rollout in its own thread; polls the store for new work."""
+    """Drives every active rollout in its own thread; polls for new work."""
 
     def __init__(self, service: UpgradeService, gateway: AgentGateway, waiter: Waiter, *,
-                 poll_seconds: float = 1.0, scheduler: BackgroundScheduler | None = None) -> None:
+                 poll_seconds: float = 1.0, scheduler: BackgroundScheduler | None = None,
+                 index: RolloutIndex | None = None) -> None:
+        self.index = index or FoldedIndex(service)
         self.service = service
         self.gateway = gateway
         self.waiter = waiter
@@ -95,17 +136,19 @@ class EngineProcess:
     def tick(self) -> None:
         """One look at the store: hand each active rollout to a runner, or arm its scheduled start."""
         now = self.service.clock.now()
-        for rollout in self.service.rollouts():
-            plan = rollout.plan
-            job_id = f"start-{plan.rollout_id}"
-            if rollout.state is RolloutState.PLANNED and plan.start_at is not None and plan.start_at > now:
-                self.scheduler.add_job(self.fire, "date", run_date=plan.start_at, args=[plan.rollout_id],
+        active = self.index.active()
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("start-") and not any(job.id == f"start-{a[0]}" for a in active if a[2]):
+                job.remove()  # the rollout started, or ended, some other way
+        for rollout_id, state, start_at in active:
+            job_id = f"start-{rollout_id}"
+            if state is RolloutState.PLANNED and start_at is not None and start_at > now:
+                self.scheduler.add_job(self.fire, "date", run_date=start_at, args=[rollout_id],
                                        id=job_id, replace_existing=True, misfire_grace_time=None)
                 continue
             if self.scheduler.get_job(job_id) is not None:
                 self.scheduler.remove_job(job_id)
-            if rollout.state in ACTIVE:
-                self.drive(plan.rollout_id)
+            self.drive(rollout_id)
 
     def fire(self, rollout_id: UUID) -> None:
         """A scheduled start came due: re-check the rollout, then drive it if it is still active."""

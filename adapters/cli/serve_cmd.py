@@ -11,7 +11,7 @@ from rich.table import Table
 
 from adapters.cli.context import RealWaiter, gateway_for, out, session
 from adapters.cli.errors import reports_errors
-from adapters.engine_process import EngineProcess, planned_resumptions
+from adapters.engine_process import EngineProcess, ProjectionIndex, planned_resumptions
 
 
 @reports_errors
@@ -28,7 +28,8 @@ def serve(ctx: typer.Context,
             out.print(f"resuming rollout {rollout.plan.rollout_id} ({rollout.state.value}, "
                       f"{len(resumptions)} unfinished agents)")
         out.print(f"engine serving {s.container.settings.resolved_database_url.split('@')[-1]}; Ctrl-C stops it")
-        EngineProcess(s.service, gateway, RealWaiter(), poll_seconds=poll_seconds).serve(stop)
+        index = ProjectionIndex(s.container.projections, s.container.engine)
+        EngineProcess(s.service, gateway, RealWaiter(), poll_seconds=poll_seconds, index=index).serve(stop)
 
 
 @reports_errors
