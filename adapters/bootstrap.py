@@ -8,7 +8,7 @@ from sqlalchemy.engine import Engine
 
 from adapters.clock import SystemClock, UuidFactory
 from adapters.settings import Settings
-from adapters.sql.database import create_db_engine, ensure_schema
+from adapters.sql.database import create_db_engine, ensure_schema, is_sqlite
 from adapters.sql.event_store import SqlEventStore
 from adapters.sql.projection_runner import ProjectionRunner
 from engine.catalog import default_codec
@@ -40,8 +40,7 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, i
     engine = create_db_engine(settings.resolved_database_url)
     if check_schema:
         try:
-            ensure_schema(engine, auto_migrate=settings.is_embedded_default
-                          or engine.dialect.name == "sqlite")
+            ensure_schema(engine, auto_migrate=is_sqlite(engine))  # embedded SQLite migrates itself
         except Exception:
             engine.dispose()
             raise

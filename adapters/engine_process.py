@@ -24,7 +24,7 @@ from engine.ports import AgentGateway, Waiter
 from engine.rollout import Rollout, RolloutState
 from engine.runner import RolloutRunner
 from engine.service import UpgradeService
-from engine.upgrade_machine import UpgradeState
+from engine.upgrade_machine import STOPPED_STATES
 from projections.progress import ROLLOUTS
 from projections.timers import SCHEDULED_START, TIMERS
 
@@ -57,8 +57,7 @@ def planned_resumptions(service: UpgradeService) -> list[tuple[Rollout, list[Res
         resumptions = []
         for agent in rollout.plan.agents:
             upgrade = service.upgrade(agent.upgrade_id)
-            if upgrade.scheduled is None or upgrade.state in (UpgradeState.COMPLETED, UpgradeState.CANCELLED,
-                                                               UpgradeState.FAILED):
+            if upgrade.scheduled is None or upgrade.state in STOPPED_STATES:
                 continue
             step = upgrade.step_in_progress
             resumptions.append(Resumption(rollout.plan.rollout_id, agent.name, upgrade.state.value,

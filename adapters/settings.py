@@ -30,8 +30,3 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file in the data directory."""
         return self.database_url or f"sqlite:///{self.data_dir / 'dma-upgrade.db'}"
-
-    @property
-    def is_embedded_default(self) -> bool:
-        """True when no URL was given: the embedded SQLite default, which migrates itself."""
-        return self.database_url is None

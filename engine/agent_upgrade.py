@@ -23,7 +23,7 @@ from engine.upgrade_events import (
     StepStarted,
     StepSucceeded,
 )
-from engine.upgrade_machine import MachineFlags, UpgradeState, next_state
+from engine.upgrade_machine import STOPPED_STATES, TERMINAL_STATES, MachineFlags, UpgradeState, next_state
 
 ENTERED_ON_START = {Step.INSTALL: "install", Step.REBOOT: "reboot"}
 """Steps whose state is entered when they begin (the state means "in progress")."""
@@ -52,7 +52,6 @@ class AgentUpgrade:
         self.attempts: dict[Step, int] = {}
         self.attempts_this_round: dict[Step, int] = {}
         self.install_phase: str | None = None
-        self.phase_progress: float | None = None
         self.waiting_until: datetime | None = None
         self.last_error: str | None = None
         self.resume_state: UpgradeState | None = None
@@ -90,7 +89,7 @@ class AgentUpgrade:
 
     @property
     def is_finished(self) -> bool:
-        return self.state in (UpgradeState.COMPLETED, UpgradeState.CANCELLED)
+        return self.state in TERMINAL_STATES
 
     @property
     def is_failed(self) -> bool:
@@ -192,7 +191,7 @@ class AgentUpgrade:
     def _require_move_allowed(self, attempted: str) -> None:
         if self.scheduled is None:
             raise InvalidTransition("none", attempted, "the upgrade was never scheduled")
-        if self.state in (UpgradeState.COMPLETED, UpgradeState.CANCELLED, UpgradeState.FAILED):
+        if self.state in STOPPED_STATES:
             raise InvalidTransition(self.state, attempted)
 
     def _require_in_progress(self, step: Step, verb: str) -> None:
@@ -227,7 +226,6 @@ class AgentUpgrade:
                 self.done_steps.append(step)
                 self.step_in_progress = None
                 self.install_phase = None
-                self.phase_progress = None
                 if version_after is not None:
                     self.version_after = version_after
             case StepFailed(error=error):
@@ -235,9 +233,8 @@ class AgentUpgrade:
                 self.last_error = error
             case StepDelayed(due_at=due_at):
                 self.waiting_until = due_at
-            case InstallPhaseReported(phase=phase, phase_index=index, phase_count=count):
+            case InstallPhaseReported(phase=phase):
                 self.install_phase = phase
-                self.phase_progress = (index + 1) / count
             case AgentUpgradeCompleted(manual_start_needed=manual):
                 self._move("complete")
                 self.manual_start_needed = manual

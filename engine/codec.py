@@ -32,15 +32,6 @@ class EventCodec:
             raise DmaUpgradeError(f"event type {cls.event_type!r} registered twice")
         self._classes[cls.event_type] = cls
 
-    def add_upcaster(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
-        """Register how a payload of ``event_type`` at ``from_version`` becomes the next version."""
-        self._upcasters[(event_type, from_version)] = upcaster
-
-    @property
-    def event_types(self) -> list[str]:
-        """Every registered event type name."""
-        return sorted(self._classes)
-
     def encode(self, event: Event) -> tuple[str, int, str]:
         """Return (type name, schema version, payload JSON) for an event."""
         cls = type(event)

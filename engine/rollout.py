@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from functools import cache
 
-from transitions import Machine, MachineError
+from transitions import Machine
 
 from engine.errors import InvalidTransition
 from engine.events import Event
@@ -20,6 +20,7 @@ from engine.rollout_events import (
     RolloutResumed,
     RolloutStarted,
 )
+from engine.state_table import destination
 
 
 class RolloutState(StrEnum):
@@ -63,15 +64,8 @@ _MACHINE = Machine(model=None, states=[s.value for s in RolloutState], transitio
 @cache
 def rollout_next_state(state: RolloutState, trigger: str) -> RolloutState | None:
     """The state ``trigger`` leads to from ``state``, or None when the table does not allow it."""
-    model = _Model()
-    _MACHINE.add_model(model, initial=state.value)
-    try:
-        moved = bool(getattr(model, "trigger")(trigger))  # noqa: B009 - bound by the machine
-    except (MachineError, AttributeError):
-        moved = False
-    finally:
-        _MACHINE.remove_model(model)
-    return RolloutState(model.state) if moved else None
+    dest = destination(_MACHINE, _Model(), state.value, trigger)
+    return RolloutState(dest) if dest is not None else None
 
 
 class Rollout:
@@ -81,7 +75,6 @@ class Rollout:
         self.version = 0
         self.state = RolloutState.PLANNED
         self.planned: RolloutPlanned | None = None
-        self.retry_rounds = 0
         self.retry_requests: dict[str, int] = {}
         self.end_reason: str | None = None
 
@@ -98,11 +91,6 @@ class Rollout:
         if self.planned is None:
             raise InvalidTransition("none", "use a rollout", "it was never planned")
         return self.planned
-
-    @property
-    def is_over(self) -> bool:
-        """Completed or cancelled: nothing more will happen (a failed rollout may still be retried)."""
-        return self.state in (RolloutState.COMPLETED, RolloutState.CANCELLED)
 
     def plan_rollout(self, planned: RolloutPlanned) -> list[Event]:
         if self.planned is not None:
@@ -149,7 +137,6 @@ class Rollout:
             raise InvalidTransition(self.state, f"apply {type(event).__name__}", "not allowed by the table")
         self.state = dest
         if isinstance(event, FailedAgentsRetried):
-            self.retry_rounds += 1
             for agent in event.agents:
                 self.retry_requests[agent] = self.retry_requests.get(agent, 0) + 1
         if isinstance(event, RolloutFailed | RolloutCancelled):

@@ -23,9 +23,8 @@ from engine.rollout import Rollout, RolloutState
 from engine.rollout_events import PlannedAgent, RolloutPlanned
 from engine.service import UpgradeService
 from engine.upgrade_events import AgentUpgradeScheduled, Step
-from engine.upgrade_machine import CANCELLABLE_STATES, UpgradeState
+from engine.upgrade_machine import CANCELLABLE_STATES, STOPPED_STATES, TERMINAL_STATES, UpgradeState
 
-_ENDED = (UpgradeState.COMPLETED, UpgradeState.CANCELLED)
 _Decision = Callable[[Rollout], list[Event]]
 _AgentDecision = Callable[[AgentRecord], list[Event]]
 
@@ -91,7 +90,9 @@ class RolloutRunner:
                                               agent=agent.name, package_sha256=plan.package_sha256,
                                               target_version=plan.package_version, plan=agent.plan)
             try:
-                self._record(upgrade, upgrade.schedule(scheduled), plan.rollout_id)
+                self.service.append(upgrade_stream_id(agent.upgrade_id), 0, upgrade.schedule(scheduled),
+                                    actor=self.actor, correlation_id=plan.rollout_id)
+                upgrade.apply(scheduled)
             except ConcurrencyConflict:
                 upgrade = self.service.upgrade(agent.upgrade_id)
         return upgrade
@@ -102,13 +103,13 @@ class RolloutRunner:
         with self._resume_lock:
             self._resume_pending.update(u.scheduled.upgrade_id for u in upgrades.values()
                                         if u.scheduled is not None and u.has_begun
-                                        and u.state not in (*_ENDED, UpgradeState.FAILED))
+                                        and u.state not in STOPPED_STATES)
 
     def _ready(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
                inflight: dict[str, Future[AgentUpgrade]]) -> list[PlannedAgent]:
         free = plan.max_concurrent - len(inflight)
         ready = [a for a in plan.agents
-                 if a.name not in inflight and upgrades[a.name].state not in (*_ENDED, UpgradeState.FAILED)
+                 if a.name not in inflight and upgrades[a.name].state not in STOPPED_STATES
                  and all(upgrades[b].state is UpgradeState.COMPLETED for b in a.after)]
         return ready[:max(free, 0)]
 
@@ -120,7 +121,7 @@ class RolloutRunner:
         """Record the end of a rollout with nothing in flight; None while it may still go on."""
         rollout_id = plan.rollout_id
         if rollout.state is RolloutState.RUNNING:
-            if all(u.state in _ENDED for u in upgrades.values()):
+            if all(u.state in TERMINAL_STATES for u in upgrades.values()):
                 completed = sum(u.state is UpgradeState.COMPLETED for u in upgrades.values())
                 rollout = self._record_rollout(rollout_id,
                                                lambda r: r.complete(completed, len(upgrades) - completed))
@@ -180,7 +181,7 @@ class RolloutRunner:
                  plan: RolloutPlanned, watch: _RolloutWatch) -> bool:
         """Take the next step of one upgrade; True once it needs nothing more from this engine."""
         rollout_id = plan.rollout_id
-        if upgrade.state in (*_ENDED, UpgradeState.FAILED):
+        if upgrade.state in STOPPED_STATES:
             return True
         if upgrade.step_in_progress is None:
             if upgrade.state in CANCELLABLE_STATES and watch.refresh().state is RolloutState.CANCELLED:
@@ -290,8 +291,8 @@ class RolloutRunner:
         self._record(upgrade, upgrade.complete(), rollout_id)
 
     def _record(self, upgrade: AgentUpgrade, events: Sequence[Event], rollout_id: UUID) -> None:
-        assert upgrade.scheduled is not None or isinstance(events[0], AgentUpgradeScheduled)
-        upgrade_id = upgrade.scheduled.upgrade_id if upgrade.scheduled else events[0].upgrade_id  # type: ignore[attr-defined]
+        assert upgrade.scheduled is not None
+        upgrade_id = upgrade.scheduled.upgrade_id
         with self._resume_lock:
             resuming = upgrade_id in self._resume_pending
         if resuming:

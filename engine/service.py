@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -17,7 +17,7 @@ from engine.agent_events import (
 )
 from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
 from engine.errors import ConcurrencyConflict, Conflict, InvalidInput, NotFound
-from engine.events import Event, EventMetadata, NewEvent
+from engine.events import Event, EventMetadata, NewEvent, RecordedEvent
 from engine.inventory import AgentRecord, fold_agent
 from engine.packages import AgentFacts, PackageManifest, PackageRejected, evaluate_prerequisites
 from engine.planning import RolloutRequest, plan_rollout
@@ -42,6 +42,7 @@ from engine.upgrade_events import Step, UpgradeOptions
 from engine.upgrade_machine import CANCELLABLE_STATES
 from engine.versions import parse_version
 
+_FULL_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _BOOL = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
 OPTION_SETTINGS = ("extract-all", "delayed-start", "auto-start", "stop-snmp", "reboot")
@@ -198,9 +199,9 @@ class UpgradeService:
         stream = self.store.read_stream(SETTINGS_STREAM)
         self.append(SETTINGS_STREAM, len(stream), [SettingChanged(key=key, value=value)], actor=actor)
 
-    def options(self, overrides: OptionOverrides) -> UpgradeOptions:
-        """The upgrade options: each override, else the system default."""
-        settings = self.settings()
+    def options(self, overrides: OptionOverrides, settings: dict[str, str] | None = None) -> UpgradeOptions:
+        """The upgrade options: each override, else the system default (from ``settings`` if given)."""
+        settings = settings or self.settings()
         chosen = {name: getattr(overrides, name.replace("-", "_")) for name in OPTION_SETTINGS}
         return UpgradeOptions(**{name.replace("-", "_"): _BOOL[settings[name]] if value is None else value
                                  for name, value in chosen.items()})
@@ -214,6 +215,11 @@ class UpgradeService:
 
     def package(self, reference: str) -> PackageRecord:
         """A package by SHA-256 (or a unique prefix of at least 8 digits) or by file name."""
+        if _FULL_SHA256.match(reference):  # one stream to read, not every package
+            record = fold_packages(self.store.read_stream(package_stream_id(reference))).get(reference)
+            if record is None:
+                raise NotFound(f"unknown package {reference!r}")
+            return record
         matches = [p for p in self.packages()
                    if p.file_name == reference or (len(reference) >= 8 and p.sha256.startswith(reference))]
         if len(matches) != 1:
@@ -241,9 +247,8 @@ class UpgradeService:
 
     # -- rollouts -----------------------------------------------------------------------------
 
-    def select(self, selection: AgentSelection, *, actor: str) -> list[AgentRecord]:
+    def _select(self, selection: AgentSelection, inventory: list[AgentRecord], *, actor: str) -> list[AgentRecord]:
         """The agents a selection names; agents given by an unknown IP are added by asking them."""
-        inventory = self.agents()
         if selection.cluster is not None:
             if selection.names or selection.addresses:
                 raise InvalidInput("choose either a whole cluster or individual agents, not both")
@@ -274,10 +279,13 @@ class UpgradeService:
         policy = _policy(spec.failover_policy, allow_default=True)
         if policy is FailoverPolicy.DEFAULT:
             policy = FailoverPolicy(settings["failover-default-policy"])
-        agents = self.select(spec.selection, actor=actor)
-        self._refuse_busy(agents)
+        inventory = self.agents()
+        agents = self._select(spec.selection, inventory, actor=actor)
+        known = {a.name for a in inventory}
+        inventory += [a for a in agents if a.name not in known]  # agents just added by IP
+        self._refuse_busy(self.store.read_stream(CLAIMS_STREAM), [(a.name, a.cluster) for a in agents])
         request = RolloutRequest(package_sha256=record.sha256, manifest=record.manifest, agents=agents,
-                                 inventory=self.agents(), options=self.options(spec.overrides),
+                                 inventory=inventory, options=self.options(spec.overrides, settings),
                                  failover_policy=policy, upload_only=spec.upload_only,
                                  max_concurrent=spec.max_concurrent, max_errors=spec.max_errors,
                                  delayed_start_seconds=int(settings["delayed-start-seconds"]),
@@ -298,15 +306,16 @@ class UpgradeService:
             raise
         return planned
 
-    def _refuse_busy(self, agents: Sequence[AgentRecord]) -> None:
-        claims = active_claims(self.store.read_stream(CLAIMS_STREAM))
-        for claim in claims.values():
-            for agent in agents:
-                if agent.cluster is not None and agent.cluster in claim.clusters:
-                    raise Conflict(f"cluster {agent.cluster} already has an active rollout "
-                                   f"({claim.rollout_id})")
-                if agent.name in claim.agents:
-                    raise Conflict(f"agent {agent.name} is already in active rollout {claim.rollout_id}")
+    @staticmethod
+    def _refuse_busy(claims_stream: Iterable[RecordedEvent], members: Iterable[tuple[str, str | None]]) -> None:
+        """Refuse agents (name, cluster) that an active claim on the claims stream already holds."""
+        claims = active_claims(claims_stream).values()
+        for name, cluster in members:
+            for claim in claims:
+                if cluster is not None and cluster in claim.clusters:
+                    raise Conflict(f"cluster {cluster} already has an active rollout ({claim.rollout_id})")
+                if name in claim.agents:
+                    raise Conflict(f"agent {name} is already in active rollout {claim.rollout_id}")
 
     def _claim(self, planned: RolloutPlanned, *, actor: str) -> None:
         claim = RolloutClaimed(rollout_id=planned.rollout_id,
@@ -314,7 +323,7 @@ class UpgradeService:
                                agents=tuple(a.name for a in planned.agents))
         while True:
             stream = self.store.read_stream(CLAIMS_STREAM)
-            self._refuse_busy([self.agent(a.name) for a in planned.agents])
+            self._refuse_busy(stream, [(a.name, a.cluster) for a in planned.agents])
             try:
                 self.append(CLAIMS_STREAM, len(stream), [claim], actor=actor, correlation_id=planned.rollout_id)
                 return

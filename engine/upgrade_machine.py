@@ -12,7 +12,9 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from transitions import Machine, MachineError
+from transitions import Machine
+
+from engine.state_table import destination
 
 
 class UpgradeState(StrEnum):
@@ -30,7 +32,8 @@ class UpgradeState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({UpgradeState.COMPLETED, UpgradeState.CANCELLED})
-ACTIVE_STATES = frozenset(UpgradeState) - TERMINAL_STATES - {UpgradeState.FAILED}
+STOPPED_STATES = TERMINAL_STATES | {UpgradeState.FAILED}
+"""States in which an upgrade needs nothing more from an engine (a failed one waits for an operator)."""
 CANCELLABLE_STATES = (UpgradeState.SCHEDULED, UpgradeState.UPLOADED, UpgradeState.SNMP_STOPPED,
                       UpgradeState.FAILED)
 RESUMABLE_STATES = (UpgradeState.SCHEDULED, UpgradeState.UPLOADED, UpgradeState.SNMP_STOPPED,
@@ -100,19 +103,6 @@ _MACHINE = Machine(model=None, states=[s.value for s in UpgradeState], transitio
                    initial=UpgradeState.SCHEDULED.value, auto_transitions=False)
 
 
-def _run_machine(state: UpgradeState, trigger: str, flags: MachineFlags,
-                 resume_state: UpgradeState | None) -> UpgradeState | None:
-    model = _MachineModel(flags, resume_state)
-    _MACHINE.add_model(model, initial=state.value)
-    try:
-        moved = bool(getattr(model, "trigger")(trigger))  # noqa: B009 - bound by the machine
-    except (MachineError, AttributeError):
-        moved = False
-    finally:
-        _MACHINE.remove_model(model)
-    return UpgradeState(model.state) if moved else None
-
-
 Moves = dict[tuple[UpgradeState, str], UpgradeState]
 
 
@@ -122,9 +112,9 @@ def _moves(flags: MachineFlags, resume_state: UpgradeState | None) -> Moves:
     moves = {}
     for state in UpgradeState:
         for trigger in TRIGGERS:
-            dest = _run_machine(state, trigger, flags, resume_state)
+            dest = destination(_MACHINE, _MachineModel(flags, resume_state), state.value, trigger)
             if dest is not None:
-                moves[(state, trigger)] = dest
+                moves[(state, trigger)] = UpgradeState(dest)
     return moves
 
 
@@ -132,9 +122,3 @@ def next_state(state: UpgradeState, trigger: str, flags: MachineFlags,
                resume_state: UpgradeState | None = None) -> UpgradeState | None:
     """The state ``trigger`` leads to from ``state`` under these options, or None if it is not allowed."""
     return _moves(flags, resume_state).get((state, trigger))
-
-
-def allowed_triggers(state: UpgradeState, flags: MachineFlags,
-                     resume_state: UpgradeState | None = None) -> list[str]:
-    """Every trigger the table allows from ``state`` under these options."""
-    return [t for t in TRIGGERS if next_state(state, t, flags, resume_state) is not None]

@@ -7,16 +7,14 @@ from typing import Annotated
 
 import typer
 import uvicorn
-from rich.console import Console
 
 from adapters.agent_sim import create_agent_app, parse_fail
+from adapters.cli.context import out
 from adapters.cli.errors import reports_errors
 from adapters.settings import Settings
 from adapters.simulated_gateway import DEFAULT_VERSION, SimulatedAgent
 from engine.errors import InvalidInput
 from engine.versions import parse_version
-
-out = Console(highlight=False, soft_wrap=True)
 
 
 @reports_errors

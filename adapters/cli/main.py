@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from adapters.cli import agent_sim_cmd, agents, audit, history, packages, progress_cmd, serve_cmd, settings_cmd, upgrade
+from adapters.cli.context import out
 from adapters.cli.errors import fail, reports_errors
 from adapters.diagram import mermaid_diagram
 from adapters.settings import Settings
@@ -33,7 +33,6 @@ app.command("serve")(serve_cmd.serve)
 app.command("recover")(serve_cmd.recover)
 app.command("agent-sim")(agent_sim_cmd.agent_sim)
 
-out = Console(highlight=False, soft_wrap=True)
 
 
 @app.callback()

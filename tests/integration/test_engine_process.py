@@ -52,13 +52,6 @@ WIDE = {"COLUMNS": "400"}
 
 
 @pytest.fixture
-def harness(db_url: str, clock: FakeClock, tmp_path: Path) -> Iterator[RolloutHarness]:
-    h = RolloutHarness(db_url, clock, tmp_path)
-    yield h
-    h.close()
-
-
-@pytest.fixture
 def paused_scheduler() -> Iterator[BackgroundScheduler]:
     """A real scheduler that never fires: started paused, so its jobs can be looked at."""
     scheduler = BackgroundScheduler(timezone="UTC")

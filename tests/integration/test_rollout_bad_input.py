@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -13,7 +12,6 @@ from engine.errors import AgentUnreachable, Conflict, InvalidInput, InvalidTrans
 from engine.packages import CheckName, Comparison, PackageRejected, PrerequisiteCheck
 from engine.rollout import RolloutState
 from engine.service import AgentSelection, RolloutSpec
-from tests.conftest import FakeClock
 from tests.integration.rollout_harness import ACTOR, AgentSpec, RolloutHarness
 
 NEWER = "10.4.10.0-14900"
@@ -22,24 +20,8 @@ LONE = (AgentSpec("lone-1", "10.0.1.1", cluster=None), AgentSpec("lone-2", "10.0
 
 
 @pytest.fixture
-def harness(db_url: str, clock: FakeClock, tmp_path: Path) -> Iterator[RolloutHarness]:
-    h = RolloutHarness(db_url, clock, tmp_path, extra_agents=LONE)
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def make_harness(db_url: str, clock: FakeClock, tmp_path: Path) -> Iterator[Callable[..., RolloutHarness]]:
-    built: list[RolloutHarness] = []
-
-    def make(**options: object) -> RolloutHarness:
-        h = RolloutHarness(db_url, clock, tmp_path, **options)  # type: ignore[arg-type]
-        built.append(h)
-        return h
-
-    yield make
-    for h in built:
-        h.close()
+def harness(make_harness: Callable[..., RolloutHarness]) -> RolloutHarness:
+    return make_harness(extra_agents=LONE)
 
 
 def refused(h: RolloutHarness, error: type[Exception], match: str, attempt: Callable[[], object]) -> None:

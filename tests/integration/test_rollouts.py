@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +22,6 @@ from engine.upgrade_events import (
     StepSucceeded,
 )
 from engine.upgrade_machine import UpgradeState
-from tests.conftest import FakeClock
 from tests.integration.rollout_harness import (
     ACTOR,
     BACKUP,
@@ -38,28 +36,6 @@ from tests.integration.rollout_harness import (
 S = Step
 FULL = [S.UPLOAD, S.STOP_SNMP, S.INSTALL, S.START]
 BACKUP_THEN_SWITCH = [S.UPLOAD, S.STOP_SNMP, S.INSTALL, S.SWITCH_OVER, S.START]
-
-
-@pytest.fixture
-def harness(db_url: str, clock: FakeClock, tmp_path: Path) -> Iterator[RolloutHarness]:
-    h = RolloutHarness(db_url, clock, tmp_path)
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def make_harness(db_url: str, clock: FakeClock, tmp_path: Path) -> Iterator[Callable[..., RolloutHarness]]:
-    """For tests that need gateway hooks (step durations and a sleeper) when the harness is built."""
-    built: list[RolloutHarness] = []
-
-    def make(**options: object) -> RolloutHarness:
-        h = RolloutHarness(db_url, clock, tmp_path, **options)  # type: ignore[arg-type]
-        built.append(h)
-        return h
-
-    yield make
-    for h in built:
-        h.close()
 
 
 def _intervals(h: RolloutHarness) -> dict[str, tuple[int, int]]:
