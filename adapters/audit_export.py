@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import stat
@@ -159,37 +160,37 @@ def _fields(record: StoredRecord, payload: Any) -> dict[str, Any]:
     }
 
 
-def write_jsonl(records: Iterable[StoredRecord], stream: TextIO) -> ExportSummary:
-    """Write each record as one JSON object per line, then the anchor line; return the summary."""
-    summary = ExportSummary()
+def export_lines(records: Iterable[StoredRecord], export_format: ExportFormat,
+                 summary: ExportSummary) -> Iterator[str]:
+    """The export as lines of text, one record at a time, ending with the anchor; counts into ``summary``."""
+    if export_format is ExportFormat.CSV:
+        yield _csv_line(FIELDS)
+        for record in records:
+            row = _fields(record, record.payload)
+            yield _csv_line(["" if row[name] is None else row[name] for name in FIELDS])
+            summary.count(record)
+        yield f"# anchor {summary.anchor or 'none'} exported {summary.exported}\n"
+        return
     for record in records:
-        stream.write(json.dumps(export_row(record), ensure_ascii=False) + "\n")
+        yield json.dumps(export_row(record), ensure_ascii=False) + "\n"
         summary.count(record)
-    stream.write(json.dumps({"anchor": summary.anchor, "exported": summary.exported}) + "\n")
-    return summary
+    yield json.dumps({"anchor": summary.anchor, "exported": summary.exported}) + "\n"
 
 
-def write_csv(records: Iterable[StoredRecord], stream: TextIO) -> ExportSummary:
-    """Write a header, one CSV row per record, then the ``# anchor`` comment line; return the summary."""
-    summary = ExportSummary()
-    writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(FIELDS)
-    for record in records:
-        row = _fields(record, record.payload)
-        writer.writerow(["" if row[name] is None else row[name] for name in FIELDS])
-        summary.count(record)
-    stream.write(f"# anchor {summary.anchor or 'none'} exported {summary.exported}\n")
-    return summary
+def _csv_line(values: Iterable[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
 
 
 def export_records(records: Iterable[StoredRecord], stream: TextIO, export_format: ExportFormat,
                    selection: Selection | None = None) -> ExportSummary:
     """Write the records ``selection`` matches to ``stream`` in ``export_format``, one at a time."""
     chosen = selection or Selection()
-    matching = (record for record in records if chosen.matches(record))
-    if export_format is ExportFormat.CSV:
-        return write_csv(matching, stream)
-    return write_jsonl(matching, stream)
+    summary = ExportSummary()
+    for line in export_lines((record for record in records if chosen.matches(record)), export_format, summary):
+        stream.write(line)
+    return summary
 
 
 def position_range(store: EventStore, selection: Selection) -> tuple[int, int] | None:

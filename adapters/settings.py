@@ -25,8 +25,18 @@ class Settings(BaseSettings):
     agent_gateway: Literal["simulated", "http"] = "simulated"
     """How the engine reaches agents: ``http`` speaks docs/agent-protocol.md to ``host:port`` addresses;
     ``simulated`` drives a simulation of the inventory."""
+    api_tokens_file: Path | None = None
+    """The API's hashed bearer tokens (default ``<data dir>/api-tokens.json``)."""
+    ready_max_lag_events: int = 1000
+    """Readiness is false while a projection is further behind the head than this."""
+    max_upload_bytes: int = 2 * 1024**3
+    """The largest package the API accepts (413 beyond it)."""
 
     @property
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file in the data directory."""
         return self.database_url or f"sqlite:///{self.data_dir / 'dma-upgrade.db'}"
+
+    @property
+    def resolved_tokens_file(self) -> Path:
+        return self.api_tokens_file or self.data_dir / "api-tokens.json"

@@ -167,6 +167,15 @@ class UpgradeService:
         return self.register_agent(name=identity.name, address=address, version=identity.version,
                                    cluster=identity.cluster, facts=identity.facts, actor=actor)
 
+    def report_facts(self, name: str, facts: AgentFacts, *, actor: str) -> AgentRecord:
+        """Record what an agent now reports about itself; its version changes only through upgrades."""
+        record = self.agent(name)
+        if facts.version != record.version:
+            raise InvalidInput(f"agent {name} runs {record.version}; facts for {facts.version} do not apply "
+                               f"(versions change only through upgrades)")
+        self.append(agent_stream_id(name), record.stream_version, [AgentFactsReported(facts=facts)], actor=actor)
+        return self.agent(name)
+
     def start_agent_manually(self, name: str, *, actor: str) -> AgentRecord:
         """Start the DataMiner of an agent an upgrade left stopped (Auto Start off)."""
         record = self.agent(name)

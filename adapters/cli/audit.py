@@ -12,6 +12,7 @@ from typing import Annotated, TextIO
 
 import typer
 
+from adapters.audit_check import check_audit
 from adapters.audit_export import (
     ExportFormat,
     Selection,
@@ -21,10 +22,9 @@ from adapters.audit_export import (
     parse_time,
     select_records,
 )
-from adapters.bootstrap import Container, bootstrap
+from adapters.bootstrap import bootstrap
 from adapters.cli.context import out
 from adapters.cli.errors import fail, reports_errors, stderr
-from engine.hashchain import verify_chain
 
 app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
 
@@ -38,32 +38,12 @@ def audit_verify(ctx: typer.Context,
     """Walk the SHA-256 hash chain over every event; exit 1 at the first break."""
     container = bootstrap(ctx.obj)
     try:
-        expected = _parse_anchor(anchor) if anchor else None
-        verdict = verify_chain(container.store.read_records(page_size=5000))
-        if not verdict.ok:
-            raise fail(f"hash chain broken at position {verdict.broken_at}: {verdict.reason} "
-                       f"({verdict.verified} events verified before it)", 1)
-        if expected is not None:
-            _check_anchor(container, *expected)
-        out.print(f"verified {verdict.verified} events: hash chain intact"
-                  + (f", head {verdict.last_hash}@{verdict.last_position}" if verdict.verified else ""))
+        report = check_audit(container.store, anchor)
     finally:
         container.close()
-
-
-def _parse_anchor(anchor: str) -> tuple[str, int]:
-    digest, _, position = anchor.partition("@")
-    if len(digest) != 64 or not position.isdigit() or any(c not in "0123456789abcdef" for c in digest):
-        raise fail(f"--anchor must be HASH@POSITION (64 hex digits, a position), got {anchor!r}", 2)
-    return digest, int(position)
-
-
-def _check_anchor(container: Container, digest: str, position: int) -> None:
-    record = next(container.store.read_records(after=position - 1, page_size=1), None)
-    if record is None or record.position != position:
-        raise fail(f"anchor position {position} is no longer in the log", 1)
-    if record.hash != digest:
-        raise fail(f"anchor mismatch at position {position}: the log holds {record.hash}", 1)
+    if not report.ok:
+        raise fail(report.problem, 1)
+    out.print(report.summary)
 
 
 @app.command("export")

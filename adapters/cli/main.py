@@ -9,7 +9,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from adapters.cli import agent_sim_cmd, agents, audit, history, packages, progress_cmd, serve_cmd, settings_cmd, upgrade
+from adapters.cli import (
+    agent_sim_cmd,
+    agents,
+    audit,
+    history,
+    packages,
+    progress_cmd,
+    serve_cmd,
+    settings_cmd,
+    tokens_cmd,
+    upgrade,
+)
 from adapters.cli.context import out
 from adapters.cli.errors import fail, reports_errors
 from adapters.diagram import mermaid_diagram
@@ -29,6 +40,7 @@ app.add_typer(settings_cmd.app, name="settings")
 app.add_typer(progress_cmd.projections_app, name="projections")
 app.command("progress")(progress_cmd.progress)
 app.add_typer(history.app, name="history")
+app.add_typer(tokens_cmd.app, name="tokens")
 app.command("serve")(serve_cmd.serve)
 app.command("recover")(serve_cmd.recover)
 app.command("agent-sim")(agent_sim_cmd.agent_sim)

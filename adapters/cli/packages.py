@@ -10,7 +10,8 @@ from rich.table import Table
 
 from adapters.cli.context import actor, out, session
 from adapters.cli.errors import reports_errors
-from adapters.package_archive import build_package, inspect_package
+from adapters.package_archive import build_package
+from adapters.package_upload import upload_package
 from engine.packages import CheckName, Comparison, PackageKind, PackageManifest, PrerequisiteCheck
 from engine.versions import parse_version
 
@@ -37,17 +38,10 @@ def build(version: Annotated[str, typer.Option(help="full version with build, e.
 @reports_errors
 def upload(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="the .dmupgrade file")]) -> None:
     """Validate a package, store it by SHA-256 and record the upload."""
-    inspected = inspect_package(file)
     with session(ctx) as s:
-        stored = s.packages.put(file, inspected.sha256)
-        try:
-            record = s.service.record_upload(sha256=inspected.sha256, file_name=file.name, size=inspected.size,
-                                             manifest=inspected.manifest, actor=actor())
-        except Exception:
-            if not any(p.sha256 == inspected.sha256 for p in s.service.packages()):
-                s.packages.discard(inspected.sha256)
-            raise
-    out.print(f"uploaded {record.file_name} as {record.sha256[:12]} ({record.size} bytes) to {stored.parent}")
+        record = upload_package(s.service, s.packages, file, actor=actor())
+        folder = s.packages.root
+    out.print(f"uploaded {record.file_name} as {record.sha256[:12]} ({record.size} bytes) to {folder}")
 
 
 @app.command("list")

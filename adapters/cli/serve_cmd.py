@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from typing import Annotated
@@ -9,27 +10,61 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from adapters.api.app import create_app
+from adapters.api.auth import TokenFile
+from adapters.api.context import ApiContext
+from adapters.api.server import ApiServer
 from adapters.cli.context import RealWaiter, gateway_for, out, session
 from adapters.cli.errors import reports_errors
 from adapters.engine_process import EngineProcess, ProjectionIndex, planned_resumptions
+from adapters.sql.projection_runner import ProjectionRunner
 
 
 @reports_errors
 def serve(ctx: typer.Context,
-          poll_seconds: Annotated[float, typer.Option(help="how often to look for new work")] = 1.0) -> None:
-    """Run the engine: resume every unfinished rollout, start new ones, fire scheduled starts."""
+          poll_seconds: Annotated[float, typer.Option(help="how often to look for new work")] = 1.0,
+          host: Annotated[str, typer.Option(help="address the API listens on")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="port of the API, /metrics and the progress page")] = 8600,
+          api: Annotated[bool, typer.Option("--api/--no-api", help="serve the HTTP API")] = True,
+          ) -> None:
+    """Run the engine (resume unfinished rollouts, start new ones, fire scheduled starts) and the API."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with session(ctx) as s:
-        gateway = gateway_for(s.container.settings, s.service)
+        settings = s.container.settings
+        gateway = gateway_for(settings, s.service)
         s.service.gateway = gateway
         for rollout, resumptions in planned_resumptions(s.service):
             out.print(f"resuming rollout {rollout.plan.rollout_id} ({rollout.state.value}, "
                       f"{len(resumptions)} unfinished agents)")
-        out.print(f"engine serving {s.container.settings.resolved_database_url.split('@')[-1]}; Ctrl-C stops it")
+        server = None
+        if api:
+            tokens = TokenFile(settings.resolved_tokens_file)
+            if not tokens.principals():
+                out.print(f"[yellow]warning: no API tokens in {tokens.path}: every route but /metrics, /healthz "
+                          f"and /readyz answers 401; add one with `dma-upgrade tokens add NAME --role ROLE`[/]")
+            context = ApiContext(s.container, s.service, s.packages, tokens)
+            server = ApiServer(create_app(context), host=host, port=port)
+            server.start()
+            out.print(f"API, metrics and progress page on {server.url}")
+        out.print(f"engine serving {settings.resolved_database_url.split('@')[-1]}; Ctrl-C stops it")
+        follower = threading.Thread(target=_follow_projections, args=(s.container.projections, stop, poll_seconds),
+                                    name="projections", daemon=True)
+        follower.start()
         index = ProjectionIndex(s.container.projections, s.container.engine)
-        EngineProcess(s.service, gateway, RealWaiter(), poll_seconds=poll_seconds, index=index).serve(stop)
+        try:
+            EngineProcess(s.service, gateway, RealWaiter(), poll_seconds=poll_seconds, index=index).serve(stop)
+        finally:
+            if server is not None:
+                server.stop()
+
+
+def _follow_projections(projections: ProjectionRunner, stop: threading.Event, poll_seconds: float) -> None:
+    """Keep every projection caught up, so the page, readiness and metrics stay current."""
+    while not stop.wait(poll_seconds):
+        with contextlib.suppress(Exception):  # a stopped projection reports itself in status and readiness
+            projections.catch_up()
 
 
 @reports_errors

@@ -1,0 +1,29 @@
+"""The HTTP API of ``dma-upgrade serve``: FastAPI, OpenAPI at ``/openapi.json``, bearer tokens with roles."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from adapters.api.context import ApiContext
+from adapters.api.errors import install_error_handlers
+from adapters.api.routes import admin, agents, health, packages, progress, rollouts
+
+
+def create_app(context: ApiContext, registry: CollectorRegistry | None = None) -> FastAPI:
+    """The API on one process's services; ``registry`` is served at ``/metrics`` (open, no token)."""
+    app = FastAPI(title="dma-upgrade", version="1",
+                  description="Upgrade DataMiner Agents with a full audit trail, crash recovery and metrics. "
+                              "Every route but /metrics, /healthz, /readyz and the page needs a bearer token.")
+    app.state.api = context
+    install_error_handlers(app)
+    for module in (agents, packages, rollouts, progress, admin, health):
+        app.include_router(module.router)
+    if registry is not None:
+        @app.get("/metrics", tags=["health"], response_class=Response,
+                 responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+        def metrics() -> Response:
+            """Prometheus metrics of this process and of the fleet (open, no token)."""
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return app

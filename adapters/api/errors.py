@@ -1,0 +1,96 @@
+"""How errors reach an API client: a status code from one table and a JSON body naming the problem.
+
+    status  error              raised for
+    401     unauthorized       no bearer token, or one that is not configured
+    403     forbidden          a token whose role may not do this (viewer < operator < admin)
+    404     not_found          an unknown agent, cluster, package, rollout, projection or token
+    409     conflict           a reused package, a busy cluster, an agent in two rollouts, a stale write
+    409     illegal_transition a command the state machine does not allow now (pause a finished rollout)
+    413     too_large          an upload over the configured limit
+    422     invalid_input      a malformed version, option, time, anchor or package (hostile archive too)
+    503     unavailable        the database cannot be reached or has no schema
+    500     store_error        a stored event that cannot be read (a broken store, never bad input)
+
+Nothing is appended when any of these is returned: every command checks before it appends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from adapters.api.models import ErrorOut
+from engine.errors import (
+    ConcurrencyConflict,
+    Conflict,
+    DmaUpgradeError,
+    EventStoreError,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    SchemaNotMigrated,
+    StoreUnavailable,
+)
+
+
+class PayloadTooLarge(InvalidInput):
+    """A request body over the configured limit."""
+
+
+STATUS_CODES: list[tuple[type[DmaUpgradeError], int, str]] = [
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
+    (ConcurrencyConflict, 409, "conflict"),
+    (InvalidTransition, 409, "illegal_transition"),
+    (PayloadTooLarge, 413, "too_large"),
+    (InvalidInput, 422, "invalid_input"),
+    (StoreUnavailable, 503, "unavailable"),
+    (SchemaNotMigrated, 503, "unavailable"),
+    (EventStoreError, 500, "store_error"),
+    (DmaUpgradeError, 422, "invalid_input"),
+]
+"""First match wins."""
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorOut, "description": kind} for _, status, kind in STATUS_CODES if status != 500
+}
+"""The documented error responses of every route (for the OpenAPI schema)."""
+
+
+def status_for(error: DmaUpgradeError) -> tuple[int, str]:
+    return next((status, kind) for cls, status, kind in STATUS_CODES if isinstance(error, cls))
+
+
+def error_response(status: int, kind: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(ErrorOut(error=kind, detail=detail).model_dump(), status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map the product's errors, and an unreachable database, to the table above."""
+
+    async def product_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, DmaUpgradeError)
+        status, kind = status_for(error)
+        return error_response(status, kind, str(error))
+
+    async def database_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, sa.exc.OperationalError)
+        reason = str(error.orig or error).strip().splitlines()[0]
+        return error_response(503, "unavailable", f"database error: {reason}")
+
+    async def http_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        kind = _HTTP_KINDS.get(error.status_code, "error")
+        return error_response(error.status_code, kind, str(error.detail), headers=error.headers)
+
+    app.add_exception_handler(DmaUpgradeError, product_error)
+    app.add_exception_handler(sa.exc.OperationalError, database_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+_HTTP_KINDS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+               413: "too_large", 415: "unsupported_media_type"}

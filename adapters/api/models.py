@@ -1,0 +1,301 @@
+"""The API's request and response bodies: kept apart from the engine's events, converted at the edge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.agent_events import FailoverRole
+from engine.inventory import AgentRecord
+from engine.packages import AgentFacts
+from engine.records import PackageRecord
+from engine.rollout import Rollout
+from engine.rollout_events import RolloutPlanned
+from projections.tables import Row
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorOut(ApiModel):
+    """Every 4xx/5xx the product raises on purpose: which kind of problem, and a one-line message."""
+
+    error: str = Field(description="the kind of problem, e.g. not_found, conflict, invalid_input")
+    detail: str
+
+
+class FactsModel(ApiModel):
+    """What an agent reports about itself, as prerequisite checks see it."""
+
+    version: str = Field(max_length=100)
+    os: str = Field(default="Windows Server 2022", max_length=200)
+    components: list[str] = Field(default_factory=lambda: ["dotnet-8", "aspnetcore-8"], max_length=200)
+    database: str = Field(default="opensearch", max_length=100)
+    nats_running: bool = True
+    ports_reachable: bool = True
+    legacy_features: list[str] = Field(default_factory=list, max_length=200)
+    snmp_agent_port: int = Field(default=161, ge=1, le=65535)
+    windows_snmp_port: int = Field(default=161, ge=1, le=65535)
+
+    def to_engine(self) -> AgentFacts:
+        return AgentFacts(**{**self.model_dump(), "components": frozenset(self.components)})
+
+    @classmethod
+    def of(cls, facts: AgentFacts) -> FactsModel:
+        return cls(**{**facts.model_dump(), "components": sorted(facts.components)})
+
+
+class AgentIn(ApiModel):
+    """An agent to register; its facts default to a healthy agent on ``version``."""
+
+    name: str = Field(max_length=100)
+    address: str = Field(max_length=255)
+    version: str = Field(max_length=100)
+    cluster: str | None = Field(default=None, max_length=100)
+    dataminer_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    failover_partner: str | None = Field(default=None, max_length=100)
+    failover_role: FailoverRole | None = None
+    facts: FactsModel | None = None
+
+
+class AgentByAddressIn(ApiModel):
+    """An agent to add by its IP address (or host name): it is asked who it is."""
+
+    address: str = Field(max_length=255)
+
+
+class AgentOut(ApiModel):
+    name: str
+    address: str
+    cluster: str | None
+    version: str
+    dataminer_id: int | None
+    failover_partner: str | None
+    failover_role: FailoverRole | None
+    needs_manual_start: bool
+    version_history: list[str]
+    facts: FactsModel | None
+
+    @classmethod
+    def of(cls, record: AgentRecord) -> AgentOut:
+        return cls(name=record.name, address=record.address, cluster=record.cluster, version=record.version,
+                   dataminer_id=record.dataminer_id, failover_partner=record.failover_partner,
+                   failover_role=record.failover_role, needs_manual_start=record.stopped_by_upgrade is not None,
+                   version_history=list(record.version_history),
+                   facts=FactsModel.of(record.facts) if record.facts is not None else None)
+
+
+class PackageOut(ApiModel):
+    sha256: str
+    file_name: str
+    size: int
+    version: str
+    build: int
+    cu: int | None
+    kind: str
+    uploaded_at: datetime
+    uploaded_by: str
+    status: str
+    used_by: str | None
+
+    @classmethod
+    def of(cls, record: PackageRecord) -> PackageOut:
+        manifest = record.manifest
+        return cls(sha256=record.sha256, file_name=record.file_name, size=record.size, version=manifest.version,
+                   build=manifest.build, cu=manifest.cu, kind=manifest.kind.value, uploaded_at=record.uploaded_at,
+                   uploaded_by=record.uploaded_by, status=record.status,
+                   used_by=str(record.used_by) if record.used_by else None)
+
+
+class PackageRolloutOut(ApiModel):
+    rollout_id: str
+    upload_only: bool
+    outcome: str
+
+
+class PackageHistoryOut(ApiModel):
+    """One package ever uploaded, from the package history projection."""
+
+    sha256: str
+    file_name: str
+    version: str
+    cu: int | None
+    kind: str
+    size: int
+    uploaded_by: str
+    uploaded_at: datetime
+    status: str
+    rollouts: list[PackageRolloutOut]
+
+    @classmethod
+    def of(cls, row: Row) -> PackageHistoryOut:
+        return cls(**{**row, "rollouts": row["rollouts"] or []})
+
+
+class VersionHistoryOut(ApiModel):
+    """One line of an agent's VersionHistory.txt."""
+
+    recorded_at: datetime
+    version: str
+
+
+class RolloutIn(ApiModel):
+    """What an operator asks of a rollout: a package, agents, options (None keeps the system default)."""
+
+    package: str = Field(max_length=300, description="SHA-256 (or 8+ leading digits) or file name")
+    cluster: str | None = Field(default=None, max_length=100, description="upgrade every agent of this cluster")
+    agents: list[str] = Field(default_factory=list, max_length=10_000)
+    addresses: list[str] = Field(default_factory=list, max_length=10_000)
+    extract_all: bool | None = None
+    delayed_start: bool | None = None
+    auto_start: bool | None = None
+    stop_snmp: bool | None = None
+    reboot: bool | None = None
+    failover_policy: Literal["default", "simultaneous", "backup-first", "backup-first-switch-back"] = "default"
+    upload_only: bool = False
+    max_concurrent: str | None = Field(default=None, max_length=20, description="N or P%")
+    max_errors: str | None = Field(default=None, max_length=20, description="N or P%")
+    start_at: datetime | None = Field(default=None, description="start then (UTC when no zone); past = now")
+
+
+class PlannedAgentOut(ApiModel):
+    name: str
+    cluster: str | None
+    current_version: str
+    failover_role: FailoverRole | None
+    steps: list[str]
+    after: list[str]
+
+
+class PlanOut(ApiModel):
+    """A rollout's plan: who, in which order, visiting which states, and the warnings."""
+
+    rollout_id: str
+    started: bool
+    package_sha256: str
+    package_version: str
+    failover_policy: str
+    max_concurrent: int
+    max_errors: int
+    options: dict[str, bool]
+    upload_only: bool
+    start_at: datetime | None
+    agents: list[PlannedAgentOut]
+    warnings: list[str]
+    notes: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, planned: RolloutPlanned, *, started: bool, notes: list[str]) -> PlanOut:
+        return cls(rollout_id=str(planned.rollout_id), started=started, package_sha256=planned.package_sha256,
+                   package_version=planned.package_version, failover_policy=planned.failover_policy.value,
+                   max_concurrent=planned.max_concurrent, max_errors=planned.max_errors,
+                   options=planned.options.model_dump(), upload_only=planned.upload_only,
+                   start_at=planned.start_at, warnings=list(planned.warnings), notes=notes,
+                   agents=[PlannedAgentOut(name=a.name, cluster=a.cluster, current_version=a.current_version,
+                                           failover_role=a.failover_role, steps=[s.value for s in a.plan.steps],
+                                           after=list(a.after)) for a in planned.agents])
+
+
+class RolloutStateOut(ApiModel):
+    """A rollout's state after a command."""
+
+    rollout_id: str
+    state: str
+    end_reason: str | None
+
+    @classmethod
+    def of(cls, rollout: Rollout) -> RolloutStateOut:
+        return cls(rollout_id=str(rollout.plan.rollout_id), state=rollout.state.value,
+                   end_reason=rollout.end_reason or None)
+
+
+class AgentProgressOut(ApiModel):
+    """One agent's upgrade in the Progress tab."""
+
+    upgrade_id: str
+    rollout_id: str
+    agent: str
+    plan_order: int
+    failover_role: str | None
+    state: str
+    step: str | None
+    phase: str | None
+    steps_done: int
+    steps_planned: int
+    attempts: int
+    retries: int
+    started_at: datetime | None
+    ended_at: datetime | None
+    state_since: datetime | None
+    durations: dict[str, float] | None
+    last_error: str | None
+    manual_start_needed: bool
+    version_from: str | None
+    version_after: str | None
+    waiting_until: datetime | None
+    last_position: int
+    resumes: int
+
+
+class RolloutProgressOut(ApiModel):
+    """One rollout in the Progress tab: totals, then a row per agent."""
+
+    rollout_id: str
+    package_version: str
+    failover_policy: str
+    state: str
+    upload_only: bool
+    agents_total: int
+    waiting: int
+    in_flight: int
+    completed: int
+    failed: int
+    cancelled: int
+    warnings: list[str] | None
+    planned_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    end_reason: str | None
+    planned_by: str
+    last_position: int
+    agents: list[AgentProgressOut]
+
+    @classmethod
+    def of(cls, rollout: Row, agents: list[Row]) -> RolloutProgressOut:
+        ordered = sorted(agents, key=lambda a: a["plan_order"])
+        return cls(**rollout, agents=[AgentProgressOut(**a) for a in ordered])
+
+
+class SettingIn(ApiModel):
+    value: str = Field(max_length=100)
+
+
+class AuditVerifyOut(ApiModel):
+    """The verdict on the hash chain (and on an anchor, when one was given)."""
+
+    ok: bool
+    verified: int
+    head: str | None = Field(description="HASH@POSITION of the last verified event")
+    broken_at: int | None
+    problem: str | None
+
+
+class ProjectionStatusOut(ApiModel):
+    name: str
+    position: int
+    head: int
+    lag_events: int
+    lag_seconds: float
+    error: str | None
+    error_position: int | None
+
+
+class ReadinessOut(ApiModel):
+    ready: bool
+    database: bool
+    reasons: list[str]
+    projections: list[ProjectionStatusOut]
+

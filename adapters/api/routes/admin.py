@@ -1,0 +1,81 @@
+"""``/api/v1/settings``, ``/api/v1/audit`` and ``/api/v1/projections``: system defaults and the audit trail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from adapters.api.context import Admin, Context, Viewer
+from adapters.api.errors import ERROR_RESPONSES
+from adapters.api.models import AuditVerifyOut, ProjectionStatusOut, SettingIn
+from adapters.audit_check import check_audit
+from adapters.audit_export import ExportFormat, ExportSummary, Selection, export_lines, select_records
+
+router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
+
+
+@router.get("/settings", tags=["settings"])
+def list_settings(context: Context, _: Viewer) -> dict[str, str]:
+    """Every system setting (upgrade option defaults, default failover policy) with its value."""
+    return context.service.settings()
+
+
+@router.put("/settings/{key}", tags=["settings"])
+def set_setting(key: str, body: SettingIn, context: Context, caller: Admin) -> dict[str, str]:
+    """Change one setting (an event); returns every setting."""
+    context.service.set_setting(key, body.value, actor=caller.name)
+    return context.service.settings()
+
+
+@router.get("/audit/verify", tags=["audit"])
+def verify(context: Context, _: Viewer,
+           anchor: Annotated[str | None, Query(max_length=200, description="HASH@POSITION to check")] = None,
+           ) -> AuditVerifyOut:
+    """Walk the SHA-256 hash chain over every event (and check an anchor from an earlier export)."""
+    report = check_audit(context.container.store, anchor)
+    chain = report.chain
+    return AuditVerifyOut(ok=report.ok, verified=chain.verified, broken_at=chain.broken_at,
+                          head=f"{chain.last_hash}@{chain.last_position}" if chain.verified else None,
+                          problem=report.problem or None)
+
+
+_MEDIA = {ExportFormat.JSONL: "application/x-ndjson", ExportFormat.CSV: "text/csv"}
+
+
+@router.get("/audit/export", tags=["audit"], response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}},
+                             "description": "every selected event, then the anchor line"}})
+def export(context: Context, _: Viewer,
+           export_format: Annotated[Literal["jsonl", "csv"], Query(alias="format")] = "jsonl",
+           start: Annotated[datetime | None, Query(alias="from", description="recorded at or after")] = None,
+           end: Annotated[datetime | None, Query(alias="to", description="recorded before")] = None,
+           rollout: Annotated[UUID | None, Query(description="one rollout's events")] = None,
+           ) -> StreamingResponse:
+    """Download the audit trail, streamed page by page, ending with the anchor of the last event."""
+    selection = Selection(start=_utc(start), end=_utc(end), rollout=rollout)
+    fmt = ExportFormat.parse(export_format)
+    records = select_records(context.container.store, selection)
+
+    def lines() -> Iterator[bytes]:
+        for line in export_lines(records, fmt, ExportSummary()):
+            yield line.encode("utf-8")
+
+    extension = "jsonl" if fmt is ExportFormat.JSONL else "csv"
+    return StreamingResponse(lines(), media_type=_MEDIA[fmt],
+                             headers={"Content-Disposition": f'attachment; filename="audit.{extension}"'})
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+@router.get("/projections", tags=["projections"])
+def projections(context: Context, _: Viewer) -> list[ProjectionStatusOut]:
+    """Each projection's checkpoint and how far behind the head it is."""
+    return [ProjectionStatusOut(**asdict(status)) for status in context.container.projections.status()]

@@ -1,0 +1,75 @@
+"""``/api/v1/agents``: the inventory."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from adapters.api.context import Context, Operator, Viewer
+from adapters.api.errors import ERROR_RESPONSES
+from adapters.api.models import AgentByAddressIn, AgentIn, AgentOut, FactsModel, VersionHistoryOut
+from adapters.sql.projection_runner import read_rows
+from engine.errors import NotFound
+from projections.package_history import VERSION_HISTORY
+
+router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RESPONSES)
+
+
+@router.get("")
+def list_agents(context: Context, _: Viewer) -> list[AgentOut]:
+    """Every registered agent with its version, failover pair and facts."""
+    return [AgentOut.of(a) for a in context.service.agents()]
+
+
+@router.post("", status_code=201)
+def add_agent(body: AgentIn, context: Context, caller: Operator) -> AgentOut:
+    """Register an agent with the facts its prerequisite checks are judged on."""
+    facts = (body.facts or FactsModel(version=body.version)).to_engine()
+    record = context.service.register_agent(
+        name=body.name, address=body.address, version=body.version, cluster=body.cluster,
+        dataminer_id=body.dataminer_id, failover_partner=body.failover_partner, failover_role=body.failover_role,
+        facts=facts, actor=caller.name)
+    return AgentOut.of(record)
+
+
+@router.post("/by-address", status_code=201)
+def add_agent_by_address(body: AgentByAddressIn, context: Context, caller: Operator) -> AgentOut:
+    """Add the agent at an IP address, asking it who it is (an agent known already is returned as is)."""
+    return AgentOut.of(context.service.add_agent_by_ip(body.address.strip(), actor=caller.name))
+
+
+@router.get("/{name}")
+def get_agent(name: str, context: Context, _: Viewer) -> AgentOut:
+    """One agent."""
+    return AgentOut.of(context.service.agent(name))
+
+
+@router.get("/{name}/facts")
+def get_facts(name: str, context: Context, _: Viewer) -> FactsModel:
+    """What the agent last reported about itself."""
+    record = context.service.agent(name)
+    if record.facts is None:
+        raise NotFound(f"agent {name!r} has reported no facts")
+    return FactsModel.of(record.facts)
+
+
+@router.put("/{name}/facts")
+def report_facts(name: str, body: FactsModel, context: Context, caller: Operator) -> AgentOut:
+    """Record new facts for an agent (an event), e.g. after a component was installed."""
+    return AgentOut.of(context.service.report_facts(name, body.to_engine(), actor=caller.name))
+
+
+@router.post("/{name}/start")
+def start_agent(name: str, context: Context, caller: Operator) -> AgentOut:
+    """Start the DataMiner of an agent an upgrade left stopped (Auto Start was off)."""
+    return AgentOut.of(context.service.start_agent_manually(name, actor=caller.name))
+
+
+@router.get("/{name}/history")
+def version_history(name: str, context: Context, _: Viewer) -> list[VersionHistoryOut]:
+    """The agent's VersionHistory.txt: every version it ran, oldest first."""
+    context.container.projections.catch_up(["package_history"])
+    rows = read_rows(context.container.engine, VERSION_HISTORY, agent=name)
+    if not rows:
+        raise NotFound(f"unknown agent {name!r}")
+    return [VersionHistoryOut(recorded_at=r["recorded_at"], version=r["version"])
+            for r in sorted(rows, key=lambda r: r["seq"])]

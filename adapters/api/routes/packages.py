@@ -1,0 +1,82 @@
+"""``/api/v1/packages``: uploading and listing upgrade packages, and their history."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, UploadFile
+
+from adapters.api.context import Context, Operator, Viewer
+from adapters.api.errors import ERROR_RESPONSES, PayloadTooLarge
+from adapters.api.models import PackageHistoryOut, PackageOut
+from adapters.package_upload import upload_package
+from adapters.sql.projection_runner import read_rows
+from engine.errors import InvalidInput
+from projections.package_history import PACKAGES
+
+router = APIRouter(prefix="/api/v1/packages", tags=["packages"], responses=ERROR_RESPONSES)
+
+_MULTIPART_OVERHEAD = 64 * 1024
+_CHUNK = 1024 * 1024
+
+
+@router.post("", status_code=201)
+def upload(request: Request, file: Annotated[UploadFile, File(description="the .dmupgrade file")],
+           context: Context, caller: Operator) -> PackageOut:
+    """Validate a package exactly as the CLI does, store it by SHA-256 and record the upload."""
+    limit = context.container.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit + _MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(f"the upload is {declared} bytes, over the limit of {limit} bytes")
+    name = _file_name(file.filename)
+    spool_root = context.container.settings.data_dir
+    spool_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=spool_root, prefix=".upload-") as spool:
+        target = Path(spool) / name
+        _copy_limited(file, target, limit)
+        return PackageOut.of(upload_package(context.service, context.packages, target, actor=caller.name))
+
+
+def _file_name(given: str | None) -> str:
+    """The upload's own file name, without any folder a client put in front of it."""
+    name = PureWindowsPath(PurePosixPath(given or "").name).name.strip()
+    if not name or name in {".", ".."} or len(name) > 255 or "\x00" in name:
+        raise InvalidInput("the upload needs the package's file name (e.g. 'DataMiner 10.4.9.0-14794.dmupgrade')")
+    return name
+
+
+def _copy_limited(file: UploadFile, target: Path, limit: int) -> None:
+    copied = 0
+    with target.open("wb") as sink:
+        while chunk := file.file.read(_CHUNK):
+            copied += len(chunk)
+            if copied > limit:
+                raise PayloadTooLarge(f"the package is over the upload limit of {limit} bytes")
+            sink.write(chunk)
+    if copied == 0:
+        raise InvalidInput(f"{target.name} is empty: not a .dmupgrade package")
+
+
+@router.get("")
+def list_packages(context: Context, _: Viewer) -> list[PackageOut]:
+    """Every uploaded package, oldest first; a package that executed an upgrade stays listed as completed."""
+    return [PackageOut.of(p) for p in context.service.packages()]
+
+
+@router.get("/history")
+def package_history(context: Context, _: Viewer) -> list[PackageHistoryOut]:
+    """Every package ever uploaded, with its status and every rollout that used it (a projection)."""
+    context.container.projections.catch_up(["package_history"])
+    rows = sorted(read_rows(context.container.engine, PACKAGES), key=lambda r: r["uploaded_at"])
+    return [PackageHistoryOut.of(r) for r in rows]
+
+
+@router.get("/{reference}")
+def get_package(reference: str, context: Context, _: Viewer) -> PackageOut:
+    """One package by SHA-256 (or 8+ leading digits) or file name."""
+    return PackageOut.of(context.service.package(reference))
+
+
+

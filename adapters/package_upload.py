@@ -1,0 +1,28 @@
+"""Uploading a package: validate the file, keep it by SHA-256, record the upload (CLI and API alike)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adapters.package_archive import ArchiveLimits, inspect_package
+from adapters.package_store import FilePackageStore
+from engine.records import PackageRecord
+from engine.service import UpgradeService
+
+
+def upload_package(service: UpgradeService, packages: FilePackageStore, file: Path, *, actor: str,
+                   file_name: str | None = None, limits: ArchiveLimits = ArchiveLimits()) -> PackageRecord:
+    """Validate ``file`` as an untrusted ``.dmupgrade``, store it and append ``PackageUploaded``.
+
+    A refused upload (hostile archive, unmet prerequisite, package uploaded already) raises and leaves
+    neither an event nor a stored file behind, unless the same package was stored by an earlier upload.
+    """
+    inspected = inspect_package(file, limits)
+    packages.put(file, inspected.sha256)
+    try:
+        return service.record_upload(sha256=inspected.sha256, file_name=file_name or file.name,
+                                     size=inspected.size, manifest=inspected.manifest, actor=actor)
+    except Exception:
+        if not any(p.sha256 == inspected.sha256 for p in service.packages()):
+            packages.discard(inspected.sha256)
+        raise
