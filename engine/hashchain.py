@@ -65,10 +65,14 @@ class ChainVerdict:
         return self.broken_at is None
 
 
-def verify_chain(records: Iterable[StoredRecord]) -> ChainVerdict:
-    """Walk records in global order from position 1 and report the first break, if any."""
-    previous_hash = GENESIS_HASH
-    expected_position = 1
+def verify_chain(records: Iterable[StoredRecord], *, after: int = 0,
+                 previous_hash: str = GENESIS_HASH) -> ChainVerdict:
+    """Walk records in global order from position ``after + 1`` and report the first break, if any.
+
+    To go on from an earlier verdict, pass its ``last_position`` and ``last_hash`` as ``after`` and
+    ``previous_hash``, with the records after that position; ``verified`` counts only those records.
+    """
+    expected_position = after + 1
     verified = 0
     for record in records:
         if record.position != expected_position:

@@ -123,7 +123,7 @@ class ProgressProjection:
         if row is None:
             return
         before = bucket(row)
-        state = _state_after(event, row["state"])
+        state = state_entered(event) or row["state"]
         when = recorded.recorded_at
         if state != row["state"]:
             _spend(row, when)
@@ -180,7 +180,8 @@ class ProgressProjection:
         rows.put(ROLLOUTS.name, rollout)
 
 
-def _state_after(event: Event, state: str) -> str:
+def state_entered(event: Event) -> str | None:
+    """The upgrade state an event of an upgrade stream moves it into (None when it stays where it is)."""
     match event:
         case StepStarted(step=step) if step in ENTERED_ON_START:
             return TRIGGER_STATES[ENTERED_ON_START[step]].value
@@ -194,7 +195,7 @@ def _state_after(event: Event, state: str) -> str:
             return resume_state
         case AgentUpgradeCancelled():
             return UpgradeState.CANCELLED.value
-    return state
+    return None
 
 
 def _spend(row: Row, until: datetime) -> None:

@@ -37,6 +37,8 @@ TIMER_STREAMS = TableSpec("pending_timer_streams", ("stream_id",), (
 
 SCHEDULED_START = "scheduled-start"
 _DELAY_KINDS = {"delayed start": "delayed-start", "retry backoff": "retry-backoff"}
+TIMER_KINDS = (SCHEDULED_START, *_DELAY_KINDS.values())
+"""Every kind of timer the engine arms."""
 
 _ROLLOUT_DISARMS = (RolloutStarted, RolloutCancelled, RolloutCompleted, RolloutFailed)
 _UPGRADE_DISARMS = (StepStarted, AgentUpgradeFailed, AgentUpgradeCancelled, AgentUpgradeCompleted)

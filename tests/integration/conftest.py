@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.upgrade_events import Step
 from tests.conftest import FakeClock
+from tests.integration.metrics_harness import INSTALL_SECONDS, Wired, wire
 from tests.integration.rollout_harness import RolloutHarness
 
 
@@ -30,3 +32,13 @@ def make_harness(db_url: str, clock: FakeClock, tmp_path: Path) -> Iterator[Call
 def harness(make_harness: Callable[..., RolloutHarness]) -> RolloutHarness:
     """The default harness: two plain agents and a main/backup pair in cluster north, a package uploaded."""
     return make_harness()
+
+
+@pytest.fixture
+def wired(make_harness: Callable[..., RolloutHarness], db_url: str, clock: FakeClock) -> Iterator[Wired]:
+    """Three plain agents (and the failover pair) whose installs take ten minutes of the fake clock; the
+    service appends through an instrumented store."""
+    h = make_harness(plain_agents=3, step_seconds={Step.INSTALL: INSTALL_SECONDS}, sleeper=clock.advance)
+    container, metrics = wire(h, db_url, clock)
+    yield Wired(h, container, metrics)
+    container.close()

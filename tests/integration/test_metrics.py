@@ -1,0 +1,175 @@
+"""Prometheus metrics on a real database: a rollout with failures run through the instrumented store,
+the fleet gauges read from the projections (right after a restart too), and the hash-chain watch."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import uuid4
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client import generate_latest
+
+from adapters.sql.schema import events
+from engine.events import Event, NewEvent
+from engine.rollout import RolloutState
+from engine.upgrade_events import AgentUpgradePlan, AgentUpgradeScheduled, Step, StepStarted, StepSucceeded
+from engine.upgrade_machine import UpgradeState
+from tests.conftest import FakeClock
+from tests.exposition import Scrape
+from tests.integration.metrics_harness import AGENTS, INSTALL_SECONDS, Wired, run_with_failures, wire
+from tests.integration.rollout_harness import PACKAGE_VERSION, START_VERSION
+
+
+def test_a_rollout_with_failures_counts_transitions_attempts_and_failures_by_step(wired: Wired) -> None:
+    run_with_failures(wired)
+
+    scrape = wired.scrape()
+    transitions = scrape.by("dma_upgrade_agent_upgrade_transitions_total", "state")
+    assert transitions == {"Scheduled": 3, "Uploaded": 2, "SNMPStopped": 2, "Installing": 2, "Completed": 2,
+                           "Failed": 1}
+    attempts = scrape.by("dma_upgrade_step_attempts_total", "step")
+    assert attempts == {"upload": 2 + 3, "stop_snmp": 2, "install": 3, "start": 2}
+    failures = scrape.by("dma_upgrade_step_failures_total", "step")
+    assert failures == {"upload": 3, "install": 1}
+    assert scrape.value("dma_upgrade_agent_upgrade_failures_total", step="upload") == 1
+
+
+def test_step_and_upgrade_durations_are_observed_in_seconds_of_the_clock(wired: Wired) -> None:
+    run_with_failures(wired)
+
+    scrape = wired.scrape()
+    installed = {"step": "install", "outcome": "succeeded"}
+    assert scrape.value("dma_upgrade_step_duration_seconds_count", **installed) == 2
+    assert scrape.value("dma_upgrade_step_duration_seconds_sum", **installed) == pytest.approx(2 * INSTALL_SECONDS)
+    assert scrape.value("dma_upgrade_step_duration_seconds_bucket", le="300.0", **installed) == 0
+    assert scrape.value("dma_upgrade_step_duration_seconds_bucket", le="600.0", **installed) == 2
+    assert scrape.value("dma_upgrade_step_duration_seconds_count", step="install", outcome="failed") == 1
+    assert scrape.value("dma_upgrade_step_duration_seconds_count", step="upload", outcome="failed") == 3
+    assert scrape.value("dma_upgrade_agent_upgrade_duration_seconds_count") == 2
+    assert scrape.value("dma_upgrade_agent_upgrade_duration_seconds_sum") >= 2 * INSTALL_SECONDS  # type: ignore[operator]
+
+
+def test_every_appended_event_is_counted_by_category_and_every_append_timed(wired: Wired) -> None:
+    run_with_failures(wired)
+
+    scrape = wired.scrape()
+    stored = sum(1 for _ in wired.harness.store.read_category("upgrade-"))
+    assert scrape.value("dma_upgrade_events_appended_total", category="upgrade") == stored
+    appends = scrape.value("dma_upgrade_event_store_append_duration_seconds_count", outcome="appended")
+    assert appends is not None and 0 < appends <= sum(scrape.series("dma_upgrade_events_appended_total").values())
+    assert scrape.value("dma_upgrade_event_store_append_duration_seconds_bucket", outcome="appended",
+                        le="+Inf") == appends
+
+
+def fleet(scrape: Scrape) -> dict[str, dict[str, float]]:
+    """The fleet gauges of a scrape, by family and then by the value of their one label ('' if none)."""
+    gauges = ("dma_upgrade_rollouts", "dma_upgrade_agent_upgrades", "dma_upgrade_agents",
+              "dma_upgrade_clusters_on_mixed_versions", "dma_upgrade_pending_timers",
+              "dma_upgrade_projection_lag_events", "dma_upgrade_agents_left_stopped")
+    return {name: {next(iter(dict(labels).values()), ""): value for labels, value in scrape.series(name).items()}
+            for name in gauges}
+
+
+def test_fleet_gauges_read_the_projections_at_scrape_time(wired: Wired) -> None:
+    run_with_failures(wired)
+    head = wired.harness.head()
+    assert fleet(wired.scrape())["dma_upgrade_projection_lag_events"] == dict.fromkeys(
+        wired.container.projections.projections, head)
+
+    wired.container.projections.catch_up()
+    gauges = fleet(wired.scrape())
+
+    assert gauges["dma_upgrade_rollouts"] == {**dict.fromkeys((s.value for s in RolloutState), 0), "Failed": 1}
+    assert gauges["dma_upgrade_agent_upgrades"] == {**dict.fromkeys((s.value for s in UpgradeState), 0),
+                                                    "Completed": 2, "Failed": 1}
+    assert gauges["dma_upgrade_agents"] == {PACKAGE_VERSION: 2, START_VERSION: 3}
+    assert gauges["dma_upgrade_clusters_on_mixed_versions"] == {"": 1}
+    assert gauges["dma_upgrade_agents_left_stopped"] == {"": 0}
+    assert gauges["dma_upgrade_pending_timers"] == {"scheduled-start": 0, "delayed-start": 0, "retry-backoff": 0}
+    assert set(gauges["dma_upgrade_projection_lag_events"].values()) == {0}
+    scrape = wired.scrape()
+    assert scrape.value("dma_upgrade_event_store_head_position") == head
+    assert scrape.series("dma_upgrade_agent_upgrade_in_state_since_timestamp_seconds") == {}
+
+
+def test_gauges_are_the_same_right_after_a_restart_and_counters_start_again(wired: Wired, db_url: str,
+                                                                          clock: FakeClock) -> None:
+    run_with_failures(wired)
+    wired.container.projections.catch_up()
+    before = fleet(wired.scrape())
+    wired.container.close()
+
+    restarted, metrics = wire(wired.harness, db_url, clock)
+    try:
+        after = Scrape(generate_latest(metrics.registry).decode())
+        assert fleet(after) == before
+        assert after.series("dma_upgrade_agent_upgrade_transitions_total") == {}
+        assert after.value("dma_upgrade_hash_chain_verified_position") == 0
+    finally:
+        restarted.close()
+
+
+def test_a_scheduled_rollout_shows_as_a_pending_timer_with_its_due_time(wired: Wired, clock: FakeClock) -> None:
+    due = clock.now() + timedelta(hours=2)
+    wired.harness.start(names=AGENTS, start_at=due)
+    wired.container.projections.catch_up()
+
+    scrape = wired.scrape()
+
+    assert scrape.value("dma_upgrade_pending_timers", kind="scheduled-start") == 1
+    assert scrape.value("dma_upgrade_pending_timers_next_due_timestamp_seconds",
+                        kind="scheduled-start") == due.timestamp()
+    assert scrape.value("dma_upgrade_rollouts", state="Planned") == 1
+    assert scrape.value("dma_upgrade_agent_upgrades", state="Scheduled") == 3
+    assert scrape.value("dma_upgrade_agent_upgrade_in_state_since_timestamp_seconds",
+                        state="Scheduled") == clock.now().timestamp()
+
+
+def new(event: Event) -> NewEvent:
+    return NewEvent(event_id=uuid4(), event=event)
+
+
+def scheduled() -> tuple[str, NewEvent]:
+    """A new upgrade stream and the event that creates it."""
+    upgrade_id = uuid4()
+    event = AgentUpgradeScheduled(upgrade_id=upgrade_id, agent="dma-1", package_sha256="0" * 64,
+                                  target_version=PACKAGE_VERSION, plan=AgentUpgradePlan())
+    return f"upgrade-{upgrade_id}", new(event)
+
+
+def test_a_step_started_before_a_restart_is_timed_from_its_stored_start(wired: Wired, clock: FakeClock) -> None:
+    stream, created = scheduled()
+    wired.harness.store.append(stream, 0, [created, new(StepStarted(step=Step.UPLOAD, attempt=1,
+                                                                    idempotency_key="k1"))])
+    clock.advance(90)
+
+    wired.metrics.store.append(stream, 2, [new(StepSucceeded(step=Step.UPLOAD, attempt=1))])
+
+    scrape = wired.scrape()
+    assert scrape.value("dma_upgrade_step_duration_seconds_sum", step="upload", outcome="succeeded") == 90
+    assert scrape.series("dma_upgrade_agent_upgrade_transitions_total") == {frozenset({("state", "Uploaded")}): 1}
+
+
+def test_the_chain_watch_verifies_only_new_records_and_reports_a_break(wired: Wired) -> None:
+    chain = wired.metrics.chain
+    first = chain.verify_new()
+    head = wired.harness.head()
+    assert first.ok and first.verified == head and first.last_position == head
+
+    wired.harness.start(names=AGENTS)
+    added = wired.harness.head() - head
+    second = chain.verify_new()
+    assert second.ok and second.verified == added
+    assert wired.scrape().value("dma_upgrade_hash_chain_verified_position") == head + added
+
+    stream, created = scheduled()
+    wired.metrics.store.append(stream, 0, [created])
+    with wired.container.engine.begin() as conn:
+        conn.execute(sa.update(events).where(events.c.position == head + added + 1).values(actor="mallory"))
+    broken = chain.verify_new()
+
+    assert broken.broken_at == head + added + 1
+    scrape = wired.scrape()
+    assert scrape.value("dma_upgrade_hash_chain_intact") == 0
+    assert scrape.value("dma_upgrade_hash_chain_verified_position") == head + added
