@@ -17,7 +17,10 @@ from adapters.api.server import ApiServer
 from adapters.cli.context import RealWaiter, gateway_for, out, session
 from adapters.cli.errors import reports_errors
 from adapters.engine_process import EngineProcess, ProjectionIndex, planned_resumptions
+from adapters.metrics import instrument
+from adapters.metrics.chain import ChainWatch
 from adapters.sql.projection_runner import ProjectionRunner
+from engine.service import UpgradeService
 
 
 @reports_errors
@@ -33,9 +36,11 @@ def serve(ctx: typer.Context,
         signal.signal(signum, lambda *_: stop.set())
     with session(ctx) as s:
         settings = s.container.settings
-        gateway = gateway_for(settings, s.service)
-        s.service.gateway = gateway
-        for rollout, resumptions in planned_resumptions(s.service):
+        metrics = instrument(s.container)
+        service = UpgradeService(metrics.store, s.container.clock, s.container.ids)  # counts what it appends
+        gateway = gateway_for(settings, service)
+        service.gateway = gateway
+        for rollout, resumptions in planned_resumptions(service):
             out.print(f"resuming rollout {rollout.plan.rollout_id} ({rollout.state.value}, "
                       f"{len(resumptions)} unfinished agents)")
         server = None
@@ -44,27 +49,29 @@ def serve(ctx: typer.Context,
             if not tokens.principals():
                 out.print(f"[yellow]warning: no API tokens in {tokens.path}: every route but /metrics, /healthz "
                           f"and /readyz answers 401; add one with `dma-upgrade tokens add NAME --role ROLE`[/]")
-            context = ApiContext(s.container, s.service, s.packages, tokens)
-            server = ApiServer(create_app(context), host=host, port=port)
+            context = ApiContext(s.container, service, s.packages, tokens)
+            server = ApiServer(create_app(context, metrics.registry), host=host, port=port)
             server.start()
             out.print(f"API, metrics and progress page on {server.url}")
         out.print(f"engine serving {settings.resolved_database_url.split('@')[-1]}; Ctrl-C stops it")
-        follower = threading.Thread(target=_follow_projections, args=(s.container.projections, stop, poll_seconds),
+        follower = threading.Thread(target=_follow, args=(s.container.projections, metrics.chain, stop, poll_seconds),
                                     name="projections", daemon=True)
         follower.start()
         index = ProjectionIndex(s.container.projections, s.container.engine)
         try:
-            EngineProcess(s.service, gateway, RealWaiter(), poll_seconds=poll_seconds, index=index).serve(stop)
+            EngineProcess(service, gateway, RealWaiter(), poll_seconds=poll_seconds, index=index).serve(stop)
         finally:
             if server is not None:
                 server.stop()
 
 
-def _follow_projections(projections: ProjectionRunner, stop: threading.Event, poll_seconds: float) -> None:
-    """Keep every projection caught up, so the page, readiness and metrics stay current."""
+def _follow(projections: ProjectionRunner, chain: ChainWatch, stop: threading.Event, poll_seconds: float) -> None:
+    """Keep every projection caught up and the hash chain verified, for the page, readiness and metrics."""
     while not stop.wait(poll_seconds):
         with contextlib.suppress(Exception):  # a stopped projection reports itself in status and readiness
             projections.catch_up()
+        with contextlib.suppress(Exception):  # a broken chain shows as a last verified position that stops
+            chain.verify_new()
 
 
 @reports_errors

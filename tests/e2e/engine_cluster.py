@@ -147,8 +147,8 @@ class EngineProcessRunner:
         self.lives += 1
         self._close_log()
         self._log = open(self.log_dir / f"engine-{self.lives}.log", "w")  # noqa: SIM115
-        self.process = subprocess.Popen(_cli_command("serve", "--poll-seconds", str(self.poll_seconds)),
-                                        cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        command = _cli_command("serve", "--poll-seconds", str(self.poll_seconds), "--port", "0")
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
