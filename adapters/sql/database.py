@@ -77,7 +77,9 @@ def alembic_config(url: str | None = None) -> Config:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` through the Alembic migrations."""
     config = alembic_config()
-    with engine.begin() as connection:
+    # A write transaction from the start (BEGIN IMMEDIATE on SQLite): processes that find a fresh database
+    # at the same moment queue on the lock, and each then reads the revision the one before it left.
+    with engine.connect() as connection, connection.execution_options(**{WRITE: True}).begin():
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
