@@ -16,9 +16,15 @@ from sqlalchemy.engine import Engine
 
 from adapters.sql.projection_runner import ProjectionRunner
 from adapters.sql.read_models import sql_table
+from engine.errors import DmaUpgradeError
 from engine.rollout import RolloutState
 from engine.upgrade_machine import RESUMABLE_STATES, UpgradeState
 from projections import inventory, progress, timers
+
+
+def _database_up() -> GaugeMetricFamily:
+    return GaugeMetricFamily("dma_upgrade_database_up",
+                             "1 when this process could read the database at scrape time, else 0.")
 
 
 def _families() -> dict[str, GaugeMetricFamily]:
@@ -53,16 +59,27 @@ class FleetCollector(Collector):
         self._projections = projections
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield _database_up()
         yield from _families().values()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The fleet gauges; while the database is unreachable only ``dma_upgrade_database_up 0``, so the
+        scrape still succeeds and this process's own counters are not lost with it."""
         families = _families()
-        with self._engine.connect() as conn:
-            self._rollouts(conn, families)
-            self._upgrades(conn, families)
-            self._inventory(conn, families)
-            self._timers(conn, families)
-        self._lag(families)
+        database_up = _database_up()
+        try:
+            with self._engine.connect() as conn:
+                self._rollouts(conn, families)
+                self._upgrades(conn, families)
+                self._inventory(conn, families)
+                self._timers(conn, families)
+            self._lag(families)
+        except (sa.exc.SQLAlchemyError, DmaUpgradeError):
+            database_up.add_metric([], 0)
+            yield database_up
+            return
+        database_up.add_metric([], 1)
+        yield database_up
         yield from families.values()
 
     @staticmethod

@@ -4,12 +4,16 @@ the fleet gauges read from the projections (right after a restart too), and the 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
 import sqlalchemy as sa
 from prometheus_client import generate_latest
 
+from adapters.bootstrap import bootstrap
+from adapters.metrics import instrument
+from adapters.settings import Settings
 from adapters.sql.schema import events
 from engine.events import Event, NewEvent
 from engine.rollout import RolloutState
@@ -173,3 +177,20 @@ def test_the_chain_watch_verifies_only_new_records_and_reports_a_break(wired: Wi
     scrape = wired.scrape()
     assert scrape.value("dma_upgrade_hash_chain_intact") == 0
     assert scrape.value("dma_upgrade_hash_chain_verified_position") == head + added
+
+
+def test_a_scrape_while_the_database_is_unreachable_says_so_and_keeps_the_process_counters(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    container = bootstrap(Settings(database_url=f"sqlite:///{folder / 'store.db'}"))
+    metrics = instrument(container)
+    assert Scrape(generate_latest(metrics.registry).decode()).value("dma_upgrade_database_up") == 1
+
+    container.engine.dispose()
+    for child in folder.iterdir():
+        child.unlink()
+    folder.rmdir()
+    folder.write_text("the database's folder is gone")  # no connection can be opened now
+    scrape = Scrape(generate_latest(metrics.registry).decode())
+    assert scrape.value("dma_upgrade_database_up") == 0
+    assert "dma_upgrade_event_store_append_duration_seconds" in scrape.families
+    assert "dma_upgrade_rollouts" not in scrape.families
