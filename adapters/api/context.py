@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from adapters.api.auth import Principal, Role, TokenFile
+from adapters.api.progress_cache import ProgressCache
 from adapters.bootstrap import Container
 from adapters.package_store import FilePackageStore
 from engine.service import UpgradeService
@@ -22,6 +23,10 @@ class ApiContext:
     service: UpgradeService
     packages: FilePackageStore
     tokens: TokenFile
+    progress: ProgressCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.progress = ProgressCache(self.container)
 
 
 def api_context(request: Request) -> ApiContext:

@@ -1,25 +1,31 @@
 """How errors reach an API client: a status code from one table and a JSON body naming the problem.
 
     status  error              raised for
+    400     bad_request        a body that cannot be parsed at all (bytes that are not text, broken multipart)
     401     unauthorized       no bearer token, or one that is not configured
     403     forbidden          a token whose role may not do this (viewer < operator < admin)
     404     not_found          an unknown agent, cluster, package, rollout, projection or token
     409     conflict           a reused package, a busy cluster, an agent in two rollouts, a stale write
     409     illegal_transition a command the state machine does not allow now (pause a finished rollout)
     413     too_large          an upload over the configured limit
-    422     invalid_input      a malformed version, option, time, anchor or package (hostile archive too)
-    503     unavailable        the database cannot be reached or has no schema
+    422     invalid_input      a malformed version, option, time, anchor or package (hostile archive too),
+                               or a request the schema or the engine's models refuse (naming each field)
+    503     unavailable        the database cannot be reached, cannot be read or has no schema
     500     store_error        a stored event that cannot be read (a broken store, never bad input)
+    500     internal_error     anything else (a bug: the server log has the traceback)
 
 Nothing is appended when any of these is returned: every command checks before it appends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import pydantic
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -56,9 +62,13 @@ STATUS_CODES: list[tuple[type[DmaUpgradeError], int, str]] = [
 """First match wins."""
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorOut, "description": kind} for _, status, kind in STATUS_CODES if status != 500
+    400: {"model": ErrorOut, "description": "bad_request"},
+    401: {"model": ErrorOut, "description": "unauthorized",
+          "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}},
+    403: {"model": ErrorOut, "description": "forbidden"},
+    **{status: {"model": ErrorOut, "description": kind} for _, status, kind in STATUS_CODES if status != 500},
 }
-"""The documented error responses of every route (for the OpenAPI schema)."""
+"""The documented error responses of every route behind a token (for the OpenAPI schema)."""
 
 
 def status_for(error: DmaUpgradeError) -> tuple[int, str]:
@@ -78,9 +88,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(status, kind, str(error))
 
     async def database_error(_: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, sa.exc.OperationalError)
+        assert isinstance(error, sa.exc.DatabaseError)
         reason = str(error.orig or error).strip().splitlines()[0]
         return error_response(503, "unavailable", f"database error: {reason}")
+
+    async def validation_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError | pydantic.ValidationError)
+        return error_response(422, "invalid_input", describe_validation(error.errors()))
+
+    async def unexpected_error(_: Request, error: Exception) -> JSONResponse:
+        return error_response(500, "internal_error", f"unexpected {type(error).__name__}; see the server log")
 
     async def http_error(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
@@ -88,9 +105,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(error.status_code, kind, str(error.detail), headers=error.headers)
 
     app.add_exception_handler(DmaUpgradeError, product_error)
-    app.add_exception_handler(sa.exc.OperationalError, database_error)
+    app.add_exception_handler(sa.exc.DatabaseError, database_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(pydantic.ValidationError, validation_error)  # a request turned into engine models
+    app.add_exception_handler(Exception, unexpected_error)
 
 
-_HTTP_KINDS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+def describe_validation(errors: Sequence[Any]) -> str:
+    """FastAPI's validation errors as one line: ``where: what`` for each (the input itself left out)."""
+    problems = [f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors]
+    return "; ".join(problems) or "the request is not valid"
+
+
+_HTTP_KINDS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                413: "too_large", 415: "unsupported_media_type"}

@@ -1,0 +1,1 @@
+"""The HTTP API through real HTTP on a real port."""

@@ -1,0 +1,135 @@
+"""A harness for API tests: ``create_app`` served by ``ApiServer`` on a real port, on a bootstrap-wired container.
+
+``ApiHarness`` opens the database through ``bootstrap`` (with a fake clock), wires an ``UpgradeService``
+to a ``SimulatedAgentGateway`` that knows the agents of ``FLEET`` (registered or not), creates one
+token per role in a real token file and serves the API on loopback. ``client(role)`` is an httpx
+client carrying that role's token; the harness drives rollouts with a runner whose waits advance the
+fake clock, as the serving engine would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from adapters.api.app import create_app
+from adapters.api.auth import Role, TokenFile
+from adapters.api.context import ApiContext
+from adapters.api.server import ApiServer
+from adapters.bootstrap import bootstrap
+from adapters.package_archive import build_package
+from adapters.package_store import FilePackageStore
+from adapters.settings import Settings
+from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
+from engine.events import StoredRecord
+from engine.packages import PackageKind, PackageManifest
+from engine.rollout import Rollout
+from engine.runner import RolloutRunner
+from engine.service import UpgradeService
+from engine.versions import parse_version
+from tests.conftest import FakeClock
+from tests.integration.rollout_harness import PACKAGE_VERSION, START_VERSION, FakeWaiter
+
+CLUSTER = "north"
+FLEET = [SimulatedAgent(name=f"dma-{i}", address=f"10.0.0.{i}", cluster=CLUSTER, version=START_VERSION)
+         for i in range(1, 4)]
+"""The simulated agents: ``dma-1`` and ``dma-2`` get registered, ``dma-3`` waits to be added by address."""
+UNREGISTERED = FLEET[2]
+
+ACTORS = {Role.VIEWER: "vera-viewer", Role.OPERATOR: "otto-operator", Role.ADMIN: "ada-admin"}
+"""The token name of each role: the actor its calls record."""
+
+
+class ApiHarness:
+    """A served API on one database, a token per role, and the simulated agents behind it."""
+
+    def __init__(self, db_url: str, clock: FakeClock, tmp_path: Path, **settings: Any) -> None:
+        self.clock = clock
+        self.tmp_path = tmp_path
+        self.settings = Settings(database_url=db_url, data_dir=tmp_path / "data",
+                                 api_tokens_file=tmp_path / "api-tokens.json", **settings)
+        self.container = bootstrap(self.settings, clock=clock)
+        self.gateway = SimulatedAgentGateway(FLEET)
+        self.service = UpgradeService(self.container.store, clock, self.container.ids, self.gateway)
+        self.token_file = TokenFile(self.settings.resolved_tokens_file)
+        self.tokens = {role: self.token_file.add(name, role) for role, name in ACTORS.items()}
+        context = ApiContext(self.container, self.service, FilePackageStore(self.settings.data_dir / "packages"),
+                             self.token_file)
+        self.app = create_app(context, CollectorRegistry())
+        self.server = ApiServer(self.app)
+        self.server.start()
+        self._clients: dict[Role | None, httpx.Client] = {}
+        self._extra: list[httpx.Client] = []
+
+    def client(self, role: Role | None = Role.ADMIN) -> httpx.Client:
+        """A client with ``role``'s token (none when ``role`` is None), one per role."""
+        if role not in self._clients:
+            headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role is not None else {}
+            self._clients[role] = httpx.Client(base_url=self.server.url, headers=headers, timeout=30)
+        return self._clients[role]
+
+    def anonymous(self, authorization: str) -> httpx.Client:
+        """A fresh client sending ``authorization`` as its Authorization header."""
+        client = httpx.Client(base_url=self.server.url, headers={"Authorization": authorization}, timeout=30)
+        self._extra.append(client)
+        return client
+
+    def head(self) -> int:
+        return self.container.store.head_position()
+
+    def records(self, after: int = 0) -> Iterator[StoredRecord]:
+        return (r for r in self.container.store.read_records() if r.position > after)
+
+    # -- setup through the API -------------------------------------------------------------------
+
+    def add_agents(self, *agents: SimulatedAgent) -> None:
+        """Register ``agents`` (default: every agent of ``FLEET`` but ``UNREGISTERED``) as the operator."""
+        operator = self.client(Role.OPERATOR)
+        for agent in agents or [a for a in FLEET if a is not UNREGISTERED]:
+            response = operator.post("/api/v1/agents", json={"name": agent.name, "address": agent.address,
+                                                              "version": agent.version, "cluster": agent.cluster})
+            assert response.status_code == 201, response.text
+
+    def build(self, version: str = PACKAGE_VERSION) -> Path:
+        """A real ``.dmupgrade`` file of ``version``."""
+        manifest = PackageManifest.for_version(parse_version(version), PackageKind.FULL)
+        return build_package(manifest, self.tmp_path / "built" / version)
+
+    def upload(self, path: Path, role: Role = Role.OPERATOR) -> httpx.Response:
+        with path.open("rb") as stream:
+            return self.client(role).post("/api/v1/packages",
+                                          files={"file": (path.name, stream, "application/octet-stream")})
+
+    def upload_package(self, version: str = PACKAGE_VERSION) -> dict[str, Any]:
+        response = self.upload(self.build(version))
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def start_rollout(self, role: Role = Role.OPERATOR, **body: Any) -> dict[str, Any]:
+        """Start a rollout of the uploaded package on the cluster (or as ``body`` says)."""
+        request = {"package": self.service.packages()[-1].sha256, "cluster": CLUSTER, **body}
+        response = self.client(role).post("/api/v1/rollouts", json=request)
+        assert response.status_code == 201, response.text
+        started: dict[str, Any] = response.json()
+        return started
+
+    # -- the engine's part -------------------------------------------------------------------------
+
+    def run(self, rollout_id: str | UUID, on_wait: Callable[[float], None] | None = None) -> Rollout:
+        """Drive the rollout as the serving engine would, waits advancing the fake clock."""
+        waiter = FakeWaiter(self.clock)
+        waiter.on_wait = on_wait
+        runner = RolloutRunner(self.service, self.gateway, waiter, poll_seconds=0.05)
+        return runner.run(UUID(str(rollout_id)))
+
+    def close(self) -> None:
+        for client in [*self._clients.values(), *self._extra]:
+            client.close()
+        self.server.stop()
+        self.container.close()
