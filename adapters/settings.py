@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     agent_gateway: Literal["simulated", "http"] = "simulated"
     """How the engine reaches agents: ``http`` speaks docs/agent-protocol.md to ``host:port`` addresses;
     ``simulated`` drives a simulation of the inventory."""
+    simulated_step_seconds: float = 0.0
+    """How long each step of the simulated gateway takes in real time (0: at once), to watch a rollout."""
     api_tokens_file: Path | None = None
     """The API's hashed bearer tokens (default ``<data dir>/api-tokens.json``)."""
     ready_max_lag_events: int = 1000

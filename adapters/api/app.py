@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from adapters.api import page
 from adapters.api.context import ApiContext
 from adapters.api.errors import install_error_handlers
 from adapters.api.routes import admin, agents, health, packages, progress, rollouts
@@ -20,6 +21,7 @@ def create_app(context: ApiContext, registry: CollectorRegistry | None = None) -
     install_error_handlers(app)
     for module in (agents, packages, rollouts, progress, admin, health):
         app.include_router(module.router)
+    app.include_router(page.router)
     if registry is not None:
         @app.get("/metrics", tags=["health"], response_class=Response,
                  responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})

@@ -18,6 +18,7 @@ from adapters.settings import Settings
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
 from engine.ports import AgentGateway
 from engine.service import UpgradeService
+from engine.upgrade_events import Step
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -59,11 +60,12 @@ def gateway_for(settings: Settings, service: UpgradeService) -> AgentGateway:
     """The agent gateway the settings choose (``DMA_UPGRADE_AGENT_GATEWAY``)."""
     if settings.agent_gateway == "http":
         return HttpAgentGateway()
-    return simulated_gateway_for(service)
+    return simulated_gateway_for(service, settings.simulated_step_seconds)
 
 
-def simulated_gateway_for(service: UpgradeService) -> SimulatedAgentGateway:
-    """A simulation of the inventory, for trying the engine without agents."""
+def simulated_gateway_for(service: UpgradeService, step_seconds: float) -> SimulatedAgentGateway:
+    """A simulation of the inventory, for trying the engine without agents; each step takes ``step_seconds``."""
     return SimulatedAgentGateway([SimulatedAgent(name=a.name, address=a.address, cluster=a.cluster,
                                                  version=a.version, facts=a.facts)
-                                  for a in service.agents()])
+                                  for a in service.agents()],
+                                 sleeper=time.sleep, step_seconds=dict.fromkeys(Step, step_seconds))
