@@ -119,7 +119,7 @@ DELAYED_START_SECONDS = 60
 INSERT_BATCH = 50_000
 """Rows per executemany and per transaction while generating."""
 SCAN_PAGE = 5000
-REBUILD_BATCH = 5000
+REBUILD_BATCH = 20_000
 ES_EVENTS_PER_AGGREGATE = 25
 ES_SAVE_BATCH = 400
 """Aggregates per ``Application.save`` (one transaction) while storing the ``eventsourcing`` side."""

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from engine.events import RecordedEvent
+from engine.events import Event, RecordedEvent
 from projections.tables import RowAccess, TableSpec
 
 
 class Projection(Protocol):
     """A read model built only from events.
 
-    ``handle`` is called once per event in global order (every event, including types it ignores)
-    and must be deterministic: the same events always give the same rows, so a rebuild from
-    position 0 reproduces the live tables exactly.
+    ``handle`` takes events in global order and must be deterministic: the same events always give the
+    same rows, so a rebuild from position 0 reproduces the live tables exactly. It may be given every
+    event, but must change nothing for an event whose type is not in ``event_types``: runners give it
+    only those.
     """
 
     name: str
     tables: tuple[TableSpec, ...]
+    event_types: frozenset[type[Event]]
 
     def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
         """Apply one event to the projection's rows."""

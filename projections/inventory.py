@@ -13,7 +13,7 @@ from engine.agent_events import (
     AgentStartedManually,
     AgentVersionChanged,
 )
-from engine.events import RecordedEvent
+from engine.events import Event, RecordedEvent
 from projections.tables import ColumnType as C
 from projections.tables import RowAccess, TableSpec
 
@@ -32,6 +32,8 @@ class InventoryProjection:
 
     name = "inventory"
     tables: tuple[TableSpec, ...] = (AGENTS, CLUSTER_VERSIONS)
+    event_types: frozenset[type[Event]] = frozenset({AgentRegistered, AgentFactsReported, AgentVersionChanged,
+                                                     AgentLeftStopped, AgentStartedManually})
 
     def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
         event = recorded.event

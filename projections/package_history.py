@@ -61,6 +61,8 @@ class PackageHistoryProjection:
 
     name = "package_history"
     tables: tuple[TableSpec, ...] = (PACKAGES, PACKAGE_ROLLOUTS, VERSION_HISTORY, VERSION_HEADS)
+    event_types: frozenset[type[Event]] = frozenset({PackageUploaded, PackageUsed, RolloutPlanned, *_OUTCOMES,
+                                                     AgentRegistered, AgentVersionChanged})
 
     def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
         event = recorded.event

@@ -17,6 +17,7 @@ from engine.rollout_events import (
     RolloutStarted,
 )
 from engine.upgrade_events import (
+    UPGRADE_EVENTS,
     AgentUpgradeCancelled,
     AgentUpgradeCompleted,
     AgentUpgradeFailed,
@@ -72,6 +73,7 @@ class ProgressProjection:
 
     name = "progress"
     tables: tuple[TableSpec, ...] = (ROLLOUTS, AGENTS)
+    event_types: frozenset[type[Event]] = frozenset({RolloutPlanned, *_ROLLOUT_STATES, *UPGRADE_EVENTS})
 
     def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
         event = recorded.event

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from engine.events import RecordedEvent
+from engine.events import Event, RecordedEvent
 from engine.rollout_events import (
     RolloutCancelled,
     RolloutCompleted,
@@ -54,6 +54,8 @@ class PendingTimersProjection:
 
     name = "pending_timers"
     tables: tuple[TableSpec, ...] = (TIMERS, TIMER_STREAMS)
+    event_types: frozenset[type[Event]] = frozenset({RolloutPlanned, *_ROLLOUT_DISARMS, StepDelayed,
+                                                     *_UPGRADE_DISARMS})
 
     def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
         event = recorded.event

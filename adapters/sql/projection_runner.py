@@ -1,26 +1,36 @@
 """Feeding projections from the event store into SQL tables, exactly once.
 
-Each batch of events is applied to a row cache; the changed rows and the projection's checkpoint are
-then written in one transaction, so a crash never applies an event twice or skips one. A handler that
-raises stops its projection: the batch is rolled back and the position and error are recorded.
+Each batch of events is folded into a row cache (``SqlRows``), each event given only to the projections
+that take its type; the changed rows and the projections' checkpoints are then written in one transaction,
+after checking that no other runner moved the checkpoints meanwhile, so a crash never applies an event
+twice or skips one. A handler that raises stops its projection: nothing of the batch is written and the
+position and error are recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from adapters.sql.database import WRITE
-from adapters.sql.read_models import checkpoints, from_sql, sql_table, to_sql
+from adapters.sql.read_models import checkpoints, from_sql, sql_table
+from adapters.sql.row_cache import SqlRows
 from engine.errors import DmaUpgradeError, NotFound
-from engine.events import RecordedEvent
+from engine.events import Event, RecordedEvent
 from engine.ports import Clock, EventStore
 from projections.base import Projection
-from projections.tables import Key, Row, TableSpec
+from projections.tables import Row, TableSpec
+
+PAGE_SIZE = 5000
+"""Events per read of the log (a batch may span several pages)."""
+
+Routes = dict[type[Event], list[tuple[Projection, SqlRows]]]
+"""For each event type, the projections (with their rows) that take it."""
 
 
 class ProjectionStopped(DmaUpgradeError):
@@ -48,95 +58,39 @@ class ProjectionStatus:
     error_position: int | None
 
 
-class _SqlRows:
-    """Row access for one batch: reads through to SQL once per key, writes at flush."""
+class _Transaction:
+    """A batch's write transaction, begun only when the batch first needs the database; rolled back unless
+    committed."""
 
-    def __init__(self, specs: Sequence[TableSpec], *, empty: bool) -> None:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._conn: sa.Connection | None = None
-        self._specs = {spec.name: spec for spec in specs}
-        self._empty = empty
-        self._cache: dict[tuple[str, Key], Row | None] = {}
-        self._existed: dict[tuple[str, Key], bool] = {}
-        self._dirty: set[tuple[str, Key]] = set()
 
-    def bind(self, conn: sa.Connection) -> None:
-        """Use this connection (and its transaction) for the next batch."""
-        self._conn = conn
+    def connection(self) -> sa.Connection:
+        if self._conn is None:
+            conn = self._engine.connect()
+            conn.execution_options(**{WRITE: True})
+            conn.begin()
+            self._conn = conn
+        return self._conn
 
-    def trim(self, max_rows: int) -> None:
-        """Forget cached rows past ``max_rows`` (they are all written); later reads go to SQL."""
-        if len(self._cache) > max_rows:
-            self._cache.clear()
-            self._existed.clear()
-            self._empty = False
-
-    def get(self, table: str, key: Key) -> Row | None:
-        slot = (table, key)
-        if slot not in self._cache:
-            row = None if self._empty else self._load(table, key)
-            self._cache[slot] = row
-            self._existed[slot] = row is not None
-        cached = self._cache[slot]
-        return dict(cached) if cached is not None else None
-
-    def put(self, table: str, row: Row) -> None:
-        spec = self._specs[table]
-        slot = (table, spec.key_of(row))
-        if slot not in self._existed:
-            self.get(table, slot[1])
-        self._cache[slot] = {name: row.get(name) for name in spec.column_names}
-        self._dirty.add(slot)
-
-    def delete(self, table: str, key: Key) -> None:
-        slot = (table, key)
-        if slot not in self._existed:
-            self.get(table, key)
-        self._cache[slot] = None
-        self._dirty.add(slot)
-
-    def _load(self, table: str, key: Key) -> Row | None:
-        spec = self._specs[table]
-        sql = sql_table(spec)
+    def commit(self) -> None:
         assert self._conn is not None
-        found = self._conn.execute(sa.select(sql).where(
-            *(sql.c[column] == value for column, value in zip(spec.key, key, strict=True)))).first()
-        return from_sql(spec, found) if found is not None else None
+        self._conn.commit()
 
-    def flush(self) -> None:
-        """Write every changed row: inserts, updates and deletes in bulk per table."""
-        assert self._conn is not None
-        for name, spec in self._specs.items():
-            sql = sql_table(spec)
-            inserts: list[dict[str, Any]] = []
-            updates: list[dict[str, Any]] = []
-            deletes: list[dict[str, Any]] = []
-            for slot in (s for s in self._dirty if s[0] == name):
-                row, existed = self._cache[slot], self._existed[slot]
-                keys = {f"k_{c}": v for c, v in zip(spec.key, slot[1], strict=True)}
-                if row is None:
-                    if existed:
-                        deletes.append(keys)
-                elif existed:
-                    updates.append({**to_sql(spec, row), **keys})
-                else:
-                    inserts.append(to_sql(spec, row))
-            where = [sql.c[c] == sa.bindparam(f"k_{c}") for c in spec.key]
-            if deletes:
-                self._conn.execute(sql.delete().where(*where), deletes)
-            if updates:
-                self._conn.execute(sql.update().where(*where), updates)
-            if inserts:
-                self._conn.execute(sql.insert(), inserts)
-        for slot in self._dirty:
-            self._existed[slot] = self._cache[slot] is not None
-        self._dirty.clear()
+    def __enter__(self) -> _Transaction:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._conn is not None:
+            self._conn.close()  # rolls back what was not committed
 
 
 class ProjectionRunner:
     """Catches projections up with the event store, follows it, rebuilds them, reports their lag."""
 
     def __init__(self, engine: Engine, store: EventStore, clock: Clock, projections: Iterable[Projection],
-                 *, batch_size: int = 5000, max_cached_rows: int = 50_000) -> None:
+                 *, batch_size: int = 20_000, max_cached_rows: int = 50_000) -> None:
         self._engine = engine
         self._store = store
         self._clock = clock
@@ -160,8 +114,9 @@ class ProjectionRunner:
         applied = {p.name: 0 for p in chosen}
         while True:
             groups: dict[int, list[Projection]] = {}
+            standing = self._checkpoints([p.name for p in chosen])
             for projection in chosen:
-                position, error = self._checkpoint(projection.name)
+                position, error = standing[projection.name]
                 if error is None:
                     groups.setdefault(position, []).append(projection)
             try:
@@ -172,9 +127,10 @@ class ProjectionRunner:
                 break
             except (_CheckpointMoved, _HandlerFailed):
                 continue
+        standing = self._checkpoints([p.name for p in chosen])
         stops = [f"projection {p.name} is stopped at position {error[0]}: {error[1]} (fix the cause, then "
                  f"`dma-upgrade projections rebuild {p.name}`)"
-                 for p in chosen if (error := self._checkpoint(p.name)[1]) is not None]
+                 for p in chosen if (error := standing[p.name][1]) is not None]
         if stops:
             raise ProjectionStopped("; ".join(stops))
         return applied
@@ -216,55 +172,64 @@ class ProjectionRunner:
 
     def _catch_up_group(self, group: list[Projection], position: int) -> int:
         """Feed projections that stand at the same checkpoint from one read of the log."""
-        rows = {p.name: _SqlRows(p.tables, empty=position == 0 and self._tables_empty(p)) for p in group}
+        dialect = self._engine.dialect.name
+        rows = {p.name: SqlRows(p.tables, dialect, empty=position == 0 and self._tables_empty(p),
+                                max_rows=self.max_cached_rows) for p in group}
+        routes: Routes = {}
+        for projection in group:
+            for event_type in projection.event_types:
+                routes.setdefault(event_type, []).append((projection, rows[projection.name]))
+        events = iter(self._store.read_all(after=position, page_size=min(self._batch_size, PAGE_SIZE)))
         applied = 0
-        batch: list[RecordedEvent] = []
-        for recorded in self._store.read_all(after=position, page_size=self._batch_size):
-            batch.append(recorded)
-            if len(batch) >= self._batch_size:
-                applied += self._apply_batch(group, batch, rows)
-                batch = []
-        if batch:
-            applied += self._apply_batch(group, batch, rows)
-        return applied
+        while True:
+            count, position = self._apply_batch(group, islice(events, self._batch_size), position, rows, routes)
+            if count == 0:
+                return applied
+            applied += count
 
-    def _apply_batch(self, group: list[Projection], batch: list[RecordedEvent], rows: dict[str, _SqlRows]) -> int:
-        """Apply a batch to every projection of the group; write their rows and checkpoints in one transaction."""
-        failed: tuple[str, int, str] | None = None
-        with self._engine.connect() as conn:
-            conn.execution_options(**{WRITE: True})
-            with conn.begin() as transaction:
-                for name in sorted(rows):  # lock checkpoints in one order: concurrent runners never deadlock
-                    if self._locked_position(conn, name) != batch[0].position - 1:
-                        transaction.rollback()
-                        raise _CheckpointMoved
+    def _apply_batch(self, group: list[Projection], batch: Iterator[RecordedEvent], position: int,
+                     rows: dict[str, SqlRows], routes: Routes) -> tuple[int, int]:
+        """Fold a batch into every projection of the group, then write their rows and checkpoints in one
+        transaction; return how many events it had and the position of the last."""
+        with _Transaction(self._engine) as transaction:
+            for projection_rows in rows.values():
+                projection_rows.read_with(transaction.connection)
+            try:
+                count, last, failure = self._fold(batch, position, routes)
+            finally:
                 for projection_rows in rows.values():
-                    projection_rows.bind(conn)
-                failed = self._handle_all(group, batch, rows)
-                if failed is None:
-                    for projection in group:
-                        rows[projection.name].flush()
-                        self._save_checkpoint(conn, projection.name, batch[-1].position, None)
-                else:
-                    transaction.rollback()
-        if failed is not None:
-            name, position, error = failed
-            self._record_stop(name, batch[0].position - 1, (position, error))
+                    projection_rows.read_with(None)
+            if failure is None and count:
+                conn = transaction.connection()
+                for name in sorted(rows):  # lock checkpoints in one order: concurrent runners never deadlock
+                    if self._locked_position(conn, name) != position:
+                        raise _CheckpointMoved
+                for projection in group:
+                    rows[projection.name].flush(conn)
+                    self._save_checkpoint(conn, projection.name, last, None)
+                transaction.commit()
+        if failure is not None:
+            name, error_position, error = failure
+            self._record_stop(name, position, (error_position, error))
             raise _HandlerFailed
         for projection_rows in rows.values():
-            projection_rows.trim(self.max_cached_rows)
-        return len(batch)
+            projection_rows.flushed()
+        return count, last
 
     @staticmethod
-    def _handle_all(group: list[Projection], batch: list[RecordedEvent],
-                    rows: dict[str, _SqlRows]) -> tuple[str, int, str] | None:
+    def _fold(batch: Iterator[RecordedEvent], position: int,
+              routes: Routes) -> tuple[int, int, tuple[str, int, str] | None]:
+        """Give each event to the projections that take its type; stop at the first handler that fails."""
+        count, last = 0, position
         for recorded in batch:
-            for projection in group:
+            for projection, projection_rows in routes.get(type(recorded.event), ()):
                 try:
-                    projection.handle(recorded, rows[projection.name])
+                    projection.handle(recorded, projection_rows)
                 except Exception as exc:
-                    return projection.name, recorded.position, f"{type(exc).__name__}: {exc}"
-        return None
+                    return count, last, (projection.name, recorded.position, f"{type(exc).__name__}: {exc}")
+            count += 1
+            last = recorded.position
+        return count, last, None
 
     def _locked_position(self, conn: sa.Connection, name: str) -> int:
         """The checkpoint, locked until the transaction ends (another runner may have moved it)."""
@@ -284,12 +249,12 @@ class ProjectionRunner:
             return all(conn.execute(sa.select(sa.literal(1)).select_from(sql_table(spec)).limit(1)).first() is None
                        for spec in projection.tables)
 
-    def _checkpoint(self, name: str) -> tuple[int, tuple[int, str] | None]:
+    def _checkpoints(self, names: list[str]) -> dict[str, tuple[int, tuple[int, str] | None]]:
+        """Each projection's checkpoint and stop (position and error), read at once."""
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(checkpoints).where(checkpoints.c.name == name)).first()
-        if row is None:
-            return 0, None
-        return row.position, (row.error_position, row.error) if row.error else None
+            rows = {row.name: row for row in conn.execute(sa.select(checkpoints).where(checkpoints.c.name.in_(names)))}
+        return {name: (0, None) if (row := rows.get(name)) is None else
+                (row.position, (row.error_position, row.error) if row.error else None) for name in names}
 
     def _record_stop(self, name: str, position: int, failure: tuple[int, str]) -> None:
         with self._engine.connect() as conn:

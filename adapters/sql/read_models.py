@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from adapters.sql.schema import metadata
 from projections.tables import ColumnType, Row, TableSpec
@@ -38,12 +39,16 @@ def sql_table(spec: TableSpec) -> sa.Table:
     return existing if existing is not None else sa.Table(spec.name, metadata, *sql_columns(spec))
 
 
-def to_sql(spec: TableSpec, row: Row) -> dict[str, Any]:
-    """A row as SQL parameters (JSON columns as canonical text)."""
-    kinds = dict(spec.columns)
-    return {name: (json.dumps(row.get(name), sort_keys=True, separators=(",", ":"))
-                   if kinds[name] is ColumnType.JSON and row.get(name) is not None else row.get(name))
-            for name in spec.column_names}
+def upsert(spec: TableSpec, dialect: str) -> sa.Insert:
+    """An insert of a row that replaces the row with the same key (for an executemany of rows)."""
+    insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(sql_table(spec))
+    others = {name: insert.excluded[name] for name in spec.column_names if name not in spec.key}
+    return insert.on_conflict_do_update(index_elements=list(spec.key), set_=others)
+
+
+def json_text(value: Any) -> str | None:
+    """A JSON column's value as canonical text (None stays NULL)."""
+    return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def from_sql(spec: TableSpec, values: sa.Row[Any] | dict[str, Any]) -> Row:

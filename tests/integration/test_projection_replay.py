@@ -88,6 +88,15 @@ def test_live_tables_equal_a_full_rebuild_row_for_row(harness: RolloutHarness, c
     assert _sorted(_sql_tables(runner, harness.engine), runner) == live
 
 
+def test_rows_dropped_from_a_small_row_cache_are_read_back_and_the_tables_stay_exact(
+        harness: RolloutHarness, clock: FakeClock) -> None:
+    live = ProjectionRunner(harness.engine, harness.store, clock, all_projections(), batch_size=4, max_cached_rows=6)
+    _eventful_history(harness, live)
+    assert _sorted(_sql_tables(live, harness.engine), live) == _memory_tables(harness)
+    live.rebuild()
+    assert _sorted(_sql_tables(live, harness.engine), live) == _memory_tables(harness)
+
+
 def test_progress_totals_and_durations_follow_the_events(harness: RolloutHarness, clock: FakeClock) -> None:
     runner = ProjectionRunner(harness.engine, harness.store, clock, all_projections())
     harness.gateway.fail("dma-1", Step.INSTALL, times=None)
@@ -114,6 +123,7 @@ class _Exploding:
 
     name = "exploding"
     tables: tuple[TableSpec, ...] = ProgressProjection.tables
+    event_types = ProgressProjection.event_types
 
     def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
         if recorded.stream_id.startswith("upgrade-"):

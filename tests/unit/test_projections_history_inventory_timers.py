@@ -561,6 +561,14 @@ def test_the_same_events_give_the_same_tables(projection: Projection) -> None:
     assert any(first.tables.values())
 
 
+@pytest.mark.parametrize("projection", all_projections(), ids=lambda p: p.name)
+def test_events_outside_a_projections_event_types_change_nothing(projection: Projection) -> None:
+    events = a_busy_history()
+    taken = [recorded for recorded in events if type(recorded.event) in projection.event_types]
+    assert len(taken) < len(events)
+    assert run(type(projection)(), taken).tables == run(projection, events).tables
+
+
 def test_the_catalog_runs_the_new_projections_after_progress() -> None:
     assert [p.name for p in all_projections()] == ["progress", "package_history", "inventory", "pending_timers"]
     names = [spec.name for p in all_projections() for spec in p.tables]

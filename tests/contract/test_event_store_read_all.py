@@ -1,0 +1,58 @@
+"""Reading the whole log gives the envelopes as appended, however the store speeds the read up."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from adapters.sql.event_store import envelope
+from engine.events import EventMetadata, NewEvent, RecordedEvent
+from engine.ports import EventStore
+from engine.upgrade_events import InstallPhaseReported, Step, StepStarted
+from tests.conftest import FakeClock
+
+
+def _phase(index: int, correlation_id: uuid.UUID) -> NewEvent:
+    return NewEvent(event_id=uuid.uuid4(), event=InstallPhaseReported(phase=f"phase {index}", phase_index=index,
+                                                                      phase_count=2),
+                    metadata=EventMetadata(actor="engine", correlation_id=correlation_id))
+
+
+def test_read_all_gives_every_event_id_payload_metadata_and_time_as_appended_even_when_payloads_repeat(
+        event_store: EventStore, clock: FakeClock) -> None:
+    rollout, other = uuid.uuid4(), uuid.uuid4()
+    appended: list[tuple[str, NewEvent, datetime]] = []
+    for stream in ("upgrade-a", "upgrade-b", "upgrade-c"):
+        for new in (_phase(0, rollout), _phase(1, rollout), _phase(0, other)):
+            event_store.append(stream, len([a for a in appended if a[0] == stream]), [new])
+            appended.append((stream, new, clock.now()))
+            clock.advance(seconds=1.5)
+    started = NewEvent(event_id=uuid.uuid4(), event=StepStarted(step=Step.INSTALL, attempt=1, idempotency_key="k"),
+                       metadata=EventMetadata(actor="alice", causation_id=appended[0][1].event_id))
+    event_store.append("upgrade-a", 3, [started])
+    appended.append(("upgrade-a", started, clock.now()))
+
+    read = list(event_store.read_all(page_size=4))
+    assert [(r.stream_id, r.event_id, r.event, r.metadata, r.recorded_at) for r in read] == \
+        [(stream, new.event_id, new.event, new.metadata, at) for stream, new, at in appended]
+    assert [r.position for r in read] == list(range(1, len(appended) + 1))
+    assert all(isinstance(r.event_id, uuid.UUID) and r.recorded_at.utcoffset() is not None for r in read)
+    streams = [r for stream in ("upgrade-a", "upgrade-b", "upgrade-c") for r in event_store.read_stream(stream)]
+    assert sorted(streams, key=lambda r: r.position) == read
+
+
+def test_an_envelope_is_what_recorded_event_model_construct_builds() -> None:
+    values = {"position": 7, "event_id": uuid.uuid4(), "stream_id": "upgrade-a", "stream_version": 2,
+              "event": InstallPhaseReported(phase="copy", phase_index=0, phase_count=1),
+              "metadata": EventMetadata(actor="engine"), "recorded_at": datetime(2026, 11, 30, 9, tzinfo=UTC)}
+    built = envelope(**values)
+    constructed = RecordedEvent.model_construct(**values)
+    assert built == constructed
+    assert built.model_fields_set == constructed.model_fields_set
+    assert built.model_dump() == constructed.model_dump() == RecordedEvent.model_validate(values).model_dump()
+    assert repr(built) == repr(constructed)
+    with pytest.raises(ValidationError):
+        built.position = 8  # type: ignore[misc]
