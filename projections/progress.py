@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from engine.agent_upgrade import ENTERED_ON_START, ENTERED_ON_SUCCESS, TRIGGER_STATES
 from engine.events import Event, RecordedEvent
@@ -130,42 +132,9 @@ class ProgressProjection:
         if state != row["state"]:
             _spend(row, when)
             row["state"] = state
-        match event:
-            case StepStarted(step=step):
-                row["step"] = step.value
-                row["attempts"] += 1
-                row["waiting_until"] = None
-                row["started_at"] = row["started_at"] or when
-            case StepSucceeded(version_after=version_after):
-                row["steps_done"] += 1
-                row["step"] = None
-                row["phase"] = None
-                row["version_after"] = version_after or row["version_after"]
-            case StepFailed(error=error):
-                row["step"] = None
-                row["phase"] = None
-                row["last_error"] = error
-            case StepDelayed(due_at=due_at):
-                row["waiting_until"] = due_at
-            case InstallPhaseReported(phase=phase):
-                row["phase"] = phase
-            case AgentUpgradeCompleted(manual_start_needed=manual):
-                row["manual_start_needed"] = manual
-                row["ended_at"] = when
-                row["step"] = None
-            case AgentUpgradeFailed(reason=reason):
-                row["last_error"] = reason
-                row["ended_at"] = when
-                row["step"] = None
-                row["phase"] = None
-            case AgentUpgradeResumed():
-                row["resumes"] += 1
-            case AgentUpgradeRetried():
-                row["retries"] += 1
-                row["ended_at"] = None
-            case AgentUpgradeCancelled():
-                row["ended_at"] = when
-                row["step"] = None
+        update = _UPGRADE_UPDATES.get(type(event))
+        if update is not None:
+            update(row, event, when)
         row["last_position"] = recorded.position
         rows.put(AGENTS.name, row)
         after = bucket(row)
@@ -184,20 +153,84 @@ class ProgressProjection:
 
 def state_entered(event: Event) -> str | None:
     """The upgrade state an event of an upgrade stream moves it into (None when it stays where it is)."""
-    match event:
-        case StepStarted(step=step) if step in ENTERED_ON_START:
-            return TRIGGER_STATES[ENTERED_ON_START[step]].value
-        case StepSucceeded(step=step) if step in ENTERED_ON_SUCCESS:
-            return TRIGGER_STATES[ENTERED_ON_SUCCESS[step]].value
-        case AgentUpgradeCompleted():
-            return UpgradeState.COMPLETED.value
-        case AgentUpgradeFailed():
-            return UpgradeState.FAILED.value
-        case AgentUpgradeRetried(resume_state=resume_state):
-            return resume_state
-        case AgentUpgradeCancelled():
-            return UpgradeState.CANCELLED.value
-    return None
+    enter = _ENTERS.get(type(event))
+    return enter(event) if enter is not None else None
+
+
+_ENTERS: dict[type[Event], Callable[[Any], str | None]] = {
+    StepStarted: lambda e: TRIGGER_STATES[ENTERED_ON_START[e.step]].value if e.step in ENTERED_ON_START else None,
+    StepSucceeded: lambda e: (TRIGGER_STATES[ENTERED_ON_SUCCESS[e.step]].value if e.step in ENTERED_ON_SUCCESS
+                              else None),
+    AgentUpgradeCompleted: lambda _: UpgradeState.COMPLETED.value,
+    AgentUpgradeFailed: lambda _: UpgradeState.FAILED.value,
+    AgentUpgradeRetried: lambda e: e.resume_state,
+    AgentUpgradeCancelled: lambda _: UpgradeState.CANCELLED.value,
+}
+"""Per event type, the state it moves an upgrade into (a lookup by type: this runs for nearly every event)."""
+
+
+def _step_started(row: Row, event: StepStarted, when: datetime) -> None:
+    row["step"] = event.step.value
+    row["attempts"] += 1
+    row["waiting_until"] = None
+    row["started_at"] = row["started_at"] or when
+
+
+def _step_succeeded(row: Row, event: StepSucceeded, _: datetime) -> None:
+    row["steps_done"] += 1
+    row["step"] = None
+    row["phase"] = None
+    row["version_after"] = event.version_after or row["version_after"]
+
+
+def _step_failed(row: Row, event: StepFailed, _: datetime) -> None:
+    row["step"] = None
+    row["phase"] = None
+    row["last_error"] = event.error
+
+
+def _step_delayed(row: Row, event: StepDelayed, _: datetime) -> None:
+    row["waiting_until"] = event.due_at
+
+
+def _phase_reported(row: Row, event: InstallPhaseReported, _: datetime) -> None:
+    row["phase"] = event.phase
+
+
+def _completed(row: Row, event: AgentUpgradeCompleted, when: datetime) -> None:
+    row["manual_start_needed"] = event.manual_start_needed
+    row["ended_at"] = when
+    row["step"] = None
+
+
+def _failed(row: Row, event: AgentUpgradeFailed, when: datetime) -> None:
+    row["last_error"] = event.reason
+    row["ended_at"] = when
+    row["step"] = None
+    row["phase"] = None
+
+
+def _resumed(row: Row, _: AgentUpgradeResumed, __: datetime) -> None:
+    row["resumes"] += 1
+
+
+def _retried(row: Row, _: AgentUpgradeRetried, __: datetime) -> None:
+    row["retries"] += 1
+    row["ended_at"] = None
+
+
+def _cancelled(row: Row, _: AgentUpgradeCancelled, when: datetime) -> None:
+    row["ended_at"] = when
+    row["step"] = None
+
+
+_UPGRADE_UPDATES: dict[type[Event], Callable[[Row, Any, datetime], None]] = {
+    StepStarted: _step_started, StepSucceeded: _step_succeeded, StepFailed: _step_failed,
+    StepDelayed: _step_delayed, InstallPhaseReported: _phase_reported, AgentUpgradeCompleted: _completed,
+    AgentUpgradeFailed: _failed, AgentUpgradeResumed: _resumed, AgentUpgradeRetried: _retried,
+    AgentUpgradeCancelled: _cancelled,
+}
+"""Per upgrade event type, what it changes in the agent's row besides its state (the time is the event's)."""
 
 
 def _spend(row: Row, until: datetime) -> None:

@@ -65,7 +65,8 @@ def _utc_from_text(value: str) -> datetime:
     return datetime.fromisoformat(value + "+00:00")
 
 
-_ENVELOPE_FIELDS = frozenset(RecordedEvent.model_fields)
+_ENVELOPE_FIELDS = set(RecordedEvent.model_fields)
+"""Every envelope's fields set: one set shared, as ``model_construct(_fields_set=...)`` would share it."""
 
 
 def envelope(position: int, event_id: UUID, stream_id: str, stream_version: int, event: Event,
@@ -76,7 +77,7 @@ def envelope(position: int, event_id: UUID, stream_id: str, stream_version: int,
     _set(recorded, "__dict__", {"position": position, "event_id": event_id, "stream_id": stream_id,
                                 "stream_version": stream_version, "event": event, "metadata": metadata,
                                 "recorded_at": recorded_at})
-    _set(recorded, "__pydantic_fields_set__", set(_ENVELOPE_FIELDS))
+    _set(recorded, "__pydantic_fields_set__", _ENVELOPE_FIELDS)
     _set(recorded, "__pydantic_extra__", None)
     _set(recorded, "__pydantic_private__", None)
     return recorded

@@ -172,7 +172,7 @@ class ProjectionRunner:
 
     def _catch_up_group(self, group: list[Projection], position: int) -> int:
         """Feed projections that stand at the same checkpoint from one read of the log."""
-        dialect = self._engine.dialect.name
+        dialect = self._engine.dialect
         rows = {p.name: SqlRows(p.tables, dialect, empty=position == 0 and self._tables_empty(p),
                                 max_rows=self.max_cached_rows) for p in group}
         routes: Routes = {}

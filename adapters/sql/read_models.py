@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from adapters.sql.schema import metadata
 from projections.tables import ColumnType, Row, TableSpec
@@ -39,11 +39,48 @@ def sql_table(spec: TableSpec) -> sa.Table:
     return existing if existing is not None else sa.Table(spec.name, metadata, *sql_columns(spec))
 
 
-def upsert(spec: TableSpec, dialect: str) -> sa.Insert:
-    """An insert of a row that replaces the row with the same key (for an executemany of rows)."""
-    insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(sql_table(spec))
-    others = {name: insert.excluded[name] for name in spec.column_names if name not in spec.key}
-    return insert.on_conflict_do_update(index_elements=list(spec.key), set_=others)
+class TableWriter:
+    """Bulk writes of one read-model table as plain SQL through the driver: rows upserted, rows deleted by key.
+
+    Values are converted as SQLAlchemy would bind them (SQLite: timestamps as its text; JSON as canonical text).
+    """
+
+    def __init__(self, spec: TableSpec, dialect: sa.Dialect) -> None:
+        quote = dialect.identifier_preparer.quote
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        names = spec.column_names
+        updates = ", ".join(f"{quote(name)} = excluded.{quote(name)}" for name in names if name not in spec.key)
+        self.upsert = (f"INSERT INTO {quote(spec.name)} ({', '.join(map(quote, names))}) "
+                       f"VALUES ({', '.join(mark for _ in names)}) "
+                       f"ON CONFLICT ({', '.join(map(quote, spec.key))}) DO UPDATE SET {updates}")
+        self.delete = (f"DELETE FROM {quote(spec.name)} WHERE "
+                       + " AND ".join(f"{quote(name)} = {mark}" for name in spec.key))
+        self._names = names
+        kinds = dict(spec.columns)
+        self._json = [i for i, name in enumerate(names) if kinds[name] is ColumnType.JSON]
+        self._text_times = ([i for i, name in enumerate(names) if kinds[name] is ColumnType.TIMESTAMP]
+                            if dialect.name == "sqlite" else [])
+
+    def values(self, row: Row) -> tuple[Any, ...]:
+        """A row's parameters for ``upsert``, in column order."""
+        values = [row[name] for name in self._names]
+        for index in self._json:
+            values[index] = json_text(values[index])
+        for index in self._text_times:
+            if values[index] is not None:
+                values[index] = sqlite_time(values[index])
+        return tuple(values)
+
+
+@cache
+def table_writer(spec: TableSpec, dialect: sa.Dialect) -> TableWriter:
+    """The writer of a table for a dialect (built once)."""
+    return TableWriter(spec, dialect)
+
+
+def sqlite_time(value: datetime) -> str:
+    """A timestamp as SQLAlchemy stores it in SQLite: its fields as ISO 8601 text, without an offset."""
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 def json_text(value: Any) -> str | None:

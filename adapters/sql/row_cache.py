@@ -19,8 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from adapters.sql.read_models import from_sql, json_text, sql_table, upsert
-from projections.tables import ColumnType, Key, Row, TableSpec
+from adapters.sql.read_models import from_sql, sql_table, table_writer
+from projections.tables import Key, Row, TableSpec
 
 _UNKNOWN: Any = object()
 """Not cached: the row may or may not exist in SQL."""
@@ -54,39 +54,33 @@ def _single_key(column: str) -> Callable[[Row], Key]:
 
 
 @cache
-def _statements(spec: TableSpec, dialect: str) -> tuple[sa.Select[Any], sa.Delete, sa.Insert]:
-    """Select and delete by key, and upsert, of a table (built once: they are reused by every batch)."""
+def _select_by_key(spec: TableSpec) -> sa.Select[Any]:
+    """The select of a table's row by key (built once: it is reused by every batch)."""
     sql = sql_table(spec)
-    by_key = [sql.c[column] == sa.bindparam(f"k_{column}") for column in spec.key]
-    return sa.select(sql).where(*by_key), sql.delete().where(*by_key), upsert(spec, dialect)
+    return sa.select(sql).where(*(sql.c[column] == sa.bindparam(f"k_{column}") for column in spec.key))
 
 
 class _Table:
     """One table's cached rows (a cached None is a row known not to exist) and its changes since the flush."""
 
-    def __init__(self, spec: TableSpec, dialect: str) -> None:
+    def __init__(self, spec: TableSpec, dialect: sa.Dialect) -> None:
         self.spec = spec
         self.columns = frozenset(spec.column_names)
         self.key_of: Callable[[Row], Key] = _single_key(spec.key[0]) if len(spec.key) == 1 else itemgetter(*spec.key)
         self.young: dict[Key, Row | None] = {}
         self.old: dict[Key, Row | None] = {}
         self.dirty: dict[Key, Row | None] = {}
-        self.json_columns = tuple(name for name, kind in spec.columns if kind is ColumnType.JSON)
-        self.select, self.delete, self.upsert = _statements(spec, dialect)
+        self.select = _select_by_key(spec)
+        self.writer = table_writer(spec, dialect)
 
     def key_params(self, key: Key) -> dict[str, Any]:
         return {f"k_{column}": value for column, value in zip(self.spec.key, key, strict=True)}
-
-    def sql_params(self, row: Row) -> Row:
-        if not self.json_columns:
-            return row
-        return {**row, **{name: json_text(row[name]) for name in self.json_columns}}
 
 
 class SqlRows:
     """``RowAccess`` for one projection: cached rows, read from SQL when missing, written by ``flush``."""
 
-    def __init__(self, specs: Sequence[TableSpec], dialect: str, *, empty: bool, max_rows: int) -> None:
+    def __init__(self, specs: Sequence[TableSpec], dialect: sa.Dialect, *, empty: bool, max_rows: int) -> None:
         self._tables = {spec.name: _Table(spec, dialect) for spec in specs}
         self._dropped = _MaybeDropped() if empty else None
         self._max_rows = max_rows
@@ -131,12 +125,13 @@ class SqlRows:
     def flush(self, conn: sa.Connection) -> None:
         """Write every row changed since the last flush: upserts and deletes in bulk per table."""
         for cached in self._tables.values():
-            deletes = [cached.key_params(key) for key, row in cached.dirty.items() if row is None]
-            upserts = [cached.sql_params(row) for row in cached.dirty.values() if row is not None]
+            writer = cached.writer
+            deletes = [key for key, row in cached.dirty.items() if row is None]
+            upserts = [writer.values(row) for row in cached.dirty.values() if row is not None]
             if deletes:
-                conn.execute(cached.delete, deletes)
+                conn.exec_driver_sql(writer.delete, deletes)
             if upserts:
-                conn.execute(cached.upsert, upserts)
+                conn.exec_driver_sql(writer.upsert, upserts)
 
     def flushed(self) -> None:
         """The flush is committed: forget the changes, and drop the old generation where the young one is full."""
