@@ -90,7 +90,7 @@ class ProjectionRunner:
     """Catches projections up with the event store, follows it, rebuilds them, reports their lag."""
 
     def __init__(self, engine: Engine, store: EventStore, clock: Clock, projections: Iterable[Projection],
-                 *, batch_size: int = 20_000, max_cached_rows: int = 50_000) -> None:
+                 *, batch_size: int = 20_000, max_cached_rows: int = 20_000) -> None:
         self._engine = engine
         self._store = store
         self._clock = clock

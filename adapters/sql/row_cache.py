@@ -66,6 +66,7 @@ class _Table:
     def __init__(self, spec: TableSpec, dialect: sa.Dialect) -> None:
         self.spec = spec
         self.columns = frozenset(spec.column_names)
+        self.width = len(self.columns)
         self.key_of: Callable[[Row], Key] = _single_key(spec.key[0]) if len(spec.key) == 1 else itemgetter(*spec.key)
         self.young: dict[Key, Row | None] = {}
         self.old: dict[Key, Row | None] = {}
@@ -102,7 +103,7 @@ class SqlRows:
 
     def put(self, table: str, row: Row) -> None:
         cached = self._tables[table]
-        if row.keys() == cached.columns:
+        if len(row) == cached.width and cached.columns.issuperset(row):
             stored = row.copy()
         else:
             stored = {name: row.get(name) for name in cached.spec.column_names}
