@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from adapters.api import page
 from adapters.api.context import ApiContext
 from adapters.api.errors import install_error_handlers
+from adapters.api.guard import BodyGuard, body_limits
 from adapters.api.routes import admin, agents, health, packages, progress, rollouts
 
 
@@ -19,6 +20,7 @@ def create_app(context: ApiContext, registry: CollectorRegistry | None = None) -
                               "Every route but /metrics, /healthz, /readyz and the page needs a bearer token.")
     app.state.api = context
     install_error_handlers(app)
+    app.add_middleware(BodyGuard, tokens=context.tokens, limit_for=body_limits(context.container.settings))
     for module in (agents, packages, rollouts, progress, admin, health):
         app.include_router(module.router)
     app.include_router(page.router)

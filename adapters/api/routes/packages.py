@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, File, UploadFile
 
 from adapters.api.context import Context, Operator, Viewer
 from adapters.api.errors import ERROR_RESPONSES, PayloadTooLarge
@@ -18,18 +18,16 @@ from projections.package_history import PACKAGES
 
 router = APIRouter(prefix="/api/v1/packages", tags=["packages"], responses=ERROR_RESPONSES)
 
-_MULTIPART_OVERHEAD = 64 * 1024
 _CHUNK = 1024 * 1024
 
 
 @router.post("", status_code=201)
-def upload(request: Request, file: Annotated[UploadFile, File(description="the .dmupgrade file")],
-           context: Context, caller: Operator) -> PackageOut:
-    """Validate a package exactly as the CLI does, store it by SHA-256 and record the upload."""
+def upload(file: Annotated[UploadFile, File(description="the .dmupgrade file")], context: Context,
+           caller: Operator) -> PackageOut:
+    """Validate a package exactly as the CLI does, store it by SHA-256 and record the upload.
+
+    A body declared or streamed far over the limit was refused before it was read (``BodyGuard``)."""
     limit = context.container.settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit + _MULTIPART_OVERHEAD:
-        raise PayloadTooLarge(f"the upload is {declared} bytes, over the limit of {limit} bytes")
     name = _file_name(file.filename)
     spool_root = context.container.settings.data_dir
     spool_root.mkdir(parents=True, exist_ok=True)

@@ -138,6 +138,17 @@ def test_open_routes_answer_without_a_token(api: ApiHarness) -> None:
             assert response.status_code == 200, (route, response.status_code, response.text)
 
 
+def test_a_body_from_a_caller_without_a_valid_token_is_refused_before_it_is_read(api: ApiHarness) -> None:
+    head = api.head()
+    for client in (api.client(None), api.anonymous("Bearer not-a-configured-token")):
+        for method, path in [("POST", "/api/v1/agents"), ("PUT", "/api/v1/settings/reboot"),
+                             ("POST", "/api/v1/packages")]:
+            response = client.request(method, path, content=b"{not even json",
+                                      headers={"content-type": "application/json"})
+            assert_refused(response, 401, (method, path))
+    assert api.head() == head
+
+
 def test_a_revoked_token_is_refused_at_once(api: ApiHarness) -> None:
     viewer = api.client(Role.VIEWER)
     assert viewer.get("/api/v1/agents").status_code == 200

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from uuid import uuid4
 
 import httpx
 
 from adapters.api.auth import Role
+from adapters.api.guard import JSON_LIMIT
 from tests.integration.api.harness import CLUSTER, ApiHarness
 from tests.integration.rollout_harness import START_VERSION
 
@@ -62,9 +63,32 @@ def test_an_upload_declaring_a_length_far_over_the_limit_is_refused_before_it_is
     api = make_api(max_upload_bytes=512)
     head = api.head()
 
-    refused(api, upload_bytes(api, bytes(200 * 1024)), 413, "too_large", str(512))
+    refused(api, upload_bytes(api, bytes(200 * 1024)), 413, "too_large", "over the limit")
 
     assert api.head() == head
+
+
+def test_a_streamed_upload_without_a_length_is_cut_off_at_the_limit(make_api: Callable[..., ApiHarness]) -> None:
+    api = make_api(max_upload_bytes=512)
+    head = api.head()
+
+    def chunks() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.dmupgrade"\r\n\r\n'
+        for _ in range(16):
+            yield bytes(64 * 1024)
+        yield b"\r\n--b--\r\n"
+
+    response = api.client(Role.OPERATOR).post("/api/v1/packages", content=chunks(),
+                                              headers={"content-type": "multipart/form-data; boundary=b"})
+
+    assert "content-length" not in response.request.headers
+    refused(api, response, 413, "too_large", "limit")
+    assert api.head() == head
+
+
+def test_a_json_body_over_its_limit_is_refused_with_413(api: ApiHarness) -> None:
+    too_long = {"name": "dma-9", "address": "x" * JSON_LIMIT, "version": START_VERSION}
+    unchanged(api, [(lambda: api.client(Role.OPERATOR).post("/api/v1/agents", json=too_long), 413, "too_large")])
 
 
 def test_a_file_that_is_not_a_zip_is_refused_with_422(api: ApiHarness) -> None:
