@@ -16,14 +16,17 @@ from typing import Protocol
 from uuid import UUID
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.engine import Engine
 
 from adapters.sql.projection_runner import ProjectionRunner, read_rows
 from engine.agent_upgrade import AgentUpgrade
 from engine.ports import AgentGateway, Waiter
+from engine.preloaded import PreloadedUpgrades
 from engine.rollout import Rollout, RolloutState
 from engine.runner import RolloutRunner
 from engine.service import UpgradeService
+from engine.turns import Turns
 from engine.upgrade_machine import STOPPED_STATES
 from projections.progress import ROLLOUTS
 from projections.timers import SCHEDULED_START, TIMERS
@@ -74,10 +77,14 @@ def _key(upgrade: AgentUpgrade) -> str:
 
 
 class RolloutIndex(Protocol):
-    """Where the engine looks for work: the active rollouts and their scheduled starts."""
+    """Where the engine looks for work: the scheduled starts still pending, and the active rollouts."""
 
-    def active(self) -> list[tuple[UUID, RolloutState, datetime | None]]:
-        """Every Planned, Running or Paused rollout with its state and scheduled start (if any)."""
+    def scheduled_starts(self) -> dict[UUID, datetime]:
+        """When each rollout still waiting for its scheduled start is due (including those past due)."""
+        ...
+
+    def active(self) -> list[tuple[UUID, RolloutState]]:
+        """Every Planned, Running or Paused rollout with its state."""
         ...
 
 
@@ -87,67 +94,98 @@ class FoldedIndex:
     def __init__(self, service: UpgradeService) -> None:
         self._service = service
 
-    def active(self) -> list[tuple[UUID, RolloutState, datetime | None]]:
-        return [(r.plan.rollout_id, r.state, r.plan.start_at) for r in self._service.rollouts() if r.state in ACTIVE]
+    def scheduled_starts(self) -> dict[UUID, datetime]:
+        return {r.plan.rollout_id: r.plan.start_at for r in self._service.rollouts()
+                if r.state is RolloutState.PLANNED and r.plan.start_at is not None}
+
+    def active(self) -> list[tuple[UUID, RolloutState]]:
+        return [(r.plan.rollout_id, r.state) for r in self._service.rollouts() if r.state in ACTIVE]
 
 
 class ProjectionIndex:
-    """Finds work in the progress and pending-timers projections, caught up first (what ``serve`` uses)."""
+    """Finds work in the pending-timers and progress projections, each caught up first (what ``serve`` uses)."""
 
     def __init__(self, projections: ProjectionRunner, engine: Engine) -> None:
         self._projections = projections
         self._engine = engine
 
-    def active(self) -> list[tuple[UUID, RolloutState, datetime | None]]:
-        self._projections.catch_up(["progress", "pending_timers"])
-        starts = {row["stream_id"].removeprefix("rollout-"): row["due_at"]
-                  for row in read_rows(self._engine, TIMERS, kind=SCHEDULED_START)}
-        return [(UUID(row["rollout_id"]), RolloutState(row["state"]), starts.get(row["rollout_id"]))
+    def scheduled_starts(self) -> dict[UUID, datetime]:
+        self._projections.catch_up(["pending_timers"])
+        return {UUID(row["stream_id"].removeprefix("rollout-")): row["due_at"]
+                for row in read_rows(self._engine, TIMERS, kind=SCHEDULED_START)}
+
+    def active(self) -> list[tuple[UUID, RolloutState]]:
+        self._projections.catch_up(["progress"])
+        return [(UUID(row["rollout_id"]), RolloutState(row["state"]))
                 for state in ACTIVE for row in read_rows(self._engine, ROLLOUTS, state=state.value)]
 
 
 class EngineProcess:
-    """Drives every active rollout in its own thread; polls for new work."""
+    """Drives every active rollout in its own thread; polls for new work, and each runner for an operator's
+    commands, every ``poll_seconds``.
+
+    The runners share one set of turns at the engine's work, so the first command of every upgrade
+    taken up goes out before any upgrade's later steps. At its first look the engine folds the upgrades
+    of every rollout already under way from one read, for the runners it starts then.
+    """
 
     def __init__(self, service: UpgradeService, gateway: AgentGateway, waiter: Waiter, *,
                  poll_seconds: float = 1.0, scheduler: BackgroundScheduler | None = None,
-                 index: RolloutIndex | None = None) -> None:
+                 index: RolloutIndex | None = None, turns: Turns | None = None) -> None:
         self.index = index or FoldedIndex(service)
         self.service = service
         self.gateway = gateway
         self.waiter = waiter
         self.poll_seconds = poll_seconds
         self.scheduler = scheduler or BackgroundScheduler(timezone="UTC")
+        self.turns = turns or Turns()
+        self._first_look = True
+        self._armed: dict[UUID, datetime] = {}
         self._driving: dict[UUID, threading.Thread] = {}
         self._lock = threading.Lock()
         self.errors: list[BaseException] = []
 
     def serve(self, stop: threading.Event) -> None:
-        """Run until ``stop`` is set: arm scheduled starts, drive due rollouts, look for new ones."""
-        self.scheduler.start()
+        """Run until ``stop`` is set: arm scheduled starts, drive due rollouts, look for new ones.
+
+        The first look re-arms every pending start on the scheduler started paused (so adding a job
+        does not set it looking for due jobs each time); it runs once they are all armed.
+        """
+        self.scheduler.start(paused=True)
         try:
-            while not stop.is_set():
+            self.tick()
+            self.scheduler.resume()
+            while not stop.wait(self.poll_seconds):
                 self.tick()
-                stop.wait(self.poll_seconds)
         finally:
             self.scheduler.shutdown(wait=False)
 
     def tick(self) -> None:
-        """One look at the store: hand each active rollout to a runner, or arm its scheduled start."""
+        """One look at the store: arm the scheduled starts still to come, hand each other active rollout
+        to a runner. Only starts that are new or moved are armed, and only those gone are disarmed."""
         now = self.service.clock.now()
+        later = {rollout_id: due for rollout_id, due in self.index.scheduled_starts().items() if due > now}
+        for rollout_id in [r for r in self._armed if r not in later]:
+            self._disarm(rollout_id)  # it came due, started, or ended some other way
+        for rollout_id, due in later.items():
+            if self._armed.get(rollout_id) != due:
+                self.scheduler.add_job(self.fire, DateTrigger(due, self.scheduler.timezone), args=[rollout_id],
+                                       id=_job_id(rollout_id), replace_existing=True, misfire_grace_time=None)
+                self._armed[rollout_id] = due
         active = self.index.active()
-        for job in self.scheduler.get_jobs():
-            if job.id.startswith("start-") and not any(job.id == f"start-{a[0]}" for a in active if a[2]):
-                job.remove()  # the rollout started, or ended, some other way
-        for rollout_id, state, start_at in active:
-            job_id = f"start-{rollout_id}"
-            if state is RolloutState.PLANNED and start_at is not None and start_at > now:
-                self.scheduler.add_job(self.fire, "date", run_date=start_at, args=[rollout_id],
-                                       id=job_id, replace_existing=True, misfire_grace_time=None)
-                continue
-            if self.scheduler.get_job(job_id) is not None:
-                self.scheduler.remove_job(job_id)
-            self.drive(rollout_id)
+        upgrades = PreloadedUpgrades(self.service)
+        if self._first_look:  # this engine just started: it takes up every rollout already under way
+            self._first_look = False
+            upgrades.load(agent.upgrade_id for rollout_id, state in active if state is not RolloutState.PLANNED
+                          for agent in self.service.rollout(rollout_id).plan.agents)
+        for rollout_id, _ in active:
+            if rollout_id not in later:
+                self._start(rollout_id, upgrades)
+
+    def _disarm(self, rollout_id: UUID) -> None:
+        del self._armed[rollout_id]
+        if self.scheduler.get_job(_job_id(rollout_id)) is not None:
+            self.scheduler.remove_job(_job_id(rollout_id))
 
     def fire(self, rollout_id: UUID) -> None:
         """A scheduled start came due: re-check the rollout, then drive it if it is still active."""
@@ -156,18 +194,23 @@ class EngineProcess:
 
     def drive(self, rollout_id: UUID) -> None:
         """Start a runner on a rollout unless this process already drives it (a duplicate firing is a no-op)."""
+        self._start(rollout_id, PreloadedUpgrades(self.service))
+
+    def _start(self, rollout_id: UUID, upgrades: PreloadedUpgrades) -> None:
+        """Start a runner that takes the rollout's upgrades from ``upgrades`` (read as it starts)."""
         with self._lock:
             running = self._driving.get(rollout_id)
             if running is not None and running.is_alive():
                 return
-            thread = threading.Thread(target=self._run, args=(rollout_id,), name=f"rollout-{rollout_id}",
+            thread = threading.Thread(target=self._run, args=(rollout_id, upgrades), name=f"rollout-{rollout_id}",
                                       daemon=True)
             self._driving[rollout_id] = thread
             thread.start()
 
-    def _run(self, rollout_id: UUID) -> None:
+    def _run(self, rollout_id: UUID, upgrades: PreloadedUpgrades) -> None:
         try:
-            RolloutRunner(self.service, self.gateway, self.waiter).run(rollout_id)
+            RolloutRunner(self.service, self.gateway, self.waiter, poll_seconds=self.poll_seconds, turns=self.turns,
+                          upgrades=upgrades).run(rollout_id)
         except BaseException as exc:
             self.errors.append(exc)
 
@@ -175,3 +218,7 @@ class EngineProcess:
         """Rollouts this process drives right now."""
         with self._lock:
             return [rollout_id for rollout_id, thread in self._driving.items() if thread.is_alive()]
+
+
+def _job_id(rollout_id: UUID) -> str:
+    return f"start-{rollout_id}"

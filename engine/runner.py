@@ -7,6 +7,7 @@ re-sending anything, and the idempotency key makes a re-sent step apply once.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -19,9 +20,11 @@ from engine.errors import AgentStepFailed, ConcurrencyConflict
 from engine.events import Event
 from engine.inventory import AgentRecord
 from engine.ports import AgentAddress, AgentGateway, PackageRef, StepOutcome, StepStatus, Waiter
+from engine.preloaded import PreloadedUpgrades
 from engine.rollout import Rollout, RolloutState
 from engine.rollout_events import PlannedAgent, RolloutPlanned
 from engine.service import UpgradeService
+from engine.turns import FIRST, NEXT, Place, Turns
 from engine.upgrade_events import AgentUpgradeScheduled, Step
 from engine.upgrade_machine import CANCELLABLE_STATES, STOPPED_STATES, TERMINAL_STATES, UpgradeState
 
@@ -30,15 +33,22 @@ _AgentDecision = Callable[[AgentRecord], list[Event]]
 
 
 class RolloutRunner:
-    """Drives rollouts to their end through an agent gateway."""
+    """Drives rollouts to their end through an agent gateway.
+
+    An engine driving several rollouts shares its ``turns`` (so first commands go out before later
+    steps across all of them) and its ``upgrades`` (folded from one read when it takes many up at once).
+    """
 
     def __init__(self, service: UpgradeService, gateway: AgentGateway, waiter: Waiter, *,
-                 actor: str = "engine", poll_seconds: float = 0.2) -> None:
+                 actor: str = "engine", poll_seconds: float = 0.2, turns: Turns | None = None,
+                 upgrades: PreloadedUpgrades | None = None) -> None:
         self.service = service
         self.gateway = gateway
         self.waiter = waiter
         self.actor = actor
         self.poll_seconds = poll_seconds
+        self.turns = turns or Turns()
+        self.upgrades = upgrades or PreloadedUpgrades(service)
         self._resume_pending: set[UUID] = set()
         self._resume_lock = threading.Lock()
 
@@ -54,15 +64,22 @@ class RolloutRunner:
             self._mark_resumed(plan, upgrades)
         inflight: dict[str, Future[AgentUpgrade]] = {}
         watch = _RolloutWatch(self.service, rollout)
+        looked = watch.mark()
         with ThreadPoolExecutor(max_workers=plan.max_concurrent, thread_name_prefix="agent") as pool:
             while True:
-                rollout = watch.refresh()
+                # In flight, it is enough to see what was recorded before the last look (the agents' reads
+                # of the rollout serve it); with nothing in flight, before it may conclude, all of it.
+                rollout = watch.refresh(looked if inflight else watch.mark())
+                looked = seen = watch.mark()
                 self._retry_failed(rollout, upgrades, inflight)
                 if rollout.state is RolloutState.CANCELLED:
                     self._cancel_waiting(plan, upgrades, inflight)
                 if rollout.state is RolloutState.RUNNING and not self._budget_exceeded(plan, upgrades):
-                    for agent in self._ready(plan, upgrades, inflight):
-                        inflight[agent.name] = pool.submit(self._drive, agent, plan, watch)
+                    ready = self._ready(plan, upgrades, inflight)
+                    places = [self.turns.line_up(FIRST) for _ in ready]  # all in line before any thread runs
+                    for agent, place in zip(ready, places, strict=True):
+                        inflight[agent.name] = pool.submit(self._drive, agent, plan, watch, upgrades[agent.name],
+                                                           seen, place)
                 if not inflight:
                     ended = self._conclude(rollout, plan, upgrades)
                     if ended is not None:
@@ -84,7 +101,7 @@ class RolloutRunner:
                 self.waiter.wait(remaining)
 
     def _scheduled(self, agent: PlannedAgent, plan: RolloutPlanned) -> AgentUpgrade:
-        upgrade = self.service.upgrade(agent.upgrade_id)
+        upgrade = self.upgrades.take(agent.upgrade_id)
         if upgrade.scheduled is None:
             scheduled = AgentUpgradeScheduled(upgrade_id=agent.upgrade_id, rollout_id=plan.rollout_id,
                                               agent=agent.name, package_sha256=plan.package_sha256,
@@ -165,26 +182,36 @@ class RolloutRunner:
 
     # -- one agent -----------------------------------------------------------------------------
 
-    def _drive(self, agent: PlannedAgent, plan: RolloutPlanned, watch: _RolloutWatch) -> AgentUpgrade:
-        """Run one agent's remaining steps; return its upgrade when it ends, fails or is cancelled."""
+    def _drive(self, agent: PlannedAgent, plan: RolloutPlanned, watch: _RolloutWatch, upgrade: AgentUpgrade,
+               seen: int, place: Place) -> AgentUpgrade:
+        """Run one agent's remaining steps; return its upgrade when it ends, fails or is cancelled.
+
+        ``seen`` marks when it was handed to this thread (see ``_advance``); so does ``place``, its place
+        in line for a turn of rank ``FIRST``, held up to the first command to the agent.
+        """
         address = AgentAddress(agent.name, agent.address)
         package = PackageRef(plan.package_sha256, plan.package_version)
-        upgrade = self.service.upgrade(agent.upgrade_id)
-        while True:
-            try:
-                if self._advance(upgrade, address, package, plan, watch):
-                    return upgrade
-            except ConcurrencyConflict:
-                upgrade = self.service.upgrade(agent.upgrade_id)  # someone else wrote to it: reload, decide again
+        with self.turns.hold(place):
+            while True:
+                try:
+                    if self._advance(upgrade, address, package, plan, watch, seen):
+                        return upgrade
+                except ConcurrencyConflict:
+                    upgrade = self.service.upgrade(agent.upgrade_id)  # someone else wrote to it: reload, decide
+                seen = watch.mark()  # after this step's call to the agent
 
     def _advance(self, upgrade: AgentUpgrade, address: AgentAddress, package: PackageRef,
-                 plan: RolloutPlanned, watch: _RolloutWatch) -> bool:
-        """Take the next step of one upgrade; True once it needs nothing more from this engine."""
+                 plan: RolloutPlanned, watch: _RolloutWatch, seen: int) -> bool:
+        """Take the next step of one upgrade; True once it needs nothing more from this engine.
+
+        A cancel recorded before ``seen`` (the upgrade was handed to this thread, or its last agent call
+        ended) stops the upgrade before its next step.
+        """
         rollout_id = plan.rollout_id
         if upgrade.state in STOPPED_STATES:
             return True
         if upgrade.step_in_progress is None:
-            if upgrade.state in CANCELLABLE_STATES and watch.refresh().state is RolloutState.CANCELLED:
+            if upgrade.state in CANCELLABLE_STATES and watch.refresh(seen).state is RolloutState.CANCELLED:
                 self._record(upgrade, upgrade.cancel("the rollout was cancelled"), rollout_id)
                 return True
             step = upgrade.next_step
@@ -218,7 +245,11 @@ class RolloutRunner:
     def _wait_until(self, due: datetime) -> None:
         remaining = (due - self.service.clock.now()).total_seconds()
         if remaining > 0:
-            self.waiter.wait(remaining)
+            self._wait(remaining)
+
+    def _wait(self, seconds: float) -> None:
+        with self.turns.released():
+            self.waiter.wait(seconds)
 
     def _ask_outcome(self, upgrade: AgentUpgrade, address: AgentAddress, plan: RolloutPlanned) -> StepStatus | None:
         """For a step recorded as started but not ended: ask the agent before re-sending it.
@@ -232,13 +263,14 @@ class RolloutRunner:
         asked = 0
         while True:
             try:
-                return self.gateway.step_status(address, key)
+                with self.turns.released():
+                    return self.gateway.step_status(address, key)
             except AgentStepFailed as failure:
                 if asked == plan.step_policy.retry_budget:
                     self._record(upgrade, upgrade.fail(f"the outcome of {step.value} is unknown: {failure}"),
                                  plan.rollout_id)
                     return None
-                self.waiter.wait(plan.step_policy.backoff_seconds * 2 ** asked)
+                self._wait(plan.step_policy.backoff_seconds * 2 ** asked)
                 asked += 1
 
     def _perform(self, upgrade: AgentUpgrade, address: AgentAddress, package: PackageRef,
@@ -248,20 +280,31 @@ class RolloutRunner:
         attempt = upgrade.attempts[step]
 
         def on_phase(phase: str, index: int, count: int) -> None:
-            self._record(upgrade, upgrade.report_phase(phase, index, count), rollout_id)
+            with self.turns.hold(self.turns.line_up(NEXT)):
+                self._record(upgrade, upgrade.report_phase(phase, index, count), rollout_id)
 
         try:
-            outcome = self.gateway.perform(address, step, upgrade.idempotency_key(step, attempt), package,
-                                           on_phase if step is Step.INSTALL else None)
+            with self.turns.released():
+                outcome = self.gateway.perform(address, step, upgrade.idempotency_key(step, attempt), package,
+                                               on_phase if step is Step.INSTALL else None)
         except AgentStepFailed as failure:
-            self._record(upgrade, upgrade.fail_attempt(step, failure.reason), rollout_id)
-            if upgrade.attempts_this_round[step] > plan.step_policy.retry_budget:
-                self._record(upgrade, upgrade.fail(str(failure)), rollout_id)
-            else:
-                backoff = plan.step_policy.backoff_seconds * 2 ** (upgrade.attempts_this_round[step] - 1)
-                self._record(upgrade, upgrade.delay_step(step, self._after(backoff), "retry backoff"), rollout_id)
+            self._record(upgrade, self._failed_attempt(upgrade, step, failure, plan), rollout_id)
             return
         self._finish(upgrade, step, outcome, address, package, rollout_id)
+
+    def _failed_attempt(self, upgrade: AgentUpgrade, step: Step, failure: AgentStepFailed,
+                        plan: RolloutPlanned) -> list[Event]:
+        """A failed attempt and what follows it, for one append: the upgrade fails once the retry budget
+        is spent, otherwise the step backs off (so the backoff is never lost to a crash in between)."""
+        failed = upgrade.fail_attempt(step, failure.reason)
+        after = copy.deepcopy(upgrade)
+        for event in failed:
+            after.apply(event)
+        attempts = after.attempts_this_round[step]
+        if attempts > plan.step_policy.retry_budget:
+            return [*failed, *after.fail(str(failure))]
+        backoff = plan.step_policy.backoff_seconds * 2 ** (attempts - 1)
+        return [*failed, *after.delay_step(step, self._after(backoff), "retry backoff")]
 
     def _finish(self, upgrade: AgentUpgrade, step: Step, outcome: StepOutcome, address: AgentAddress,
                 package: PackageRef, rollout_id: UUID) -> None:
@@ -320,20 +363,54 @@ class RolloutRunner:
 
 
 class _RolloutWatch:
-    """The rollout as last read, brought up to date by reading only its new events (thread-safe)."""
+    """The rollout as last read, brought up to date by reading only its new events (thread-safe).
+
+    Reads are numbered as they begin. A caller asks for a read begun after some ``mark``; a read in
+    progress or done that began after it serves every caller waiting for it, so the agents of a
+    rollout that check it at once share one read instead of one each.
+    """
 
     def __init__(self, service: UpgradeService, rollout: Rollout) -> None:
         self._service = service
         self._rollout = rollout
         self._stream = f"rollout-{rollout.plan.rollout_id}"
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._begun = 0
+        self._latest = 0
+        self._reading = False
 
-    def refresh(self) -> Rollout:
-        """Apply the events recorded since the last look (an operator's pause, resume, cancel or retry)."""
-        with self._lock:
-            for recorded in self._service.store.read_stream(self._stream, after_version=self._rollout.version):
-                self._rollout.apply(recorded.event)
-            return self._rollout
+    def mark(self) -> int:
+        """Now, as a mark: ``refresh(mark)`` then sees every event recorded before this call."""
+        with self._changed:
+            return self._begun
+
+    def refresh(self, since: int) -> Rollout:
+        """Apply the events recorded since the last look (an operator's pause, resume, cancel or retry),
+        at least those recorded before ``since`` was marked."""
+        with self._changed:
+            while self._reading and self._latest <= since:
+                self._changed.wait()
+            if self._latest > since:
+                return self._rollout
+            self._reading = True
+            self._begun += 1
+            number, after = self._begun, self._rollout.version
+        try:
+            recorded = self._service.store.read_stream(self._stream, after_version=after)
+        except BaseException:
+            self._done_reading()
+            raise
+        with self._changed:
+            for event in recorded:
+                self._rollout.apply(event.event)
+            self._latest = number
+        self._done_reading()
+        return self._rollout
+
+    def _done_reading(self) -> None:
+        with self._changed:
+            self._reading = False
+            self._changed.notify_all()
 
 
 def _failed(upgrades: dict[str, AgentUpgrade]) -> int:

@@ -7,10 +7,9 @@ Installing and once just after the switchover of the pair, found by tailing the 
 started anew each time, until the rollout completes. Then the CLI, the agents' own journals and the
 audit chain must all agree that every agent was upgraded exactly once.
 
-The inventory check comes last: a kill that lands between the engine recording an install's success and
-recording the agent's new version loses that version for good (a product bug, pinned deterministically by
-``tests/integration/test_engine_process.py``). When exactly that happened, the test ends as an expected
-failure naming the agents; any other disagreement fails it.
+The inventory check comes last: the engine records an agent's new version before the install's success,
+so a kill between the two is mended by the resumed step (pinned deterministically by
+``tests/integration/test_engine_process.py``) and every agent must show the new version.
 """
 
 from __future__ import annotations

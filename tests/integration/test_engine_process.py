@@ -31,11 +31,13 @@ from engine.agent_events import AgentLeftStopped, AgentVersionChanged
 from engine.agent_upgrade import upgrade_stream_id
 from engine.events import NewEvent
 from engine.ports import AgentAddress, AgentGateway, PackageRef, PhaseReporter, StepOutcome, StepStatus
+from engine.preloaded import PreloadedUpgrades
 from engine.rollout import RolloutState
 from engine.rollout_events import RolloutPlanned, RolloutStarted
 from engine.runner import RolloutRunner
 from engine.service import OptionOverrides, UpgradeService
-from engine.upgrade_events import AgentUpgradeResumed, Step, StepFailed, StepStarted, StepSucceeded
+from engine.turns import Turns
+from engine.upgrade_events import AgentUpgradeResumed, Step, StepDelayed, StepFailed, StepStarted, StepSucceeded
 from engine.upgrade_machine import UpgradeState
 from tests.conftest import FakeClock
 from tests.e2e.cli import run_cli
@@ -108,10 +110,11 @@ class EngineDied(Exception):
 
 class DyingGateway:
     """Delegates to a gateway and records every call; the engine "dies" right after the agent applied an
-    install (the agent did it, the engine never heard back)."""
+    install, or ``dies_after`` (the agent did it, the engine never heard back)."""
 
-    def __init__(self, inner: AgentGateway) -> None:
+    def __init__(self, inner: AgentGateway, dies_after: Step = Step.INSTALL) -> None:
         self.inner = inner
+        self.dies_after = dies_after
         self.dying = True
         self.calls: list[tuple[str, str]] = []
 
@@ -119,8 +122,8 @@ class DyingGateway:
                 on_phase: PhaseReporter | None = None) -> StepOutcome:
         self.calls.append(("perform", idempotency_key))
         outcome = self.inner.perform(agent, step, idempotency_key, package, on_phase)
-        if self.dying and step is Step.INSTALL:
-            raise EngineDied(f"the engine died after {agent.name} installed")
+        if self.dying and step is self.dies_after:
+            raise EngineDied(f"the engine died after {agent.name} did {step.value}")
         return outcome
 
     def step_status(self, agent: AgentAddress, idempotency_key: str) -> StepStatus:
@@ -387,6 +390,119 @@ def test_an_engine_dying_between_completion_and_left_stopped_still_marks_the_age
     assert rollout.state is RolloutState.COMPLETED
     assert harness.upgrade(planned, "dma-1").manual_start_needed
     assert harness.service.agent("dma-1").stopped_by_upgrade == str(harness.upgrade_id(planned, "dma-1"))
+
+
+def test_an_engine_dying_as_it_records_a_failed_attempt_records_neither_the_failure_nor_its_backoff(
+        harness: RolloutHarness) -> None:
+    planned = harness.start(names=("dma-1",))
+    harness.gateway.fail("dma-1", Step.UPLOAD, times=1)
+    run_until_crash(harness, planned, StepDelayed)
+    assert not any(isinstance(r.event, StepFailed) for r in harness.upgrade_events(planned, "dma-1"))
+    assert harness.upgrade(planned, "dma-1").step_in_progress is Step.UPLOAD
+
+    rollout = harness.run(planned.rollout_id)
+
+    assert rollout.state is RolloutState.COMPLETED
+    assert harness.steps_of("dma-1").count(Step.UPLOAD) == 1
+
+
+# -- taking many upgrades up at once -----------------------------------------------------------------
+
+
+class StreamCountingStore:
+    """Delegates to an event store; notes every stream read on its own."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.streams_read: list[str] = []
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> Any:
+        self.streams_read.append(stream_id)
+        return self._inner.read_stream(stream_id, after_version)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def interrupt_every_upload(h: RolloutHarness) -> RolloutPlanned:
+    """A rollout of the plain agents, all at once, whose engine died as each agent applied its upload."""
+    planned = h.start(names=tuple(h.plain), max_concurrent=str(len(h.plain)))
+    with pytest.raises(EngineDied):
+        RolloutRunner(h.service, DyingGateway(h.gateway, dies_after=Step.UPLOAD), h.waiter,
+                      poll_seconds=0.05).run(planned.rollout_id)
+    assert all(h.upgrade(planned, name).step_in_progress is Step.UPLOAD for name in h.plain)
+    return planned
+
+
+def test_a_restarted_engine_sends_every_resumed_upgrade_its_first_command_before_any_second_one(
+        make_harness: Callable[..., RolloutHarness], paused_scheduler: BackgroundScheduler) -> None:
+    h = make_harness(plain_agents=6)
+    planned = interrupt_every_upload(h)
+    recording = DyingGateway(h.gateway)
+    recording.dying = False
+    process = EngineProcess(h.service, recording, h.waiter, poll_seconds=0.05, scheduler=paused_scheduler,
+                            turns=Turns(1))
+
+    process.tick()
+
+    join_runners(process, planned.rollout_id)
+    assert h.service.rollout(planned.rollout_id).state is RolloutState.COMPLETED
+    upgrades_called = [key.split(":")[0] for _, key in recording.calls]
+    first_calls = recording.calls[:len(h.plain)]
+    assert len(set(upgrades_called[:len(h.plain)])) == len(h.plain)
+    assert [kind for kind, _ in first_calls] == ["step_status"] * len(h.plain)
+    assert all(h.steps_of(name).count(Step.UPLOAD) == 1 for name in h.plain)
+
+
+def test_a_restarted_engine_folds_the_upgrades_it_resumes_from_one_read_not_one_read_each(
+        make_harness: Callable[..., RolloutHarness], paused_scheduler: BackgroundScheduler) -> None:
+    h = make_harness(plain_agents=4)
+    planned = interrupt_every_upload(h)
+    store = StreamCountingStore(h.store)
+    service = UpgradeService(store, h.clock, UuidFactory(), h.gateway)  # type: ignore[arg-type]
+    process = EngineProcess(service, h.gateway, h.waiter, poll_seconds=0.05, scheduler=paused_scheduler)
+
+    process.tick()
+
+    join_runners(process, planned.rollout_id)
+    assert h.service.rollout(planned.rollout_id).state is RolloutState.COMPLETED
+    assert [stream for stream in store.streams_read if stream.startswith("upgrade-")] == []
+
+
+def test_a_preloaded_upgrade_is_handed_out_once_and_read_from_its_own_stream_after_that(
+        harness: RolloutHarness) -> None:
+    planned, _ = harness.start_and_run(names=("dma-1",))
+    upgrade_id = harness.upgrade_id(planned, "dma-1")
+    store = StreamCountingStore(harness.store)
+    preloaded = PreloadedUpgrades(UpgradeService(store, harness.clock, UuidFactory()))  # type: ignore[arg-type]
+    preloaded.load([upgrade_id])
+
+    first = preloaded.take(upgrade_id)
+    assert store.streams_read == []
+    second = preloaded.take(upgrade_id)
+
+    assert store.streams_read == [upgrade_stream_id(upgrade_id)]
+    assert first is not second
+    assert first.state is second.state is UpgradeState.COMPLETED
+    assert first.version == second.version == len(harness.upgrade_events(planned, "dma-1"))
+
+
+def test_a_later_tick_leaves_an_armed_start_alone_and_disarms_the_start_of_a_rollout_cancelled_since(
+        make_harness: Callable[..., RolloutHarness], paused_scheduler: BackgroundScheduler) -> None:
+    harness = make_harness(extra_agents=[AgentSpec("dma-south", "10.0.1.1", cluster="south")])
+    kept = harness.start(start_at=harness.clock.now() + timedelta(hours=2))
+    cancelled = harness.start(cluster="south", package=harness.upload("10.4.10.0-14900"),
+                              start_at=harness.clock.now() + timedelta(hours=3))
+    process = engine_process(harness, paused_scheduler)
+    process.tick()
+    armed = {job.id: job for job in paused_scheduler.get_jobs()}
+    harness.service.control(cancelled.rollout_id, "cancel", actor=ACTOR)
+
+    process.tick()
+
+    jobs = paused_scheduler.get_jobs()
+    assert [job.id for job in jobs] == [f"start-{kept.rollout_id}"]
+    assert jobs[0] is armed[f"start-{kept.rollout_id}"]  # not added again
 
 
 # -- the CLI -----------------------------------------------------------------------------------------
