@@ -613,8 +613,9 @@ def bench_rearm(directory: Path, count: int, seed: int, profiler: ThreadProfiler
 
 class ThreadProfiler:
     """cProfile in every thread started while it runs (and the calling thread), merged at the end. Each
-    thread's profile counts that thread's CPU time, so a thread waiting (for a turn, a lock, a future)
-    adds nothing and the merged figures add up to the process's CPU time."""
+    thread's profile counts that thread's CPU time, not wall time, so threads waiting (for a turn, a lock,
+    a future) add little; with a thousand threads the lock ``acquire`` line can still be far above the CPU s
+    of the table, so read the other lines against that column."""
 
     def __init__(self) -> None:
         self._profiles: list[cProfile.Profile] = []
