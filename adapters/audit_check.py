@@ -32,12 +32,6 @@ class AuditReport:
                     f"({self.chain.verified} events verified before it)")
         return self.anchor_problem
 
-    @property
-    def summary(self) -> str:
-        """One line saying what was verified."""
-        head = f", head {self.chain.last_hash}@{self.chain.last_position}" if self.chain.verified else ""
-        return f"verified {self.chain.verified} events: hash chain intact{head}"
-
 
 def parse_anchor(anchor: str) -> tuple[str, int]:
     """``HASH@POSITION`` as (hash, position); ``InvalidInput`` for anything else."""

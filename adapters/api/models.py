@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.audit_check import AuditReport
 from engine.agent_events import FailoverRole
 from engine.inventory import AgentRecord
 from engine.packages import AgentFacts
 from engine.records import PackageRecord
 from engine.rollout import Rollout
 from engine.rollout_events import RolloutPlanned
+from engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
 from projections.tables import Row
 
 
@@ -60,6 +62,14 @@ class AgentIn(ApiModel):
     failover_role: FailoverRole | None = None
     facts: FactsModel | None = None
 
+    def register(self, service: UpgradeService, *, actor: str) -> AgentRecord:
+        """Register this agent (its facts default to a healthy agent on its version)."""
+        facts = (self.facts or FactsModel(version=self.version)).to_engine()
+        return service.register_agent(name=self.name, address=self.address, version=self.version,
+                                      cluster=self.cluster, dataminer_id=self.dataminer_id,
+                                      failover_partner=self.failover_partner, failover_role=self.failover_role,
+                                      facts=facts, actor=actor)
+
 
 class AgentByAddressIn(ApiModel):
     """An agent to add by its IP address (or host name): it is asked who it is."""
@@ -95,6 +105,7 @@ class PackageOut(ApiModel):
     version: str
     build: int
     cu: int | None
+    full_version: str = Field(description="the version it installs, CU and build included")
     kind: str
     uploaded_at: datetime
     uploaded_by: str
@@ -105,7 +116,8 @@ class PackageOut(ApiModel):
     def of(cls, record: PackageRecord) -> PackageOut:
         manifest = record.manifest
         return cls(sha256=record.sha256, file_name=record.file_name, size=record.size, version=manifest.version,
-                   build=manifest.build, cu=manifest.cu, kind=manifest.kind.value, uploaded_at=record.uploaded_at,
+                   build=manifest.build, cu=manifest.cu, full_version=str(manifest.dataminer_version),
+                   kind=manifest.kind.value, uploaded_at=record.uploaded_at,
                    uploaded_by=record.uploaded_by, status=record.status,
                    used_by=str(record.used_by) if record.used_by else None)
 
@@ -141,6 +153,10 @@ class VersionHistoryOut(ApiModel):
     recorded_at: datetime
     version: str
 
+    @classmethod
+    def of(cls, row: Row) -> VersionHistoryOut:
+        return cls(recorded_at=row["recorded_at"], version=row["version"])
+
 
 class RolloutIn(ApiModel):
     """What an operator asks of a rollout: a package, agents, options (None keeps the system default)."""
@@ -159,6 +175,25 @@ class RolloutIn(ApiModel):
     max_concurrent: str | None = Field(default=None, max_length=20, description="N or P%")
     max_errors: str | None = Field(default=None, max_length=20, description="N or P%")
     start_at: datetime | None = Field(default=None, description="start then (UTC when no zone); past = now")
+
+    def to_spec(self, now: datetime) -> tuple[RolloutSpec, list[str]]:
+        """The engine's rollout spec, and notes on what was adjusted (a start time in the past means now)."""
+        notes = []
+        start_at = self.start_at
+        if start_at is not None and start_at.tzinfo is None:
+            start_at = start_at.replace(tzinfo=UTC)
+        if start_at is not None and start_at <= now:
+            notes.append(f"start_at {start_at.isoformat()} is in the past: the rollout starts now")
+            start_at = None
+        spec = RolloutSpec(package=self.package, start_at=start_at,
+                           selection=AgentSelection(cluster=self.cluster, names=tuple(self.agents),
+                                                    addresses=tuple(self.addresses)),
+                           overrides=OptionOverrides(extract_all=self.extract_all, delayed_start=self.delayed_start,
+                                                     auto_start=self.auto_start, stop_snmp=self.stop_snmp,
+                                                     reboot=self.reboot),
+                           failover_policy=self.failover_policy, upload_only=self.upload_only,
+                           max_concurrent=self.max_concurrent, max_errors=self.max_errors)
+        return spec, notes
 
 
 class PlannedAgentOut(ApiModel):
@@ -281,6 +316,13 @@ class AuditVerifyOut(ApiModel):
     head: str | None = Field(description="HASH@POSITION of the last verified event")
     broken_at: int | None
     problem: str | None
+
+    @classmethod
+    def of(cls, report: AuditReport) -> AuditVerifyOut:
+        chain = report.chain
+        return cls(ok=report.ok, verified=chain.verified, broken_at=chain.broken_at,
+                   head=f"{chain.last_hash}@{chain.last_position}" if chain.verified else None,
+                   problem=report.problem or None)
 
 
 class ProjectionStatusOut(ApiModel):

@@ -7,11 +7,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from adapters.cli.context import actor, gateway_for, out, session
+from adapters.api.models import AgentIn, FactsModel
+from adapters.cli.backend import open_backend, request
+from adapters.cli.context import out
 from adapters.cli.errors import reports_errors
 from engine.agent_events import FailoverRole
-from engine.inventory import clusters_on_mixed_versions
-from engine.packages import AgentFacts
+from engine.inventory import AgentRecord, clusters_on_mixed_versions
 
 app = typer.Typer(no_args_is_help=True, help="The agents (DMAs) that can be upgraded.")
 
@@ -31,12 +32,13 @@ def add(ctx: typer.Context,
         database: Annotated[str, typer.Option(help="indexing database in use")] = "opensearch",
         ) -> None:
     """Register an agent with the facts its prerequisite checks are judged on."""
-    facts = AgentFacts(version=version, os=os_name, components=frozenset(component or ["dotnet-8", "aspnetcore-8"]),
-                       database=database, nats_running=True, ports_reachable=True)
-    with session(ctx) as s:
-        record = s.service.register_agent(name=name, address=address, version=version, cluster=cluster,
-                                          dataminer_id=dataminer_id, failover_partner=failover_partner,
-                                          failover_role=failover_role, facts=facts, actor=actor())
+    facts = request(FactsModel, version=version, os=os_name, components=component or ["dotnet-8", "aspnetcore-8"],
+                    database=database)
+    agent = request(AgentIn, name=name, address=address, version=version, cluster=cluster,
+                    dataminer_id=dataminer_id, failover_partner=failover_partner, failover_role=failover_role,
+                    facts=facts)
+    with open_backend(ctx) as backend:
+        record = backend.add_agent(agent)
     out.print(f"registered agent {record.name} ({record.address}) on {record.version}")
 
 
@@ -44,15 +46,16 @@ def add(ctx: typer.Context,
 @reports_errors
 def list_agents(ctx: typer.Context) -> None:
     """Every agent with its version, and a warning for each cluster on mixed versions."""
-    with session(ctx) as s:
-        agents = s.service.agents()
+    with open_backend(ctx) as backend:
+        agents = backend.agents()
     table = Table("agent", "address", "cluster", "version", "failover", "state")
     for agent in agents:
         pair = f"{agent.failover_role.value} of pair with {agent.failover_partner}" if agent.failover_role else ""
         table.add_row(agent.name, agent.address, agent.cluster or "", agent.version, pair,
-                      "stopped: needs a manual start" if agent.stopped_by_upgrade else "")
+                      "stopped: needs a manual start" if agent.needs_manual_start else "")
     out.print(table)
-    for cluster, versions in clusters_on_mixed_versions(agents).items():
+    records = (AgentRecord(name=a.name, address=a.address, cluster=a.cluster, version=a.version) for a in agents)
+    for cluster, versions in clusters_on_mixed_versions(records).items():
         out.print(f"[yellow]warning: cluster {cluster} runs mixed versions: {', '.join(versions)}[/]")
 
 
@@ -60,8 +63,6 @@ def list_agents(ctx: typer.Context) -> None:
 @reports_errors
 def start(ctx: typer.Context, name: Annotated[str, typer.Argument(help="the agent left stopped")]) -> None:
     """Start the DataMiner of an agent an upgrade left stopped (Auto Start was off)."""
-    with session(ctx) as s:
-        s.service.gateway = gateway_for(s.container.settings, s.service)
-        s.service.start_agent_manually(name, actor=actor())
+    with open_backend(ctx) as backend:
+        backend.start_agent(name)
     out.print(f"started agent {name}")
-

@@ -12,17 +12,9 @@ from typing import Annotated, TextIO
 
 import typer
 
-from adapters.audit_check import check_audit
-from adapters.audit_export import (
-    ExportFormat,
-    Selection,
-    atomic_output,
-    export_records,
-    parse_rollout,
-    parse_time,
-    select_records,
-)
-from adapters.bootstrap import bootstrap
+from adapters.api.models import AuditVerifyOut
+from adapters.audit_export import ExportFormat, Selection, atomic_output, parse_rollout, parse_time
+from adapters.cli.backend import open_backend
 from adapters.cli.context import out
 from adapters.cli.errors import fail, reports_errors, stderr
 
@@ -36,14 +28,16 @@ def audit_verify(ctx: typer.Context,
                      help="HASH@POSITION from an earlier export: also check the log still holds it")] = None,
                  ) -> None:
     """Walk the SHA-256 hash chain over every event; exit 1 at the first break."""
-    container = bootstrap(ctx.obj)
-    try:
-        report = check_audit(container.store, anchor)
-    finally:
-        container.close()
-    if not report.ok:
-        raise fail(report.problem, 1)
-    out.print(report.summary)
+    with open_backend(ctx) as backend:
+        verdict = backend.verify_audit(anchor)
+    if not verdict.ok:
+        raise fail(verdict.problem or "the audit trail does not verify", 1)
+    out.print(summary(verdict))
+
+
+def summary(verdict: AuditVerifyOut) -> str:
+    """One line saying what was verified."""
+    return f"verified {verdict.verified} events: hash chain intact" + (f", head {verdict.head}" if verdict.head else "")
 
 
 @app.command("export")
@@ -67,16 +61,12 @@ def audit_export(ctx: typer.Context,
     selection = Selection(start=parse_time(start, "--from") if start is not None else None,
                           end=parse_time(end, "--to") if end is not None else None,
                           rollout=parse_rollout(rollout) if rollout is not None else None)
-    with _destination(output) as stream:
-        container = bootstrap(ctx.obj)
-        try:
-            summary = export_records(select_records(container.store, selection), stream, fmt)
-        finally:
-            container.close()
-    if summary.anchor is None:
+    with _destination(output) as stream, open_backend(ctx) as backend:
+        exported = backend.export_audit(fmt, selection, stream)
+    if exported.anchor is None:
         stderr.print("anchor none: no events matched (0 events)", markup=False)
     else:
-        stderr.print(f"anchor {summary.anchor} ({summary.exported} events)", markup=False)
+        stderr.print(f"anchor {exported.anchor} ({exported.exported} events)", markup=False)
 
 
 @contextlib.contextmanager

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar, cast
 
 import typer
 from rich.console import Console
 
 from adapters.bootstrap import Container, bootstrap
+from adapters.cli.errors import fail
 from adapters.http_gateway import HttpAgentGateway
 from adapters.package_store import FilePackageStore
 from adapters.settings import Settings
@@ -21,6 +24,9 @@ from engine.service import UpgradeService
 from engine.upgrade_events import Step
 
 out = Console(highlight=False, soft_wrap=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class RealWaiter:
@@ -33,6 +39,58 @@ class RealWaiter:
 def actor() -> str:
     """Who runs this command: ``DMA_UPGRADE_ACTOR``, else the login name."""
     return os.environ.get("DMA_UPGRADE_ACTOR") or os.environ.get("USER") or "cli"
+
+
+@dataclass(frozen=True)
+class Server:
+    """The API server the global options ``--server`` and ``--token`` point the command at."""
+
+    url: str
+    token: str | None
+    given_as: str
+    """How the server was named (``--server`` or ``DMA_UPGRADE_SERVER``), for messages."""
+
+
+_SERVER = "dma_upgrade.server"
+
+
+def use_server(ctx: typer.Context, server: Server) -> None:
+    """Make every command of this invocation work through ``server``'s API."""
+    ctx.meta[_SERVER] = server
+
+
+def server_of(ctx: typer.Context) -> Server | None:
+    """The API server this invocation works through, or None for the local database."""
+    server: Server | None = ctx.meta.get(_SERVER)
+    return server
+
+
+def refuse_server(ctx: typer.Context) -> None:
+    """Exit 2 with one line if a server was given to a command that only works on the local database."""
+    server = server_of(ctx)
+    if server is not None:
+        raise fail(f"`dma-upgrade {_command_name(ctx)}` works on this machine only, not through an API "
+                   f"server: run it without {server.given_as}", 2)
+
+
+def _command_name(ctx: typer.Context) -> str:
+    """The command's words after the program's name (a group's callback adds the command it will run)."""
+    words = ctx.command_path.removeprefix(ctx.find_root().command_path).split()
+    return " ".join([*words, ctx.invoked_subcommand] if ctx.invoked_subcommand else words)
+
+
+def local_only(command: Callable[P, R]) -> Callable[P, R]:
+    """A command that refuses ``--server`` (it needs this machine: its database, files or processes).
+
+    The command takes its context as ``ctx: typer.Context`` (Typer passes every parameter by keyword).
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        refuse_server(cast(typer.Context, kwargs["ctx"]))
+        return command(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass

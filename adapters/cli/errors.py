@@ -22,6 +22,23 @@ from engine.errors import (
     StoreUnavailable,
 )
 
+
+class NotAuthorised(DmaUpgradeError):
+    """The API server refused the token (HTTP 401) or what its role may do (HTTP 403)."""
+
+
+class ServerUnreachable(DmaUpgradeError):
+    """The API server named by ``--server`` could not be reached."""
+
+
+class ServerRefusal(DmaUpgradeError):
+    """An error the API server answered with; ``kind`` is the product error it stands for."""
+
+    def __init__(self, message: str, kind: type[DmaUpgradeError]) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 EXIT_CODES: list[tuple[type[DmaUpgradeError], int]] = [
     (InvalidInput, 2),
     (NotFound, 3),
@@ -31,9 +48,13 @@ EXIT_CODES: list[tuple[type[DmaUpgradeError], int]] = [
     (StoreUnavailable, 6),
     (SchemaNotMigrated, 7),
     (EventStoreError, 8),
+    (ServerUnreachable, 6),
+    (NotAuthorised, 10),
     (DmaUpgradeError, 1),
 ]
-"""First match wins; exit code 1 is also what a failed audit verification returns."""
+"""First match wins; exit code 1 is also what a failed audit verification returns. With ``--server``,
+an answer of the API maps back through the same table (404 → 3, 409 → 4 or 5, 422 → 2, 503 → 6),
+a server that cannot be reached is 6, and a missing, wrong or too weak token (401, 403) is 10."""
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -42,7 +63,8 @@ R = TypeVar("R")
 
 
 def exit_code_for(error: DmaUpgradeError) -> int:
-    return next(code for cls, code in EXIT_CODES if isinstance(error, cls))
+    kind = error.kind if isinstance(error, ServerRefusal) else type(error)
+    return next(code for cls, code in EXIT_CODES if issubclass(kind, cls))
 
 
 def fail(message: str, code: int) -> typer.Exit:

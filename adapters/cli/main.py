@@ -21,7 +21,7 @@ from adapters.cli import (
     tokens_cmd,
     upgrade,
 )
-from adapters.cli.context import out
+from adapters.cli.context import Server, local_only, out, refuse_server, use_server
 from adapters.cli.errors import fail, reports_errors
 from adapters.diagram import mermaid_diagram
 from adapters.settings import Settings
@@ -31,7 +31,14 @@ from engine.upgrade_machine import TRANSITIONS
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Upgrade DataMiner Agents with a full audit trail, crash recovery and metrics.")
 db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
-app.add_typer(db_app, name="db")
+
+
+def _local_group(ctx: typer.Context) -> None:
+    """A group of commands that only work on this machine."""
+    refuse_server(ctx)
+
+
+app.add_typer(db_app, name="db", callback=_local_group)
 app.add_typer(audit.app, name="audit")
 app.add_typer(agents.app, name="agents")
 app.add_typer(packages.app, name="packages")
@@ -40,11 +47,10 @@ app.add_typer(settings_cmd.app, name="settings")
 app.add_typer(progress_cmd.projections_app, name="projections")
 app.command("progress")(progress_cmd.progress)
 app.add_typer(history.app, name="history")
-app.add_typer(tokens_cmd.app, name="tokens")
-app.command("serve")(serve_cmd.serve)
-app.command("recover")(serve_cmd.recover)
-app.command("agent-sim")(agent_sim_cmd.agent_sim)
-
+app.add_typer(tokens_cmd.app, name="tokens", callback=_local_group)
+app.command("serve")(local_only(serve_cmd.serve))
+app.command("recover")(local_only(serve_cmd.recover))
+app.command("agent-sim")(local_only(agent_sim_cmd.agent_sim))
 
 
 @app.callback()
@@ -52,10 +58,21 @@ def main(ctx: typer.Context,
          database_url: Annotated[str | None, typer.Option(
              "--database-url", envvar="DMA_UPGRADE_DATABASE_URL",
              help="sqlite:///FILE or postgresql+psycopg://... (default: an embedded SQLite file)")] = None,
+         server: Annotated[str | None, typer.Option(
+             "--server", envvar="DMA_UPGRADE_SERVER",
+             help="work through the API of `dma-upgrade serve` at this URL, e.g. http://host:8600")] = None,
+         token: Annotated[str | None, typer.Option(
+             "--token", envvar="DMA_UPGRADE_TOKEN",
+             help="the API bearer token for --server (from `dma-upgrade tokens add`)")] = None,
          ) -> None:
     """Global options."""
     ctx.obj = Settings(database_url=database_url) if database_url else Settings()
-
+    if server:
+        source = ctx.get_parameter_source("server")
+        given_as = "DMA_UPGRADE_SERVER" if source is not None and source.name == "ENVIRONMENT" else "--server"
+        if not server.startswith(("http://", "https://")):
+            raise fail(f"{given_as} must be an http:// or https:// URL, got {server!r}", 2)
+        use_server(ctx, Server(url=server.rstrip("/"), token=token, given_as=given_as))
 
 
 @db_app.command("upgrade")
@@ -72,7 +89,9 @@ def db_upgrade(ctx: typer.Context) -> None:
 
 
 @app.command("states")
+@local_only
 def states(
+    ctx: typer.Context,
     mermaid: Annotated[bool, typer.Option("--mermaid", help="print a Mermaid diagram")] = False,
 ) -> None:
     """Show the agent-upgrade state machine (drawn from the table the engine runs)."""
@@ -90,7 +109,9 @@ def states(
 
 @app.command("demo")
 @reports_errors
-def demo(data_dir: Annotated[Path | None, typer.Option(
+@local_only
+def demo(ctx: typer.Context,
+         data_dir: Annotated[Path | None, typer.Option(
              help="where the demo's fresh database goes (default: a new temporary folder)")] = None,
          speed: Annotated[float, typer.Option(help="step duration scale: 0 runs instantly")] = 1.0) -> None:
     """Upgrade a simulated 6-agent cluster (with a failover pair) end to end on a fresh database."""

@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from adapters.cli.context import actor, out, session
+from adapters.cli.backend import open_backend
+from adapters.cli.context import local_only, out
 from adapters.cli.errors import reports_errors
 from adapters.package_archive import build_package
-from adapters.package_upload import upload_package
 from engine.packages import CheckName, Comparison, PackageKind, PackageManifest, PrerequisiteCheck
 from engine.versions import parse_version
 
@@ -20,7 +20,9 @@ app = typer.Typer(no_args_is_help=True, help="Upgrade packages (.dmupgrade).")
 
 @app.command("build")
 @reports_errors
-def build(version: Annotated[str, typer.Option(help="full version with build, e.g. 10.4.9.0-14794")],
+@local_only
+def build(ctx: typer.Context,
+          version: Annotated[str, typer.Option(help="full version with build, e.g. 10.4.9.0-14794")],
           output: Annotated[Path, typer.Option(help="folder to write the package into")] = Path("."),
           kind: Annotated[PackageKind, typer.Option(help="Full or Web")] = PackageKind.FULL,
           min_version: Annotated[str | None, typer.Option(help="prerequisite: minimum current version")] = None,
@@ -38,9 +40,9 @@ def build(version: Annotated[str, typer.Option(help="full version with build, e.
 @reports_errors
 def upload(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="the .dmupgrade file")]) -> None:
     """Validate a package, store it by SHA-256 and record the upload."""
-    with session(ctx) as s:
-        record = upload_package(s.service, s.packages, file, actor=actor())
-        folder = s.packages.root
+    with open_backend(ctx) as backend:
+        record = backend.upload(file)
+        folder = backend.location
     out.print(f"uploaded {record.file_name} as {record.sha256[:12]} ({record.size} bytes) to {folder}")
 
 
@@ -48,10 +50,9 @@ def upload(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="the .d
 @reports_errors
 def list_packages(ctx: typer.Context) -> None:
     """Every uploaded package; a package that executed an upgrade stays listed as completed."""
-    with session(ctx) as s:
-        packages = s.service.packages()
+    with open_backend(ctx) as backend:
+        packages = backend.packages()
     table = Table("sha256", "file", "version", "kind", "size", "uploaded by", "status")
     for p in packages:
-        table.add_row(p.sha256[:12], p.file_name, str(p.manifest.dataminer_version), p.manifest.kind.value,
-                      str(p.size), p.uploaded_by, p.status)
+        table.add_row(p.sha256[:12], p.file_name, p.full_version, p.kind, str(p.size), p.uploaded_by, p.status)
     out.print(table)

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Annotated
 from uuid import UUID
 
 import typer
-from rich.live import Live
 from rich.table import Table
 
+from adapters.api.models import RolloutProgressOut
 from adapters.audit_export import parse_time
-from adapters.cli.context import out, session
+from adapters.cli.backend import Backend, open_backend
+from adapters.cli.context import local_only, out, session
 from adapters.cli.errors import reports_errors
-from adapters.progress_queries import current_progress, progress_as_of
+from adapters.cli.live import rows_of, show_live
 from adapters.progress_view import as_json, progress_table
 from engine.errors import InvalidInput
-from projections.tables import Row
 
 projections_app = typer.Typer(no_args_is_help=True, help="The read models built from the events.")
 
@@ -36,31 +37,36 @@ def progress(ctx: typer.Context,
         raise InvalidInput("--as-of and --at-position need a ROLLOUT")
     if past and follow:
         raise InvalidInput("--follow shows the present; it cannot be combined with --as-of or --at-position")
+    if as_of is not None and at_position is not None:
+        raise InvalidInput("give --as-of or --at-position, not both")
     at_time = parse_time(as_of, "--as-of") if as_of is not None else None
-    with session(ctx) as s:
-        if past:
-            assert rollout is not None
-            views = [progress_as_of(s.container.store, rollout, at_time=at_time, at_position=at_position,
-                                    now=s.container.clock.now())]
+    with open_backend(ctx) as backend:
+        if rollout is not None and past:
+            views = [backend.progress_at(rollout, at_time=at_time, at_position=at_position)]
         else:
-            views = current_progress(s.container, rollout)
+            views = backend.progress(rollout)
         if as_json_output:
-            out.print_json(json.dumps([as_json(*view) for view in views]))
+            out.print_json(json.dumps([as_json(*rows_of(view)) for view in views]))
             return
         if not follow:
             for view in views:
-                out.print(progress_table(*view))
+                out.print(progress_table(*rows_of(view)))
             return
-        with Live(_stack(views), console=out, refresh_per_second=4) as live:
-            while True:
-                time.sleep(0.5)
-                live.update(_stack(current_progress(s.container, rollout)))
+        show_live(out, _following(backend, rollout, views))
 
 
-def _stack(views: list[tuple[Row, list[Row]]]) -> Table:
+def _following(backend: Backend, rollout: UUID | None, views: list[RolloutProgressOut]) -> Iterator[Table]:
+    """The progress tables, redrawn every half second until interrupted."""
+    while True:
+        yield _stack(views)
+        time.sleep(0.5)
+        views = backend.progress(rollout)
+
+
+def _stack(views: list[RolloutProgressOut]) -> Table:
     grid = Table.grid()
     for view in views:
-        grid.add_row(progress_table(*view))
+        grid.add_row(progress_table(*rows_of(view)))
     return grid
 
 
@@ -68,8 +74,8 @@ def _stack(views: list[tuple[Row, list[Row]]]) -> Table:
 @reports_errors
 def status(ctx: typer.Context) -> None:
     """Each projection's checkpoint and how far behind the head it is."""
-    with session(ctx) as s:
-        statuses = s.container.projections.status()
+    with open_backend(ctx) as backend:
+        statuses = backend.projections()
     table = Table("projection", "checkpoint", "head", "lag (events)", "lag (s)", "stopped")
     for st in statuses:
         stopped = f"at {st.error_position}: {st.error}" if st.error else ""
@@ -79,6 +85,7 @@ def status(ctx: typer.Context) -> None:
 
 @projections_app.command("run")
 @reports_errors
+@local_only
 def run(ctx: typer.Context,
         follow: Annotated[bool, typer.Option(help="keep following new events (polling)")] = False,
         poll_seconds: Annotated[float, typer.Option(help="how often to look for new events")] = 1.0) -> None:
@@ -94,6 +101,7 @@ def run(ctx: typer.Context,
 
 @projections_app.command("rebuild")
 @reports_errors
+@local_only
 def rebuild(ctx: typer.Context,
             name: Annotated[str | None, typer.Argument(help="one projection (default: all)")] = None) -> None:
     """Empty a projection's tables and replay every event from position 0."""

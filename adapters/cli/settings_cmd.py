@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from adapters.cli.context import actor, out, session
+from adapters.cli.backend import open_backend
+from adapters.cli.context import out
 from adapters.cli.errors import reports_errors
 
 app = typer.Typer(no_args_is_help=True, help="System settings (each change is an event).")
@@ -18,8 +19,8 @@ app = typer.Typer(no_args_is_help=True, help="System settings (each change is an
 def set_setting(ctx: typer.Context, key: Annotated[str, typer.Argument()],
                 value: Annotated[str, typer.Argument()]) -> None:
     """Set a setting, e.g. ``failover-default-policy backup-first`` or ``reboot on``."""
-    with session(ctx) as s:
-        s.service.set_setting(key, value, actor=actor())
+    with open_backend(ctx) as backend:
+        backend.set_setting(key, value)
     out.print(f"{key} = {value}")
 
 
@@ -27,8 +28,8 @@ def set_setting(ctx: typer.Context, key: Annotated[str, typer.Argument()],
 @reports_errors
 def list_settings(ctx: typer.Context) -> None:
     """Every setting with its current value."""
-    with session(ctx) as s:
-        settings = s.service.settings()
+    with open_backend(ctx) as backend:
+        settings = backend.settings()
     table = Table("setting", "value")
     for key, value in settings.items():
         table.add_row(key, value)

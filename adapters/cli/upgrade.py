@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Annotated
 from uuid import UUID
 
@@ -10,13 +9,14 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from adapters.api.models import PlanOut, RolloutIn
 from adapters.audit_export import parse_time
-from adapters.bootstrap import Container
-from adapters.cli.context import RealWaiter, actor, gateway_for, out, session
+from adapters.cli.backend import Backend, open_backend, request
+from adapters.cli.context import out
 from adapters.cli.errors import reports_errors
-from adapters.cli.live import run_in_foreground
-from engine.rollout_events import RolloutPlanned
-from engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
+from engine.errors import InvalidInput
+from engine.rollout import RolloutState
+from engine.rollout_events import FailoverPolicy
 
 app = typer.Typer(no_args_is_help=True, help="Rollouts: upgrade agents with a package.")
 
@@ -42,52 +42,53 @@ def start(ctx: typer.Context,
           max_errors: Annotated[str | None, typer.Option(help="N or P% failures before no new agent starts")] = None,
           at: Annotated[str | None, typer.Option(help="start at this time (ISO 8601, UTC when no zone)")] = None,
           dry_run: Annotated[bool, typer.Option(help="show the plan, start nothing")] = False,
-          wait: Annotated[bool, typer.Option(help="run the engine in the foreground until the end")] = False,
+          wait: Annotated[bool, typer.Option(help="follow the rollout live until it ends (the engine runs here, "
+                                                    "or on the --server)")] = False,
           ) -> None:
     """Plan a rollout (shown with --dry-run) or start it."""
     start_at = parse_time(at, "--at") if at is not None else None
-    spec = RolloutSpec(package=package, start_at=start_at,
-                       selection=AgentSelection(cluster=all_agents_in_cluster, names=tuple(agent or ()),
-                                                addresses=tuple(ip or ())),
-                       overrides=OptionOverrides(extract_all=extract_all, delayed_start=delayed_start,
-                                                 auto_start=auto_start, stop_snmp=stop_snmp, reboot=reboot),
-                       failover_policy=failover_policy, upload_only=upload_only,
-                       max_concurrent=max_concurrent, max_errors=max_errors)
-    with session(ctx) as s:
-        if start_at is not None and start_at <= s.container.clock.now():
+    body = request(RolloutIn, package=package, cluster=all_agents_in_cluster, agents=agent or [],
+                   addresses=ip or [], extract_all=extract_all, delayed_start=delayed_start, auto_start=auto_start,
+                   stop_snmp=stop_snmp, reboot=reboot, failover_policy=_policy(failover_policy),
+                   upload_only=upload_only, max_concurrent=max_concurrent, max_errors=max_errors, start_at=start_at)
+    with open_backend(ctx) as backend:
+        planned = backend.plan(body) if dry_run else backend.start_rollout(body)
+        if start_at is not None and planned.start_at is None:
             out.print(f"--at {start_at.isoformat()} is in the past: the rollout starts now")
-            spec = replace(spec, start_at=None)
-        s.service.gateway = gateway_for(s.container.settings, s.service)
         if dry_run:
-            show_plan(s.service.plan(spec, actor=actor()), title="Plan (dry run: nothing started)")
+            show_plan(planned, title="Plan (dry run: nothing started)")
             return
-        planned = s.service.start_rollout(spec, actor=actor())
         show_plan(planned, title=f"Rollout {planned.rollout_id} started")
         if wait:
-            _run(s.container, s.service, planned.rollout_id)
+            _run(backend, UUID(planned.rollout_id))
+
+
+def _policy(text: str) -> str:
+    """The failover policy named on the command line (checked here, so both backends refuse it alike)."""
+    if text not in {policy.value for policy in FailoverPolicy}:
+        raise InvalidInput(f"unknown failover policy {text!r}; use " + "|".join(p.value for p in FailoverPolicy))
+    return text
 
 
 @app.command("run")
 @reports_errors
 def run(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
-    """Run the engine in the foreground on a rollout until it ends."""
-    with session(ctx) as s:
-        _run(s.container, s.service, rollout)
+    """Follow a rollout until it ends: run the engine on it here, or watch the server run it (--server)."""
+    with open_backend(ctx) as backend:
+        _run(backend, rollout)
 
 
-def _run(container: Container, service: UpgradeService, rollout_id: UUID) -> None:
-    gateway = service.gateway or gateway_for(container.settings, service)
-    service.gateway = gateway
-    ended = run_in_foreground(container, service, gateway, RealWaiter(), rollout_id, out)
-    out.print(f"rollout {rollout_id}: {ended.state.value}" + (f" ({ended.end_reason})" if ended.end_reason else ""))
-    if ended.state.value != "Completed":
+def _run(backend: Backend, rollout_id: UUID) -> None:
+    ended = backend.run(rollout_id, out)
+    out.print(f"rollout {rollout_id}: {ended.state}" + (f" ({ended.end_reason})" if ended.end_reason else ""))
+    if ended.state != RolloutState.COMPLETED.value:
         raise typer.Exit(EXIT_FAILED_ROLLOUT)
 
 
 def _control(ctx: typer.Context, rollout: UUID, command: str) -> None:
-    with session(ctx) as s:
-        state = s.service.control(rollout, command, actor=actor()).state
-    out.print(f"rollout {rollout}: {command} recorded, now {state.value}")
+    with open_backend(ctx) as backend:
+        state = backend.control(rollout, command).state
+    out.print(f"rollout {rollout}: {command} recorded, now {state}")
 
 
 @app.command("pause")
@@ -118,18 +119,19 @@ def retry_failed(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()])
     _control(ctx, rollout, "retry-failed")
 
 
-def show_plan(planned: RolloutPlanned, *, title: str) -> None:
+def show_plan(planned: PlanOut, *, title: str) -> None:
     """Print a plan: agents in order with the states they will visit, then the warnings."""
     table = Table("agent", "cluster", "from", "to", "steps", "after", title=title, title_justify="left")
     for agent in planned.agents:
         table.add_row(agent.name, agent.cluster or "", agent.current_version, planned.package_version,
-                      " → ".join(step.value for step in agent.plan.steps), ", ".join(agent.after))
+                      " → ".join(agent.steps), ", ".join(agent.after))
     out.print(table)
     options = planned.options
-    out.print(f"policy {planned.failover_policy.value} · max concurrent {planned.max_concurrent} · "
-              f"max errors {planned.max_errors} · extract all {options.extract_all} · delayed start "
-              f"{options.delayed_start} · auto start {options.auto_start} · stop SNMP {options.stop_snmp} · "
-              f"reboot {options.reboot}" + (" · upload only" if planned.upload_only else ""))
+    out.print(f"policy {planned.failover_policy} · max concurrent {planned.max_concurrent} · "
+              f"max errors {planned.max_errors} · extract all {options['extract_all']} · delayed start "
+              f"{options['delayed_start']} · auto start {options['auto_start']} · stop SNMP "
+              f"{options['stop_snmp']} · reboot {options['reboot']}"
+              + (" · upload only" if planned.upload_only else ""))
     for warning in planned.warnings:
         out.print(Text(f"warning: {warning}", style="yellow"))
 

@@ -38,11 +38,7 @@ def verify(context: Context, _: Viewer,
            anchor: Annotated[str | None, Query(max_length=200, description="HASH@POSITION to check")] = None,
            ) -> AuditVerifyOut:
     """Walk the SHA-256 hash chain over every event (and check an anchor from an earlier export)."""
-    report = check_audit(context.container.store, anchor)
-    chain = report.chain
-    return AuditVerifyOut(ok=report.ok, verified=chain.verified, broken_at=chain.broken_at,
-                          head=f"{chain.last_hash}@{chain.last_position}" if chain.verified else None,
-                          problem=report.problem or None)
+    return AuditVerifyOut.of(check_audit(context.container.store, anchor))
 
 
 _MEDIA = {ExportFormat.JSONL: "application/x-ndjson", ExportFormat.CSV: "text/csv"}

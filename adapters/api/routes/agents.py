@@ -7,9 +7,8 @@ from fastapi import APIRouter
 from adapters.api.context import Context, Operator, Viewer
 from adapters.api.errors import ERROR_RESPONSES
 from adapters.api.models import AgentByAddressIn, AgentIn, AgentOut, FactsModel, VersionHistoryOut
-from adapters.sql.projection_runner import read_rows
+from adapters.history_queries import version_history as version_history_rows
 from engine.errors import NotFound
-from projections.package_history import VERSION_HISTORY
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RESPONSES)
 
@@ -23,12 +22,7 @@ def list_agents(context: Context, _: Viewer) -> list[AgentOut]:
 @router.post("", status_code=201)
 def add_agent(body: AgentIn, context: Context, caller: Operator) -> AgentOut:
     """Register an agent with the facts its prerequisite checks are judged on."""
-    facts = (body.facts or FactsModel(version=body.version)).to_engine()
-    record = context.service.register_agent(
-        name=body.name, address=body.address, version=body.version, cluster=body.cluster,
-        dataminer_id=body.dataminer_id, failover_partner=body.failover_partner, failover_role=body.failover_role,
-        facts=facts, actor=caller.name)
-    return AgentOut.of(record)
+    return AgentOut.of(body.register(context.service, actor=caller.name))
 
 
 @router.post("/by-address", status_code=201)
@@ -67,9 +61,4 @@ def start_agent(name: str, context: Context, caller: Operator) -> AgentOut:
 @router.get("/{name}/history")
 def version_history(name: str, context: Context, _: Viewer) -> list[VersionHistoryOut]:
     """The agent's VersionHistory.txt: every version it ran, oldest first."""
-    context.container.projections.catch_up(["package_history"])
-    rows = read_rows(context.container.engine, VERSION_HISTORY, agent=name)
-    if not rows:
-        raise NotFound(f"unknown agent {name!r}")
-    return [VersionHistoryOut(recorded_at=r["recorded_at"], version=r["version"])
-            for r in sorted(rows, key=lambda r: r["seq"])]
+    return [VersionHistoryOut.of(row) for row in version_history_rows(context.container, name)]

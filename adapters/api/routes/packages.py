@@ -11,10 +11,9 @@ from fastapi import APIRouter, File, UploadFile
 from adapters.api.context import Context, Operator, Viewer
 from adapters.api.errors import ERROR_RESPONSES, PayloadTooLarge
 from adapters.api.models import PackageHistoryOut, PackageOut
+from adapters.history_queries import package_history as package_history_rows
 from adapters.package_upload import upload_package
-from adapters.sql.projection_runner import read_rows
 from engine.errors import InvalidInput
-from projections.package_history import PACKAGES
 
 router = APIRouter(prefix="/api/v1/packages", tags=["packages"], responses=ERROR_RESPONSES)
 
@@ -66,9 +65,7 @@ def list_packages(context: Context, _: Viewer) -> list[PackageOut]:
 @router.get("/history")
 def package_history(context: Context, _: Viewer) -> list[PackageHistoryOut]:
     """Every package ever uploaded, with its status and every rollout that used it (a projection)."""
-    context.container.projections.catch_up(["package_history"])
-    rows = sorted(read_rows(context.container.engine, PACKAGES), key=lambda r: r["uploaded_at"])
-    return [PackageHistoryOut.of(r) for r in rows]
+    return [PackageHistoryOut.of(r) for r in package_history_rows(context.container)]
 
 
 @router.get("/{reference}")

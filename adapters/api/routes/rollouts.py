@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Literal
 from uuid import UUID
 
@@ -11,43 +10,23 @@ from fastapi import APIRouter
 from adapters.api.context import Context, Operator, Viewer
 from adapters.api.errors import ERROR_RESPONSES
 from adapters.api.models import PlanOut, RolloutIn, RolloutStateOut
-from engine.service import AgentSelection, OptionOverrides, RolloutSpec
 
 router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"], responses=ERROR_RESPONSES)
 
 Command = Literal["pause", "resume", "cancel", "retry-failed"]
 
 
-def _spec(body: RolloutIn, context: Context) -> tuple[RolloutSpec, list[str]]:
-    notes = []
-    start_at = body.start_at
-    if start_at is not None and start_at.tzinfo is None:
-        start_at = start_at.replace(tzinfo=UTC)
-    if start_at is not None and start_at <= context.container.clock.now():
-        notes.append(f"start_at {start_at.isoformat()} is in the past: the rollout starts now")
-        start_at = None
-    spec = RolloutSpec(package=body.package, start_at=start_at,
-                       selection=AgentSelection(cluster=body.cluster, names=tuple(body.agents),
-                                                addresses=tuple(body.addresses)),
-                       overrides=OptionOverrides(extract_all=body.extract_all, delayed_start=body.delayed_start,
-                                                 auto_start=body.auto_start, stop_snmp=body.stop_snmp,
-                                                 reboot=body.reboot),
-                       failover_policy=body.failover_policy, upload_only=body.upload_only,
-                       max_concurrent=body.max_concurrent, max_errors=body.max_errors)
-    return spec, notes
-
-
 @router.post("/plan")
 def plan(body: RolloutIn, context: Context, caller: Viewer) -> PlanOut:
     """The plan a rollout would follow (a dry run: nothing is recorded)."""
-    spec, notes = _spec(body, context)
+    spec, notes = body.to_spec(context.container.clock.now())
     return PlanOut.of(context.service.plan(spec, actor=caller.name), started=False, notes=notes)
 
 
 @router.post("", status_code=201)
 def start(body: RolloutIn, context: Context, caller: Operator) -> PlanOut:
     """Plan and start a rollout, now or at ``start_at``; the serving engine drives it."""
-    spec, notes = _spec(body, context)
+    spec, notes = body.to_spec(context.container.clock.now())
     return PlanOut.of(context.service.start_rollout(spec, actor=caller.name), started=True, notes=notes)
 
 

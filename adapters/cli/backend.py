@@ -1,0 +1,231 @@
+"""Where a command's work happens: the local database, or an API server (``--server``), behind one interface.
+
+Both implementations answer with the API's models (``adapters/api/models.py``), so every command
+renders one kind of data whichever way it came, and prints the same lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, TextIO, TypeVar
+from uuid import UUID
+
+import pydantic
+import typer
+from rich.console import Console
+
+from adapters.api.models import (
+    AgentIn,
+    AgentOut,
+    AuditVerifyOut,
+    PackageHistoryOut,
+    PackageOut,
+    PlanOut,
+    ProjectionStatusOut,
+    RolloutIn,
+    RolloutProgressOut,
+    RolloutStateOut,
+    VersionHistoryOut,
+)
+from adapters.audit_check import check_audit
+from adapters.audit_export import ExportFormat, ExportSummary, Selection, export_records, select_records
+from adapters.cli.context import RealWaiter, Session, actor, gateway_for, server_of, session
+from adapters.cli.live import run_in_foreground
+from adapters.cli.remote import HttpBackend
+from adapters.history_queries import package_history, version_history
+from adapters.package_upload import upload_package
+from adapters.progress_queries import current_progress, progress_as_of
+from engine.errors import InvalidInput
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+def request(model: type[M], **fields: Any) -> M:
+    """A request body from a command's options; ``InvalidInput`` naming the first field that is wrong."""
+    try:
+        return model(**fields)
+    except pydantic.ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise InvalidInput(f"{where.replace('_', '-')}: {problem['msg']}") from None
+
+
+class Backend(Protocol):
+    """What the command line asks of the product; each answer is the API model of the same data."""
+
+    @property
+    def location(self) -> str:
+        """Where uploaded packages are kept: a local folder or the server's URL."""
+        ...
+
+    def agents(self) -> list[AgentOut]:
+        """Every registered agent."""
+        ...
+
+    def add_agent(self, agent: AgentIn) -> AgentOut:
+        """Register an agent."""
+        ...
+
+    def start_agent(self, name: str) -> AgentOut:
+        """Start the DataMiner of an agent an upgrade left stopped."""
+        ...
+
+    def packages(self) -> list[PackageOut]:
+        """Every uploaded package."""
+        ...
+
+    def upload(self, file: Path) -> PackageOut:
+        """Validate and store a package file, and record the upload."""
+        ...
+
+    def plan(self, request: RolloutIn) -> PlanOut:
+        """The plan a rollout would follow (records nothing)."""
+        ...
+
+    def start_rollout(self, request: RolloutIn) -> PlanOut:
+        """Plan and start a rollout."""
+        ...
+
+    def control(self, rollout_id: UUID, command: str) -> RolloutStateOut:
+        """Pause, resume, cancel or retry-failed."""
+        ...
+
+    def run(self, rollout_id: UUID, console: Console) -> RolloutStateOut:
+        """Show the rollout's progress live until it ends (driving it here, or following the server)."""
+        ...
+
+    def settings(self) -> dict[str, str]:
+        """Every system setting."""
+        ...
+
+    def set_setting(self, key: str, value: str) -> dict[str, str]:
+        """Change one setting; returns every setting."""
+        ...
+
+    def progress(self, rollout_id: UUID | None = None) -> list[RolloutProgressOut]:
+        """Every rollout's progress now (or one rollout's)."""
+        ...
+
+    def progress_at(self, rollout_id: UUID, *, at_time: datetime | None,
+                    at_position: int | None) -> RolloutProgressOut:
+        """One rollout's progress as it was at a time or a log position."""
+        ...
+
+    def package_history(self) -> list[PackageHistoryOut]:
+        """Every package ever uploaded, with its rollouts."""
+        ...
+
+    def version_history(self, agent: str) -> list[VersionHistoryOut]:
+        """One agent's VersionHistory.txt."""
+        ...
+
+    def verify_audit(self, anchor: str | None) -> AuditVerifyOut:
+        """Walk the hash chain (and check an anchor)."""
+        ...
+
+    def export_audit(self, export_format: ExportFormat, selection: Selection, stream: TextIO) -> ExportSummary:
+        """Write the selected audit trail to ``stream``, ending with its anchor line."""
+        ...
+
+    def projections(self) -> list[ProjectionStatusOut]:
+        """Each projection's checkpoint and lag."""
+        ...
+
+
+class LocalBackend:
+    """The product on the configured database, in this process (the engine runs here for ``run``)."""
+
+    def __init__(self, session: Session, actor: str) -> None:
+        self._session = session
+        self._container = session.container
+        self._service = session.service
+        self._actor = actor
+
+    @property
+    def location(self) -> str:
+        return str(self._session.packages.root)
+
+    def _with_gateway(self) -> None:
+        if self._service.gateway is None:
+            self._service.gateway = gateway_for(self._container.settings, self._service)
+
+    def agents(self) -> list[AgentOut]:
+        return [AgentOut.of(agent) for agent in self._service.agents()]
+
+    def add_agent(self, agent: AgentIn) -> AgentOut:
+        return AgentOut.of(agent.register(self._service, actor=self._actor))
+
+    def start_agent(self, name: str) -> AgentOut:
+        self._with_gateway()
+        return AgentOut.of(self._service.start_agent_manually(name, actor=self._actor))
+
+    def packages(self) -> list[PackageOut]:
+        return [PackageOut.of(package) for package in self._service.packages()]
+
+    def upload(self, file: Path) -> PackageOut:
+        return PackageOut.of(upload_package(self._service, self._session.packages, file, actor=self._actor))
+
+    def plan(self, request: RolloutIn) -> PlanOut:
+        self._with_gateway()
+        spec, notes = request.to_spec(self._container.clock.now())
+        return PlanOut.of(self._service.plan(spec, actor=self._actor), started=False, notes=notes)
+
+    def start_rollout(self, request: RolloutIn) -> PlanOut:
+        self._with_gateway()
+        spec, notes = request.to_spec(self._container.clock.now())
+        return PlanOut.of(self._service.start_rollout(spec, actor=self._actor), started=True, notes=notes)
+
+    def control(self, rollout_id: UUID, command: str) -> RolloutStateOut:
+        return RolloutStateOut.of(self._service.control(rollout_id, command, actor=self._actor))
+
+    def run(self, rollout_id: UUID, console: Console) -> RolloutStateOut:
+        self._with_gateway()
+        assert self._service.gateway is not None
+        return RolloutStateOut.of(run_in_foreground(self._container, self._service, self._service.gateway,
+                                                    RealWaiter(), rollout_id, console))
+
+    def settings(self) -> dict[str, str]:
+        return self._service.settings()
+
+    def set_setting(self, key: str, value: str) -> dict[str, str]:
+        self._service.set_setting(key, value, actor=self._actor)
+        return self._service.settings()
+
+    def progress(self, rollout_id: UUID | None = None) -> list[RolloutProgressOut]:
+        return [RolloutProgressOut.of(*view) for view in current_progress(self._container, rollout_id)]
+
+    def progress_at(self, rollout_id: UUID, *, at_time: datetime | None,
+                    at_position: int | None) -> RolloutProgressOut:
+        return RolloutProgressOut.of(*progress_as_of(self._container.store, rollout_id, at_time=at_time,
+                                                     at_position=at_position, now=self._container.clock.now()))
+
+    def package_history(self) -> list[PackageHistoryOut]:
+        return [PackageHistoryOut.of(row) for row in package_history(self._container)]
+
+    def version_history(self, agent: str) -> list[VersionHistoryOut]:
+        return [VersionHistoryOut.of(row) for row in version_history(self._container, agent)]
+
+    def verify_audit(self, anchor: str | None) -> AuditVerifyOut:
+        return AuditVerifyOut.of(check_audit(self._container.store, anchor))
+
+    def export_audit(self, export_format: ExportFormat, selection: Selection, stream: TextIO) -> ExportSummary:
+        return export_records(select_records(self._container.store, selection), stream, export_format)
+
+    def projections(self) -> list[ProjectionStatusOut]:
+        return [ProjectionStatusOut(**asdict(status)) for status in self._container.projections.status()]
+
+
+@contextlib.contextmanager
+def open_backend(ctx: typer.Context) -> Iterator[Backend]:
+    """The backend the global options chose: the API server given by ``--server``, else the local database."""
+    server = server_of(ctx)
+    if server is not None:
+        with HttpBackend(server) as remote:
+            yield remote
+        return
+    with session(ctx) as s:
+        yield LocalBackend(s, actor())

@@ -1,0 +1,260 @@
+"""The command line as a client of ``dma-upgrade serve``: the same answers, fetched from its API with httpx.
+
+Errors come back as the API's ``{"error": kind, "detail": message}`` and are raised as the product
+error that kind stands for, so they print the same line and exit with the same code as locally
+(``adapters/cli/errors.py``). The server drives rollouts: ``run`` only follows the progress endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO, TypeVar
+from urllib.parse import quote
+from uuid import UUID
+
+import httpx
+import pydantic
+from rich.console import Console, RenderableType
+
+from adapters.api.models import (
+    AgentIn,
+    AgentOut,
+    AuditVerifyOut,
+    PackageHistoryOut,
+    PackageOut,
+    PlanOut,
+    ProjectionStatusOut,
+    RolloutIn,
+    RolloutProgressOut,
+    RolloutStateOut,
+    VersionHistoryOut,
+)
+from adapters.audit_check import parse_anchor
+from adapters.audit_export import ExportFormat, ExportSummary, Selection
+from adapters.cli.context import Server
+from adapters.cli.errors import NotAuthorised, ServerRefusal, ServerUnreachable
+from adapters.cli.live import rows_of, show_live
+from adapters.progress_view import progress_table
+from engine.errors import (
+    Conflict,
+    DmaUpgradeError,
+    EventStoreError,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    StoreUnavailable,
+)
+from engine.packages import PackageRejected
+from engine.rollout import RolloutState
+
+T = TypeVar("T")
+
+ENDED = frozenset({RolloutState.COMPLETED.value, RolloutState.FAILED.value, RolloutState.CANCELLED.value})
+"""Rollout states in which the engine stops driving a rollout (until a retry)."""
+
+ERROR_KINDS: dict[str, type[DmaUpgradeError]] = {
+    "not_found": NotFound,
+    "conflict": Conflict,
+    "illegal_transition": InvalidTransition,
+    "invalid_input": InvalidInput,
+    "too_large": InvalidInput,
+    "unavailable": StoreUnavailable,
+    "store_error": EventStoreError,
+    "unauthorized": NotAuthorised,
+    "forbidden": NotAuthorised,
+}
+"""The API's error kinds (``adapters/api/errors.py``) as the product errors they stand for."""
+
+_BY_STATUS: dict[int, type[DmaUpgradeError]] = {
+    401: NotAuthorised, 403: NotAuthorised, 404: NotFound, 409: Conflict, 413: InvalidInput, 422: InvalidInput,
+    503: StoreUnavailable,
+}
+"""For answers without a kind (a request the framework refused before the product saw it)."""
+
+_TRAILER_CHARS = 512
+"""More than the longest anchor line an export ends with."""
+
+
+def refusal(response: httpx.Response, server: Server) -> ServerRefusal:
+    """The product error an error answer of the API stands for, with the server's one-line message."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    fields = body if isinstance(body, dict) else {}
+    kind = ERROR_KINDS.get(str(fields.get("error"))) or _BY_STATUS.get(response.status_code, DmaUpgradeError)
+    message = _detail(fields.get("detail")) or f"{server.url} answered {response.status_code} {response.reason_phrase}"
+    if response.status_code == 401:
+        message += " (give a token with --token or DMA_UPGRADE_TOKEN)"
+    return ServerRefusal(message, kind)
+
+
+def _detail(detail: Any) -> str:
+    """The API's ``detail``: a message, or the framework's list of invalid fields."""
+    if isinstance(detail, list):
+        return "; ".join(f"{'.'.join(str(part) for part in item.get('loc', [])[1:])}: {item.get('msg', '')}"
+                         for item in detail if isinstance(item, dict))
+    return str(detail) if detail else ""
+
+
+class HttpBackend:
+    """The product behind ``dma-upgrade serve``'s API, reached with a bearer token."""
+
+    def __init__(self, server: Server, *, refresh_seconds: float = 0.5, timeout: float = 60.0) -> None:
+        self._server = server
+        self._refresh_seconds = refresh_seconds
+        headers = {"Authorization": f"Bearer {server.token}"} if server.token else {}
+        self._client = httpx.Client(base_url=f"{server.url.rstrip('/')}/api/v1", headers=headers,
+                                    timeout=httpx.Timeout(timeout, connect=10.0))
+
+    def __enter__(self) -> HttpBackend:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self._client.close()
+
+    @property
+    def location(self) -> str:
+        return self._server.url
+
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Turn a connection that fails into ``ServerUnreachable``."""
+        try:
+            yield
+        except httpx.TransportError as error:
+            reason = str(error) or type(error).__name__
+            raise ServerUnreachable(f"server unreachable: {self._server.url} ({reason})") from None
+
+    def _call(self, shape: type[T], method: str, path: str, **request: Any) -> T:
+        """Send one request and read its answer as ``shape``; errors raise as the product errors they stand for."""
+        with self._reaching():
+            response = self._client.request(method, path, **request)
+        if response.is_error:
+            raise refusal(response, self._server)
+        try:
+            return pydantic.TypeAdapter(shape).validate_json(response.content)
+        except pydantic.ValidationError as error:
+            raise DmaUpgradeError(f"{self._server.url} did not answer as a dma-upgrade API server "
+                                  f"({error.error_count()} problems in the answer to {method} {path})") from None
+
+    def agents(self) -> list[AgentOut]:
+        return self._call(list[AgentOut], "GET", "/agents")
+
+    def add_agent(self, agent: AgentIn) -> AgentOut:
+        return self._call(AgentOut, "POST", "/agents", json=agent.model_dump(mode="json"))
+
+    def start_agent(self, name: str) -> AgentOut:
+        return self._call(AgentOut, "POST", f"/agents/{_segment(name)}/start")
+
+    def packages(self) -> list[PackageOut]:
+        return self._call(list[PackageOut], "GET", "/packages")
+
+    def upload(self, file: Path) -> PackageOut:
+        try:
+            stream = file.open("rb")
+        except OSError as error:
+            raise PackageRejected(file.name, f"file cannot be read: {error.strerror or error}") from None
+        with stream:
+            return self._call(PackageOut, "POST", "/packages", files={"file": (file.name, stream)},
+                              timeout=httpx.Timeout(None, connect=10.0))
+
+    def plan(self, request: RolloutIn) -> PlanOut:
+        return self._call(PlanOut, "POST", "/rollouts/plan", json=request.model_dump(mode="json"))
+
+    def start_rollout(self, request: RolloutIn) -> PlanOut:
+        return self._call(PlanOut, "POST", "/rollouts", json=request.model_dump(mode="json"))
+
+    def control(self, rollout_id: UUID, command: str) -> RolloutStateOut:
+        return self._call(RolloutStateOut, "POST", f"/rollouts/{rollout_id}/{command}")
+
+    def run(self, rollout_id: UUID, console: Console) -> RolloutStateOut:
+        show_live(console, self._frames(rollout_id))
+        return self._call(RolloutStateOut, "GET", f"/rollouts/{rollout_id}")
+
+    def _frames(self, rollout_id: UUID) -> Iterator[RenderableType]:
+        """The rollout's progress table, polled until the rollout ends."""
+        while True:
+            view = self._call(RolloutProgressOut, "GET", f"/progress/{rollout_id}")
+            yield progress_table(*rows_of(view))
+            if view.state in ENDED:
+                return
+            time.sleep(self._refresh_seconds)
+
+    def settings(self) -> dict[str, str]:
+        return self._call(dict[str, str], "GET", "/settings")
+
+    def set_setting(self, key: str, value: str) -> dict[str, str]:
+        return self._call(dict[str, str], "PUT", f"/settings/{_segment(key)}", json={"value": value})
+
+    def progress(self, rollout_id: UUID | None = None) -> list[RolloutProgressOut]:
+        if rollout_id is None:
+            return self._call(list[RolloutProgressOut], "GET", "/progress")
+        return [self._call(RolloutProgressOut, "GET", f"/progress/{rollout_id}")]
+
+    def progress_at(self, rollout_id: UUID, *, at_time: datetime | None,
+                    at_position: int | None) -> RolloutProgressOut:
+        params = {"as_of": at_time.isoformat() if at_time is not None else None, "at_position": at_position}
+        return self._call(RolloutProgressOut, "GET", f"/progress/{rollout_id}",
+                          params={k: v for k, v in params.items() if v is not None})
+
+    def package_history(self) -> list[PackageHistoryOut]:
+        return self._call(list[PackageHistoryOut], "GET", "/packages/history")
+
+    def version_history(self, agent: str) -> list[VersionHistoryOut]:
+        return self._call(list[VersionHistoryOut], "GET", f"/agents/{_segment(agent)}/history")
+
+    def verify_audit(self, anchor: str | None) -> AuditVerifyOut:
+        return self._call(AuditVerifyOut, "GET", "/audit/verify", params={"anchor": anchor} if anchor else {})
+
+    def export_audit(self, export_format: ExportFormat, selection: Selection, stream: TextIO) -> ExportSummary:
+        params = {"format": export_format.value,
+                  "from": selection.start.isoformat() if selection.start is not None else None,
+                  "to": selection.end.isoformat() if selection.end is not None else None,
+                  "rollout": str(selection.rollout) if selection.rollout is not None else None}
+        tail = ""
+        with self._reaching(), self._client.stream(
+                "GET", "/audit/export", params={k: v for k, v in params.items() if v is not None}) as response:
+            if response.is_error:
+                response.read()
+                raise refusal(response, self._server)
+            for text in response.iter_text():
+                stream.write(text)
+                tail = (tail + text)[-_TRAILER_CHARS:]
+        return self._trailer(tail, export_format)
+
+    def _trailer(self, tail: str, export_format: ExportFormat) -> ExportSummary:
+        """What the export's last line (its anchor line) says was exported."""
+        last = tail.rstrip("\n").rpartition("\n")[2]
+        anchor: str | None = None
+        exported: int | None = None
+        if export_format is ExportFormat.CSV:
+            match = re.fullmatch(r"# anchor (\S+) exported (\d+)", last)
+            if match is not None:
+                anchor, exported = match[1], int(match[2])
+        else:
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                trailer = json.loads(last)
+                anchor, exported = trailer["anchor"], int(trailer["exported"])
+        if exported is None:
+            raise DmaUpgradeError(f"the export from {self._server.url} ended without its anchor line")
+        summary = ExportSummary(exported=exported)
+        if anchor not in (None, "none"):
+            summary.last_hash, summary.last_position = parse_anchor(str(anchor))
+        return summary
+
+    def projections(self) -> list[ProjectionStatusOut]:
+        return self._call(list[ProjectionStatusOut], "GET", "/projections")
+
+
+def _segment(text: str) -> str:
+    """``text`` as one URL path segment."""
+    return quote(text, safe="")
