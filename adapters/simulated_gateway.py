@@ -169,27 +169,36 @@ class SimulatedAgentGateway:
     """An ``AgentGateway`` over simulated agents; thread-safe, one lock per agent."""
 
     def __init__(self, agents: Iterable[SimulatedAgent], *, sleeper: Sleeper = no_sleep,
-                 step_seconds: Mapping[Step, float] | None = None) -> None:
+                 step_seconds: Mapping[Step, float] | None = None,
+                 discover: Callable[[str], SimulatedAgent | None] | None = None) -> None:
+        """``discover`` names the agent registered at an address not simulated yet (None: nobody answers),
+        so a long-running engine also simulates agents added after it started."""
         self._sleeper = sleeper
         self._step_seconds = {step: float((step_seconds or {}).get(step, 0.0)) for step in Step}
         if any(seconds < 0 for seconds in self._step_seconds.values()):
             raise InvalidInput("step durations must be zero or more seconds")
         self._agents: dict[str, _Agent] = {}
         self._by_address: dict[str, _Agent] = {}
+        self._discover = discover
+        self._registry_lock = threading.Lock()
         specs = list(agents)
         for spec in specs:
-            parse_version(spec.version)
-            if spec.name in self._agents:
-                raise InvalidInput(f"two simulated agents are named {spec.name!r}")
-            if spec.address in self._by_address:
-                raise InvalidInput(f"two simulated agents have the address {spec.address!r}")
-            agent = _Agent(name=spec.name, address=spec.address, cluster=spec.cluster, version=spec.version,
-                           facts=spec.facts or modern_facts(spec.version), active=spec.active)
-            self._agents[spec.name] = agent
-            self._by_address[spec.address] = agent
+            self._register(spec)
         self._pair(specs)
         self._journal: list[JournalEntry] = []
         self._journal_lock = threading.Lock()
+
+    def _register(self, spec: SimulatedAgent) -> _Agent:
+        parse_version(spec.version)
+        if spec.name in self._agents:
+            raise InvalidInput(f"two simulated agents are named {spec.name!r}")
+        if spec.address in self._by_address:
+            raise InvalidInput(f"two simulated agents have the address {spec.address!r}")
+        agent = _Agent(name=spec.name, address=spec.address, cluster=spec.cluster, version=spec.version,
+                       facts=spec.facts or modern_facts(spec.version), active=spec.active)
+        self._agents[spec.name] = agent
+        self._by_address[spec.address] = agent
+        return agent
 
     def _pair(self, specs: Iterable[SimulatedAgent]) -> None:
         for spec in specs:
@@ -337,13 +346,21 @@ class SimulatedAgentGateway:
             raise KeyError(f"no simulated agent is named {name!r}") from None
 
     def _resolve(self, agent: AgentAddress, operation: str) -> _Agent:
-        target = self._by_address.get(agent.address)
+        target = self._by_address.get(agent.address) or self._discovered(agent.address)
         if target is None:
             raise AgentUnreachable(agent.name, operation, f"no agent answers at {agent.address}")
         if target.name != agent.name:
             raise AgentStepFailed(agent.name, operation,
                                   f"the agent at {agent.address} is {target.name}, not {agent.name}")
         return target
+
+    def _discovered(self, address: str) -> _Agent | None:
+        """Start simulating the agent ``discover`` names at ``address``, if any."""
+        spec = self._discover(address) if self._discover is not None else None
+        if spec is None:
+            return None
+        with self._registry_lock:
+            return self._by_address.get(address) or self._register(spec)
 
     @staticmethod
     def _answer_or_raise(target: _Agent, operation: str) -> None:

@@ -19,6 +19,7 @@ from adapters.http_gateway import HttpAgentGateway
 from adapters.package_store import FilePackageStore
 from adapters.settings import Settings
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
+from engine.inventory import AgentRecord
 from engine.ports import AgentGateway
 from engine.service import UpgradeService
 from engine.upgrade_events import Step
@@ -122,8 +123,16 @@ def gateway_for(settings: Settings, service: UpgradeService) -> AgentGateway:
 
 
 def simulated_gateway_for(service: UpgradeService, step_seconds: float) -> SimulatedAgentGateway:
-    """A simulation of the inventory, for trying the engine without agents; each step takes ``step_seconds``."""
-    return SimulatedAgentGateway([SimulatedAgent(name=a.name, address=a.address, cluster=a.cluster,
-                                                 version=a.version, facts=a.facts)
-                                  for a in service.agents()],
-                                 sleeper=time.sleep, step_seconds=dict.fromkeys(Step, step_seconds))
+    """A simulation of the inventory, for trying the engine without agents; each step takes ``step_seconds``.
+
+    Agents registered later are simulated from their first call on."""
+
+    def simulated(agent: AgentRecord) -> SimulatedAgent:
+        return SimulatedAgent(name=agent.name, address=agent.address, cluster=agent.cluster, version=agent.version,
+                              facts=agent.facts)
+
+    def discover(address: str) -> SimulatedAgent | None:
+        return next((simulated(a) for a in service.agents() if a.address == address), None)
+
+    return SimulatedAgentGateway([simulated(a) for a in service.agents()], sleeper=time.sleep,
+                                 step_seconds=dict.fromkeys(Step, step_seconds), discover=discover)

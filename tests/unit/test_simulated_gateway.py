@@ -268,3 +268,20 @@ def test_identify_reports_given_facts_with_the_current_version() -> None:
 def test_inconsistent_agent_specs_are_refused(agents: list[SimulatedAgent]) -> None:
     with pytest.raises(InvalidInput):
         SimulatedAgentGateway(agents)
+
+
+def test_an_agent_registered_after_the_gateway_was_made_is_discovered_on_its_first_call() -> None:
+    later = AgentAddress(name="dma-c", address="10.0.0.3")
+    asked: list[str] = []
+
+    def discover(address: str) -> SimulatedAgent | None:
+        asked.append(address)
+        return SimulatedAgent(name=later.name, address=later.address, cluster="dms", version=OLD) \
+            if address == later.address else None
+
+    gw = gateway(discover=discover)
+    assert gw.perform(later, Step.UPLOAD, "c:upload:1", PACKAGE) == StepOutcome()
+    assert gw.step_status(later, "c:upload:1") is StepStatus.SUCCEEDED
+    assert asked == [later.address]  # simulated from then on, not discovered again
+    with pytest.raises(AgentUnreachable):
+        gw.perform(AgentAddress(name="dma-x", address="10.0.0.9"), Step.UPLOAD, "x:upload:1", PACKAGE)
