@@ -10,6 +10,7 @@
     413     too_large          an upload over the configured limit
     422     invalid_input      a malformed version, option, time, anchor or package (hostile archive too),
                                or a request the schema or the engine's models refuse (naming each field)
+    502     agent_failed       an agent did not answer or refused (adding one by address, a manual start)
     503     unavailable        the database cannot be reached, cannot be read or has no schema
     500     store_error        a stored event that cannot be read (a broken store, never bad input)
     500     internal_error     anything else (a bug: the server log has the traceback)
@@ -31,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.api.models import ErrorOut
 from engine.errors import (
+    AgentStepFailed,
     ConcurrencyConflict,
     Conflict,
     DmaUpgradeError,
@@ -57,6 +59,7 @@ STATUS_CODES: list[tuple[type[DmaUpgradeError], int, str]] = [
     (StoreUnavailable, 503, "unavailable"),
     (SchemaNotMigrated, 503, "unavailable"),
     (EventStoreError, 500, "store_error"),
+    (AgentStepFailed, 502, "agent_failed"),
     (DmaUpgradeError, 422, "invalid_input"),
 ]
 """First match wins."""

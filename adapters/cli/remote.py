@@ -43,6 +43,7 @@ from adapters.cli.errors import NotAuthorised, ServerRefusal, ServerUnreachable
 from adapters.cli.live import rows_of, show_live
 from adapters.progress_view import progress_table
 from engine.errors import (
+    AgentStepFailed,
     Conflict,
     DmaUpgradeError,
     EventStoreError,
@@ -69,12 +70,13 @@ ERROR_KINDS: dict[str, type[DmaUpgradeError]] = {
     "store_error": EventStoreError,
     "unauthorized": NotAuthorised,
     "forbidden": NotAuthorised,
+    "agent_failed": AgentStepFailed,
 }
 """The API's error kinds (``adapters/api/errors.py``) as the product errors they stand for."""
 
 _BY_STATUS: dict[int, type[DmaUpgradeError]] = {
     401: NotAuthorised, 403: NotAuthorised, 404: NotFound, 409: Conflict, 413: InvalidInput, 422: InvalidInput,
-    503: StoreUnavailable,
+    502: AgentStepFailed, 503: StoreUnavailable,
 }
 """For answers without a kind (a request the framework refused before the product saw it)."""
 

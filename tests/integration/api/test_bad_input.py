@@ -169,7 +169,7 @@ def test_values_the_engine_refuses_are_422(api: ApiHarness) -> None:
                                                          "max_concurrent": "lots"}), 422, "invalid_input"),
         (lambda: admin.put("/api/v1/settings/auto-start", json={"value": "maybe"}), 422, "invalid_input"),
         (lambda: admin.put("/api/v1/settings/no-such-setting", json={"value": "on"}), 422, "invalid_input"),
-        (lambda: operator.post("/api/v1/agents/by-address", json={"address": "10.9.9.9"}), 422, "invalid_input"),
+        (lambda: operator.post("/api/v1/agents/by-address", json={"address": "10.9.9.9"}), 502, "agent_failed"),
     ])
 
 
