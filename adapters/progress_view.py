@@ -33,7 +33,7 @@ def activity(agent: Row) -> str:
     if agent["phase"]:
         return f"Installing: {agent['phase']}"
     if agent["step"]:
-        return f"{agent['step'].replace('_', ' ')} (attempt {agent['attempts']})"
+        return f"{agent['step'].replace('_', ' ')} (attempt {agent['step_attempt'] or 1})"
     if agent["waiting_until"]:
         return f"waiting until {agent['waiting_until']:%H:%M:%S}"
     return "waiting"

@@ -40,7 +40,7 @@ ROLLOUTS = TableSpec("progress_rollouts", ("rollout_id",), (
     ("upload_only", C.BOOL), ("agents_total", C.INT), ("waiting", C.INT), ("in_flight", C.INT),
     ("completed", C.INT), ("failed", C.INT), ("cancelled", C.INT), ("warnings", C.JSON),
     ("planned_at", C.TIMESTAMP), ("started_at", C.TIMESTAMP), ("ended_at", C.TIMESTAMP), ("end_reason", C.TEXT),
-    ("planned_by", C.TEXT), ("last_position", C.INT),
+    ("planned_by", C.TEXT), ("last_position", C.INT), ("upgrade_ids", C.JSON),
 ))
 AGENTS = TableSpec("progress_agents", ("upgrade_id",), (
     ("upgrade_id", C.TEXT), ("rollout_id", C.TEXT), ("agent", C.TEXT), ("plan_order", C.INT),
@@ -49,6 +49,7 @@ AGENTS = TableSpec("progress_agents", ("upgrade_id",), (
     ("started_at", C.TIMESTAMP), ("ended_at", C.TIMESTAMP), ("state_since", C.TIMESTAMP),
     ("durations", C.JSON), ("last_error", C.TEXT), ("manual_start_needed", C.BOOL), ("version_from", C.TEXT),
     ("version_after", C.TEXT), ("waiting_until", C.TIMESTAMP), ("last_position", C.INT), ("resumes", C.INT),
+    ("step_attempt", C.INT),
 ))
 
 _ROLLOUT_STATES: dict[type[Event], str] = {
@@ -93,7 +94,7 @@ class ProgressProjection:
             "agents_total": len(event.agents), "waiting": len(event.agents), "in_flight": 0, "completed": 0,
             "failed": 0, "cancelled": 0, "warnings": list(event.warnings), "planned_at": recorded.recorded_at,
             "started_at": None, "ended_at": None, "end_reason": None, "planned_by": recorded.metadata.actor,
-            "last_position": recorded.position,
+            "last_position": recorded.position, "upgrade_ids": [str(a.upgrade_id) for a in event.agents],
         })
         for order, agent in enumerate(event.agents):
             rows.put(AGENTS.name, {
@@ -103,7 +104,7 @@ class ProgressProjection:
                 "steps_planned": len(agent.plan.steps), "attempts": 0, "retries": 0, "started_at": None,
                 "ended_at": None, "state_since": recorded.recorded_at, "durations": {}, "last_error": None,
                 "manual_start_needed": False, "version_from": agent.current_version, "version_after": None,
-                "waiting_until": None, "last_position": recorded.position, "resumes": 0,
+                "waiting_until": None, "last_position": recorded.position, "resumes": 0, "step_attempt": None,
             })
 
     def _rollout_moved(self, event: Event, recorded: RecordedEvent, rows: RowAccess) -> None:
@@ -121,6 +122,21 @@ class ProgressProjection:
             row["end_reason"] = None
         row["last_position"] = recorded.position
         rows.put(ROLLOUTS.name, row)
+        if isinstance(event, RolloutCancelled):
+            self._cancel_unstarted(row["upgrade_ids"] or [], recorded, rows)
+
+    def _cancel_unstarted(self, upgrade_ids: list[str], recorded: RecordedEvent, rows: RowAccess) -> None:
+        """A cancelled rollout never starts the agents it had not begun: they show as Cancelled."""
+        for upgrade_id in upgrade_ids:
+            row = rows.get(AGENTS.name, (upgrade_id,))
+            if row is None or row["state"] != UpgradeState.SCHEDULED.value or row["attempts"]:
+                continue
+            _spend(row, recorded.recorded_at)
+            row["state"] = UpgradeState.CANCELLED.value
+            row["ended_at"] = recorded.recorded_at
+            row["last_position"] = recorded.position
+            rows.put(AGENTS.name, row)
+            self._recount(row["rollout_id"], "waiting", "cancelled", recorded.position, rows)
 
     def _upgrade_event(self, event: Event, recorded: RecordedEvent, rows: RowAccess) -> None:
         row = rows.get(AGENTS.name, (recorded.stream_id.removeprefix("upgrade-"),))
@@ -171,6 +187,7 @@ _ENTERS: dict[type[Event], Callable[[Any], str | None]] = {
 
 def _step_started(row: Row, event: StepStarted, when: datetime) -> None:
     row["step"] = event.step.value
+    row["step_attempt"] = event.attempt
     row["attempts"] += 1
     row["waiting_until"] = None
     row["started_at"] = row["started_at"] or when

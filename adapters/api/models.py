@@ -273,6 +273,7 @@ class AgentProgressOut(ApiModel):
     waiting_until: datetime | None
     last_position: int
     resumes: int
+    step_attempt: int | None = Field(default=None, description="the attempt number of the step in flight")
 
 
 class RolloutProgressOut(ApiModel):
@@ -301,7 +302,8 @@ class RolloutProgressOut(ApiModel):
     @classmethod
     def of(cls, rollout: Row, agents: list[Row]) -> RolloutProgressOut:
         ordered = sorted(agents, key=lambda a: a["plan_order"])
-        return cls(**rollout, agents=[AgentProgressOut(**a) for a in ordered])
+        fields = {name: value for name, value in rollout.items() if name != "upgrade_ids"}  # the agents say it
+        return cls(**fields, agents=[AgentProgressOut(**a) for a in ordered])
 
 
 class SettingIn(ApiModel):

@@ -49,7 +49,7 @@
     if (agent.state === "Failed") return agent.last_error || "failed";
     if (agent.state === "Completed") return agent.manual_start_needed ? "needs a manual start" : "done";
     if (agent.phase) return `Installing: ${agent.phase}`;
-    if (agent.step) return `${agent.step.replaceAll("_", " ")} (attempt ${agent.attempts})`;
+    if (agent.step) return `${agent.step.replaceAll("_", " ")} (attempt ${agent.step_attempt || 1})`;
     if (agent.waiting_until) return `waiting until ${clock(agent.waiting_until)}`;
     return "waiting";
   }
