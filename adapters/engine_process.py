@@ -9,18 +9,21 @@ timers are honoured by the runner that resumes the upgrade, which waits out what
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
+import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.engine import Engine
 
 from adapters.sql.projection_runner import ProjectionRunner, read_rows
 from engine.agent_upgrade import AgentUpgrade
+from engine.errors import StoreUnavailable
 from engine.ports import AgentGateway, Waiter
 from engine.preloaded import PreloadedUpgrades
 from engine.rollout import Rollout, RolloutState
@@ -30,6 +33,8 @@ from engine.turns import Turns
 from engine.upgrade_machine import STOPPED_STATES
 from projections.progress import ROLLOUTS
 from projections.timers import SCHEDULED_START, TIMERS
+
+_log = logging.getLogger("dma_upgrade.engine")
 
 ACTIVE = (RolloutState.PLANNED, RolloutState.RUNNING, RolloutState.PAUSED)
 
@@ -153,12 +158,23 @@ class EngineProcess:
         """
         self.scheduler.start(paused=True)
         try:
-            self.tick()
+            self.tick_unless_unreachable()
             self.scheduler.resume()
             while not stop.wait(self.poll_seconds):
-                self.tick()
+                self.tick_unless_unreachable()
         finally:
             self.scheduler.shutdown(wait=False)
+
+    def tick_unless_unreachable(self) -> bool:
+        """``tick``, but a database outage only skips this look (logged): the engine outlives the outage,
+        and so does the API that reports it. False when the look was skipped."""
+        try:
+            self.tick()
+        except (StoreUnavailable, sa.exc.DBAPIError) as error:
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            _log.warning("the database cannot be reached (%s); looking again in %.1f s", reason, self.poll_seconds)
+            return False
+        return True
 
     def tick(self) -> None:
         """One look at the store: arm the scheduled starts still to come, hand each other active rollout

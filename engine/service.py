@@ -128,16 +128,10 @@ class UpgradeService:
                        failover_role: FailoverRole | None = None, facts: AgentFacts | None = None,
                        actor: str) -> AgentRecord:
         """Add an agent to the inventory (names and addresses are unique)."""
-        if not _NAME.match(name):
-            raise InvalidInput(f"invalid agent name {name!r}: use letters, digits, '.', '_' or '-'")
-        if not address.strip():
-            raise InvalidInput("an agent needs an address")
-        parse_version(version)
         existing = self.agents()
-        if any(a.name == name for a in existing):
-            raise Conflict(f"agent {name!r} is registered already")
-        if any(a.address == address for a in existing):
-            raise Conflict(f"address {address} belongs to a registered agent already")
+        _check_new_agent(name, address, version, cluster, existing)
+        if facts is not None:
+            _check_facts(facts)
         if (failover_partner is None) != (failover_role is None):
             raise InvalidInput("a failover pair needs both --failover-partner and --failover-role")
         if failover_partner is not None:
@@ -170,6 +164,7 @@ class UpgradeService:
     def report_facts(self, name: str, facts: AgentFacts, *, actor: str) -> AgentRecord:
         """Record what an agent now reports about itself; its version changes only through upgrades."""
         record = self.agent(name)
+        _check_facts(facts)
         if facts.version != record.version:
             raise InvalidInput(f"agent {name} runs {record.version}; facts for {facts.version} do not apply "
                                f"(versions change only through upgrades)")
@@ -256,8 +251,8 @@ class UpgradeService:
 
     # -- rollouts -----------------------------------------------------------------------------
 
-    def _select(self, selection: AgentSelection, inventory: list[AgentRecord], *, actor: str) -> list[AgentRecord]:
-        """The agents a selection names; agents given by an unknown IP are added by asking them."""
+    def _select(self, selection: AgentSelection, inventory: list[AgentRecord]) -> list[AgentRecord]:
+        """The agents a selection names; an agent given by an unknown IP is asked who it is (not registered)."""
         if selection.cluster is not None:
             if selection.names or selection.addresses:
                 raise InvalidInput("choose either a whole cluster or individual agents, not both")
@@ -271,15 +266,29 @@ class UpgradeService:
             if name not in by_name:
                 raise NotFound(f"unknown agent {name!r}")
             chosen.append(by_name[name])
-        chosen.extend(self.add_agent_by_ip(address, actor=actor) for address in selection.addresses)
+        chosen.extend(self._identified(address, inventory) for address in selection.addresses)
         if not chosen:
             raise InvalidInput("choose agents: a cluster, or agents by name or IP address")
         unique = {a.name: a for a in chosen}
         return list(unique.values())
 
-    def plan(self, spec: RolloutSpec, *, actor: str) -> RolloutPlanned:
-        """The plan a rollout would follow, checked against everything known now; appends nothing
-        (except agents given by an unknown IP address, which join the inventory)."""
+    def _identified(self, address: str, inventory: list[AgentRecord]) -> AgentRecord:
+        """The agent registered at ``address``, or the one answering there, checked as a new registration."""
+        known = next((a for a in inventory if a.address == address), None)
+        if known is not None:
+            return known
+        identity = self._gateway().identify(address)
+        _check_new_agent(identity.name, address, identity.version, identity.cluster, inventory)
+        _check_facts(identity.facts)
+        return AgentRecord(name=identity.name, address=address, cluster=identity.cluster, version=identity.version,
+                           facts=identity.facts, version_history=[identity.version])
+
+    def plan(self, spec: RolloutSpec) -> RolloutPlanned:
+        """The plan a rollout would follow, checked against everything known now; appends nothing."""
+        return self._plan(spec)[0]
+
+    def _plan(self, spec: RolloutSpec) -> tuple[RolloutPlanned, list[AgentRecord]]:
+        """The plan, and the agents it takes that are not registered yet (given by IP address)."""
         record = self.package(spec.package)
         if record.used_by is not None and not spec.upload_only:
             raise Conflict(f"package {record.file_name} was used by rollout {record.used_by} and is completed: "
@@ -289,9 +298,10 @@ class UpgradeService:
         if policy is FailoverPolicy.DEFAULT:
             policy = FailoverPolicy(settings["failover-default-policy"])
         inventory = self.agents()
-        agents = self._select(spec.selection, inventory, actor=actor)
+        agents = self._select(spec.selection, inventory)
         known = {a.name for a in inventory}
-        inventory += [a for a in agents if a.name not in known]  # agents just added by IP
+        newcomers = [a for a in agents if a.name not in known]
+        inventory += newcomers
         self._refuse_busy(self.store.read_stream(CLAIMS_STREAM), [(a.name, a.cluster) for a in agents])
         request = RolloutRequest(package_sha256=record.sha256, manifest=record.manifest, agents=agents,
                                  inventory=inventory, options=self.options(spec.overrides, settings),
@@ -299,11 +309,16 @@ class UpgradeService:
                                  max_concurrent=spec.max_concurrent, max_errors=spec.max_errors,
                                  delayed_start_seconds=int(settings["delayed-start-seconds"]),
                                  step_policy=spec.step_policy, start_at=spec.start_at)
-        return plan_rollout(request, self.ids.new_id(), self.ids.new_id)
+        return plan_rollout(request, self.ids.new_id(), self.ids.new_id), newcomers
 
     def start_rollout(self, spec: RolloutSpec, *, actor: str) -> RolloutPlanned:
-        """Plan and record a rollout, claim its clusters and mark its package used — or change nothing."""
-        planned = self.plan(spec, actor=actor)
+        """Plan and record a rollout, claim its clusters and mark its package used — or change nothing.
+
+        Agents given by an unknown IP address are registered once the plan has passed every check."""
+        planned, newcomers = self._plan(spec)
+        for agent in newcomers:
+            self.register_agent(name=agent.name, address=agent.address, version=agent.version, cluster=agent.cluster,
+                                facts=agent.facts, actor=actor)
         rollout_id = planned.rollout_id
         self.append(rollout_stream_id(rollout_id), 0, [planned], actor=actor, correlation_id=rollout_id)
         try:
@@ -420,6 +435,30 @@ class UpgradeService:
         if self.gateway is None:
             raise InvalidInput("no agent gateway is configured")
         return self.gateway
+
+
+def _check_new_agent(name: str, address: str, version: str, cluster: str | None,
+                     existing: Iterable[AgentRecord]) -> None:
+    """Refuse a registration with a malformed name, address, version or cluster, or a name or address in use."""
+    if not _NAME.match(name):
+        raise InvalidInput(f"invalid agent name {name!r}: use letters, digits, '.', '_' or '-'")
+    if not address.strip() or not address.isprintable():
+        raise InvalidInput(f"invalid address {address!r}: it must be printable and not empty")
+    if cluster is not None and (not cluster.strip() or not cluster.isprintable()):
+        raise InvalidInput(f"invalid cluster name {cluster!r}: it must be printable and not empty")
+    parse_version(version)
+    for agent in existing:
+        if agent.name == name:
+            raise Conflict(f"agent {name!r} is registered already")
+        if agent.address == address:
+            raise Conflict(f"address {address} belongs to a registered agent already")
+
+
+def _check_facts(facts: AgentFacts) -> None:
+    """Refuse facts whose names are not printable text (a read model could not store them)."""
+    names = [facts.os, facts.database, *facts.components, *facts.legacy_features]
+    if not all(name.isprintable() for name in names):
+        raise InvalidInput("an agent's facts (OS, database, components, features) must be printable text")
 
 
 def _policy(value: str, *, allow_default: bool) -> FailoverPolicy:

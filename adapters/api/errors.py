@@ -11,7 +11,9 @@
     422     invalid_input      a malformed version, option, time, anchor or package (hostile archive too),
                                or a request the schema or the engine's models refuse (naming each field)
     502     agent_failed       an agent did not answer or refused (adding one by address, a manual start)
-    503     unavailable        the database cannot be reached, cannot be read or has no schema
+    503     unavailable        the database cannot be reached or read, a projection is stopped, or the token file
+                               is broken
+    503     schema_not_migrated the database has no schema (run `dma-upgrade db upgrade`)
     500     store_error        a stored event that cannot be read (a broken store, never bad input)
     500     internal_error     anything else (a bug: the server log has the traceback)
 
@@ -31,6 +33,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.api.models import ErrorOut
+from adapters.sql.projection_runner import ProjectionStopped
 from engine.errors import (
     AgentStepFailed,
     ConcurrencyConflict,
@@ -56,11 +59,12 @@ STATUS_CODES: list[tuple[type[DmaUpgradeError], int, str]] = [
     (InvalidTransition, 409, "illegal_transition"),
     (PayloadTooLarge, 413, "too_large"),
     (InvalidInput, 422, "invalid_input"),
+    (SchemaNotMigrated, 503, "schema_not_migrated"),
     (StoreUnavailable, 503, "unavailable"),
-    (SchemaNotMigrated, 503, "unavailable"),
+    (ProjectionStopped, 503, "unavailable"),
     (EventStoreError, 500, "store_error"),
     (AgentStepFailed, 502, "agent_failed"),
-    (DmaUpgradeError, 422, "invalid_input"),
+    (DmaUpgradeError, 500, "internal_error"),
 ]
 """First match wins."""
 
@@ -93,6 +97,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def database_error(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, sa.exc.DatabaseError)
         reason = str(error.orig or error).strip().splitlines()[0]
+        if isinstance(error, sa.exc.DataError):
+            return error_response(422, "invalid_input", f"the database refused a value: {reason}")
+        if isinstance(error, sa.exc.IntegrityError):
+            return error_response(409, "conflict", f"the database refused a duplicate: {reason}")
         return error_response(503, "unavailable", f"database error: {reason}")
 
     async def validation_error(_: Request, error: Exception) -> JSONResponse:

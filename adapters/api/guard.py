@@ -14,7 +14,7 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.api.auth import TokenFile
+from adapters.api.auth import TokenFile, TokenFileUnreadable
 from adapters.api.errors import error_response
 from adapters.settings import Settings
 
@@ -66,8 +66,12 @@ class BodyGuard:
 
     def _known(self, authorization: str) -> bool:
         scheme, _, token = authorization.partition(" ")
-        return scheme.lower() == "bearer" and bool(token.strip()) and \
-            self.tokens.authenticate(token.strip()) is not None
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        try:
+            return self.tokens.authenticate(token.strip()) is not None
+        except TokenFileUnreadable:
+            return True  # let the request through to its route, which answers 503
 
 
 def _counting(receive: Receive, limit: int) -> Receive:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO, TypeVar
@@ -172,7 +171,7 @@ class LocalBackend:
     def plan(self, request: RolloutIn) -> PlanOut:
         self._with_gateway()
         spec, notes = request.to_spec(self._container.clock.now())
-        return PlanOut.of(self._service.plan(spec, actor=self._actor), started=False, notes=notes)
+        return PlanOut.of(self._service.plan(spec), started=False, notes=notes)
 
     def start_rollout(self, request: RolloutIn) -> PlanOut:
         self._with_gateway()
@@ -216,7 +215,7 @@ class LocalBackend:
         return export_records(select_records(self._container.store, selection), stream, export_format)
 
     def projections(self) -> list[ProjectionStatusOut]:
-        return [ProjectionStatusOut(**asdict(status)) for status in self._container.projections.status()]
+        return [ProjectionStatusOut.of(status) for status in self._container.projections.status()]
 
 
 @contextlib.contextmanager

@@ -50,6 +50,7 @@ from engine.errors import (
     InvalidInput,
     InvalidTransition,
     NotFound,
+    SchemaNotMigrated,
     StoreUnavailable,
 )
 from engine.packages import PackageRejected
@@ -67,6 +68,7 @@ ERROR_KINDS: dict[str, type[DmaUpgradeError]] = {
     "invalid_input": InvalidInput,
     "too_large": InvalidInput,
     "unavailable": StoreUnavailable,
+    "schema_not_migrated": SchemaNotMigrated,
     "store_error": EventStoreError,
     "unauthorized": NotAuthorised,
     "forbidden": NotAuthorised,
@@ -82,6 +84,12 @@ _BY_STATUS: dict[int, type[DmaUpgradeError]] = {
 
 _TRAILER_CHARS = 512
 """More than the longest anchor line an export ends with."""
+
+REFRESH_SECONDS = 0.5
+"""How often ``--wait`` and ``run`` poll the server's progress."""
+
+TIMEOUT_SECONDS = 60.0
+"""How long a request (an upload excepted) may wait for the server's answer."""
 
 
 def refusal(response: httpx.Response, server: Server) -> ServerRefusal:
@@ -109,12 +117,11 @@ def _detail(detail: Any) -> str:
 class HttpBackend:
     """The product behind ``dma-upgrade serve``'s API, reached with a bearer token."""
 
-    def __init__(self, server: Server, *, refresh_seconds: float = 0.5, timeout: float = 60.0) -> None:
+    def __init__(self, server: Server) -> None:
         self._server = server
-        self._refresh_seconds = refresh_seconds
         headers = {"Authorization": f"Bearer {server.token}"} if server.token else {}
         self._client = httpx.Client(base_url=f"{server.url.rstrip('/')}/api/v1", headers=headers,
-                                    timeout=httpx.Timeout(timeout, connect=10.0))
+                                    timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=10.0))
 
     def __enter__(self) -> HttpBackend:
         return self
@@ -189,7 +196,7 @@ class HttpBackend:
             yield progress_table(*rows_of(view))
             if view.state in ENDED:
                 return
-            time.sleep(self._refresh_seconds)
+            time.sleep(REFRESH_SECONDS)
 
     def settings(self) -> dict[str, str]:
         return self._call(dict[str, str], "GET", "/settings")

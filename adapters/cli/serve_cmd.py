@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 from typing import Annotated
@@ -15,7 +16,7 @@ from adapters.api.auth import TokenFile
 from adapters.api.context import ApiContext
 from adapters.api.server import ApiServer
 from adapters.cli.context import RealWaiter, gateway_for, out, session
-from adapters.cli.errors import reports_errors
+from adapters.cli.errors import fail, reports_errors
 from adapters.engine_process import EngineProcess, ProjectionIndex, planned_resumptions
 from adapters.metrics import instrument
 from adapters.metrics.chain import ChainWatch
@@ -31,6 +32,7 @@ def serve(ctx: typer.Context,
           api: Annotated[bool, typer.Option("--api/--no-api", help="serve the HTTP API")] = True,
           ) -> None:
     """Run the engine (resume unfinished rollouts, start new ones, fire scheduled starts) and the API."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -51,7 +53,11 @@ def serve(ctx: typer.Context,
                           f"and /readyz answers 401; add one with `dma-upgrade tokens add NAME --role ROLE`[/]")
             context = ApiContext(s.container, service, s.packages, tokens)
             server = ApiServer(create_app(context, metrics.registry), host=host, port=port)
-            server.start()
+            try:
+                server.start()
+            except (OSError, TimeoutError) as error:
+                server.stop()
+                raise fail(f"{error}: choose another --port, or --no-api", 2) from None
             out.print(f"API, metrics and progress page on {server.url}")
         out.print(f"engine serving {settings.resolved_database_url.split('@')[-1]}; Ctrl-C stops it")
         follower = threading.Thread(target=_follow, args=(s.container.projections, metrics.chain, stop, poll_seconds),
@@ -61,6 +67,8 @@ def serve(ctx: typer.Context,
         try:
             EngineProcess(service, gateway, RealWaiter(), poll_seconds=poll_seconds, index=index).serve(stop)
         finally:
+            stop.set()
+            follower.join(timeout=60)  # before the session closes the database under it
             if server is not None:
                 server.stop()
 

@@ -29,6 +29,7 @@ from adapters.engine_process import EngineProcess, Resumption, planned_resumptio
 from adapters.http_gateway import HttpAgentGateway
 from engine.agent_events import AgentLeftStopped, AgentVersionChanged
 from engine.agent_upgrade import upgrade_stream_id
+from engine.errors import StoreUnavailable
 from engine.events import NewEvent
 from engine.ports import AgentAddress, AgentGateway, PackageRef, PhaseReporter, StepOutcome, StepStatus
 from engine.preloaded import PreloadedUpgrades
@@ -629,3 +630,35 @@ def test_an_agent_reporting_another_version_after_the_install_fails_naming_both_
     assert rollout.state is RolloutState.FAILED
     assert harness.service.agent("dma-1").version == reported
     assert harness.steps_of("dma-1") == [Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL]
+
+
+class _OutageIndex:
+    """An index whose database is down for its first ``outages`` looks, then empty; stops the engine after."""
+
+    def __init__(self, outages: int, stop: threading.Event) -> None:
+        self.looks = 0
+        self.outages = outages
+        self.stop = stop
+
+    def scheduled_starts(self) -> dict[UUID, datetime]:
+        self.looks += 1
+        if self.looks <= self.outages:
+            raise StoreUnavailable("cannot reach the database: connection refused")
+        self.stop.set()
+        return {}
+
+    def active(self) -> list[tuple[UUID, RolloutState]]:
+        return []
+
+
+def test_a_database_outage_skips_looks_for_work_instead_of_ending_the_engine(
+        harness: RolloutHarness, caplog: pytest.LogCaptureFixture) -> None:
+    stop = threading.Event()
+    index = _OutageIndex(outages=2, stop=stop)
+    process = EngineProcess(harness.service, harness.gateway, harness.waiter, poll_seconds=0.0,
+                            scheduler=BackgroundScheduler(timezone="UTC"), index=index)
+
+    process.serve(stop)  # returns once the index, after two failed looks, has stopped it
+
+    assert index.looks == 3
+    assert sum("the database cannot be reached" in r.getMessage() for r in caplog.records) == 2

@@ -7,12 +7,12 @@ from collections.abc import Callable
 import pytest
 
 from adapters.package_archive import inspect_package
-from adapters.simulated_gateway import modern_facts
+from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
 from engine.errors import AgentUnreachable, Conflict, InvalidInput, InvalidTransition, NotFound
 from engine.packages import CheckName, Comparison, PackageRejected, PrerequisiteCheck
 from engine.rollout import RolloutState
 from engine.service import AgentSelection, RolloutSpec
-from tests.integration.rollout_harness import ACTOR, AgentSpec, RolloutHarness
+from tests.integration.rollout_harness import ACTOR, START_VERSION, AgentSpec, RolloutHarness
 
 NEWER = "10.4.10.0-14900"
 NATS = PrerequisiteCheck(name=CheckName.NATS, comparison=Comparison.IS_TRUE)
@@ -172,3 +172,53 @@ def test_choosing_a_cluster_and_agents_together_is_invalid_input(harness: Rollou
 ])
 def test_a_bad_setting_is_invalid_input(harness: RolloutHarness, key: str, value: str, match: str) -> None:
     refused(harness, InvalidInput, match, lambda: harness.service.set_setting(key, value, actor=ACTOR))
+
+
+def _newcomer_answers_at(harness: RolloutHarness, address: str) -> None:
+    """An agent that answers at ``address`` but is not registered yet (the only one this gateway knows)."""
+    harness.service.gateway = SimulatedAgentGateway([SimulatedAgent(name="newbie", address=address, cluster=None,
+                                                                    version=START_VERSION)])
+
+
+def test_planning_with_an_unknown_ip_asks_the_agent_but_registers_nothing(harness: RolloutHarness) -> None:
+    assert harness.package is not None
+    _newcomer_answers_at(harness, "10.0.5.5")
+    head = harness.head()
+    spec = RolloutSpec(package=harness.package.sha256, selection=AgentSelection(addresses=("10.0.5.5",)))
+
+    assert [a.name for a in harness.service.plan(spec).agents] == ["newbie"]
+    assert harness.head() == head
+    assert "newbie" not in {a.name for a in harness.service.agents()}
+
+
+def test_a_refused_rollout_does_not_register_the_agents_it_found_by_ip(harness: RolloutHarness) -> None:
+    assert harness.package is not None
+    first = harness.start(names=("lone-1",))
+    newer = harness.upload(NEWER)
+    _newcomer_answers_at(harness, "10.0.5.5")
+    spec = RolloutSpec(package=newer.sha256, selection=AgentSelection(names=("lone-1",), addresses=("10.0.5.5",)))
+
+    refused(harness, Conflict, f"agent lone-1 is already in active rollout {first.rollout_id}",
+            lambda: harness.service.start_rollout(spec, actor=ACTOR))
+    assert "newbie" not in {a.name for a in harness.service.agents()}
+
+
+def test_a_started_rollout_registers_the_agents_it_found_by_ip(harness: RolloutHarness) -> None:
+    assert harness.package is not None
+    _newcomer_answers_at(harness, "10.0.5.5")
+    spec = RolloutSpec(package=harness.package.sha256, selection=AgentSelection(addresses=("10.0.5.5",)))
+
+    planned = harness.service.start_rollout(spec, actor=ACTOR)
+    assert [a.name for a in planned.agents] == ["newbie"]
+    assert harness.service.agent("newbie").address == "10.0.5.5"
+
+
+@pytest.mark.parametrize("field", ["address", "cluster", "os"])
+def test_an_agent_with_control_characters_is_refused_before_anything_is_appended(harness: RolloutHarness,
+                                                                                 field: str) -> None:
+    values = {"address": "10.0.7.7", "cluster": "north", "os": "Windows Server 2022"}
+    values[field] = values[field] + "\x00"
+    facts = modern_facts(START_VERSION).model_copy(update={"os": values["os"]})
+    refused(harness, InvalidInput, "printable", lambda: harness.service.register_agent(
+        name="odd", address=values["address"], version=START_VERSION, cluster=values["cluster"], facts=facts,
+        actor=ACTOR))

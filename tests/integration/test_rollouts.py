@@ -449,7 +449,7 @@ def test_a_rollout_with_a_start_time_takes_no_step_before_it(harness: RolloutHar
 
 def test_planning_one_agent_of_a_failover_pair_warns_that_the_pair_would_run_different_versions(
         harness: RolloutHarness) -> None:
-    planned = harness.service.plan(harness.spec(names=(MAIN,), failover_policy="backup-first"), actor=ACTOR)
+    planned = harness.service.plan(harness.spec(names=(MAIN,), failover_policy="backup-first"))
 
     assert planned.agents[0].after == () and not planned.agents[0].plan.switch_over
     assert f"agent {MAIN}: its failover partner {BACKUP} is not in this rollout; the pair would run different " \
@@ -460,7 +460,7 @@ def test_planning_one_agent_of_a_failover_pair_warns_that_the_pair_would_run_dif
 @pytest.mark.parametrize(("text", "expected"), [("50%", 2), ("25%", 1), ("26%", 2), ("1%", 1), ("3", 3), ("0", 1)])
 def test_max_concurrent_resolves_counts_and_percentages_of_the_agents(
         harness: RolloutHarness, text: str, expected: int) -> None:
-    assert harness.service.plan(harness.spec(max_concurrent=text), actor=ACTOR).max_concurrent == expected
+    assert harness.service.plan(harness.spec(max_concurrent=text)).max_concurrent == expected
 
 
 # -- outcomes -------------------------------------------------------------------------------------
@@ -501,7 +501,7 @@ def test_after_a_completed_rollout_every_agent_runs_the_package_version_with_his
 
 def test_planning_appends_nothing_and_scheduling_happens_when_the_run_begins(harness: RolloutHarness) -> None:
     head = harness.head()
-    harness.service.plan(harness.spec(), actor=ACTOR)
+    harness.service.plan(harness.spec())
     assert harness.head() == head
 
     planned = harness.start(names=("dma-1", "dma-2"))

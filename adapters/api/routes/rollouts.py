@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Literal
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 
+from adapters.api.auth import Role
 from adapters.api.context import Context, Operator, Viewer
 from adapters.api.errors import ERROR_RESPONSES
 from adapters.api.models import PlanOut, RolloutIn, RolloutStateOut
@@ -18,9 +19,14 @@ Command = Literal["pause", "resume", "cancel", "retry-failed"]
 
 @router.post("/plan")
 def plan(body: RolloutIn, context: Context, caller: Viewer) -> PlanOut:
-    """The plan a rollout would follow (a dry run: nothing is recorded)."""
+    """The plan a rollout would follow (a dry run: nothing is recorded).
+
+    Agents given by address are asked who they are, so that needs the operator role."""
+    if body.addresses and caller.role < Role.OPERATOR:
+        raise HTTPException(403, f"{caller.name} is a {caller.role.label}: planning with agents by address "
+                                 f"contacts them, which needs the operator role")
     spec, notes = body.to_spec(context.container.clock.now())
-    return PlanOut.of(context.service.plan(spec, actor=caller.name), started=False, notes=notes)
+    return PlanOut.of(context.service.plan(spec), started=False, notes=notes)
 
 
 @router.post("", status_code=201)
