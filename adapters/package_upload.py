@@ -4,23 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.package_archive import ArchiveLimits, inspect_package
+from adapters.package_archive import inspect_package
 from adapters.package_store import FilePackageStore
 from engine.records import PackageRecord
 from engine.service import UpgradeService
 
 
-def upload_package(service: UpgradeService, packages: FilePackageStore, file: Path, *, actor: str,
-                   file_name: str | None = None, limits: ArchiveLimits = ArchiveLimits()) -> PackageRecord:
+def upload_package(service: UpgradeService, packages: FilePackageStore, file: Path, *, actor: str) -> PackageRecord:
     """Validate ``file`` as an untrusted ``.dmupgrade``, store it and append ``PackageUploaded``.
 
     A refused upload (hostile archive, unmet prerequisite, package uploaded already) raises and leaves
     neither an event nor a stored file behind, unless the same package was stored by an earlier upload.
     """
-    inspected = inspect_package(file, limits)
+    inspected = inspect_package(file)
     packages.put(file, inspected.sha256)
     try:
-        return service.record_upload(sha256=inspected.sha256, file_name=file_name or file.name,
+        return service.record_upload(sha256=inspected.sha256, file_name=file.name,
                                      size=inspected.size, manifest=inspected.manifest, actor=actor)
     except Exception:
         if not any(p.sha256 == inspected.sha256 for p in service.packages()):

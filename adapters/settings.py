@@ -41,4 +41,5 @@ class Settings(BaseSettings):
 
     @property
     def resolved_tokens_file(self) -> Path:
+        """The configured API token file, or ``api-tokens.json`` in the data directory."""
         return self.api_tokens_file or self.data_dir / "api-tokens.json"

@@ -30,9 +30,11 @@ class Place:
         self._called = threading.Event()
 
     def call(self) -> None:
+        """Tell the holder of this place that its turn is free."""
         self._called.set()
 
     def wait(self) -> None:
+        """Block until this place is called."""
         self._called.wait()
 
 

@@ -30,6 +30,7 @@ class ApiContext:
 
 
 def api_context(request: Request) -> ApiContext:
+    """The serving process's services, as every handler receives them (``Context``)."""
     context: ApiContext = request.app.state.api
     return context
 

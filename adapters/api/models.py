@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.audit_check import AuditReport
+from adapters.sql.projection_runner import ProjectionStatus
 from engine.agent_events import FailoverRole
 from engine.inventory import AgentRecord
 from engine.packages import AgentFacts
@@ -18,7 +19,14 @@ from engine.service import AgentSelection, OptionOverrides, RolloutSpec, Upgrade
 from projections.tables import Row
 
 
+def as_utc(moment: datetime | None) -> datetime | None:
+    """``moment`` with UTC as its zone when it has none (a request's time without a zone means UTC)."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
 class ApiModel(BaseModel):
+    """Every request and response body: unknown fields are refused."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -43,10 +51,12 @@ class FactsModel(ApiModel):
     windows_snmp_port: int = Field(default=161, ge=1, le=65535)
 
     def to_engine(self) -> AgentFacts:
+        """These facts as the engine's ``AgentFacts``."""
         return AgentFacts(**{**self.model_dump(), "components": frozenset(self.components)})
 
     @classmethod
     def of(cls, facts: AgentFacts) -> FactsModel:
+        """The engine's facts as a body."""
         return cls(**{**facts.model_dump(), "components": sorted(facts.components)})
 
 
@@ -78,6 +88,8 @@ class AgentByAddressIn(ApiModel):
 
 
 class AgentOut(ApiModel):
+    """A registered agent: where it is, its version and history, its failover role and facts."""
+
     name: str
     address: str
     cluster: str | None
@@ -91,6 +103,7 @@ class AgentOut(ApiModel):
 
     @classmethod
     def of(cls, record: AgentRecord) -> AgentOut:
+        """The inventory's record of an agent as a body."""
         return cls(name=record.name, address=record.address, cluster=record.cluster, version=record.version,
                    dataminer_id=record.dataminer_id, failover_partner=record.failover_partner,
                    failover_role=record.failover_role, needs_manual_start=record.stopped_by_upgrade is not None,
@@ -99,6 +112,8 @@ class AgentOut(ApiModel):
 
 
 class PackageOut(ApiModel):
+    """An uploaded package: its file, what it installs, who uploaded it and whether a rollout uses it."""
+
     sha256: str
     file_name: str
     size: int
@@ -114,6 +129,7 @@ class PackageOut(ApiModel):
 
     @classmethod
     def of(cls, record: PackageRecord) -> PackageOut:
+        """The engine's package record as a body."""
         manifest = record.manifest
         return cls(sha256=record.sha256, file_name=record.file_name, size=record.size, version=manifest.version,
                    build=manifest.build, cu=manifest.cu, full_version=str(manifest.dataminer_version),
@@ -123,6 +139,8 @@ class PackageOut(ApiModel):
 
 
 class PackageRolloutOut(ApiModel):
+    """A rollout that used a package, and how it ended."""
+
     rollout_id: str
     upload_only: bool
     outcome: str
@@ -144,6 +162,7 @@ class PackageHistoryOut(ApiModel):
 
     @classmethod
     def of(cls, row: Row) -> PackageHistoryOut:
+        """A row of the package history projection as a body."""
         return cls(**{**row, "rollouts": row["rollouts"] or []})
 
 
@@ -155,6 +174,7 @@ class VersionHistoryOut(ApiModel):
 
     @classmethod
     def of(cls, row: Row) -> VersionHistoryOut:
+        """A row of the version history projection as a body."""
         return cls(recorded_at=row["recorded_at"], version=row["version"])
 
 
@@ -179,9 +199,7 @@ class RolloutIn(ApiModel):
     def to_spec(self, now: datetime) -> tuple[RolloutSpec, list[str]]:
         """The engine's rollout spec, and notes on what was adjusted (a start time in the past means now)."""
         notes = []
-        start_at = self.start_at
-        if start_at is not None and start_at.tzinfo is None:
-            start_at = start_at.replace(tzinfo=UTC)
+        start_at = as_utc(self.start_at)
         if start_at is not None and start_at <= now:
             notes.append(f"start_at {start_at.isoformat()} is in the past: the rollout starts now")
             start_at = None
@@ -197,6 +215,8 @@ class RolloutIn(ApiModel):
 
 
 class PlannedAgentOut(ApiModel):
+    """One agent in a plan: its version now, the steps it will go through and whom it waits for."""
+
     name: str
     cluster: str | None
     current_version: str
@@ -224,6 +244,7 @@ class PlanOut(ApiModel):
 
     @classmethod
     def of(cls, planned: RolloutPlanned, *, started: bool, notes: list[str]) -> PlanOut:
+        """The ``RolloutPlanned`` event as a body, saying whether it started and what was adjusted."""
         return cls(rollout_id=str(planned.rollout_id), started=started, package_sha256=planned.package_sha256,
                    package_version=planned.package_version, failover_policy=planned.failover_policy.value,
                    max_concurrent=planned.max_concurrent, max_errors=planned.max_errors,
@@ -243,6 +264,7 @@ class RolloutStateOut(ApiModel):
 
     @classmethod
     def of(cls, rollout: Rollout) -> RolloutStateOut:
+        """The rollout aggregate's state as a body."""
         return cls(rollout_id=str(rollout.plan.rollout_id), state=rollout.state.value,
                    end_reason=rollout.end_reason or None)
 
@@ -301,12 +323,15 @@ class RolloutProgressOut(ApiModel):
 
     @classmethod
     def of(cls, rollout: Row, agents: list[Row]) -> RolloutProgressOut:
+        """A progress projection row of a rollout and those of its agents as a body."""
         ordered = sorted(agents, key=lambda a: a["plan_order"])
         fields = {name: value for name, value in rollout.items() if name != "upgrade_ids"}  # the agents say it
         return cls(**fields, agents=[AgentProgressOut(**a) for a in ordered])
 
 
 class SettingIn(ApiModel):
+    """The new value of a setting."""
+
     value: str = Field(max_length=100)
 
 
@@ -321,6 +346,7 @@ class AuditVerifyOut(ApiModel):
 
     @classmethod
     def of(cls, report: AuditReport) -> AuditVerifyOut:
+        """The audit check's report as a body."""
         chain = report.chain
         return cls(ok=report.ok, verified=chain.verified, broken_at=chain.broken_at,
                    head=f"{chain.last_hash}@{chain.last_position}" if chain.verified else None,
@@ -328,6 +354,8 @@ class AuditVerifyOut(ApiModel):
 
 
 class ProjectionStatusOut(ApiModel):
+    """Where one projection stands: its checkpoint, the head, its lag and any stop."""
+
     name: str
     position: int
     head: int
@@ -336,8 +364,16 @@ class ProjectionStatusOut(ApiModel):
     error: str | None
     error_position: int | None
 
+    @classmethod
+    def of(cls, status: ProjectionStatus) -> ProjectionStatusOut:
+        """The projection runner's status as a body."""
+        return cls(name=status.name, position=status.position, head=status.head, lag_events=status.lag_events,
+                   lag_seconds=status.lag_seconds, error=status.error, error_position=status.error_position)
+
 
 class ReadinessOut(ApiModel):
+    """Whether the server can serve: the database answers and no projection is stopped or too far behind."""
+
     ready: bool
     database: bool
     reasons: list[str]

@@ -37,8 +37,10 @@ class ApiServer:
 
     @property
     def url(self) -> str:
+        """``http://HOST:PORT`` with the port actually bound."""
         return f"http://{self._server.config.host}:{self.port}"
 
     def stop(self) -> None:
+        """Stop serving: let requests in flight finish (a few seconds at most), then end the thread."""
         self._server.should_exit = True
         self._thread.join(timeout=10)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -13,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from adapters.api.context import Admin, Context, Viewer
 from adapters.api.errors import ERROR_RESPONSES
-from adapters.api.models import AuditVerifyOut, ProjectionStatusOut, SettingIn
+from adapters.api.models import AuditVerifyOut, ProjectionStatusOut, SettingIn, as_utc
 from adapters.audit_check import check_audit
 from adapters.audit_export import ExportFormat, ExportSummary, Selection, export_lines, select_records
 
@@ -54,7 +53,7 @@ def export(context: Context, _: Viewer,
            rollout: Annotated[UUID | None, Query(description="one rollout's events")] = None,
            ) -> StreamingResponse:
     """Download the audit trail, streamed page by page, ending with the anchor of the last event."""
-    selection = Selection(start=_utc(start), end=_utc(end), rollout=rollout)
+    selection = Selection(start=as_utc(start), end=as_utc(end), rollout=rollout)
     fmt = ExportFormat.parse(export_format)
     records = select_records(context.container.store, selection)
 
@@ -67,11 +66,7 @@ def export(context: Context, _: Viewer,
                              headers={"Content-Disposition": f'attachment; filename="audit.{extension}"'})
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
-
-
 @router.get("/projections", tags=["projections"])
 def projections(context: Context, _: Viewer) -> list[ProjectionStatusOut]:
     """Each projection's checkpoint and how far behind the head it is."""
-    return [ProjectionStatusOut(**asdict(status)) for status in context.container.projections.status()]
+    return [ProjectionStatusOut.of(status) for status in context.container.projections.status()]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import sqlalchemy as sa
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -30,7 +28,7 @@ def readiness(context: Context) -> JSONResponse:
         with container.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
         database = True
-        statuses = [ProjectionStatusOut(**asdict(s)) for s in container.projections.status()]
+        statuses = [ProjectionStatusOut.of(s) for s in container.projections.status()]
     except sa.exc.SQLAlchemyError as error:
         database = False
         reasons.append(f"database unreachable: {str(getattr(error, 'orig', None) or error).splitlines()[0]}")

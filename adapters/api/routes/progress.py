@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from adapters.api.context import Context, Viewer
 from adapters.api.errors import ERROR_RESPONSES
-from adapters.api.models import AgentProgressOut, RolloutProgressOut
+from adapters.api.models import AgentProgressOut, RolloutProgressOut, as_utc
 from adapters.progress_queries import progress_as_of
 from engine.errors import InvalidInput
 
@@ -39,8 +39,7 @@ def rollout_progress(
         raise InvalidInput("give as_of or at_position, not both")
     if as_of is None and at_position is None:
         return _json(context.progress.rollout_json(rollout_id))
-    at_time = as_of.replace(tzinfo=UTC) if as_of is not None and as_of.tzinfo is None else as_of
-    past = RolloutProgressOut.of(*progress_as_of(context.container.store, rollout_id, at_time=at_time,
+    past = RolloutProgressOut.of(*progress_as_of(context.container.store, rollout_id, at_time=as_utc(as_of),
                                                  at_position=at_position, now=context.container.clock.now()))
     return _json(past.model_dump_json().encode())
 
