@@ -128,6 +128,7 @@ def test_every_protected_route_lets_its_role_and_the_roles_above_it_through(api:
         for role in (r for r in Role if r >= needed):
             response = call(api.client(role), route)
             assert response.status_code not in (401, 403), (route, role, response.text)
+            assert response.status_code < 500, (route, role, response.text)
 
 
 def test_open_routes_answer_without_a_token(api: ApiHarness) -> None:
