@@ -1,6 +1,6 @@
 """The CLI as a client: the same commands with ``--server`` and ``--token`` through a real ``dma-upgrade serve``.
 
-One server runs per module (a subprocess on a free loopback port, on a fresh data folder). The agents
+One server runs per module (a subprocess on a loopback port the OS picks, on a fresh data folder). The agents
 are registered before it starts, because the serving engine simulates the inventory it finds at its
 start. Everything after that goes through the API, and every read is compared with the same command
 run on the local database: the same lines, the same exit codes. (That commands local by nature refuse
@@ -10,24 +10,21 @@ run on the local database: the same lines, the same exit codes. (That commands l
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from adapters.api.auth import Role, TokenFile
 from adapters.package_archive import build_package
 from engine.packages import PackageKind, PackageManifest
 from engine.versions import parse_version
-from tests.e2e.cli import ROOT, run_cli
+from tests.e2e.cli import run_cli
 from tests.e2e.engine_cluster import free_port
+from tests.e2e.serve import serving
 
 OLD = "10.4.0.0-14112"
 NEW = "10.4.9.0-14794"
@@ -95,42 +92,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     for name, address, cluster in (("dma-01", "10.0.0.11", "north"), ("dma-solo", "10.0.0.21", "south")):
         added = run_cli("agents", "add", name, "--address", address, "--cluster", cluster, "--version", OLD, env=env)
         assert added.returncode == 0, added.stderr
-    port = free_port()
-    with (folder / "serve.log").open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "adapters.cli.main", "serve", "--port", str(port), "--poll-seconds", "0.5"],
-            cwd=ROOT, env={**{k: v for k, v in os.environ.items() if k != "DMA_UPGRADE_DATABASE_URL"}, **env},
-            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_answering(process, url, folder / "serve.log")
-        state = Served(data_dir, url, tokens)
+    with serving(folder / "serve.log", "--poll-seconds", "0.5", env=env) as serve:
+        state = Served(data_dir, serve.url, tokens)
         for version in (NEW, SPARE):
             state.ok(state.remote("packages", "upload", str(_made_package(version, folder))))
         state.waited = state.remote("upgrade", "start", "--package", package_file(NEW), "--all-agents-in-cluster",
                                     "north", "--no-delayed-start", "--no-auto-start", "--wait")
         state.rollout_id = _started_rollout(state.waited.stdout)
         yield state
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
-
-
-def _wait_until_answering(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"serve exited {process.returncode}: {log.read_text()}"
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"serve did not answer within 60 s: {log.read_text()}")
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> str:

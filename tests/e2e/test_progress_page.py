@@ -17,8 +17,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,8 +25,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cli import ROOT, run_cli
+from tests.e2e.cli import run_cli
 from tests.e2e.engine_cluster import BACKUP, CLUSTER, MAIN, NEW, OLD, PLAIN
+from tests.e2e.serve import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -100,8 +99,9 @@ def _ok(env: dict[str, str], *args: str) -> str:
 
 def _registrations() -> list[tuple[str, ...]]:
     """The ``agents add`` command lines: three plain agents and a main/backup pair."""
-    commands = [("agents", "add", name, "--address", f"10.0.0.{n}", "--cluster", CLUSTER, "--version", OLD)
-                for n, name in enumerate(PLAIN, start=11)]
+    commands: list[tuple[str, ...]] = [
+        ("agents", "add", name, "--address", f"10.0.0.{n}", "--cluster", CLUSTER, "--version", OLD)
+        for n, name in enumerate(PLAIN, start=11)]
     for n, (name, partner, role) in enumerate(((MAIN, BACKUP, "main"), (BACKUP, MAIN, "backup")), start=21):
         commands.append(("agents", "add", name, "--address", f"10.0.0.{n}", "--cluster", CLUSTER, "--version", OLD,
                          "--failover-partner", partner, "--failover-role", role))
@@ -138,35 +138,9 @@ def site(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
     package = _ok(env, "packages", "build", "--version", NEW, "--output", str(tmp)).strip().splitlines()[-1]
     _ok(env, "packages", "upload", package)
     token = _ok(env, "tokens", "add", "page-viewer", "--role", "viewer").strip()
-    log = tmp / "serve.log"
-    with log.open("w") as sink:
-        server_env = {**os.environ, **env}
-        server_env.pop("DMA_UPGRADE_DATABASE_URL", None)
-        process = subprocess.Popen([sys.executable, "-m", "adapters.cli.main", "serve", "--poll-seconds", "0.2",
-                                    "--host", "127.0.0.1", "--port", "0"],
-                                   cwd=ROOT, env=server_env, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        yield Site(env, _served_url(process, log), token, Path(package).name, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-def _served_url(process: subprocess.Popen[bytes], log: Path) -> str:
-    """The URL ``serve`` prints once its API listens."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        found = re.search(r"progress page on (http://\S+)", log.read_text())
-        if found:
-            return found.group(1)
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited {process.returncode}: {log.read_text()}")
-        time.sleep(0.1)
-    raise AssertionError(f"serve did not listen within {WAIT_SECONDS:g} s: {log.read_text()}")
+    with serving(tmp / "serve.log", "--poll-seconds", "0.2", "--host", "127.0.0.1", env=env,
+                 timeout=WAIT_SECONDS) as serve:
+        yield Site(env, serve.url, token, Path(package).name, serve.log)
 
 
 def _wait(browser: Any, site: Site, what: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ and loading deploy/prometheus/alerts.yml. The test reads what arrived through Pr
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import yaml
 
 from tests.e2e.cli import ROOT, run_cli
 from tests.e2e.engine_cluster import free_port
+from tests.e2e.serve import serving
 
 pytestmark = pytest.mark.slow
 
@@ -167,56 +167,52 @@ def test_prometheus_scrapes_serve_during_a_rollout_and_gets_the_expected_values(
     database_url = f"sqlite:///{tmp_path / 'dma-upgrade.db'}"
     env = {"DMA_UPGRADE_DATA_DIR": str(tmp_path / "data"), "DMA_UPGRADE_ACTOR": "prometheus-test"}
     package = prepare(processes, tmp_path, database_url, env)
-    port = free_port()
-    serve = processes.start("serve", cli_command("serve", "--host", "127.0.0.1", "--port", str(port),
-                                                 "--poll-seconds", "0.2"),
-                            env={**os.environ, **env, "DMA_UPGRADE_DATABASE_URL": database_url,
-                                 "DMA_UPGRADE_AGENT_GATEWAY": "http"})
-    wait_for(f"http://127.0.0.1:{port}/metrics", serve, lambda: processes.log("serve"))
-    prometheus = start_prometheus(processes, tmp_path, f"127.0.0.1:{port}")
-    eventually(lambda: prometheus.value('up{job="dma-upgrade"}') == 1, lambda: "a first successful scrape")
+    with serving(tmp_path / "logs" / "serve.log", "--host", "127.0.0.1", "--poll-seconds", "0.2",
+                 env={**env, "DMA_UPGRADE_AGENT_GATEWAY": "http"}, database_url=database_url) as serve:
+        prometheus = start_prometheus(processes, tmp_path, serve.url.removeprefix("http://"))
+        eventually(lambda: prometheus.value('up{job="dma-upgrade"}') == 1, lambda: "a first successful scrape")
 
-    started = run_cli("upgrade", "start", "--package", package, "--all-agents-in-cluster", CLUSTER,
-                      "--no-delayed-start", "--max-concurrent", "3", "--max-errors", "2",
-                      database_url=database_url, env=env)
-    assert started.returncode == 0, started.stdout + started.stderr
+        started = run_cli("upgrade", "start", "--package", package, "--all-agents-in-cluster", CLUSTER,
+                          "--no-delayed-start", "--max-concurrent", "3", "--max-errors", "2",
+                          database_url=database_url, env=env)
+        assert started.returncode == 0, started.stdout + started.stderr
 
-    eventually(lambda: prometheus.value('dma_upgrade_rollouts{state="Failed"}') == 1,
-               lambda: f"the rollout ending failed, as scraped\n{processes.log('serve')}")
-    during = {  # seen by some scrape while the rollout ran (1: true)
-        'max_over_time(dma_upgrade_rollouts{state="Running"}[10m])': 1,
-        'max_over_time(dma_upgrade_agent_upgrades{state="Installing"}[10m]) >= bool 1': 1,
-        'max_over_time(dma_upgrade_pending_timers{kind="retry-backoff"}[10m]) >= bool 1': 1,
-    }
-    at_the_end = {
-        'dma_upgrade_agent_upgrades{state="Completed"}': 2,
-        'dma_upgrade_agent_upgrades{state="Failed"}': 1,
-        'dma_upgrade_agent_upgrade_transitions_total{state="Scheduled"}': 3,
-        'dma_upgrade_agent_upgrade_transitions_total{state="Completed"}': 2,
-        'dma_upgrade_agent_upgrade_transitions_total{state="Failed"}': 1,
-        'dma_upgrade_step_attempts_total{step="install"}': 3,
-        'dma_upgrade_step_failures_total{step="install"}': 1,
-        'dma_upgrade_step_failures_total{step="upload"}': 3,
-        'dma_upgrade_agent_upgrade_failures_total{step="upload"}': 1,
-        'dma_upgrade_step_duration_seconds_count{step="install", outcome="succeeded"}': 2,
-        'dma_upgrade_agent_upgrade_duration_seconds_count': 2,
-        f'dma_upgrade_agents{{version="{NEW}"}}': 2,
-        f'dma_upgrade_agents{{version="{OLD}"}}': 1,
-        'dma_upgrade_clusters_on_mixed_versions': 1,
-        'max(dma_upgrade_projection_lag_events)': 0,
-        'dma_upgrade_hash_chain_intact': 1,
-        'dma_upgrade_hash_chain_verified_position - dma_upgrade_event_store_head_position': 0,
-        'sum(dma_upgrade_pending_timers)': 0,
-    }
-    expected = {**during, **at_the_end}
+        eventually(lambda: prometheus.value('dma_upgrade_rollouts{state="Failed"}') == 1,
+                   lambda: f"the rollout ending failed, as scraped\n{serve.output()}")
+        during = {  # seen by some scrape while the rollout ran (1: true)
+            'max_over_time(dma_upgrade_rollouts{state="Running"}[10m])': 1,
+            'max_over_time(dma_upgrade_agent_upgrades{state="Installing"}[10m]) >= bool 1': 1,
+            'max_over_time(dma_upgrade_pending_timers{kind="retry-backoff"}[10m]) >= bool 1': 1,
+        }
+        at_the_end = {
+            'dma_upgrade_agent_upgrades{state="Completed"}': 2,
+            'dma_upgrade_agent_upgrades{state="Failed"}': 1,
+            'dma_upgrade_agent_upgrade_transitions_total{state="Scheduled"}': 3,
+            'dma_upgrade_agent_upgrade_transitions_total{state="Completed"}': 2,
+            'dma_upgrade_agent_upgrade_transitions_total{state="Failed"}': 1,
+            'dma_upgrade_step_attempts_total{step="install"}': 3,
+            'dma_upgrade_step_failures_total{step="install"}': 1,
+            'dma_upgrade_step_failures_total{step="upload"}': 3,
+            'dma_upgrade_agent_upgrade_failures_total{step="upload"}': 1,
+            'dma_upgrade_step_duration_seconds_count{step="install", outcome="succeeded"}': 2,
+            'dma_upgrade_agent_upgrade_duration_seconds_count': 2,
+            f'dma_upgrade_agents{{version="{NEW}"}}': 2,
+            f'dma_upgrade_agents{{version="{OLD}"}}': 1,
+            'dma_upgrade_clusters_on_mixed_versions': 1,
+            'max(dma_upgrade_projection_lag_events)': 0,
+            'dma_upgrade_hash_chain_intact': 1,
+            'dma_upgrade_hash_chain_verified_position - dma_upgrade_event_store_head_position': 0,
+            'sum(dma_upgrade_pending_timers)': 0,
+        }
+        expected = {**during, **at_the_end}
 
-    def values() -> dict[str, float | None]:
-        return {expr: prometheus.value(expr) for expr in expected}
+        def values() -> dict[str, float | None]:
+            return {expr: prometheus.value(expr) for expr in expected}
 
-    eventually(lambda: values() == expected, lambda: f"expected {expected}, Prometheus has {values()}")
-    installs = prometheus.value('dma_upgrade_step_duration_seconds_sum{step="install", outcome="succeeded"}')
-    assert installs is not None and installs >= 2 * STEP_SECONDS
-    rules = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
-    assert {rule["name"]: rule["health"] for group in rules for rule in group["rules"]} == dict.fromkeys(
-        [rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]], "ok")
+        eventually(lambda: values() == expected, lambda: f"expected {expected}, Prometheus has {values()}")
+        installs = prometheus.value('dma_upgrade_step_duration_seconds_sum{step="install", outcome="succeeded"}')
+        assert installs is not None and installs >= 2 * STEP_SECONDS
+        rules = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        assert {rule["name"]: rule["health"] for group in rules for rule in group["rules"]} == dict.fromkeys(
+            [rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]], "ok")
 
