@@ -154,6 +154,8 @@ class UpgradeService:
 
     def add_agent_by_ip(self, address: str, *, actor: str) -> AgentRecord:
         """Register the agent at ``address``, asking it who it is."""
+        if not address.strip() or not address.isprintable():
+            raise InvalidInput(f"invalid address {address!r}: it must be printable and not empty")
         known = next((a for a in self.agents() if a.address == address), None)
         if known is not None:
             return known

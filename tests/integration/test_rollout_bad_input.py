@@ -222,3 +222,9 @@ def test_an_agent_with_control_characters_is_refused_before_anything_is_appended
     refused(harness, InvalidInput, "printable", lambda: harness.service.register_agent(
         name="odd", address=values["address"], version=START_VERSION, cluster=values["cluster"], facts=facts,
         actor=ACTOR))
+
+
+@pytest.mark.parametrize("address", ["", "   ", "10.0.0.9\n"])
+def test_adding_an_agent_by_a_blank_or_unprintable_address_is_invalid_input(harness: RolloutHarness,
+                                                                            address: str) -> None:
+    refused(harness, InvalidInput, "invalid address", lambda: harness.service.add_agent_by_ip(address, actor=ACTOR))
