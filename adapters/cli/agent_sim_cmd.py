@@ -6,9 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 
-from adapters.agent_sim import create_agent_app, parse_fail
 from adapters.cli.context import out
 from adapters.cli.errors import reports_errors
 from adapters.settings import Settings
@@ -43,6 +41,11 @@ def agent_sim(
     settings: Settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
     folder = state_dir or settings.data_dir / "agent-sim" / name
     spec = SimulatedAgent(name=name, address=address or f"127.0.0.1:{port}", cluster=cluster, version=version)
+    # The web stack is imported here, not at the top: every other command starts without it.
+    import uvicorn
+
+    from adapters.agent_sim import create_agent_app, parse_fail
+
     app = create_agent_app(spec, folder / "state.json", step_seconds, parse_fail(fail or []))
     memory = app.state.served.memory()
     out.print(f"agent {name} ({memory.version}) answers at http://{host}:{port}, state in {folder}",

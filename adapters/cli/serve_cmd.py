@@ -6,15 +6,12 @@ import contextlib
 import logging
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from adapters.api.app import create_app
 from adapters.api.auth import TokenFile
-from adapters.api.context import ApiContext
-from adapters.api.server import ApiServer
 from adapters.cli.context import RealWaiter, gateway_for, out, session
 from adapters.cli.errors import fail, reports_errors
 from adapters.engine_process import EngineProcess, ProjectionIndex, planned_resumptions
@@ -22,6 +19,9 @@ from adapters.metrics import instrument
 from adapters.metrics.chain import ChainWatch
 from adapters.sql.projection_runner import ProjectionRunner
 from engine.service import UpgradeService
+
+if TYPE_CHECKING:
+    from adapters.api.server import ApiServer
 
 
 @reports_errors
@@ -45,8 +45,13 @@ def serve(ctx: typer.Context,
         for rollout, resumptions in planned_resumptions(service):
             out.print(f"resuming rollout {rollout.plan.rollout_id} ({rollout.state.value}, "
                       f"{len(resumptions)} unfinished agents)")
-        server = None
+        server: ApiServer | None = None
         if api:
+            # The web stack is imported here, not at the top: every other command starts without it.
+            from adapters.api.app import create_app
+            from adapters.api.context import ApiContext
+            from adapters.api.server import ApiServer
+
             tokens = TokenFile(settings.resolved_tokens_file)
             if not tokens.principals():
                 out.print(f"[yellow]warning: no API tokens in {tokens.path}: every route but /metrics, /healthz "
