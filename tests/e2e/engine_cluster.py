@@ -72,11 +72,12 @@ class AgentSimProcess:
         self._log: TextIO | None = None
         self.starts = 0
 
-    def start(self) -> None:
-        self.launch()
+    def start(self, *extra: str) -> None:
+        """Start the process (``extra``: more agent-sim options, e.g. ``--fail install:1``) and wait for it."""
+        self.launch(*extra)
         self.wait_healthy()
 
-    def launch(self) -> None:
+    def launch(self, *extra: str) -> None:
         """Start the process without waiting for it to answer."""
         self.starts += 1
         self._close_log()
@@ -84,7 +85,7 @@ class AgentSimProcess:
         self.process = subprocess.Popen(
             _cli_command("agent-sim", "--port", str(self.port), "--name", self.name, "--cluster", CLUSTER,
                          "--version", OLD, "--step-seconds", str(self.step_seconds),
-                         "--state-dir", str(self.state_dir)),
+                         "--state-dir", str(self.state_dir), *extra),
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_healthy(self, timeout: float = 60) -> None:

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,64 +17,13 @@ from engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
 from engine.packages import INSTALL_PHASES
 from engine.ports import AgentAddress, PackageRef, StepOutcome, StepStatus
 from engine.upgrade_events import Step
-from tests.e2e.cli import ROOT, run_cli
+from tests.e2e.cli import run_cli
+from tests.e2e.engine_cluster import OLD, AgentSimProcess, free_port
 
-OLD = "10.4.0.0-14112"
 NEW = "10.5.0.0-15000"
 PACKAGE = PackageRef(sha256="cd" * 32, version=NEW)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGKILL")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Simulator:
-    """``dma-upgrade agent-sim`` in a subprocess, started and killed at will."""
-
-    def __init__(self, state_dir: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.args = ["agent-sim", "--port", str(self.port), "--name", "dma-01", "--cluster", "north",
-                     "--version", OLD, "--step-seconds", "0.12", "--state-dir", str(state_dir), *extra]
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self, *extra: str) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "adapters.cli.main", *self.args, *extra],
-                                        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"agent-sim exited {self.process.returncode}: {self.process.stderr.read()}"
-                                     if self.process.stderr else "agent-sim exited")
-            try:
-                if httpx.get(f"http://{self.address}/health", timeout=0.5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise AssertionError("agent-sim did not answer /health within 30 s")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        if self.process is not None:
-            for stream in (self.process.stdout, self.process.stderr):
-                if stream is not None:
-                    stream.close()
 
 
 @pytest.fixture
@@ -87,8 +32,8 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def simulator(state_dir: Path) -> Iterator[Simulator]:
-    sim = Simulator(state_dir)
+def simulator(state_dir: Path, tmp_path: Path) -> Iterator[AgentSimProcess]:
+    sim = AgentSimProcess("dma-01", state_dir, log_dir=tmp_path, step_seconds=0.12)
     try:
         yield sim
     finally:
@@ -96,7 +41,7 @@ def simulator(state_dir: Path) -> Iterator[Simulator]:
 
 
 @pytest.mark.slow
-def test_the_simulator_remembers_its_steps_across_a_sigkill(simulator: Simulator, state_dir: Path) -> None:
+def test_the_simulator_remembers_its_steps_across_a_sigkill(simulator: AgentSimProcess, state_dir: Path) -> None:
     simulator.start()
     agent = AgentAddress(name="dma-01", address=simulator.address)
     phases: list[str] = []
@@ -140,7 +85,7 @@ def test_the_simulator_remembers_its_steps_across_a_sigkill(simulator: Simulator
 
 
 @pytest.mark.slow
-def test_injected_failures_fail_the_first_attempts_and_are_remembered(simulator: Simulator) -> None:
+def test_injected_failures_fail_the_first_attempts_and_are_remembered(simulator: AgentSimProcess) -> None:
     simulator.start("--fail", "install:1")
     agent = AgentAddress(name="dma-01", address=simulator.address)
     with HttpAgentGateway(timeout_seconds=5, backoff_seconds=0.05) as gateway:
