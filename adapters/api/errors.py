@@ -1,4 +1,5 @@
-"""How errors reach an API client: a status code from one table and a JSON body naming the problem.
+"""How errors reach an API client: a status code from one table (``STATUS_CODES`` in ``status_table.py``, which
+the CLI client reads back too) and a JSON body naming the problem.
 
     status  error              raised for
     400     bad_request        a body that cannot be parsed at all (bytes that are not text, broken multipart)
@@ -33,40 +34,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.api.models import ErrorOut
-from adapters.sql.projection_runner import ProjectionStopped
-from engine.errors import (
-    AgentStepFailed,
-    ConcurrencyConflict,
-    Conflict,
-    DmaUpgradeError,
-    EventStoreError,
-    InvalidInput,
-    InvalidTransition,
-    NotFound,
-    SchemaNotMigrated,
-    StoreUnavailable,
-)
-
-
-class PayloadTooLarge(InvalidInput):
-    """A request body over the configured limit."""
-
-
-STATUS_CODES: list[tuple[type[DmaUpgradeError], int, str]] = [
-    (NotFound, 404, "not_found"),
-    (Conflict, 409, "conflict"),
-    (ConcurrencyConflict, 409, "conflict"),
-    (InvalidTransition, 409, "illegal_transition"),
-    (PayloadTooLarge, 413, "too_large"),
-    (InvalidInput, 422, "invalid_input"),
-    (SchemaNotMigrated, 503, "schema_not_migrated"),
-    (StoreUnavailable, 503, "unavailable"),
-    (ProjectionStopped, 503, "unavailable"),
-    (EventStoreError, 500, "store_error"),
-    (AgentStepFailed, 502, "agent_failed"),
-    (DmaUpgradeError, 500, "internal_error"),
-]
-"""First match wins."""
+from adapters.api.status_table import STATUS_CODES, status_for
+from engine.errors import DmaUpgradeError
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorOut, "description": "bad_request"},
@@ -77,9 +46,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 """The documented error responses of every route behind a token (for the OpenAPI schema)."""
 
-
-def status_for(error: DmaUpgradeError) -> tuple[int, str]:
-    return next((status, kind) for cls, status, kind in STATUS_CODES if isinstance(error, cls))
 
 
 def error_response(status: int, kind: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:

@@ -36,6 +36,7 @@ from adapters.api.models import (
     RolloutStateOut,
     VersionHistoryOut,
 )
+from adapters.api.status_table import error_for_kind
 from adapters.audit_check import parse_anchor
 from adapters.audit_export import ExportFormat, ExportSummary, Selection
 from adapters.cli.context import Server
@@ -46,11 +47,8 @@ from engine.errors import (
     AgentStepFailed,
     Conflict,
     DmaUpgradeError,
-    EventStoreError,
     InvalidInput,
-    InvalidTransition,
     NotFound,
-    SchemaNotMigrated,
     StoreUnavailable,
 )
 from engine.packages import PackageRejected
@@ -61,19 +59,8 @@ T = TypeVar("T")
 ENDED = frozenset({RolloutState.COMPLETED.value, RolloutState.FAILED.value, RolloutState.CANCELLED.value})
 """Rollout states in which the engine stops driving a rollout (until a retry)."""
 
-ERROR_KINDS: dict[str, type[DmaUpgradeError]] = {
-    "not_found": NotFound,
-    "conflict": Conflict,
-    "illegal_transition": InvalidTransition,
-    "invalid_input": InvalidInput,
-    "too_large": InvalidInput,
-    "unavailable": StoreUnavailable,
-    "schema_not_migrated": SchemaNotMigrated,
-    "store_error": EventStoreError,
-    "unauthorized": NotAuthorised,
-    "forbidden": NotAuthorised,
-    "agent_failed": AgentStepFailed,
-}
+ERROR_KINDS: dict[str, type[DmaUpgradeError]] = {**error_for_kind(), "unauthorized": NotAuthorised,
+                                                 "forbidden": NotAuthorised}
 """The API's error kinds (``adapters/api/errors.py``) as the product errors they stand for."""
 
 _BY_STATUS: dict[int, type[DmaUpgradeError]] = {

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,3 +21,15 @@ def run_cli(*args: str, database_url: str | None = None, env: dict[str, str] | N
     full_env.setdefault("COLUMNS", "160")
     return subprocess.run([sys.executable, "-m", "adapters.cli.main", *args], capture_output=True, text=True,
                           env=full_env, cwd=ROOT, timeout=timeout, check=False)
+
+
+def stop_process(process: subprocess.Popen[Any], grace_seconds: float = 10) -> None:
+    """SIGTERM, then SIGKILL if ``process`` has not exited within ``grace_seconds``."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)

@@ -38,7 +38,7 @@ from engine.upgrade_events import (
     StepStarted,
     StepSucceeded,
 )
-from tests.e2e.cli import ROOT, run_cli
+from tests.e2e.cli import ROOT, run_cli, stop_process
 
 CLUSTER = "north"
 OLD = "10.4.0.0-14112"
@@ -108,13 +108,8 @@ class AgentSimProcess:
         self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            stop_process(self.process)
         self._close_log()
 
     def journal(self) -> list[dict[str, Any]]:
@@ -163,13 +158,7 @@ class EngineProcessRunner:
         """Ask the engine to stop (SIGTERM, as Ctrl-C); SIGKILL it if it does not within 10 s."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         self._close_log()
         return self.process.returncode
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.cli import ROOT
+from tests.e2e.cli import ROOT, stop_process
 
 LISTENING = re.compile(r"API, metrics and progress page on (http://\S+)")
 """The line ``serve`` prints once its API listens, with the URL it listens on."""
@@ -53,7 +53,7 @@ def serving(log: Path, *options: str, env: dict[str, str] | None = None, databas
         _wait_until_healthy(process, served, time.monotonic() + timeout)
         yield served
     finally:
-        _stop(process)
+        stop_process(process, grace_seconds=15)
 
 
 def _listening_url(process: subprocess.Popen[bytes], log: Path, deadline: float) -> str:
@@ -80,13 +80,3 @@ def _wait_until_healthy(process: subprocess.Popen[bytes], served: Serving, deadl
             pass
         time.sleep(0.1)
     raise AssertionError(f"{served.url}/healthz did not answer 200 in time:\n{served.output()}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within 15 s."""
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)

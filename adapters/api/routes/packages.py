@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, UploadFile
 
 from adapters.api.context import Context, Operator, Viewer
-from adapters.api.errors import ERROR_RESPONSES, PayloadTooLarge
+from adapters.api.errors import ERROR_RESPONSES
 from adapters.api.models import PackageHistoryOut, PackageOut
+from adapters.api.status_table import PayloadTooLarge
 from adapters.history_queries import package_history as package_history_rows
 from adapters.package_upload import upload_package
 from engine.errors import InvalidInput
