@@ -14,6 +14,7 @@ from adapters.sql.projection_runner import ProjectionRunner
 from engine.catalog import default_codec
 from engine.codec import EventCodec
 from engine.ports import Clock, IdFactory
+from engine.rollout_events import ROLLOUT_STREAMS
 from projections.catalog import all_projections
 
 
@@ -46,6 +47,6 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, i
             raise
     codec = codec or default_codec()
     clock = clock or SystemClock()
-    store = SqlEventStore(engine, codec, clock)
+    store = SqlEventStore(engine, codec, clock, notify_prefixes=(ROLLOUT_STREAMS,))
     return Container(settings=settings, engine=engine, codec=codec, clock=clock, ids=ids or UuidFactory(),
                      store=store, projections=ProjectionRunner(engine, store, clock, all_projections()))

@@ -16,14 +16,16 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.engine import Engine
 
+from adapters.leased_work import OUTAGES, Heartbeat, LeasedWorkQueue, UpgradeDrivers, give_back, reason
+from adapters.sql.leases import ROLLOUT, HeldLease, SqlLeases
 from adapters.sql.projection_runner import ProjectionRunner, read_rows
+from adapters.sql.wakeups import Wakeup
 from engine.agent_upgrade import AgentUpgrade
-from engine.errors import StoreUnavailable
+from engine.errors import LeaseLost
 from engine.ports import AgentGateway, Waiter
 from engine.preloaded import PreloadedUpgrades
 from engine.rollout import Rollout, RolloutState
@@ -132,11 +134,17 @@ class EngineProcess:
     The runners share one set of turns at the engine's work, so the first command of every upgrade
     taken up goes out before any upgrade's later steps. At its first look the engine folds the upgrades
     of every rollout already under way from one read, for the runners it starts then.
+
+    With ``leases`` the process is one of any number sharing the database: it runs only the rollouts
+    whose lease it claims (a scheduled start fires in the process that claims it), hands their upgrades
+    out, and drives up to ``capacity`` handed-out upgrades of any rollout at once (``UpgradeDrivers``).
+    Without, it is the only engine and drives everything itself.
     """
 
     def __init__(self, service: UpgradeService, gateway: AgentGateway, waiter: Waiter, *,
                  poll_seconds: float = 1.0, scheduler: BackgroundScheduler | None = None,
-                 index: RolloutIndex | None = None, turns: Turns | None = None) -> None:
+                 index: RolloutIndex | None = None, turns: Turns | None = None,
+                 leases: SqlLeases | None = None, capacity: int = 64) -> None:
         self.index = index or FoldedIndex(service)
         self.service = service
         self.gateway = gateway
@@ -144,6 +152,15 @@ class EngineProcess:
         self.poll_seconds = poll_seconds
         self.scheduler = scheduler or BackgroundScheduler(timezone="UTC")
         self.turns = turns or Turns()
+        self.leases = leases
+        self.wakeup = Wakeup()
+        """Wakes the look for new work (a notification of a new rollout or command)."""
+        self.drivers_wakeup = Wakeup()
+        """Wakes the claim of handed-out upgrades (a notification of new ones)."""
+        self.work = LeasedWorkQueue(leases) if leases is not None else None
+        self.drivers = None if leases is None or self.work is None else UpgradeDrivers(
+            RolloutRunner(service, gateway, waiter, poll_seconds=poll_seconds, turns=self.turns, work=self.work),
+            leases, self.work, capacity=capacity, wakeup=self.drivers_wakeup, on_error=self._report)
         self._first_look = True
         self._armed: dict[UUID, datetime] = {}
         self._driving: dict[UUID, threading.Thread] = {}
@@ -154,31 +171,66 @@ class EngineProcess:
         """Run until ``stop`` is set: arm scheduled starts, drive due rollouts, look for new ones.
 
         The first look re-arms every pending start on the scheduler started paused (so adding a job
-        does not set it looking for due jobs each time); it runs once they are all armed.
+        does not set it looking for due jobs each time); it runs once they are all armed. With leases,
+        a heartbeat and the upgrade drivers run beside it, and every lease is given back at the end.
         """
+        helpers = self._start_helpers(stop)
         self.scheduler.start(paused=True)
         try:
             self.tick_unless_unreachable()
             self.scheduler.resume()
-            while not stop.wait(self.poll_seconds):
-                self.tick_unless_unreachable()
+            while not stop.is_set():
+                self.wakeup.wait(self.poll_seconds)
+                if not stop.is_set():
+                    self.tick_unless_unreachable()
         finally:
             self.scheduler.shutdown(wait=False)
+            stop.set()
+            self.drivers_wakeup.wake()
+            for helper in helpers:
+                helper.join(timeout=10)
+            if self.leases is not None:
+                self._give_back_all(self.leases)
+
+    def _start_helpers(self, stop: threading.Event) -> list[threading.Thread]:
+        """With leases: free the leases a crashed predecessor on this host left, start heartbeat and drivers."""
+        if self.leases is None or self.drivers is None:
+            return []
+        try:
+            self.leases.free_dead_local_holders()
+        except OUTAGES as error:
+            _log.warning("cannot look for leases left by a crashed engine (%s)", reason(error))
+        heartbeat = Heartbeat(self.leases, self.leases.seconds / 4)
+        helpers = [threading.Thread(target=heartbeat.serve, args=(stop,), name="heartbeat", daemon=True),
+                   threading.Thread(target=self.drivers.serve, args=(stop, self.poll_seconds), name="drivers",
+                                    daemon=True)]
+        for helper in helpers:
+            helper.start()
+        return helpers
+
+    @staticmethod
+    def _give_back_all(leases: SqlLeases) -> None:
+        try:
+            leases.release_all()
+        except OUTAGES as error:
+            _log.warning("could not give back this engine's leases (%s); they lapse in %.0f s", reason(error),
+                         leases.seconds)
 
     def tick_unless_unreachable(self) -> bool:
         """``tick``, but a database outage only skips this look (logged): the engine outlives the outage,
         and so does the API that reports it. False when the look was skipped."""
         try:
             self.tick()
-        except (StoreUnavailable, sa.exc.DBAPIError) as error:
-            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-            _log.warning("the database cannot be reached (%s); looking again in %.1f s", reason, self.poll_seconds)
+        except OUTAGES as error:
+            _log.warning("the database cannot be reached (%s); looking again in %.1f s", reason(error),
+                         self.poll_seconds)
             return False
         return True
 
     def tick(self) -> None:
-        """One look at the store: arm the scheduled starts still to come, hand each other active rollout
-        to a runner. Only starts that are new or moved are armed, and only those gone are disarmed."""
+        """One look at the store: arm the scheduled starts still to come, take up each other active rollout
+        (with leases: those whose lease this process claims). Only starts that are new or moved are armed,
+        and only those gone are disarmed."""
         now = self.service.clock.now()
         later = {rollout_id: due for rollout_id, due in self.index.scheduled_starts().items() if due > now}
         for rollout_id in [r for r in self._armed if r not in later]:
@@ -188,15 +240,23 @@ class EngineProcess:
                 self.scheduler.add_job(self.fire, DateTrigger(due, self.scheduler.timezone), args=[rollout_id],
                                        id=_job_id(rollout_id), replace_existing=True, misfire_grace_time=None)
                 self._armed[rollout_id] = due
-        active = self.index.active()
+        due_now = [(rollout_id, state) for rollout_id, state in self.index.active() if rollout_id not in later]
+        driving = set(self.driving())
+        leases = self._claim([rollout_id for rollout_id, _ in due_now if rollout_id not in driving])
         upgrades = PreloadedUpgrades(self.service)
         if self._first_look:  # this engine just started: it takes up every rollout already under way
             self._first_look = False
-            upgrades.load(agent.upgrade_id for rollout_id, state in active if state is not RolloutState.PLANNED
+            upgrades.load(agent.upgrade_id for rollout_id, state in due_now
+                          if state is not RolloutState.PLANNED and rollout_id in leases
                           for agent in self.service.rollout(rollout_id).plan.agents)
-        for rollout_id, _ in active:
-            if rollout_id not in later:
-                self._start(rollout_id, upgrades)
+        for rollout_id in leases:
+            self._start(rollout_id, upgrades, leases[rollout_id])
+
+    def _claim(self, rollout_ids: list[UUID]) -> dict[UUID, HeldLease | None]:
+        """The rollouts among ``rollout_ids`` this process may run, with its lease on each (None without leases)."""
+        if self.leases is None:
+            return dict.fromkeys(rollout_ids)
+        return {UUID(lease.key): lease for lease in self.leases.claim(ROLLOUT, rollout_ids)}
 
     def _disarm(self, rollout_id: UUID) -> None:
         del self._armed[rollout_id]
@@ -204,31 +264,52 @@ class EngineProcess:
             self.scheduler.remove_job(_job_id(rollout_id))
 
     def fire(self, rollout_id: UUID) -> None:
-        """A scheduled start came due: re-check the rollout, then drive it if it is still active."""
+        """A scheduled start came due: re-check the rollout, then drive it if it is still active (with leases:
+        if this process claims it, so the start fires in one process only)."""
         if self.service.rollout(rollout_id).state in ACTIVE:
             self.drive(rollout_id)
 
     def drive(self, rollout_id: UUID) -> None:
         """Start a runner on a rollout unless this process already drives it (a duplicate firing is a no-op)."""
-        self._start(rollout_id, PreloadedUpgrades(self.service))
+        if rollout_id in self.driving():
+            return
+        for claimed, lease in self._claim([rollout_id]).items():
+            self._start(claimed, PreloadedUpgrades(self.service), lease)
 
-    def _start(self, rollout_id: UUID, upgrades: PreloadedUpgrades) -> None:
+    def _start(self, rollout_id: UUID, upgrades: PreloadedUpgrades, lease: HeldLease | None) -> None:
         """Start a runner that takes the rollout's upgrades from ``upgrades`` (read as it starts)."""
         with self._lock:
             running = self._driving.get(rollout_id)
             if running is not None and running.is_alive():
                 return
-            thread = threading.Thread(target=self._run, args=(rollout_id, upgrades), name=f"rollout-{rollout_id}",
-                                      daemon=True)
+            thread = threading.Thread(target=self._run, args=(rollout_id, upgrades, lease),
+                                      name=f"rollout-{rollout_id}", daemon=True)
             self._driving[rollout_id] = thread
             thread.start()
 
-    def _run(self, rollout_id: UUID, upgrades: PreloadedUpgrades) -> None:
+    def _run(self, rollout_id: UUID, upgrades: PreloadedUpgrades, lease: HeldLease | None) -> None:
+        ended = False
         try:
-            RolloutRunner(self.service, self.gateway, self.waiter, poll_seconds=self.poll_seconds, turns=self.turns,
-                          upgrades=upgrades).run(rollout_id)
+            runner = RolloutRunner(self.service, self.gateway, self.waiter, poll_seconds=self.poll_seconds,
+                                   turns=self.turns, upgrades=upgrades, work=self.work)
+            if lease is None:
+                runner.run(rollout_id)
+                return
+            runner.run(rollout_id, lease)
+            if self.leases is not None:
+                self.leases.release(lease, done=True)
+                ended = True
+        except LeaseLost:
+            _log.warning("rollout %s was taken over by another engine process; this one stops running it", rollout_id)
         except BaseException as exc:
-            self.errors.append(exc)
+            self._report(exc)
+        finally:
+            if lease is not None and not ended and self.leases is not None:
+                give_back(self.leases, lease)
+
+    def _report(self, error: BaseException) -> None:
+        self.errors.append(error)
+        _log.error("engine error: %s", error, exc_info=error)
 
     def driving(self) -> list[UUID]:
         """Rollouts this process drives right now."""

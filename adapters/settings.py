@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +34,11 @@ class Settings(BaseSettings):
     """Readiness is false while a projection is further behind the head than this."""
     max_upload_bytes: int = 2 * 1024**3
     """The largest package the API accepts (413 beyond it)."""
+    lease_seconds: float = Field(default=15.0, gt=0)
+    """How long an engine process's leases last unrenewed (its heartbeat renews them every quarter of
+    this): a process that dies or hangs has its work taken over by another after at most this long."""
+    engine_capacity: int = Field(default=64, ge=1)
+    """How many agent upgrades one engine process drives at once."""
 
     @property
     def resolved_database_url(self) -> str:

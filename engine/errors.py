@@ -5,6 +5,7 @@ map these classes to exit codes and status codes in one table each.
 
     DmaUpgradeError
     ├── ConcurrencyConflict        a stale expected version; nothing was written
+    ├── LeaseLost                  another engine process took over work this one was driving
     ├── InvalidTransition          a command the state machine does not allow now; nothing appended
     ├── EventStoreError
     │   ├── UnknownEventType       a stored event whose type no model is registered for
@@ -37,6 +38,14 @@ class ConcurrencyConflict(DmaUpgradeError):
         self.stream_id = stream_id
         self.expected_version = expected_version
         self.actual_version = actual_version
+
+
+class LeaseLost(DmaUpgradeError):
+    """This process no longer holds the lease on a piece of work: it expired, or another process took it over."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the lease on {name} is no longer held by this engine process")
+        self.name = name
 
 
 class InvalidTransition(DmaUpgradeError):

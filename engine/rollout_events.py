@@ -57,9 +57,13 @@ def package_stream_id(sha256: str) -> str:
     return f"package-{sha256}"
 
 
+ROLLOUT_STREAMS = "rollout-"
+"""The prefix of every rollout's stream (and of the claims stream)."""
+
+
 def rollout_stream_id(rollout_id: UUID) -> str:
     """The event stream of one rollout."""
-    return f"rollout-{rollout_id}"
+    return f"{ROLLOUT_STREAMS}{rollout_id}"
 
 
 class PackageUploaded(Event):

@@ -7,11 +7,13 @@ re-sending anything, and the idempotency key makes a re-sent step apply once.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
+from typing import cast
 from uuid import UUID
 
 from engine.agent_events import AgentLeftStopped, AgentVersionChanged, agent_stream_id
@@ -19,7 +21,7 @@ from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
 from engine.errors import AgentStepFailed, ConcurrencyConflict
 from engine.events import Event
 from engine.inventory import AgentRecord
-from engine.ports import AgentAddress, AgentGateway, PackageRef, StepOutcome, StepStatus, Waiter
+from engine.ports import AgentAddress, AgentGateway, Lease, PackageRef, StepOutcome, StepStatus, Waiter, WorkQueue
 from engine.preloaded import PreloadedUpgrades
 from engine.rollout import Rollout, RolloutState
 from engine.rollout_events import PlannedAgent, RolloutPlanned
@@ -30,6 +32,18 @@ from engine.upgrade_machine import CANCELLABLE_STATES, STOPPED_STATES, TERMINAL_
 
 _Decision = Callable[[Rollout], list[Event]]
 _AgentDecision = Callable[[AgentRecord], list[Event]]
+_InFlight = dict[str, "Future[AgentUpgrade] | Future[AgentUpgrade | None]"]
+
+
+class _SoleDriver:
+    """The lease of an engine that is the only one driving its work: it is never lost."""
+
+    def check(self) -> None:
+        return None
+
+
+SOLE_DRIVER: Lease = _SoleDriver()
+"""The lease a runner holds when no other engine process can drive the same work."""
 
 
 class RolloutRunner:
@@ -37,11 +51,13 @@ class RolloutRunner:
 
     An engine driving several rollouts shares its ``turns`` (so first commands go out before later
     steps across all of them) and its ``upgrades`` (folded from one read when it takes many up at once).
+    Without a ``work`` queue the runner drives each upgrade it starts in a thread of its own; with one
+    it hands them out, and each is driven by whichever engine process claims it (``drive_handed_out``).
     """
 
     def __init__(self, service: UpgradeService, gateway: AgentGateway, waiter: Waiter, *,
                  actor: str = "engine", poll_seconds: float = 0.2, turns: Turns | None = None,
-                 upgrades: PreloadedUpgrades | None = None) -> None:
+                 upgrades: PreloadedUpgrades | None = None, work: WorkQueue | None = None) -> None:
         self.service = service
         self.gateway = gateway
         self.waiter = waiter
@@ -49,24 +65,36 @@ class RolloutRunner:
         self.poll_seconds = poll_seconds
         self.turns = turns or Turns()
         self.upgrades = upgrades or PreloadedUpgrades(service)
+        self.work = work
         self._resume_pending: set[UUID] = set()
         self._resume_lock = threading.Lock()
+        self._in_hand = _RolloutsInHand(service)
 
-    def run(self, rollout_id: UUID) -> Rollout:
-        """Drive a rollout until it is completed, cancelled, or failed with nothing left to run."""
+    def run(self, rollout_id: UUID, lease: Lease = SOLE_DRIVER) -> Rollout:
+        """Drive a rollout until it is completed, cancelled, or failed with nothing left to run.
+
+        ``lease`` is checked before every look at the rollout: a runner whose lease was taken over stops
+        (``LeaseLost``) and leaves the rollout to the process that took it.
+        """
+        lease.check()
         rollout = self.service.rollout(rollout_id)
         plan = rollout.plan
         upgrades = {a.name: self._scheduled(a, plan) for a in plan.agents}
         if rollout.state is RolloutState.PLANNED:
             self._wait_for_start(plan)
+            lease.check()
             rollout = self._record_rollout(rollout_id, lambda r: r.start())
-        else:
+        elif self.work is None:
             self._mark_resumed(plan, upgrades)
-        inflight: dict[str, Future[AgentUpgrade]] = {}
+        ids = {a.name: a.upgrade_id for a in plan.agents}
+        inflight = self._handed_out_before(plan)
         watch = _RolloutWatch(self.service, rollout)
         looked = watch.mark()
-        with ThreadPoolExecutor(max_workers=plan.max_concurrent, thread_name_prefix="agent") as pool:
+        with contextlib.ExitStack() as stack:
+            pool = None if self.work is not None else stack.enter_context(
+                ThreadPoolExecutor(max_workers=plan.max_concurrent, thread_name_prefix="agent"))
             while True:
+                lease.check()
                 # In flight, it is enough to see what was recorded before the last look (the agents' reads
                 # of the rollout serve it); with nothing in flight, before it may conclude, all of it.
                 rollout = watch.refresh(looked if inflight else watch.mark())
@@ -75,22 +103,53 @@ class RolloutRunner:
                 if rollout.state is RolloutState.CANCELLED:
                     self._cancel_waiting(plan, upgrades, inflight)
                 if rollout.state is RolloutState.RUNNING and not self._budget_exceeded(plan, upgrades):
-                    ready = self._ready(plan, upgrades, inflight)
-                    places = [self.turns.line_up(FIRST) for _ in ready]  # all in line before any thread runs
-                    for agent, place in zip(ready, places, strict=True):
-                        inflight[agent.name] = pool.submit(self._drive, agent, plan, watch, upgrades[agent.name],
-                                                           seen, place)
+                    inflight.update(self._start(self._ready(plan, upgrades, inflight), plan, watch, upgrades, seen,
+                                                pool))
                 if not inflight:
                     ended = self._conclude(rollout, plan, upgrades)
                     if ended is not None:
                         return ended
                     self.waiter.wait(self.poll_seconds)
                     continue
-                done, _ = wait(list(inflight.values()), timeout=self.poll_seconds, return_when=FIRST_COMPLETED)
+                done, _ = wait(cast("list[Future[object]]", list(inflight.values())), timeout=self.poll_seconds,
+                               return_when=FIRST_COMPLETED)
                 for name, future in list(inflight.items()):
                     if future in done:
-                        upgrades[name] = future.result()
+                        ended_upgrade = future.result()
+                        upgrades[name] = ended_upgrade or self.service.upgrade(ids[name])
                         del inflight[name]
+
+    def _handed_out_before(self, plan: RolloutPlanned) -> _InFlight:
+        """What a runner taking up a rollout finds in flight: the upgrades handed out and not yet ended."""
+        if self.work is None:
+            return {}
+        names = {a.upgrade_id: a.name for a in plan.agents}
+        return {names[upgrade_id]: future for upgrade_id, future in self.work.handed_out(plan.rollout_id).items()}
+
+    def _start(self, ready: list[PlannedAgent], plan: RolloutPlanned, watch: _RolloutWatch,
+               upgrades: dict[str, AgentUpgrade], seen: int, pool: ThreadPoolExecutor | None) -> _InFlight:
+        """Start the ready agents: hand them out to the work queue, or drive each in a thread of the pool."""
+        if pool is None:
+            assert self.work is not None
+            handed = self.work.hand_out(plan.rollout_id, [agent.upgrade_id for agent in ready])
+            return {agent.name: handed[agent.upgrade_id] for agent in ready}
+        places = [self.turns.line_up(FIRST) for _ in ready]  # all in line before any thread runs
+        return {agent.name: pool.submit(self._drive, agent, plan, watch, upgrades[agent.name], seen, place,
+                                        SOLE_DRIVER)
+                for agent, place in zip(ready, places, strict=True)}
+
+    def drive_handed_out(self, rollout_id: UUID, upgrade_id: UUID, lease: Lease) -> AgentUpgrade:
+        """Drive one upgrade handed out by a rollout's runner (and claimed under ``lease``) until it needs
+        nothing more from an engine. An upgrade already under way is resumed: its agent is asked about a
+        step recorded as started before anything is sent again."""
+        with self._in_hand.use(rollout_id) as (plan, agents, watch):
+            lease.check()
+            upgrade = self.service.upgrade(upgrade_id)
+            if upgrade.has_begun and upgrade.state not in STOPPED_STATES:
+                with self._resume_lock:
+                    self._resume_pending.add(upgrade_id)
+            return self._drive(agents[upgrade_id], plan, watch, upgrade, watch.mark(), self.turns.line_up(FIRST),
+                               lease)
 
     # -- the rollout ---------------------------------------------------------------------------
 
@@ -123,7 +182,7 @@ class RolloutRunner:
                                         and u.state not in STOPPED_STATES)
 
     def _ready(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
-               inflight: dict[str, Future[AgentUpgrade]]) -> list[PlannedAgent]:
+               inflight: _InFlight) -> list[PlannedAgent]:
         free = plan.max_concurrent - len(inflight)
         ready = [a for a in plan.agents
                  if a.name not in inflight and upgrades[a.name].state not in STOPPED_STATES
@@ -155,7 +214,7 @@ class RolloutRunner:
         return None
 
     def _retry_failed(self, rollout: Rollout, upgrades: dict[str, AgentUpgrade],
-                      inflight: dict[str, Future[AgentUpgrade]]) -> None:
+                      inflight: _InFlight) -> None:
         """Retry each failed upgrade the operator asked to retry more often than it was retried."""
         for agent in rollout.plan.agents:
             upgrade = upgrades[agent.name]
@@ -164,7 +223,7 @@ class RolloutRunner:
                 self._record(upgrade, upgrade.retry(), rollout.plan.rollout_id)
 
     def _cancel_waiting(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
-                        inflight: dict[str, Future[AgentUpgrade]]) -> None:
+                        inflight: _InFlight) -> None:
         for agent in plan.agents:
             upgrade = upgrades[agent.name]
             if agent.name not in inflight and upgrade.state in CANCELLABLE_STATES:
@@ -183,30 +242,33 @@ class RolloutRunner:
     # -- one agent -----------------------------------------------------------------------------
 
     def _drive(self, agent: PlannedAgent, plan: RolloutPlanned, watch: _RolloutWatch, upgrade: AgentUpgrade,
-               seen: int, place: Place) -> AgentUpgrade:
+               seen: int, place: Place, lease: Lease) -> AgentUpgrade:
         """Run one agent's remaining steps; return its upgrade when it ends, fails or is cancelled.
 
         ``seen`` marks when it was handed to this thread (see ``_advance``); so does ``place``, its place
-        in line for a turn of rank ``FIRST``, held up to the first command to the agent.
+        in line for a turn of rank ``FIRST``, held up to the first command to the agent. ``LeaseLost``
+        ends the drive as soon as ``lease`` is found lost.
         """
         address = AgentAddress(agent.name, agent.address)
         package = PackageRef(plan.package_sha256, plan.package_version)
         with self.turns.hold(place):
             while True:
                 try:
-                    if self._advance(upgrade, address, package, plan, watch, seen):
+                    if self._advance(upgrade, address, package, plan, watch, seen, lease):
                         return upgrade
                 except ConcurrencyConflict:
                     upgrade = self.service.upgrade(agent.upgrade_id)  # someone else wrote to it: reload, decide
                 seen = watch.mark()  # after this step's call to the agent
 
     def _advance(self, upgrade: AgentUpgrade, address: AgentAddress, package: PackageRef,
-                 plan: RolloutPlanned, watch: _RolloutWatch, seen: int) -> bool:
+                 plan: RolloutPlanned, watch: _RolloutWatch, seen: int, lease: Lease) -> bool:
         """Take the next step of one upgrade; True once it needs nothing more from this engine.
 
         A cancel recorded before ``seen`` (the upgrade was handed to this thread, or its last agent call
-        ended) stops the upgrade before its next step.
+        ended) stops the upgrade before its next step. ``lease`` is checked before deciding and again
+        before each command to the agent (a wait may have outlasted it).
         """
+        lease.check()
         rollout_id = plan.rollout_id
         if upgrade.state in STOPPED_STATES:
             return True
@@ -227,15 +289,17 @@ class RolloutRunner:
                 self._record(upgrade, upgrade.delay_step(step, self._after(delay), "delayed start"), rollout_id)
             if upgrade.waiting_until is not None:
                 self._wait_until(upgrade.waiting_until)
+                lease.check()
             self._record(upgrade, upgrade.start_step(step), rollout_id)
         else:
-            status = self._ask_outcome(upgrade, address, plan)
+            status = self._ask_outcome(upgrade, address, plan, lease)
             if status is None:
                 return True
             if status is StepStatus.FAILED:
                 self._record(upgrade, upgrade.fail_attempt(upgrade.step_in_progress,
                                                            "the agent reports the step failed"), rollout_id)
                 return False
+        lease.check()
         self._perform(upgrade, address, package, plan, rollout_id)
         return upgrade.is_failed
 
@@ -251,7 +315,8 @@ class RolloutRunner:
         with self.turns.released():
             self.waiter.wait(seconds)
 
-    def _ask_outcome(self, upgrade: AgentUpgrade, address: AgentAddress, plan: RolloutPlanned) -> StepStatus | None:
+    def _ask_outcome(self, upgrade: AgentUpgrade, address: AgentAddress, plan: RolloutPlanned,
+                     lease: Lease) -> StepStatus | None:
         """For a step recorded as started but not ended: ask the agent before re-sending it.
 
         An agent that cannot be asked is asked again after the backoff (never re-sent under a new key,
@@ -262,6 +327,7 @@ class RolloutRunner:
         key = upgrade.idempotency_key(step, upgrade.attempts[step])
         asked = 0
         while True:
+            lease.check()
             try:
                 with self.turns.released():
                     return self.gateway.step_status(address, key)
@@ -360,6 +426,37 @@ class RolloutRunner:
                 return
             except ConcurrencyConflict:
                 continue
+
+
+class _RolloutsInHand:
+    """The plans and watches of the rollouts whose handed-out upgrades this runner drives, kept while in use."""
+
+    def __init__(self, service: UpgradeService) -> None:
+        self._service = service
+        self._lock = threading.Lock()
+        self._entries: dict[UUID, tuple[RolloutPlanned, dict[UUID, PlannedAgent], _RolloutWatch]] = {}
+        self._users: dict[UUID, int] = {}
+
+    @contextlib.contextmanager
+    def use(self, rollout_id: UUID) -> Iterator[tuple[RolloutPlanned, dict[UUID, PlannedAgent], _RolloutWatch]]:
+        """The rollout's plan, its agents by upgrade id and a watch on it, read once for all its drives at once."""
+        with self._lock:
+            entry = self._entries.get(rollout_id)
+            self._users[rollout_id] = self._users.get(rollout_id, 0) + 1
+        try:
+            if entry is None:
+                rollout = self._service.rollout(rollout_id)
+                read = (rollout.plan, {a.upgrade_id: a for a in rollout.plan.agents},
+                        _RolloutWatch(self._service, rollout))
+                with self._lock:
+                    entry = self._entries.setdefault(rollout_id, read)
+            yield entry
+        finally:
+            with self._lock:
+                self._users[rollout_id] -= 1
+                if not self._users[rollout_id]:
+                    del self._users[rollout_id]
+                    self._entries.pop(rollout_id, None)
 
 
 class _RolloutWatch:

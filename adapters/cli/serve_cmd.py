@@ -17,7 +17,10 @@ from adapters.cli.errors import fail, reports_errors
 from adapters.engine_process import EngineProcess, ProjectionIndex, planned_resumptions
 from adapters.metrics import instrument
 from adapters.metrics.chain import ChainWatch
+from adapters.sql.database import is_sqlite
+from adapters.sql.leases import SqlLeases
 from adapters.sql.projection_runner import ProjectionRunner
+from adapters.sql.wakeups import PgListener
 from engine.service import UpgradeService
 
 if TYPE_CHECKING:
@@ -69,10 +72,20 @@ def serve(ctx: typer.Context,
                                     name="projections", daemon=True)
         follower.start()
         index = ProjectionIndex(s.container.projections, s.container.engine)
+        leases = SqlLeases(s.container.engine, s.container.clock, seconds=settings.lease_seconds)
+        process = EngineProcess(service, gateway, RealWaiter(), poll_seconds=poll_seconds, index=index, leases=leases,
+                                capacity=settings.engine_capacity)
+        listener = None if is_sqlite(s.container.engine) else PgListener(
+            s.container.engine, [process.wakeup, process.drivers_wakeup])
+        out.print(f"engine instance {leases.owner}")
         try:
-            EngineProcess(service, gateway, RealWaiter(), poll_seconds=poll_seconds, index=index).serve(stop)
+            if listener is not None:
+                listener.start()
+            process.serve(stop)
         finally:
             stop.set()
+            if listener is not None:
+                listener.stop()
             follower.join(timeout=60)  # before the session closes the database under it
             if server is not None:
                 server.stop()

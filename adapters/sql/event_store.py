@@ -12,7 +12,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID, SafeUUID
 
 import sqlalchemy as sa
@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from adapters.sql.database import WRITE, describe, is_sqlite
 from adapters.sql.schema import events
+from adapters.sql.wakeups import notify
 from engine.codec import EventCodec
 from engine.errors import StoreUnavailable
 from engine.event_log import build_records, duplicate_ids, resolve_stale_append
@@ -40,6 +41,8 @@ _HEAD_AND_STREAM_VERSION = (
 _ENVELOPE_COLUMNS = ("position, event_id, stream_id, stream_version, event_type, schema_version, payload, actor, "
                      "correlation_id, causation_id, recorded_at")
 _RECORD_COLUMNS = f"{_ENVELOPE_COLUMNS}, hash"
+_PROJECTED_COLUMNS = "position, stream_id, event_type, schema_version, payload, actor, correlation_id, causation_id, " \
+                     "recorded_at"
 _PAGE = "SELECT {{columns}} FROM events WHERE position > {after} ORDER BY position LIMIT {limit}"
 """A page of the log, sent as plain SQL: rows come back as the driver gives them, converted below per dialect."""
 _SHARED_PAYLOAD_CHARS = 400
@@ -83,6 +86,17 @@ def envelope(position: int, event_id: UUID, stream_id: str, stream_version: int,
     return recorded
 
 
+class ProjectedEvent(NamedTuple):
+    """A recorded event as projections read it (``projections.base.Recorded``): without the event id and the
+    stream version, which no projection reads, so a replay neither fetches nor parses them."""
+
+    position: int
+    stream_id: str
+    event: Event
+    metadata: EventMetadata
+    recorded_at: datetime
+
+
 def _as_given(value: Any) -> Any:
     """PostgreSQL's driver already gives UUIDs and timezone-aware datetimes."""
     return value
@@ -106,8 +120,12 @@ def record_from_row(row: Sequence[Any]) -> StoredRecord:
 class SqlEventStore:
     """The event store in the ``events`` table of a SQLite or PostgreSQL database."""
 
-    def __init__(self, engine: Engine, codec: EventCodec, clock: Clock) -> None:
+    def __init__(self, engine: Engine, codec: EventCodec, clock: Clock, *,
+                 notify_prefixes: tuple[str, ...] = ()) -> None:
+        """``notify_prefixes``: appends to streams whose id starts with one of them send a wake-up to the
+        listening engine processes as they commit (PostgreSQL only)."""
         self._engine = engine
+        self._notify_prefixes = () if is_sqlite(engine) else notify_prefixes
         self._codec = codec
         self._clock = clock
         self._sqlite = is_sqlite(engine)
@@ -158,6 +176,8 @@ class SqlEventStore:
                                 head_position=head_position or 0, head_hash=head_hash or GENESIS_HASH,
                                 recorded_at=self._clock.now())
         conn.execute(events.insert(), [_row(r) for r in records])
+        if stream_id.startswith(self._notify_prefixes):
+            notify(conn)
         return AppendResult(positions=tuple(r.position for r in records),
                             stream_version=actual + len(records))
 
@@ -204,6 +224,15 @@ class SqlEventStore:
                 yield envelope(position, uuid(event_id), stream_id, stream_version,
                                decode(event_type, schema_version, payload, position),
                                metadata(actor, correlation_id, causation_id), time(recorded_at))
+
+    def read_projected(self, after: int = 0, page_size: int = 1000) -> Iterator[ProjectedEvent]:
+        """Like ``read_all``, with only what projections read: what the projection runner replays."""
+        time, decode, metadata = self._time, self._decoded, self._metadata
+        for page in self._pages(_PROJECTED_COLUMNS, after, page_size):
+            for (position, stream_id, event_type, schema_version, payload, actor, correlation_id, causation_id,
+                 recorded_at) in page:
+                yield ProjectedEvent(position, stream_id, decode(event_type, schema_version, payload, position),
+                                     metadata(actor, correlation_id, causation_id), time(recorded_at))
 
     def _decoded(self, event_type: str, schema_version: int, payload: str, position: int) -> Event:
         """The decoded event; short payloads are remembered (events are immutable, and many repeat)."""

@@ -28,3 +28,17 @@ events = sa.Table(
     sa.Index("ix_events_correlation_id", "correlation_id"),
     sa.Index("ix_events_recorded_at", "recorded_at"),
 )
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("rollout_id", sa.String(36), nullable=True),
+    sa.Column("owner", sa.String(200), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("token", sa.BigInteger(), nullable=False, server_default="0"),
+)
+"""Who drives what: a row per active rollout, handed-out agent upgrade and role, with its holder and expiry.
+
+Not domain state (that is only ever the events): a lost row costs a wait, never a wrong decision."""

@@ -130,10 +130,11 @@ class AgentSimProcess:
 class EngineProcessRunner:
     """``dma-upgrade serve`` with the HTTP gateway, one subprocess per life; every life logs to its own file."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, poll_seconds: float = 0.2) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, poll_seconds: float = 0.2, name: str = "engine") -> None:
         self.env = env
         self.log_dir = log_dir
         self.poll_seconds = poll_seconds
+        self.name = name
         self.process: subprocess.Popen[bytes] | None = None
         self.lives = 0
         self._log: TextIO | None = None
@@ -142,7 +143,7 @@ class EngineProcessRunner:
         assert self.process is None or self.process.poll() is not None, "the engine is already running"
         self.lives += 1
         self._close_log()
-        self._log = open(self.log_dir / f"engine-{self.lives}.log", "w")  # noqa: SIM115
+        self._log = open(self.log_dir / f"{self.name}-{self.lives}.log", "w")  # noqa: SIM115
         command = _cli_command("serve", "--poll-seconds", str(self.poll_seconds), "--port", "0")
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
 
@@ -154,6 +155,15 @@ class EngineProcessRunner:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs (no heartbeat, no work) until ``resume``."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> int | None:
         """Ask the engine to stop (SIGTERM, as Ctrl-C); SIGKILL it if it does not within 10 s."""
         if self.process is None:
@@ -163,8 +173,8 @@ class EngineProcessRunner:
         return self.process.returncode
 
     def logs(self) -> str:
-        return "\n".join(f"--- engine life {n} ---\n" + (self.log_dir / f"engine-{n}.log").read_text()
-                         for n in range(1, self.lives + 1) if (self.log_dir / f"engine-{n}.log").exists())
+        return "\n".join(f"--- {self.name} life {n} ---\n" + (self.log_dir / f"{self.name}-{n}.log").read_text()
+                         for n in range(1, self.lives + 1) if (self.log_dir / f"{self.name}-{n}.log").exists())
 
     def _close_log(self) -> None:
         if self._log is not None:

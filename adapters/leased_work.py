@@ -1,0 +1,179 @@
+"""Several engine processes on one database: rollouts and agent upgrades driven under leases.
+
+A rollout is run by the process holding its lease (``EngineProcess``); the upgrades its runner starts
+are handed out as rows of the leases table (``LeasedWorkQueue``), and every process claims them up to
+its capacity and drives each in a thread (``UpgradeDrivers``). ``Heartbeat`` renews a process's leases;
+a process that dies or hangs loses them when they expire, and the others take its work over from the
+event store, where a stale holder's late appends fail on the stream version they expected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from uuid import UUID
+
+import sqlalchemy as sa
+
+from adapters.sql.leases import UPGRADE, HeldLease, SqlLeases
+from adapters.sql.wakeups import Wakeup
+from engine.agent_upgrade import AgentUpgrade
+from engine.errors import LeaseLost, StoreUnavailable
+from engine.runner import RolloutRunner
+
+_log = logging.getLogger("dma_upgrade.engine")
+
+OUTAGES = (StoreUnavailable, sa.exc.DBAPIError)
+"""Errors that mean the database could not be reached (the work is left for a later look)."""
+
+
+def reason(error: BaseException) -> str:
+    """The first line of a database error, for a log line."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class LeasedWorkQueue:
+    """The engine's work queue in the leases table: a handed-out upgrade is a row any process may claim."""
+
+    def __init__(self, leases: SqlLeases) -> None:
+        self._leases = leases
+        self._waiting: dict[UUID, tuple[UUID, Future[AgentUpgrade | None]]] = {}
+        self._lock = threading.Lock()
+
+    def hand_out(self, rollout_id: UUID, upgrade_ids: Sequence[UUID]) -> dict[UUID, Future[AgentUpgrade | None]]:
+        self._leases.offer(rollout_id, upgrade_ids)
+        return {upgrade_id: self._future(rollout_id, upgrade_id) for upgrade_id in upgrade_ids}
+
+    def handed_out(self, rollout_id: UUID) -> dict[UUID, Future[AgentUpgrade | None]]:
+        return {upgrade_id: self._future(rollout_id, upgrade_id)
+                for upgrade_id in self._leases.upgrades_handed_out([rollout_id])}
+
+    def _future(self, rollout_id: UUID, upgrade_id: UUID) -> Future[AgentUpgrade | None]:
+        with self._lock:
+            waiting = self._waiting.get(upgrade_id)
+            if waiting is None:
+                waiting = self._waiting[upgrade_id] = (rollout_id, Future())
+            return waiting[1]
+
+    def ended(self, upgrade_id: UUID, upgrade: AgentUpgrade) -> None:
+        """An upgrade driven in this process ended (its row is deleted): tell its runner, if it is here."""
+        with self._lock:
+            waiting = self._waiting.pop(upgrade_id, None)
+        if waiting is not None:
+            waiting[1].set_result(upgrade)
+
+    def settle(self) -> None:
+        """Resolve the futures of upgrades that other processes ended (one query for all rollouts)."""
+        with self._lock:
+            rollouts = {rollout_id for rollout_id, _ in self._waiting.values()}
+        if not rollouts:
+            return
+        present = self._leases.upgrades_handed_out(rollouts)
+        with self._lock:
+            gone = [upgrade_id for upgrade_id in self._waiting if upgrade_id not in present
+                    and self._waiting[upgrade_id][0] in rollouts]
+            futures = [self._waiting.pop(upgrade_id)[1] for upgrade_id in gone]
+        for future in futures:
+            if not future.done():
+                future.set_result(None)
+
+
+class UpgradeDrivers:
+    """Claims handed-out upgrades, up to ``capacity`` at once, and drives each in a thread of its own."""
+
+    def __init__(self, runner: RolloutRunner, leases: SqlLeases, queue: LeasedWorkQueue, *, capacity: int,
+                 wakeup: Wakeup, on_error: Callable[[BaseException], None]) -> None:
+        if capacity < 1:
+            raise ValueError("an engine must be able to drive at least one upgrade")
+        self._runner = runner
+        self._leases = leases
+        self._queue = queue
+        self._capacity = capacity
+        self._wakeup = wakeup
+        self._on_error = on_error
+        self._driving: set[str] = set()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="upgrade")
+
+    def serve(self, stop: threading.Event, poll_seconds: float) -> None:
+        """Until ``stop``: settle ended upgrades and claim free ones, at every wake-up or poll."""
+        try:
+            while not stop.is_set():
+                try:
+                    self.tick()
+                except OUTAGES as error:
+                    _log.warning("cannot claim upgrades (%s); looking again in %.1f s", reason(error), poll_seconds)
+                self._wakeup.wait(poll_seconds)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def tick(self) -> list[HeldLease]:
+        """One look: resolve what ended elsewhere, claim as many upgrades as there is room for; return them."""
+        self._queue.settle()
+        with self._lock:
+            room = self._capacity - len(self._driving)
+        if room <= 0:
+            return []
+        claimed = self._leases.claim(UPGRADE, limit=room)
+        with self._lock:
+            self._driving.update(lease.name for lease in claimed)
+        for lease in claimed:
+            self._pool.submit(self._drive, lease)
+        return claimed
+
+    def driving(self) -> int:
+        """How many upgrades this process drives now."""
+        with self._lock:
+            return len(self._driving)
+
+    def _drive(self, lease: HeldLease) -> None:
+        upgrade_id = UUID(lease.key)
+        ended = False
+        try:
+            assert lease.rollout_id is not None
+            upgrade = self._runner.drive_handed_out(UUID(lease.rollout_id), upgrade_id, lease)
+            self._leases.release(lease, done=True)
+            ended = True
+            self._queue.ended(upgrade_id, upgrade)
+        except LeaseLost:
+            _log.warning("upgrade %s was taken over by another engine process; this one stops driving it", upgrade_id)
+        except OUTAGES as error:
+            _log.warning("upgrade %s paused: the database cannot be reached (%s)", upgrade_id, reason(error))
+        except BaseException as error:  # a bug: reported, and the upgrade is left for a later claim
+            self._on_error(error)
+        finally:
+            if not ended:
+                give_back(self._leases, lease)
+            with self._lock:
+                self._driving.discard(lease.name)
+            self._wakeup.wake()
+
+
+def give_back(leases: SqlLeases, lease: HeldLease) -> None:
+    """Leave work this process stopped driving to whoever claims it next; in an outage it lapses instead."""
+    with contextlib.suppress(*OUTAGES):
+        leases.release(lease, done=False)
+
+
+class Heartbeat:
+    """Renews this process's leases every ``interval`` seconds, in a thread of its own."""
+
+    def __init__(self, leases: SqlLeases, interval: float) -> None:
+        self._leases = leases
+        self._interval = interval
+
+    def serve(self, stop: threading.Event) -> None:
+        while not stop.wait(self._interval):
+            self.beat()
+
+    def beat(self) -> None:
+        """Renew every lease now; log those found lost and an outage (the leases then lapse)."""
+        try:
+            for lease in self._leases.renew():
+                _log.warning("lost the lease on %s: another engine process took it over", lease.name)
+        except OUTAGES as error:
+            _log.warning("cannot renew leases (%s): they lapse unless the database is back in time", reason(error))

@@ -1,0 +1,276 @@
+"""``SqlLeases``: which engine process drives which rollout, agent upgrade or role, in the ``leases`` table.
+
+A lease is a row: its name, kind, holder, expiry, and a token that grows at every claim. A claim takes
+free rows (no holder, or expired) with ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so processes
+claiming at once neither wait on each other nor take the same row; on SQLite the single writer's
+``BEGIN IMMEDIATE`` does the same. A holder renews all its leases in one statement per heartbeat. A
+lease is lost when its renewal finds the row taken or gone, or when the holder's own deadline passes
+(``check`` needs no I/O): that deadline falls a margin before the expiry other processes see, so a
+holder stops acting before anyone may take over. Expiry times come from the clock port: the clocks of
+the engines' hosts must agree to well within the margin (NTP does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+
+from adapters.sql.database import WRITE, is_sqlite
+from adapters.sql.schema import leases
+from adapters.sql.wakeups import notify
+from engine.errors import LeaseLost
+from engine.ports import Clock
+
+ROLLOUT = "rollout"
+"""A rollout's lease: its holder runs the rollout (starts it, hands out its upgrades, ends it)."""
+UPGRADE = "upgrade"
+"""A handed-out agent upgrade: the row exists until the upgrade ends; its holder drives it."""
+ROLE = "role"
+"""A role one process at a time plays for all (exporting the fleet gauges)."""
+
+MARGIN = 0.2
+"""The share of the lease time a holder gives up at the end: it stops acting that long before expiry."""
+
+
+def owner_identity() -> str:
+    """A new holder name for this process: ``host/pid/random`` (the random part tells restarts apart)."""
+    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+
+
+def lease_name(kind: str, key: UUID | str) -> str:
+    """The row name of a lease of ``kind`` on ``key``."""
+    return f"{kind}:{key}"
+
+
+class HeldLease:
+    """A lease this process holds (the engine's ``Lease`` port)."""
+
+    def __init__(self, name: str, kind: str, rollout_id: str | None, token: int, deadline: float,
+                 monotonic: Callable[[], float]) -> None:
+        self.name = name
+        self.kind = kind
+        self.rollout_id = rollout_id
+        self.token = token
+        self._deadline = deadline
+        self._monotonic = monotonic
+        self._lost = False
+
+    @property
+    def key(self) -> str:
+        """What the lease is on: the rollout or upgrade id, or the role's name."""
+        return self.name.split(":", 1)[1]
+
+    @property
+    def lost(self) -> bool:
+        return self._lost or self._monotonic() >= self._deadline
+
+    def check(self) -> None:
+        if self.lost:
+            self._lost = True
+            raise LeaseLost(self.name)
+
+    def _extend(self, deadline: float) -> None:
+        self._deadline = max(self._deadline, deadline)
+
+    def _lose(self) -> None:
+        self._lost = True
+
+
+@dataclass(frozen=True)
+class _Claim:
+    name: str
+    rollout_id: str | None = None
+
+
+class SqlLeases:
+    """The leases of one engine process (``owner``), each claimed for ``seconds`` and renewed by ``renew``."""
+
+    def __init__(self, engine: Engine, clock: Clock, *, owner: str | None = None, seconds: float = 15.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        if seconds <= 0:
+            raise ValueError("a lease must last some time")
+        self.engine = engine
+        self.owner = owner or owner_identity()
+        self.seconds = seconds
+        self._clock = clock
+        self._monotonic = monotonic
+        self._sqlite = is_sqlite(engine)
+        self._held: dict[str, HeldLease] = {}
+        self._lock = threading.Lock()
+        self.claimed: Counter[str] = Counter()
+        """Leases claimed by this process since it started, by kind (a takeover counts too)."""
+        self.lost: Counter[str] = Counter()
+        """Leases this process found taken over or gone at a renewal, by kind."""
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    def claim(self, kind: str, keys: Iterable[UUID | str] | None = None, *,
+              limit: int | None = None) -> list[HeldLease]:
+        """Claim free leases of ``kind``: those on ``keys`` (their rows created if missing), or any row of
+        the kind (handed-out upgrades), at most ``limit``. Rows held by others and unexpired are skipped."""
+        wanted = None if keys is None else [_Claim(lease_name(kind, key)) for key in keys]
+        if wanted == []:
+            return []
+        with self._write() as conn:
+            if wanted is not None:
+                self._insert_missing(conn, kind, wanted)
+            return self._claim_free(conn, kind, None if wanted is None else [c.name for c in wanted], limit)
+
+    def offer(self, rollout_id: UUID, upgrade_ids: Sequence[UUID]) -> None:
+        """Hand out upgrades of a rollout: free rows any process may claim (existing rows stay as they are)."""
+        if not upgrade_ids:
+            return
+        with self._write() as conn:
+            self._insert_missing(conn, UPGRADE, [_Claim(lease_name(UPGRADE, u), str(rollout_id)) for u in upgrade_ids])
+            if not self._sqlite:
+                notify(conn)
+
+    def _insert_missing(self, conn: sa.Connection, kind: str, wanted: list[_Claim]) -> None:
+        rows = [{"name": c.name, "kind": kind, "rollout_id": c.rollout_id, "token": 0} for c in wanted]
+        insert = sqlite_insert if self._sqlite else pg_insert
+        conn.execute(insert(leases).on_conflict_do_nothing(index_elements=["name"]), rows)
+
+    def _claim_free(self, conn: sa.Connection, kind: str, names: list[str] | None,
+                    limit: int | None) -> list[HeldLease]:
+        started = self._monotonic()
+        now = self._clock.now()
+        pick = sa.select(leases.c.name).where(
+            leases.c.kind == kind, sa.or_(leases.c.owner.is_(None), leases.c.expires_at < now))
+        if names is not None:
+            pick = pick.where(leases.c.name.in_(names))
+        if limit is not None:
+            pick = pick.limit(limit)
+        claimed = conn.execute(
+            sa.update(leases).where(leases.c.name.in_(pick.with_for_update(skip_locked=True).scalar_subquery()))
+            .values(owner=self.owner, expires_at=now + timedelta(seconds=self.seconds), token=leases.c.token + 1)
+            .returning(leases.c.name, leases.c.rollout_id, leases.c.token)).all()
+        deadline = started + self.seconds * (1 - MARGIN)
+        held = [HeldLease(row.name, kind, row.rollout_id, row.token, deadline, self._monotonic) for row in claimed]
+        with self._lock:
+            self.claimed[kind] += len(held)
+            for lease in held:
+                previous = self._held.get(lease.name)
+                if previous is not None:
+                    previous._lose()
+                self._held[lease.name] = lease
+        return held
+
+    # -- holding -------------------------------------------------------------------------------
+
+    def renew(self) -> list[HeldLease]:
+        """Extend every lease held (the heartbeat); return those found lost (taken over, or gone)."""
+        with self._lock:
+            held = dict(self._held)
+        if not held:
+            return []
+        started = self._monotonic()
+        now = self._clock.now()
+        with self._write() as conn:
+            renewed = {(row.name, row.token) for row in conn.execute(
+                sa.update(leases).where(leases.c.owner == self.owner, leases.c.name.in_(list(held)))
+                .values(expires_at=now + timedelta(seconds=self.seconds))
+                .returning(leases.c.name, leases.c.token))}
+        deadline = started + self.seconds * (1 - MARGIN)
+        lost = []
+        with self._lock:
+            for name, lease in held.items():
+                if (name, lease.token) in renewed:
+                    lease._extend(deadline)
+                elif self._held.get(name) is lease:
+                    lease._lose()
+                    del self._held[name]
+                    self.lost[lease.kind] += 1
+                    lost.append(lease)
+        return lost
+
+    def release(self, lease: HeldLease, *, done: bool) -> None:
+        """Give a lease up: ``done`` deletes its row (the work ended), otherwise the row is left free."""
+        with self._lock:
+            if self._held.get(lease.name) is lease:
+                del self._held[lease.name]
+        lease._lose()
+        mine = (leases.c.name == lease.name, leases.c.owner == self.owner, leases.c.token == lease.token)
+        with self._write() as conn:
+            if done:
+                conn.execute(sa.delete(leases).where(*mine))
+            else:
+                conn.execute(sa.update(leases).where(*mine).values(owner=None, expires_at=None))
+
+    def release_all(self) -> None:
+        """Give up every lease (a clean shutdown): others may take the work over at once."""
+        with self._lock:
+            held = list(self._held.values())
+            self._held.clear()
+        for lease in held:
+            lease._lose()
+        with self._write() as conn:
+            conn.execute(sa.update(leases).where(leases.c.owner == self.owner).values(owner=None, expires_at=None))
+
+    def held(self, kind: str | None = None) -> list[HeldLease]:
+        """The leases this process holds now (of ``kind``)."""
+        with self._lock:
+            return [lease for lease in self._held.values() if kind is None or lease.kind == kind]
+
+    # -- looking -------------------------------------------------------------------------------
+
+    def upgrades_handed_out(self, rollout_ids: Iterable[UUID]) -> set[UUID]:
+        """The upgrades of these rollouts handed out and not yet ended."""
+        ids = [str(rollout_id) for rollout_id in rollout_ids]
+        if not ids:
+            return set()
+        with self.engine.connect() as conn:
+            names = conn.execute(sa.select(leases.c.name).where(leases.c.kind == UPGRADE,
+                                                                leases.c.rollout_id.in_(ids))).scalars()
+            return {UUID(name.split(":", 1)[1]) for name in names}
+
+    def free_dead_local_holders(self) -> int:
+        """Free the leases of processes of this host that no longer run (a restart after a crash takes its
+        work back at once instead of after the lease time); return how many were freed."""
+        host = self.owner.split("/", 1)[0]
+        with self.engine.connect() as conn:
+            owners = conn.execute(sa.select(leases.c.owner).distinct()
+                                  .where(leases.c.owner.startswith(f"{host}/", autoescape=True))).scalars().all()
+        dead = [owner for owner in owners if owner != self.owner and not _runs(owner)]
+        if not dead:
+            return 0
+        with self._write() as conn:
+            return conn.execute(sa.update(leases).where(leases.c.owner.in_(dead))
+                                .values(owner=None, expires_at=None)).rowcount
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
+
+
+def _runs(owner: str) -> bool:
+    """Whether the process named in ``owner`` (on this host) still runs; a reused pid counts as running."""
+    try:
+        pid = int(owner.split("/")[1])
+    except (IndexError, ValueError):
+        return True
+    if pid == os.getpid():
+        return False  # this process is new: the holder with its pid was an earlier one
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
