@@ -75,6 +75,7 @@ def serve(ctx: typer.Context,
         leases = SqlLeases(s.container.engine, s.container.clock, seconds=settings.lease_seconds)
         process = EngineProcess(service, gateway, RealWaiter(), poll_seconds=poll_seconds, index=index, leases=leases,
                                 capacity=settings.engine_capacity)
+        metrics.with_engine(leases, process.drivers.driving if process.drivers else lambda: 0)
         listener = None if is_sqlite(s.container.engine) else PgListener(
             s.container.engine, [process.wakeup, process.drivers_wakeup])
         out.print(f"engine instance {leases.owner}")

@@ -6,7 +6,7 @@ projection runner for its lag; it never loads one row per agent. No label names 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -25,6 +25,11 @@ from projections import inventory, progress, timers
 def _database_up() -> GaugeMetricFamily:
     return GaugeMetricFamily("dma_upgrade_database_up",
                              "1 when this process could read the database at scrape time, else 0.")
+
+
+def _exporter() -> GaugeMetricFamily:
+    return GaugeMetricFamily("dma_upgrade_fleet_exporter",
+                             "1 when this process exports the fleet gauges (one engine process at a time does).")
 
 
 def _families() -> dict[str, GaugeMetricFamily]:
@@ -57,30 +62,41 @@ class FleetCollector(Collector):
     def __init__(self, engine: Engine, projections: ProjectionRunner) -> None:
         self._engine = engine
         self._projections = projections
+        self.exporting: Callable[[], bool] = lambda: True
+        """Whether this process exports the fleet gauges now (with several engines, one at a time does)."""
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         yield _database_up()
+        yield _exporter()
         yield from _families().values()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """The fleet gauges; while the database is unreachable only ``dma_upgrade_database_up 0``, so the
-        scrape still succeeds and this process's own counters are not lost with it."""
+        scrape still succeeds and this process's own counters are not lost with it. A process that does
+        not export the fleet now only checks the database is up."""
         families = _families()
-        database_up = _database_up()
+        exporting = self.exporting()
         try:
             with self._engine.connect() as conn:
-                self._rollouts(conn, families)
-                self._upgrades(conn, families)
-                self._inventory(conn, families)
-                self._timers(conn, families)
-            self._lag(families)
+                if exporting:
+                    self._rollouts(conn, families)
+                    self._upgrades(conn, families)
+                    self._inventory(conn, families)
+                    self._timers(conn, families)
+                else:
+                    conn.execute(sa.select(1))
+            if exporting:
+                self._lag(families)
+            up = True
         except (sa.exc.SQLAlchemyError, DmaUpgradeError):
-            database_up.add_metric([], 0)
-            yield database_up
-            return
-        database_up.add_metric([], 1)
+            up = False
+        database_up, exporter = _database_up(), _exporter()
+        database_up.add_metric([], int(up))
+        exporter.add_metric([], int(exporting and up))
         yield database_up
-        yield from families.values()
+        yield exporter
+        if exporting and up:
+            yield from families.values()
 
     @staticmethod
     def _rollouts(conn: sa.Connection, families: dict[str, GaugeMetricFamily]) -> None:

@@ -13,12 +13,12 @@ the engines' hosts must agree to well within the margin (NTP does).
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 import os
 import secrets
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta

@@ -3,6 +3,8 @@ the fleet gauges read from the projections (right after a restart too), and the 
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import timedelta
 from pathlib import Path
 from uuid import uuid4
@@ -14,6 +16,7 @@ from prometheus_client import generate_latest
 from adapters.bootstrap import bootstrap
 from adapters.metrics import instrument
 from adapters.settings import Settings
+from adapters.sql.leases import SqlLeases
 from adapters.sql.schema import events
 from engine.events import Event, NewEvent
 from engine.rollout import RolloutState
@@ -194,3 +197,39 @@ def test_a_scrape_while_the_database_is_unreachable_says_so_and_keeps_the_proces
     assert scrape.value("dma_upgrade_database_up") == 0
     assert "dma_upgrade_event_store_append_duration_seconds" in scrape.families
     assert "dma_upgrade_rollouts" not in scrape.families
+
+
+def test_of_several_engine_processes_one_exports_the_fleet_so_a_sum_across_instances_counts_each_once(
+        wired: Wired, db_url: str, clock: FakeClock) -> None:
+    run_with_failures(wired)
+    alone = wired.scrape().by("dma_upgrade_agent_upgrades", "state")
+    processes = []
+    for name in ("a", "b", "c"):
+        container = bootstrap(Settings(database_url=db_url), clock=clock)
+        metrics = instrument(container)
+        leases = SqlLeases(container.engine, clock, owner=f"host/{name}", seconds=30)
+        metrics.with_engine(leases, lambda: 2)
+        processes.append((container, metrics, leases))
+    try:
+        scrapes = [Scrape(generate_latest(m.registry).decode()) for _, m, _ in processes]
+        assert [s.value("dma_upgrade_fleet_exporter") for s in scrapes] == [1, 0, 0]
+        summed: dict[str, float] = {}
+        for scrape in scrapes:
+            assert scrape.value("dma_upgrade_database_up") == 1
+            for state, count in scrape.by("dma_upgrade_agent_upgrades", "state").items():
+                summed[state] = summed.get(state, 0) + count
+        assert summed == alone
+        assert [s.series("dma_upgrade_engine_info") for s in scrapes] == [
+            {frozenset({("engine_instance", f"host/{n}"), ("host", socket.gethostname()), ("pid", str(os.getpid())),
+                        ("lease_seconds", "30")}): 1.0} for n in "abc"]
+        assert scrapes[0].value("dma_upgrade_engine_leases_held", kind="role") == 1
+        assert scrapes[1].value("dma_upgrade_engine_upgrades_driving") == 2
+
+        processes[0][2].release_all()  # the exporter stops: the next process scraped takes the role over
+        after = [Scrape(generate_latest(m.registry).decode()) for _, m, _ in processes[1:]]
+        assert [s.value("dma_upgrade_fleet_exporter") for s in after] == [1, 0]
+        assert after[0].by("dma_upgrade_agent_upgrades", "state") == alone
+        assert after[0].value("dma_upgrade_engine_leases_claimed_total", kind="role") == 1
+    finally:
+        for container, _, _ in processes:
+            container.close()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from adapters.sql.leases import SqlLeases
 from tests.conftest import FakeClock
 from tests.e2e.cli import ROOT
 from tests.exposition import Scrape
@@ -91,6 +92,7 @@ def full_scrape(wired: Wired, clock: FakeClock) -> Scrape:
     wired.harness.start(package=package, names=AGENTS, start_at=clock.now() + timedelta(hours=1))
     wired.container.projections.catch_up()
     wired.metrics.chain.verify_new()
+    wired.metrics.with_engine(SqlLeases(wired.container.engine, clock, owner="test/engine"), lambda: 0)
     return wired.scrape()
 
 
