@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
-from engine.events import Event, RecordedEvent
+from engine.events import Event, EventMetadata
 from projections.tables import RowAccess, TableSpec
+
+
+class Recorded(Protocol):
+    """What a projection reads of a recorded event: a ``RecordedEvent`` has it all, and a runner may give
+    a lighter record of just these (a rebuild does not need the event id or the stream version)."""
+
+    @property
+    def position(self) -> int: ...
+
+    @property
+    def stream_id(self) -> str: ...
+
+    @property
+    def event(self) -> Event: ...
+
+    @property
+    def metadata(self) -> EventMetadata: ...
+
+    @property
+    def recorded_at(self) -> datetime: ...
 
 
 class Projection(Protocol):
@@ -21,6 +42,6 @@ class Projection(Protocol):
     tables: tuple[TableSpec, ...]
     event_types: frozenset[type[Event]]
 
-    def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def handle(self, recorded: Recorded, rows: RowAccess) -> None:
         """Apply one event to the projection's rows."""
         ...

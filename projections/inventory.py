@@ -13,7 +13,8 @@ from engine.agent_events import (
     AgentStartedManually,
     AgentVersionChanged,
 )
-from engine.events import Event, RecordedEvent
+from engine.events import Event
+from projections.base import Recorded
 from projections.tables import ColumnType as C
 from projections.tables import RowAccess, TableSpec
 
@@ -35,7 +36,7 @@ class InventoryProjection:
     event_types: frozenset[type[Event]] = frozenset({AgentRegistered, AgentFactsReported, AgentVersionChanged,
                                                      AgentLeftStopped, AgentStartedManually})
 
-    def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def handle(self, recorded: Recorded, rows: RowAccess) -> None:
         event = recorded.event
         if isinstance(event, AgentRegistered):
             self._registered(event, recorded, rows)
@@ -61,7 +62,7 @@ class InventoryProjection:
                 return
         rows.put(AGENTS.name, row)
 
-    def _registered(self, event: AgentRegistered, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def _registered(self, event: AgentRegistered, recorded: Recorded, rows: RowAccess) -> None:
         previous = rows.get(AGENTS.name, (event.name,))
         if previous is not None:  # names are unique; should it happen, the counts still stay exact
             _count(rows, previous["cluster"], previous["version"], -1)

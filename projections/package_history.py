@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.agent_events import AgentRegistered, AgentVersionChanged
-from engine.events import Event, RecordedEvent
+from engine.events import Event
 from engine.rollout_events import (
     FailedAgentsRetried,
     PackageUploaded,
@@ -19,6 +19,7 @@ from engine.rollout_events import (
     RolloutFailed,
     RolloutPlanned,
 )
+from projections.base import Recorded
 from projections.tables import ColumnType as C
 from projections.tables import RowAccess, TableSpec
 
@@ -64,7 +65,7 @@ class PackageHistoryProjection:
     event_types: frozenset[type[Event]] = frozenset({PackageUploaded, PackageUsed, RolloutPlanned, *_OUTCOMES,
                                                      AgentRegistered, AgentVersionChanged})
 
-    def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def handle(self, recorded: Recorded, rows: RowAccess) -> None:
         event = recorded.event
         if isinstance(event, PackageUploaded):
             self._uploaded(event, recorded, rows)
@@ -79,7 +80,7 @@ class PackageHistoryProjection:
         elif isinstance(event, AgentVersionChanged) and recorded.stream_id.startswith("agent-"):
             self._version_changed(event, recorded, rows)
 
-    def _uploaded(self, event: PackageUploaded, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def _uploaded(self, event: PackageUploaded, recorded: Recorded, rows: RowAccess) -> None:
         manifest = event.manifest
         rows.put(PACKAGES.name, {
             "sha256": event.sha256, "file_name": event.file_name, "version": str(manifest.dataminer_version),
@@ -88,7 +89,7 @@ class PackageHistoryProjection:
             "rollouts": [],
         })
 
-    def _used(self, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def _used(self, recorded: Recorded, rows: RowAccess) -> None:
         row = rows.get(PACKAGES.name, (recorded.stream_id.removeprefix("package-"),))
         if row is None:
             return
@@ -109,7 +110,7 @@ class PackageHistoryProjection:
         row["status"] = package_status(row["status"] == COMPLETED, rollouts)
         rows.put(PACKAGES.name, row)
 
-    def _outcome(self, outcome: str, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def _outcome(self, outcome: str, recorded: Recorded, rows: RowAccess) -> None:
         rollout_id = recorded.stream_id.removeprefix("rollout-")
         link = rows.get(PACKAGE_ROLLOUTS.name, (rollout_id,))
         if link is None:
@@ -121,7 +122,7 @@ class PackageHistoryProjection:
                            for rollout in row["rollouts"]]
         rows.put(PACKAGES.name, row)
 
-    def _registered(self, event: AgentRegistered, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def _registered(self, event: AgentRegistered, recorded: Recorded, rows: RowAccess) -> None:
         if rows.get(VERSION_HEADS.name, (event.name,)) is not None:
             return  # names are unique: a repeated registration does not restart the history
         rows.put(VERSION_HISTORY.name, {
@@ -130,7 +131,7 @@ class PackageHistoryProjection:
         })
         rows.put(VERSION_HEADS.name, {"agent": event.name, "last_seq": 0})
 
-    def _version_changed(self, event: AgentVersionChanged, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def _version_changed(self, event: AgentVersionChanged, recorded: Recorded, rows: RowAccess) -> None:
         agent = recorded.stream_id.removeprefix("agent-")
         head = rows.get(VERSION_HEADS.name, (agent,))
         seq = 0 if head is None else head["last_seq"] + 1

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from engine.agent_upgrade import ENTERED_ON_START, ENTERED_ON_SUCCESS, TRIGGER_STATES
-from engine.events import Event, RecordedEvent
+from engine.events import Event
 from engine.rollout_events import (
     FailedAgentsRetried,
     RolloutCancelled,
@@ -32,6 +32,7 @@ from engine.upgrade_events import (
     StepSucceeded,
 )
 from engine.upgrade_machine import UpgradeState
+from projections.base import Recorded
 from projections.tables import ColumnType as C
 from projections.tables import Row, RowAccess, TableSpec
 
@@ -59,16 +60,14 @@ _ROLLOUT_STATES: dict[type[Event], str] = {
 _BUCKETS = ("waiting", "in_flight", "completed", "failed", "cancelled")
 
 
+_ENDED_BUCKETS: dict[str, str] = {
+    UpgradeState.COMPLETED: "completed", UpgradeState.FAILED: "failed", UpgradeState.CANCELLED: "cancelled",
+}
+
+
 def bucket(row: Row) -> str:
     """Which of a rollout's totals an agent row counts in."""
-    state = row["state"]
-    if state == UpgradeState.COMPLETED:
-        return "completed"
-    if state == UpgradeState.FAILED:
-        return "failed"
-    if state == UpgradeState.CANCELLED:
-        return "cancelled"
-    return "in_flight" if row["attempts"] else "waiting"
+    return _ENDED_BUCKETS.get(row["state"]) or ("in_flight" if row["attempts"] else "waiting")
 
 
 class ProgressProjection:
@@ -78,7 +77,7 @@ class ProgressProjection:
     tables: tuple[TableSpec, ...] = (ROLLOUTS, AGENTS)
     event_types: frozenset[type[Event]] = frozenset({RolloutPlanned, *_ROLLOUT_STATES, *UPGRADE_EVENTS})
 
-    def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def handle(self, recorded: Recorded, rows: RowAccess) -> None:
         event = recorded.event
         if isinstance(event, RolloutPlanned):
             self._planned(event, recorded, rows)
@@ -87,7 +86,7 @@ class ProgressProjection:
         elif recorded.stream_id.startswith("upgrade-"):
             self._upgrade_event(event, recorded, rows)
 
-    def _planned(self, event: RolloutPlanned, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def _planned(self, event: RolloutPlanned, recorded: Recorded, rows: RowAccess) -> None:
         rows.put(ROLLOUTS.name, {
             "rollout_id": str(event.rollout_id), "package_version": event.package_version,
             "failover_policy": event.failover_policy.value, "state": "Planned", "upload_only": event.upload_only,
@@ -107,7 +106,7 @@ class ProgressProjection:
                 "waiting_until": None, "last_position": recorded.position, "resumes": 0, "step_attempt": None,
             })
 
-    def _rollout_moved(self, event: Event, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def _rollout_moved(self, event: Event, recorded: Recorded, rows: RowAccess) -> None:
         row = rows.get(ROLLOUTS.name, (recorded.stream_id.removeprefix("rollout-"),))
         if row is None:
             return
@@ -125,7 +124,7 @@ class ProgressProjection:
         if isinstance(event, RolloutCancelled):
             self._cancel_unstarted(row["upgrade_ids"] or [], recorded, rows)
 
-    def _cancel_unstarted(self, upgrade_ids: list[str], recorded: RecordedEvent, rows: RowAccess) -> None:
+    def _cancel_unstarted(self, upgrade_ids: list[str], recorded: Recorded, rows: RowAccess) -> None:
         """A cancelled rollout never starts the agents it had not begun: they show as Cancelled."""
         for upgrade_id in upgrade_ids:
             row = rows.get(AGENTS.name, (upgrade_id,))
@@ -138,7 +137,7 @@ class ProgressProjection:
             rows.put(AGENTS.name, row)
             self._recount(row["rollout_id"], "waiting", "cancelled", recorded.position, rows)
 
-    def _upgrade_event(self, event: Event, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def _upgrade_event(self, event: Event, recorded: Recorded, rows: RowAccess) -> None:
         row = rows.get(AGENTS.name, (recorded.stream_id.removeprefix("upgrade-"),))
         if row is None:
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from engine.events import Event, RecordedEvent
+from engine.events import Event
 from engine.rollout_events import (
     RolloutCancelled,
     RolloutCompleted,
@@ -24,6 +24,7 @@ from engine.upgrade_events import (
     StepDelayed,
     StepStarted,
 )
+from projections.base import Recorded
 from projections.tables import ColumnType as C
 from projections.tables import RowAccess, TableSpec
 
@@ -57,7 +58,7 @@ class PendingTimersProjection:
     event_types: frozenset[type[Event]] = frozenset({RolloutPlanned, *_ROLLOUT_DISARMS, StepDelayed,
                                                      *_UPGRADE_DISARMS})
 
-    def handle(self, recorded: RecordedEvent, rows: RowAccess) -> None:
+    def handle(self, recorded: Recorded, rows: RowAccess) -> None:
         event = recorded.event
         stream_id = recorded.stream_id
         if isinstance(event, RolloutPlanned):

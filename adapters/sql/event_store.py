@@ -227,12 +227,12 @@ class SqlEventStore:
 
     def read_projected(self, after: int = 0, page_size: int = 1000) -> Iterator[ProjectedEvent]:
         """Like ``read_all``, with only what projections read: what the projection runner replays."""
-        time, decode, metadata = self._time, self._decoded, self._metadata
+        time, decode, metadata, new = self._time, self._decoded, self._metadata, tuple.__new__
         for page in self._pages(_PROJECTED_COLUMNS, after, page_size):
             for (position, stream_id, event_type, schema_version, payload, actor, correlation_id, causation_id,
                  recorded_at) in page:
-                yield ProjectedEvent(position, stream_id, decode(event_type, schema_version, payload, position),
-                                     metadata(actor, correlation_id, causation_id), time(recorded_at))
+                yield new(ProjectedEvent, (position, stream_id, decode(event_type, schema_version, payload, position),
+                                           metadata(actor, correlation_id, causation_id), time(recorded_at)))
 
     def _decoded(self, event_type: str, schema_version: int, payload: str, position: int) -> Event:
         """The decoded event; short payloads are remembered (events are immutable, and many repeat)."""
