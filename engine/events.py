@@ -72,3 +72,8 @@ class RecordedEvent(BaseModel):
     event: Event
     metadata: EventMetadata
     recorded_at: datetime
+
+    @property
+    def actor(self) -> str:
+        """Who caused the event (its metadata's actor)."""
+        return self.metadata.actor

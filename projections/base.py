@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from engine.events import Event, EventMetadata
+from engine.events import Event
 from projections.tables import RowAccess, TableSpec
 
 
@@ -23,7 +23,7 @@ class Recorded(Protocol):
     def event(self) -> Event: ...
 
     @property
-    def metadata(self) -> EventMetadata: ...
+    def actor(self) -> str: ...
 
     @property
     def recorded_at(self) -> datetime: ...

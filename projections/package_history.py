@@ -85,7 +85,7 @@ class PackageHistoryProjection:
         rows.put(PACKAGES.name, {
             "sha256": event.sha256, "file_name": event.file_name, "version": str(manifest.dataminer_version),
             "cu": manifest.cu, "kind": manifest.kind.value, "size": event.size,
-            "uploaded_by": recorded.metadata.actor, "uploaded_at": recorded.recorded_at, "status": AVAILABLE,
+            "uploaded_by": recorded.actor, "uploaded_at": recorded.recorded_at, "status": AVAILABLE,
             "rollouts": [],
         })
 

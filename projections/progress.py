@@ -57,6 +57,7 @@ _ROLLOUT_STATES: dict[type[Event], str] = {
     RolloutStarted: "Running", RolloutPaused: "Paused", RolloutResumed: "Running", RolloutCancelled: "Cancelled",
     RolloutCompleted: "Completed", RolloutFailed: "Failed", FailedAgentsRetried: "Running",
 }
+_UPGRADE_EVENT_TYPES = frozenset(UPGRADE_EVENTS)
 _BUCKETS = ("waiting", "in_flight", "completed", "failed", "cancelled")
 
 
@@ -79,12 +80,13 @@ class ProgressProjection:
 
     def handle(self, recorded: Recorded, rows: RowAccess) -> None:
         event = recorded.event
-        if isinstance(event, RolloutPlanned):
+        if type(event) in _UPGRADE_EVENT_TYPES:  # first: nearly every event is one
+            if recorded.stream_id.startswith("upgrade-"):
+                self._upgrade_event(event, recorded, rows)
+        elif isinstance(event, RolloutPlanned):
             self._planned(event, recorded, rows)
         elif type(event) in _ROLLOUT_STATES:
             self._rollout_moved(event, recorded, rows)
-        elif recorded.stream_id.startswith("upgrade-"):
-            self._upgrade_event(event, recorded, rows)
 
     def _planned(self, event: RolloutPlanned, recorded: Recorded, rows: RowAccess) -> None:
         rows.put(ROLLOUTS.name, {
@@ -92,7 +94,7 @@ class ProgressProjection:
             "failover_policy": event.failover_policy.value, "state": "Planned", "upload_only": event.upload_only,
             "agents_total": len(event.agents), "waiting": len(event.agents), "in_flight": 0, "completed": 0,
             "failed": 0, "cancelled": 0, "warnings": list(event.warnings), "planned_at": recorded.recorded_at,
-            "started_at": None, "ended_at": None, "end_reason": None, "planned_by": recorded.metadata.actor,
+            "started_at": None, "ended_at": None, "end_reason": None, "planned_by": recorded.actor,
             "last_position": recorded.position, "upgrade_ids": [str(a.upgrade_id) for a in event.agents],
         })
         for order, agent in enumerate(event.agents):
@@ -142,9 +144,10 @@ class ProgressProjection:
         if row is None:
             return
         before = bucket(row)
-        state = state_entered(event) or row["state"]
+        enter = _ENTERS.get(type(event))
+        state = enter(event) if enter is not None else None
         when = recorded.recorded_at
-        if state != row["state"]:
+        if state is not None and state != row["state"]:
             _spend(row, when)
             row["state"] = state
         update = _UPGRADE_UPDATES.get(type(event))

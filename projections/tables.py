@@ -46,7 +46,8 @@ class RowAccess(Protocol):
     """Rows of read-model tables, by key; what a projection reads and writes while handling an event."""
 
     def get(self, table: str, key: Key) -> Row | None:
-        """The row with ``key``, or None. The returned dict may be changed and passed to ``put``."""
+        """The row with ``key``, or None. The returned dict may be changed, and then must be passed to ``put``
+        before the event is handled (it may be the stored row itself: a change not put may be lost or not)."""
         ...
 
     def put(self, table: str, row: Row) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from typing import Annotated
@@ -109,5 +110,5 @@ def rebuild(ctx: typer.Context,
         names = [name] if name else None
         if name is not None:
             s.container.projections.projection(name)
-        applied = s.container.projections.rebuild(names)
+        applied = s.container.projections.rebuild(names, workers=os.cpu_count() or 1)
     out.print(", ".join(f"{n}: rebuilt from {count} events" for n, count in applied.items()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID, SafeUUID
@@ -41,8 +41,7 @@ _HEAD_AND_STREAM_VERSION = (
 _ENVELOPE_COLUMNS = ("position, event_id, stream_id, stream_version, event_type, schema_version, payload, actor, "
                      "correlation_id, causation_id, recorded_at")
 _RECORD_COLUMNS = f"{_ENVELOPE_COLUMNS}, hash"
-_PROJECTED_COLUMNS = "position, stream_id, event_type, schema_version, payload, actor, correlation_id, causation_id, " \
-                     "recorded_at"
+_PROJECTED_COLUMNS = "position, stream_id, event_type, schema_version, payload, actor, recorded_at"
 _PAGE = "SELECT {{columns}} FROM events WHERE position > {after} ORDER BY position LIMIT {limit}"
 """A page of the log, sent as plain SQL: rows come back as the driver gives them, converted below per dialect."""
 _SHARED_PAYLOAD_CHARS = 400
@@ -86,14 +85,24 @@ def envelope(position: int, event_id: UUID, stream_id: str, stream_version: int,
     return recorded
 
 
+class NotDecoded(Event):
+    """In place of an event its reader did not ask for (``read_projected``): it was not decoded."""
+
+    event_type = "NotDecoded"
+
+
+NOT_DECODED = NotDecoded()
+
+
 class ProjectedEvent(NamedTuple):
-    """A recorded event as projections read it (``projections.base.Recorded``): without the event id and the
-    stream version, which no projection reads, so a replay neither fetches nor parses them."""
+    """A recorded event as projections read it (``projections.base.Recorded``): of its metadata only the actor,
+    and without the event id and the stream version, which no projection reads, so a replay neither fetches
+    nor parses them."""
 
     position: int
     stream_id: str
     event: Event
-    metadata: EventMetadata
+    actor: str
     recorded_at: datetime
 
 
@@ -225,14 +234,16 @@ class SqlEventStore:
                                decode(event_type, schema_version, payload, position),
                                metadata(actor, correlation_id, causation_id), time(recorded_at))
 
-    def read_projected(self, after: int = 0, page_size: int = 1000) -> Iterator[ProjectedEvent]:
-        """Like ``read_all``, with only what projections read: what the projection runner replays."""
-        time, decode, metadata, new = self._time, self._decoded, self._metadata, tuple.__new__
+    def read_projected(self, after: int = 0, page_size: int = 1000,
+                       event_types: Collection[str] | None = None) -> Iterator[ProjectedEvent]:
+        """Like ``read_all``, with only what projections read: what the projection runner replays. Given
+        ``event_types`` (names), an event of another type comes with ``NOT_DECODED`` in place of its event."""
+        time, decode, new = self._time, self._decoded, tuple.__new__
         for page in self._pages(_PROJECTED_COLUMNS, after, page_size):
-            for (position, stream_id, event_type, schema_version, payload, actor, correlation_id, causation_id,
-                 recorded_at) in page:
-                yield new(ProjectedEvent, (position, stream_id, decode(event_type, schema_version, payload, position),
-                                           metadata(actor, correlation_id, causation_id), time(recorded_at)))
+            for position, stream_id, event_type, schema_version, payload, actor, recorded_at in page:
+                event = (decode(event_type, schema_version, payload, position)
+                         if event_types is None or event_type in event_types else NOT_DECODED)
+                yield new(ProjectedEvent, (position, stream_id, event, actor, time(recorded_at)))
 
     def _decoded(self, event_type: str, schema_version: int, payload: str, position: int) -> Event:
         """The decoded event; short payloads are remembered (events are immutable, and many repeat)."""

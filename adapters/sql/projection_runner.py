@@ -10,10 +10,12 @@ position and error are recorded.
 from __future__ import annotations
 
 import gc
+import multiprocessing
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
+from multiprocessing.connection import Connection
 from typing import Any
 
 import sqlalchemy as sa
@@ -141,8 +143,13 @@ class ProjectionRunner:
             raise ProjectionStopped("; ".join(stops))
         return applied
 
-    def rebuild(self, names: Iterable[str] | None = None) -> dict[str, int]:
-        """Empty the projections' tables and replay the whole store from position 0."""
+    def rebuild(self, names: Iterable[str] | None = None, *, workers: int = 1) -> dict[str, int]:
+        """Empty the projections' tables and replay the whole store from position 0.
+
+        With ``workers`` > 1 the projections are shared out between up to that many processes, this one and
+        children forked from it (so call it so only from a process with no other thread); each projection is
+        still caught up by one runner, its rows and checkpoint written in one transaction per batch.
+        """
         chosen = [self.projection(name) for name in (names or self.projections)]
         for projection in chosen:
             with self._engine.connect() as conn:
@@ -151,7 +158,69 @@ class ProjectionRunner:
                     for spec in projection.tables:
                         conn.execute(sql_table(spec).delete())
                     conn.execute(checkpoints.delete().where(checkpoints.c.name == projection.name))
-        return self.catch_up([p.name for p in chosen])
+        parts = self._share_out(chosen, workers)
+        if len(parts) == 1:
+            return self.catch_up([p.name for p in chosen])
+        return self._catch_up_in_processes([[p.name for p in part] for part in parts])
+
+    def _share_out(self, chosen: list[Projection], workers: int) -> list[list[Projection]]:
+        """The projections shared out between processes: those taking the most event types (the most work) each
+        in a process of its own, the rest together in the last. One process where forking is not available or
+        the database lives in this process's memory."""
+        url = self._engine.url
+        if (workers < 2 or len(chosen) < 2 or "fork" not in multiprocessing.get_all_start_methods()
+                or (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))):
+            return [chosen]
+        heaviest = sorted(chosen, key=lambda p: len(p.event_types), reverse=True)
+        alone = min(workers, len(chosen)) - 1
+        return [[p] for p in heaviest[:alone]] + [heaviest[alone:]]
+
+    def _catch_up_in_processes(self, parts: list[list[str]]) -> dict[str, int]:
+        """Catch the first part up here and each other part in a forked child, at the same time."""
+        context = multiprocessing.get_context("fork")
+        children = []
+        for part in parts[1:]:
+            receiver, sender = context.Pipe(duplex=False)
+            child = context.Process(target=self._catch_up_child, args=(part, sender), name=f"rebuild {part}")
+            child.start()
+            sender.close()
+            children.append((child, receiver))
+        applied: dict[str, int] = {}
+        stops: list[str] = []
+        failures: list[str] = []
+        try:
+            applied.update(self.catch_up(parts[0]))
+        except ProjectionStopped as exc:
+            stops.append(str(exc))
+        finally:
+            for child, receiver in children:
+                try:
+                    outcome, value = receiver.recv()
+                except EOFError:
+                    outcome, value = "failed", f"the process rebuilding {child.name[8:]} ended without a result"
+                child.join()
+                if outcome == "applied":
+                    applied.update(value)
+                else:
+                    (stops if outcome == "stopped" else failures).append(value)
+        if failures:
+            raise DmaUpgradeError("; ".join(failures))
+        if stops:
+            raise ProjectionStopped("; ".join(stops))
+        return {name: applied[name] for part in parts for name in part}
+
+    def _catch_up_child(self, names: list[str], sender: Connection) -> None:
+        """In a forked child: catch ``names`` up and send back what was applied, or why not."""
+        self._engine.dispose(close=False)  # the pooled connections are the parent's: this process opens its own
+        result: tuple[str, Any]
+        try:
+            result = ("applied", self.catch_up(names))
+        except ProjectionStopped as exc:
+            result = ("stopped", str(exc))
+        except Exception as exc:  # reported by the parent, which waits for every child
+            result = ("failed", f"rebuilding {', '.join(names)}: {type(exc).__name__}: {exc}")
+        sender.send(result)
+        sender.close()
 
     def status(self) -> list[ProjectionStatus]:
         """Checkpoint, lag (events and seconds behind the head) and any stop of every projection."""
@@ -185,7 +254,8 @@ class ProjectionRunner:
         for projection in group:
             for event_type in projection.event_types:
                 routes.setdefault(event_type, []).append((projection, rows[projection.name]))
-        events = iter(self._store.read_projected(after=position, page_size=min(self._batch_size, PAGE_SIZE)))
+        events = iter(self._store.read_projected(after=position, page_size=min(self._batch_size, PAGE_SIZE),
+                                                 event_types=frozenset(t.event_type for t in routes)))
         applied = 0
         with _fewer_collections():
             while True:

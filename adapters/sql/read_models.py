@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,7 +56,7 @@ class TableWriter:
                        f"ON CONFLICT ({', '.join(map(quote, spec.key))}) DO UPDATE SET {updates}")
         self.delete = (f"DELETE FROM {quote(spec.name)} WHERE "
                        + " AND ".join(f"{quote(name)} = {mark}" for name in spec.key))
-        self._names = names
+        self._in_order = itemgetter(*names)
         kinds = dict(spec.columns)
         self._json = [i for i, name in enumerate(names) if kinds[name] is ColumnType.JSON]
         self._text_times = ([i for i, name in enumerate(names) if kinds[name] is ColumnType.TIMESTAMP]
@@ -63,9 +64,10 @@ class TableWriter:
 
     def values(self, row: Row) -> tuple[Any, ...]:
         """A row's parameters for ``upsert``, in column order."""
-        values = [row[name] for name in self._names]
+        values = list(self._in_order(row))
         for index in self._json:
-            values[index] = json_text(values[index])
+            if values[index] is not None:
+                values[index] = _JSON.encode(values[index])
         for index in self._text_times:
             if values[index] is not None:
                 values[index] = sqlite_time(values[index])
@@ -83,9 +85,8 @@ def sqlite_time(value: datetime) -> str:
     return value.isoformat(" ", "microseconds")[:26]
 
 
-def json_text(value: Any) -> str | None:
-    """A JSON column's value as canonical text (None stays NULL)."""
-    return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+"""JSON columns as canonical text (one encoder: ``json.dumps`` with these options would build one per value)."""
 
 
 def from_sql(spec: TableSpec, values: sa.Row[Any] | dict[str, Any]) -> Row:

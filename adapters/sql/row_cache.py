@@ -79,7 +79,11 @@ class _Table:
 
 
 class SqlRows:
-    """``RowAccess`` for one projection: cached rows, read from SQL when missing, written by ``flush``."""
+    """``RowAccess`` for one projection: cached rows, read from SQL when missing, written by ``flush``.
+
+    ``get`` gives the cached row itself, not a copy (a fold gets and puts rows over a million times): a
+    projection changes a row it got only to ``put`` it, as ``RowAccess`` asks.
+    """
 
     def __init__(self, specs: Sequence[TableSpec], dialect: sa.Dialect, *, empty: bool, max_rows: int) -> None:
         self._tables = {spec.name: _Table(spec, dialect) for spec in specs}
@@ -93,23 +97,24 @@ class SqlRows:
 
     def get(self, table: str, key: Key) -> Row | None:
         cached = self._tables[table]
-        row = cached.young.get(key, _UNKNOWN)
+        row: Row | None = cached.young.get(key, _UNKNOWN)
         if row is _UNKNOWN:
             row = cached.old.pop(key, _UNKNOWN)
             if row is _UNKNOWN:
                 row = self._load(table, cached, key)
             cached.young[key] = row
-        return None if row is None else row.copy()
+        return row
 
     def put(self, table: str, row: Row) -> None:
         cached = self._tables[table]
-        if len(row) == cached.width and cached.columns.issuperset(row):
-            stored = row.copy()
-        else:
-            stored = {name: row.get(name) for name in cached.spec.column_names}
-        key = cached.key_of(stored)
-        cached.young[key] = stored
-        cached.dirty[key] = stored
+        key = cached.key_of(row)
+        if cached.young.get(key) is not row:  # a row of the cache, as ``get`` gave it, is stored as it is
+            if len(row) == cached.width and cached.columns.issuperset(row):
+                row = row.copy()
+            else:
+                row = {name: row.get(name) for name in cached.spec.column_names}
+        cached.young[key] = row
+        cached.dirty[key] = row
 
     def delete(self, table: str, key: Key) -> None:
         cached = self._tables[table]

@@ -11,9 +11,11 @@ import sqlalchemy as sa
 from adapters.sql.projection_runner import ProjectionRunner, ProjectionStopped, read_rows
 from engine.events import RecordedEvent
 from engine.upgrade_events import Step
+from projections.base import Recorded
 from projections.catalog import all_projections
 from projections.progress import AGENTS, ROLLOUTS, ProgressProjection
 from projections.tables import MemoryRows, Row, RowAccess, TableSpec
+from projections.timers import PendingTimersProjection
 from tests.conftest import FakeClock
 from tests.integration.rollout_harness import ACTOR, RolloutHarness
 
@@ -86,6 +88,9 @@ def test_live_tables_equal_a_full_rebuild_row_for_row(harness: RolloutHarness, c
     assert _memory_tables(harness) == live
     runner.rebuild()
     assert _sorted(_sql_tables(runner, harness.engine), runner) == live
+    assert runner.rebuild(workers=3) == {p.name: runner.status()[0].head for p in all_projections()}
+    assert _sorted(_sql_tables(runner, harness.engine), runner) == live
+    assert all(s.lag_events == 0 and s.error is None for s in runner.status())
 
 
 def test_rows_dropped_from_a_small_row_cache_are_read_back_and_the_tables_stay_exact(
@@ -145,6 +150,33 @@ def test_a_failing_handler_stops_its_projection_at_that_position_without_skippin
     with pytest.raises(ProjectionStopped, match="is stopped at position"):
         runner.catch_up()
     assert runner.status()[0].position == status.position
+
+
+class _ExplodingTimers(PendingTimersProjection):
+    """Pending timers that fail on the first upgrade event."""
+
+    name = "exploding_timers"
+
+    def handle(self, recorded: Recorded, rows: RowAccess) -> None:
+        if recorded.stream_id.startswith("upgrade-"):
+            raise ValueError("boom")
+        super().handle(recorded, rows)
+
+
+def test_a_handler_failing_in_a_rebuild_process_stops_its_projection_and_not_the_others(
+        harness: RolloutHarness, clock: FakeClock) -> None:
+    harness.start_and_run()
+    failing = next(e.position for e in harness.store.read_all()
+                   if e.stream_id.startswith("upgrade-") and type(e.event) in _ExplodingTimers.event_types)
+    runner = ProjectionRunner(harness.engine, harness.store, clock, [ProgressProjection(), _ExplodingTimers()])
+    with pytest.raises(ProjectionStopped, match=f"exploding_timers is stopped at position {failing}: ValueError: boom"
+                       ) as stopped:
+        runner.rebuild(workers=2)
+    assert "progress" not in str(stopped.value)
+    progress, timers = runner.status()
+    assert (progress.lag_events, progress.error) == (0, None)
+    assert (timers.position, timers.error_position, timers.error) == (0, failing, "ValueError: boom")
+    assert read_rows(harness.engine, AGENTS) == _memory_tables(harness)[AGENTS.name]
 
 
 def test_two_runners_catching_up_at_once_apply_every_event_once(harness: RolloutHarness, clock: FakeClock) -> None:
