@@ -178,13 +178,14 @@ class ProjectionRunner:
     def _catch_up_in_processes(self, parts: list[list[str]]) -> dict[str, int]:
         """Catch the first part up here and each other part in a forked child, at the same time."""
         context = multiprocessing.get_context("fork")
+        self._engine.dispose()  # no connection open across the fork (SQLite forbids using one in a child)
         children = []
         for part in parts[1:]:
             receiver, sender = context.Pipe(duplex=False)
             child = context.Process(target=self._catch_up_child, args=(part, sender), name=f"rebuild {part}")
             child.start()
             sender.close()
-            children.append((child, receiver))
+            children.append((child, receiver, part))
         applied: dict[str, int] = {}
         stops: list[str] = []
         failures: list[str] = []
@@ -193,11 +194,11 @@ class ProjectionRunner:
         except ProjectionStopped as exc:
             stops.append(str(exc))
         finally:
-            for child, receiver in children:
+            for child, receiver, part in children:
                 try:
                     outcome, value = receiver.recv()
                 except EOFError:
-                    outcome, value = "failed", f"the process rebuilding {child.name[8:]} ended without a result"
+                    outcome, value = "failed", f"the process rebuilding {', '.join(part)} ended without a result"
                 child.join()
                 if outcome == "applied":
                     applied.update(value)
@@ -211,7 +212,7 @@ class ProjectionRunner:
 
     def _catch_up_child(self, names: list[str], sender: Connection) -> None:
         """In a forked child: catch ``names`` up and send back what was applied, or why not."""
-        self._engine.dispose(close=False)  # the pooled connections are the parent's: this process opens its own
+        self._engine.dispose(close=False)  # any connection pooled since is the parent's: this process opens its own
         result: tuple[str, Any]
         try:
             result = ("applied", self.catch_up(names))
