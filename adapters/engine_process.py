@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -39,6 +40,10 @@ from projections.timers import SCHEDULED_START, TIMERS
 _log = logging.getLogger("dma_upgrade.engine")
 
 ACTIVE = (RolloutState.PLANNED, RolloutState.RUNNING, RolloutState.PAUSED)
+LEASED_TURNS = 32
+"""Turns of an engine among several: it drives up to its capacity of upgrades, and the more of their appends
+are under way at once, the more the event store writes in one commit (measured: 4 turns 13.8 upgrades/s,
+32 turns 32.8 upgrades/s, with ``bench/scale.py --agents 1000``)."""
 
 
 @dataclass(frozen=True)
@@ -110,19 +115,24 @@ class FoldedIndex:
 
 
 class ProjectionIndex:
-    """Finds work in the pending-timers and progress projections, each caught up first (what ``serve`` uses)."""
+    """Finds work in the pending-timers and progress projections (what ``serve`` uses), each caught up first
+    when this process ``follows`` the projections (with several engines one does; the others read)."""
 
-    def __init__(self, projections: ProjectionRunner, engine: Engine) -> None:
+    def __init__(self, projections: ProjectionRunner, engine: Engine,
+                 follows: Callable[[], bool] = lambda: True) -> None:
         self._projections = projections
         self._engine = engine
+        self._follows = follows
 
     def scheduled_starts(self) -> dict[UUID, datetime]:
-        self._projections.catch_up(["pending_timers"])
+        if self._follows():
+            self._projections.catch_up(["pending_timers"])
         return {UUID(row["stream_id"].removeprefix("rollout-")): row["due_at"]
                 for row in read_rows(self._engine, TIMERS, kind=SCHEDULED_START)}
 
     def active(self) -> list[tuple[UUID, RolloutState]]:
-        self._projections.catch_up(["progress"])
+        if self._follows():
+            self._projections.catch_up(["progress"])
         return [(UUID(row["rollout_id"]), RolloutState(row["state"]))
                 for state in ACTIVE for row in read_rows(self._engine, ROLLOUTS, state=state.value)]
 
@@ -151,13 +161,13 @@ class EngineProcess:
         self.waiter = waiter
         self.poll_seconds = poll_seconds
         self.scheduler = scheduler or BackgroundScheduler(timezone="UTC")
-        self.turns = turns or Turns()
+        self.turns = turns or (Turns() if leases is None else Turns(min(capacity, LEASED_TURNS)))
         self.leases = leases
         self.wakeup = Wakeup()
         """Wakes the look for new work (a notification of a new rollout or command)."""
         self.drivers_wakeup = Wakeup()
         """Wakes the claim of handed-out upgrades (a notification of new ones)."""
-        self.work = LeasedWorkQueue(leases) if leases is not None else None
+        self.work = LeasedWorkQueue(leases, settle_seconds=poll_seconds) if leases is not None else None
         self.drivers = None if leases is None or self.work is None else UpgradeDrivers(
             RolloutRunner(service, gateway, waiter, poll_seconds=poll_seconds, turns=self.turns, work=self.work),
             leases, self.work, capacity=capacity, wakeup=self.drivers_wakeup, on_error=self._report)
@@ -295,7 +305,8 @@ class EngineProcess:
             if lease is None:
                 runner.run(rollout_id)
                 return
-            runner.run(rollout_id, lease)
+            if self.service.rollout(rollout_id).state in ACTIVE:  # not one that ended since the index was read
+                runner.run(rollout_id, lease)
             if self.leases is not None:
                 self.leases.release(lease, done=True)
                 ended = True
@@ -315,6 +326,22 @@ class EngineProcess:
         """Rollouts this process drives right now."""
         with self._lock:
             return [rollout_id for rollout_id, thread in self._driving.items() if thread.is_alive()]
+
+
+FOLLOWER_ROLE = "projections"
+
+
+def follows_projections(leases: SqlLeases) -> Callable[[], bool]:
+    """Whether this process keeps the projections caught up now: one engine process of several does (the
+    holder of the ``projections`` role), so their work is neither repeated nor raced; the others read."""
+
+    def follows() -> bool:
+        try:
+            return leases.plays(FOLLOWER_ROLE)
+        except OUTAGES:
+            return False
+
+    return follows
 
 
 def _job_id(rollout_id: UUID) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from uuid import UUID
@@ -26,6 +27,8 @@ from engine.runner import RolloutRunner
 
 _log = logging.getLogger("dma_upgrade.engine")
 
+CLAIM_BATCH = 16
+"""Upgrades claimed per statement: processes claiming at once share the handed-out upgrades out."""
 OUTAGES = (StoreUnavailable, sa.exc.DBAPIError)
 """Errors that mean the database could not be reached (the work is left for a later look)."""
 
@@ -39,8 +42,12 @@ def reason(error: BaseException) -> str:
 class LeasedWorkQueue:
     """The engine's work queue in the leases table: a handed-out upgrade is a row any process may claim."""
 
-    def __init__(self, leases: SqlLeases) -> None:
+    def __init__(self, leases: SqlLeases, *, settle_seconds: float = 1.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._leases = leases
+        self._settle_seconds = settle_seconds
+        self._monotonic = monotonic
+        self._settled_at: float | None = None
         self._waiting: dict[UUID, tuple[UUID, Future[AgentUpgrade | None]]] = {}
         self._lock = threading.Lock()
 
@@ -67,11 +74,14 @@ class LeasedWorkQueue:
             waiting[1].set_result(upgrade)
 
     def settle(self) -> None:
-        """Resolve the futures of upgrades that other processes ended (one query for all rollouts)."""
+        """Resolve the futures of upgrades that other processes ended (one query for all rollouts, at most
+        once per ``settle_seconds``: those ended here are resolved at once)."""
         with self._lock:
             rollouts = {rollout_id for rollout_id, _ in self._waiting.values()}
-        if not rollouts:
+        now = self._monotonic()
+        if not rollouts or (self._settled_at is not None and now - self._settled_at < self._settle_seconds):
             return
+        self._settled_at = now
         present = self._leases.upgrades_handed_out(rollouts)
         with self._lock:
             gone = [upgrade_id for upgrade_id in self._waiting if upgrade_id not in present
@@ -104,7 +114,8 @@ class UpgradeDrivers:
         try:
             while not stop.is_set():
                 try:
-                    self.tick()
+                    if len(self.tick()) == CLAIM_BATCH:
+                        continue  # there may be more: claim again at once
                 except OUTAGES as error:
                     _log.warning("cannot claim upgrades (%s); looking again in %.1f s", reason(error), poll_seconds)
                 self._wakeup.wait(poll_seconds)
@@ -118,7 +129,7 @@ class UpgradeDrivers:
             room = self._capacity - len(self._driving)
         if room <= 0:
             return []
-        claimed = self._leases.claim(UPGRADE, limit=room)
+        claimed = self._leases.claim(UPGRADE, limit=min(room, CLAIM_BATCH))
         with self._lock:
             self._driving.update(lease.name for lease in claimed)
         for lease in claimed:

@@ -37,8 +37,8 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=15.0, gt=0)
     """How long an engine process's leases last unrenewed (its heartbeat renews them every quarter of
     this): a process that dies or hangs has its work taken over by another after at most this long."""
-    engine_capacity: int = Field(default=64, ge=1)
-    """How many agent upgrades one engine process drives at once."""
+    engine_capacity: int = Field(default=256, ge=1)
+    """How many agent upgrades one engine process drives at once (a thread each, mostly waiting on agents)."""
 
     @property
     def resolved_database_url(self) -> str:

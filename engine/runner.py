@@ -11,9 +11,9 @@ import contextlib
 import copy
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import cast
+from queue import Empty, SimpleQueue
 from uuid import UUID
 
 from engine.agent_events import AgentLeftStopped, AgentVersionChanged, agent_stream_id
@@ -43,6 +43,7 @@ class _SoleDriver:
 
 
 SOLE_DRIVER: Lease = _SoleDriver()
+SCHEDULING_THREADS = 16
 """The lease a runner holds when no other engine process can drive the same work."""
 
 
@@ -79,7 +80,7 @@ class RolloutRunner:
         lease.check()
         rollout = self.service.rollout(rollout_id)
         plan = rollout.plan
-        upgrades = {a.name: self._scheduled(a, plan) for a in plan.agents}
+        upgrades = self._schedule_all(plan)
         if rollout.state is RolloutState.PLANNED:
             self._wait_for_start(plan)
             lease.check()
@@ -87,7 +88,9 @@ class RolloutRunner:
         elif self.work is None:
             self._mark_resumed(plan, upgrades)
         ids = {a.name: a.upgrade_id for a in plan.agents}
-        inflight = self._handed_out_before(plan)
+        inflight: _InFlight = {}
+        ended: SimpleQueue[str] = SimpleQueue()
+        self._track(self._handed_out_before(plan), inflight, ended)
         watch = _RolloutWatch(self.service, rollout)
         looked = watch.mark()
         with contextlib.ExitStack() as stack:
@@ -103,21 +106,36 @@ class RolloutRunner:
                 if rollout.state is RolloutState.CANCELLED:
                     self._cancel_waiting(plan, upgrades, inflight)
                 if rollout.state is RolloutState.RUNNING and not self._budget_exceeded(plan, upgrades):
-                    inflight.update(self._start(self._ready(plan, upgrades, inflight), plan, watch, upgrades, seen,
-                                                pool))
+                    self._track(self._start(self._ready(plan, upgrades, inflight), plan, watch, upgrades, seen, pool),
+                                inflight, ended)
                 if not inflight:
-                    ended = self._conclude(rollout, plan, upgrades)
-                    if ended is not None:
-                        return ended
+                    concluded = self._conclude(rollout, plan, upgrades)
+                    if concluded is not None:
+                        return concluded
                     self.waiter.wait(self.poll_seconds)
                     continue
-                done, _ = wait(cast("list[Future[object]]", list(inflight.values())), timeout=self.poll_seconds,
-                               return_when=FIRST_COMPLETED)
-                for name, future in list(inflight.items()):
-                    if future in done:
-                        ended_upgrade = future.result()
-                        upgrades[name] = ended_upgrade or self.service.upgrade(ids[name])
-                        del inflight[name]
+                for name in self._ended(ended):
+                    ended_upgrade = inflight.pop(name).result()
+                    upgrades[name] = ended_upgrade or self.service.upgrade(ids[name])
+
+    @staticmethod
+    def _track(started: _InFlight, inflight: _InFlight, ended: SimpleQueue[str]) -> None:
+        """Add started upgrades to those in flight; each one's name goes to ``ended`` when it ends."""
+        for name, future in started.items():
+            inflight[name] = future
+            future.add_done_callback(lambda _, name=name: ended.put(name))  # type: ignore[misc]
+
+    def _ended(self, ended: SimpleQueue[str]) -> list[str]:
+        """The upgrades that ended: waits up to a poll for the first, then takes every other one ended by then."""
+        try:
+            names = [ended.get(timeout=self.poll_seconds)]
+        except Empty:
+            return []
+        while True:
+            try:
+                names.append(ended.get_nowait())
+            except Empty:
+                return names
 
     def _handed_out_before(self, plan: RolloutPlanned) -> _InFlight:
         """What a runner taking up a rollout finds in flight: the upgrades handed out and not yet ended."""
@@ -159,6 +177,16 @@ class RolloutRunner:
             if remaining > 0:
                 self.waiter.wait(remaining)
 
+    def _schedule_all(self, plan: RolloutPlanned) -> dict[str, AgentUpgrade]:
+        """Every upgrade of the plan, scheduled first where it is not yet; the appends of a large plan go out
+        from several threads at once, so the store may write them together."""
+        if len(plan.agents) < 2:
+            return {a.name: self._scheduled(a, plan) for a in plan.agents}
+        with ThreadPoolExecutor(max_workers=min(SCHEDULING_THREADS, len(plan.agents)),
+                                thread_name_prefix="schedule") as pool:
+            scheduled = list(pool.map(lambda agent: self._scheduled(agent, plan), plan.agents))
+        return {a.name: upgrade for a, upgrade in zip(plan.agents, scheduled, strict=True)}
+
     def _scheduled(self, agent: PlannedAgent, plan: RolloutPlanned) -> AgentUpgrade:
         upgrade = self.upgrades.take(agent.upgrade_id)
         if upgrade.scheduled is None:
@@ -184,10 +212,12 @@ class RolloutRunner:
     def _ready(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
                inflight: _InFlight) -> list[PlannedAgent]:
         free = plan.max_concurrent - len(inflight)
+        if free <= 0:
+            return []
         ready = [a for a in plan.agents
                  if a.name not in inflight and upgrades[a.name].state not in STOPPED_STATES
                  and all(upgrades[b].state is UpgradeState.COMPLETED for b in a.after)]
-        return ready[:max(free, 0)]
+        return ready[:free]
 
     def _budget_exceeded(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade]) -> bool:
         return _failed(upgrades) > plan.max_errors

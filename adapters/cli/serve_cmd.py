@@ -6,6 +6,7 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -14,7 +15,7 @@ from rich.table import Table
 from adapters.api.auth import TokenFile
 from adapters.cli.context import RealWaiter, gateway_for, out, session
 from adapters.cli.errors import fail, reports_errors
-from adapters.engine_process import EngineProcess, ProjectionIndex, planned_resumptions
+from adapters.engine_process import EngineProcess, ProjectionIndex, follows_projections, planned_resumptions
 from adapters.metrics import instrument
 from adapters.metrics.chain import ChainWatch
 from adapters.sql.database import is_sqlite
@@ -68,11 +69,12 @@ def serve(ctx: typer.Context,
                 raise fail(f"{error}: choose another --port, or --no-api", 2) from None
             out.print(f"API, metrics and progress page on {server.url}")
         out.print(f"engine serving {settings.resolved_database_url.split('@')[-1]}; Ctrl-C stops it")
-        follower = threading.Thread(target=_follow, args=(s.container.projections, metrics.chain, stop, poll_seconds),
-                                    name="projections", daemon=True)
-        follower.start()
-        index = ProjectionIndex(s.container.projections, s.container.engine)
         leases = SqlLeases(s.container.engine, s.container.clock, seconds=settings.lease_seconds)
+        follows = follows_projections(leases)
+        follower = threading.Thread(target=_follow, args=(s.container.projections, metrics.chain, stop, poll_seconds,
+                                                          follows), name="projections", daemon=True)
+        follower.start()
+        index = ProjectionIndex(s.container.projections, s.container.engine, follows)
         process = EngineProcess(service, gateway, RealWaiter(), poll_seconds=poll_seconds, index=index, leases=leases,
                                 capacity=settings.engine_capacity)
         metrics.with_engine(leases, process.drivers.driving if process.drivers else lambda: 0)
@@ -92,11 +94,14 @@ def serve(ctx: typer.Context,
                 server.stop()
 
 
-def _follow(projections: ProjectionRunner, chain: ChainWatch, stop: threading.Event, poll_seconds: float) -> None:
-    """Keep every projection caught up and the hash chain verified, for the page, readiness and metrics."""
+def _follow(projections: ProjectionRunner, chain: ChainWatch, stop: threading.Event, poll_seconds: float,
+            follows: Callable[[], bool]) -> None:
+    """Keep every projection caught up (in the one engine process that ``follows`` them) and the hash chain
+    verified (in each), for the page, readiness and metrics."""
     while not stop.wait(poll_seconds):
         with contextlib.suppress(Exception):  # a stopped projection reports itself in status and readiness
-            projections.catch_up()
+            if follows():
+                projections.catch_up()
         with contextlib.suppress(Exception):  # a broken chain shows as a last verified position that stops
             chain.verify_new()
 

@@ -31,10 +31,8 @@ class FleetRole:
         self._leases = leases
 
     def __call__(self) -> bool:
-        if any(lease.key == FLEET_ROLE and not lease.lost for lease in self._leases.held(ROLE)):
-            return True
         try:
-            return bool(self._leases.claim(ROLE, [FLEET_ROLE]))
+            return self._leases.plays(FLEET_ROLE)
         except OUTAGES:
             return False
 

@@ -1,15 +1,15 @@
 """``SqlEventStore``: the event store port on SQLAlchemy 2 Core, for SQLite and PostgreSQL.
 
 Appends are serialised so that global order equals commit order: SQLite has a single writer
-(``BEGIN IMMEDIATE``, and one writer at a time inside a process, so threads queue on a lock rather
-than on SQLite's busy timeout), PostgreSQL takes a transaction-scoped advisory lock before reading the head.
+(``BEGIN IMMEDIATE``), PostgreSQL takes a transaction-scoped advisory lock before reading the head.
 Positions are assigned under that lock, so they have no gaps and a tailing reader never skips one.
+Inside a process, appends arriving while another is written are written together in the next
+transaction (``group_commit``): one writer at a time, threads queue on it rather than on SQLite's busy
+timeout, and a commit's wait for the disk is shared by every append of its group.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -19,10 +19,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from adapters.sql.database import WRITE, describe, is_sqlite
+from adapters.sql.group_commit import GroupCommit, PendingAppend
 from adapters.sql.schema import events
 from adapters.sql.wakeups import notify
 from engine.codec import EventCodec
-from engine.errors import StoreUnavailable
+from engine.errors import DmaUpgradeError, StoreUnavailable
 from engine.event_log import build_records, duplicate_ids, resolve_stale_append
 from engine.events import Event, EventMetadata, NewEvent, RecordedEvent, StoredRecord
 from engine.hashchain import GENESIS_HASH
@@ -141,8 +142,7 @@ class SqlEventStore:
         qmark = engine.dialect.paramstyle == "qmark"
         self._head_sql = _HEAD_AND_STREAM_VERSION.format(stream_id="?" if qmark else "%(stream_id)s")
         self._head_params: Callable[[str], Any] = (lambda s: (s,)) if qmark else (lambda s: {"stream_id": s})
-        self._writer: contextlib.AbstractContextManager[object] = (
-            threading.Lock() if self._sqlite else contextlib.nullcontext())
+        self._group_commit = GroupCommit(self._write_group)
         self._page_sql = _PAGE.format(after="?", limit="?") if qmark else _PAGE.format(after="%(after)s",
                                                                                         limit="%(limit)s")
         self._page_params: Callable[[int, int], Any] = (
@@ -159,36 +159,82 @@ class SqlEventStore:
     def append(self, stream_id: str, expected_version: int, events_: Sequence[NewEvent]) -> AppendResult:
         if not events_:
             return AppendResult(positions=(), stream_version=expected_version)
+        return self._group_commit.append(PendingAppend(stream_id, expected_version, events_))
+
+    def _write_group(self, group: list[PendingAppend]) -> None:
+        """Write a group of appends in one transaction; if the database refuses it, each on its own."""
         try:
-            with self._writer, self._engine.connect() as conn:
+            with self._engine.connect() as conn:
                 conn.execution_options(**{WRITE: True})
                 with conn.begin():
-                    return self._append_locked(conn, stream_id, expected_version, events_)
-        except sa.exc.IntegrityError:
-            raise duplicate_ids(stream_id, [e.event_id for e in events_]) from None
-        except sa.exc.OperationalError as exc:
-            raise StoreUnavailable(f"cannot append to {describe(self._engine)}: {exc.orig}") from None
+                    outcomes = self._append_locked(conn, group)
+        except (sa.exc.IntegrityError, sa.exc.OperationalError) as error:
+            if len(group) > 1:
+                for pending in group:
+                    self._write_group([pending])
+                return
+            pending = group[0]
+            pending.error = duplicate_ids(pending.stream_id, [e.event_id for e in pending.events]) \
+                if isinstance(error, sa.exc.IntegrityError) \
+                else StoreUnavailable(f"cannot append to {describe(self._engine)}: {error.orig}")
+            return
+        for pending, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, AppendResult):
+                pending.result = outcome
+            else:
+                pending.error = outcome
 
-    def _append_locked(self, conn: sa.Connection, stream_id: str, expected_version: int,
-                       events_: Sequence[NewEvent]) -> AppendResult:
+    def _append_locked(self, conn: sa.Connection, group: list[PendingAppend]) -> list[AppendResult | DmaUpgradeError]:
+        """Under the append lock: check each append's expected version (after the group's earlier appends),
+        insert the rows of those that hold, hash-chained in order; return each one's outcome."""
         if not self._sqlite:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
-        version, head_position, head_hash = conn.exec_driver_sql(self._head_sql, self._head_params(stream_id)).one()
-        actual = version or 0
-        if actual != expected_version:
-            ids = [e.event_id for e in events_]
-            stored = {row.event_id: (row.stream_id, row.stream_version, row.position) for row in conn.execute(
-                sa.select(events.c.event_id, events.c.stream_id, events.c.stream_version, events.c.position)
-                .where(events.c.event_id.in_(ids)))}
-            return resolve_stale_append(stream_id, expected_version, actual, events_, stored)
-        records = build_records(self._codec, events_, stream_id=stream_id, stream_version=actual,
-                                head_position=head_position or 0, head_hash=head_hash or GENESIS_HASH,
-                                recorded_at=self._clock.now())
-        conn.execute(events.insert(), [_row(r) for r in records])
-        if stream_id.startswith(self._notify_prefixes):
+        if len(group) == 1:
+            version, head_position, head_hash = conn.exec_driver_sql(
+                self._head_sql, self._head_params(group[0].stream_id)).one()
+            versions = {group[0].stream_id: version or 0}
+        else:
+            streams = {pending.stream_id for pending in group}
+            versions = dict(conn.execute(sa.select(events.c.stream_id, sa.func.max(events.c.stream_version))
+                                         .where(events.c.stream_id.in_(streams)).group_by(events.c.stream_id)).all())
+            head_position, head_hash = conn.execute(sa.select(events.c.position, events.c.hash)
+                                                    .order_by(events.c.position.desc()).limit(1)).one_or_none() \
+                or (None, None)
+        head_position, head_hash = head_position or 0, head_hash or GENESIS_HASH
+        recorded_at = self._clock.now()
+        rows: list[dict[str, Any]] = []
+        outcomes: list[AppendResult | DmaUpgradeError] = []
+        wake = False
+        for pending in group:
+            actual = versions.get(pending.stream_id) or 0
+            if actual != pending.expected_version:
+                outcomes.append(self._stale(conn, pending, actual))
+                continue
+            records = build_records(self._codec, pending.events, stream_id=pending.stream_id, stream_version=actual,
+                                    head_position=head_position, head_hash=head_hash, recorded_at=recorded_at)
+            rows.extend(_row(r) for r in records)
+            head_position, head_hash = records[-1].position, records[-1].hash
+            versions[pending.stream_id] = actual + len(records)
+            outcomes.append(AppendResult(positions=tuple(r.position for r in records),
+                                         stream_version=actual + len(records)))
+            wake = wake or pending.stream_id.startswith(self._notify_prefixes)
+        if rows:
+            conn.execute(events.insert(), rows)
+        if wake:
             notify(conn)
-        return AppendResult(positions=tuple(r.position for r in records),
-                            stream_version=actual + len(records))
+        return outcomes
+
+    @staticmethod
+    def _stale(conn: sa.Connection, pending: PendingAppend, actual: int) -> AppendResult | DmaUpgradeError:
+        """A stale append: the original's result if it is a retry of one stored, else its error."""
+        ids = [e.event_id for e in pending.events]
+        stored = {row.event_id: (row.stream_id, row.stream_version, row.position) for row in conn.execute(
+            sa.select(events.c.event_id, events.c.stream_id, events.c.stream_version, events.c.position)
+            .where(events.c.event_id.in_(ids)))}
+        try:
+            return resolve_stale_append(pending.stream_id, pending.expected_version, actual, pending.events, stored)
+        except DmaUpgradeError as error:
+            return error
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         query = (sa.select(*_COLUMNS).where(events.c.stream_id == stream_id, events.c.stream_version > after_version)

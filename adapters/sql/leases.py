@@ -40,7 +40,7 @@ ROLLOUT = "rollout"
 UPGRADE = "upgrade"
 """A handed-out agent upgrade: the row exists until the upgrade ends; its holder drives it."""
 ROLE = "role"
-"""A role one process at a time plays for all (exporting the fleet gauges)."""
+"""A role one process at a time plays for all (following the projections, exporting the fleet gauges)."""
 
 MARGIN = 0.2
 """The share of the lease time a holder gives up at the end: it stops acting that long before expiry."""
@@ -219,6 +219,12 @@ class SqlLeases:
             lease._lose()
         with self._write() as conn:
             conn.execute(sa.update(leases).where(leases.c.owner == self.owner).values(owner=None, expires_at=None))
+
+    def plays(self, role: str) -> bool:
+        """Whether this process holds the lease of ``role`` (one process at a time does), claiming it if free."""
+        if any(lease.key == role and not lease.lost for lease in self.held(ROLE)):
+            return True
+        return bool(self.claim(ROLE, [role]))
 
     def held(self, kind: str | None = None) -> list[HeldLease]:
         """The leases this process holds now (of ``kind``)."""

@@ -60,6 +60,7 @@ def test_three_engines_share_out_one_rollout_and_each_step_reaches_each_agent_on
     try:
         eventually(lambda: harness.service.rollout(planned.rollout_id).state is RolloutState.COMPLETED,
                    "the rollout to complete")
+        eventually(lambda: not any(e.driving() for e in engines), "the rollout's runner to end")
     finally:
         stop.set()
         for thread in threads:
