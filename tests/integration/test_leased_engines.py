@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -20,6 +21,7 @@ from engine.agent_upgrade import upgrade_stream_id
 from engine.errors import ConcurrencyConflict, LeaseLost
 from engine.ports import AgentAddress, PackageRef, PhaseReporter, StepOutcome
 from engine.rollout import RolloutState
+from engine.rollout_events import RolloutStarted
 from engine.runner import RolloutRunner
 from engine.upgrade_events import AgentUpgradeScheduled, Step
 from engine.upgrade_machine import UpgradeState
@@ -158,3 +160,46 @@ def test_a_rollout_already_run_by_a_live_engine_is_not_taken_up_by_another(harne
         serving.join(30)
     assert second.errors == []
     assert isinstance(planned.rollout_id, UUID)
+
+
+def test_a_scheduled_start_armed_in_every_engine_fires_in_one(harness: RolloutHarness, clock: FakeClock) -> None:
+    planned = harness.start(start_at=clock.now() + timedelta(hours=1))
+    engines = [leased_engine(harness, f"e{i}", 4) for i in range(3)]
+    for engine in engines:
+        engine.scheduler.start(paused=True)
+    try:
+        for engine in engines:
+            engine.tick()
+        assert all(engine.scheduler.get_job(f"start-{planned.rollout_id}") is not None for engine in engines), \
+            "every engine arms the start"
+        clock.advance(3600)
+        due = threading.Barrier(len(engines))
+
+        def fire(engine: EngineProcess) -> None:
+            due.wait()
+            engine.fire(planned.rollout_id)
+
+        firing = [threading.Thread(target=fire, args=(engine,)) for engine in engines]
+        for thread in firing:
+            thread.start()
+        for thread in firing:
+            thread.join(30)
+        assert sorted(len(engine.driving()) for engine in engines) == [0, 0, 1], "one engine took the start"
+        stop = threading.Event()
+        serving = [threading.Thread(target=e.drivers.serve, args=(stop, 0.05)) for e in engines if e.drivers]
+        for thread in serving:
+            thread.start()
+        try:
+            eventually(lambda: harness.service.rollout(planned.rollout_id).state is RolloutState.COMPLETED,
+                       "the rollout to complete")
+        finally:
+            stop.set()
+            for thread in serving:
+                thread.join(30)
+    finally:
+        for engine in engines:
+            engine.scheduler.shutdown(wait=False)
+    started = [r for r in harness.store.read_stream(f"rollout-{planned.rollout_id}")
+               if isinstance(r.event, RolloutStarted)]
+    assert len(started) == 1
+    assert [e.errors for e in engines] == [[], [], []]
