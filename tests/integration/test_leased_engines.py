@@ -9,8 +9,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
-from uuid import UUID
 
 import pytest
 
@@ -21,7 +21,7 @@ from engine.agent_upgrade import upgrade_stream_id
 from engine.errors import ConcurrencyConflict, LeaseLost
 from engine.ports import AgentAddress, PackageRef, PhaseReporter, StepOutcome
 from engine.rollout import RolloutState
-from engine.rollout_events import RolloutStarted
+from engine.rollout_events import RolloutPlanned, RolloutStarted
 from engine.runner import RolloutRunner
 from engine.upgrade_events import AgentUpgradeScheduled, Step
 from engine.upgrade_machine import UpgradeState
@@ -47,6 +47,24 @@ def eventually(check: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
+def run_until_completed(h: RolloutHarness, planned: RolloutPlanned, loops: list[Callable[[threading.Event], None]],
+                        engines: list[EngineProcess]) -> None:
+    """Run ``loops`` (each until the event passed to it is set) in threads until the rollout completed and no
+    engine drives it any more."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=loop, args=(stop,)) for loop in loops]
+    for thread in threads:
+        thread.start()
+    try:
+        eventually(lambda: h.service.rollout(planned.rollout_id).state is RolloutState.COMPLETED,
+                   "the rollout to complete")
+        eventually(lambda: not any(e.driving() for e in engines), "the rollout's runner to end")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+
+
 def leased_engine(h: RolloutHarness, name: str, capacity: int) -> EngineProcess:
     leases = SqlLeases(h.engine, SystemClock(), owner=f"test/{name}", seconds=30)
     return EngineProcess(h.service, h.gateway, h.waiter, poll_seconds=0.05, leases=leases, capacity=capacity)
@@ -55,18 +73,7 @@ def leased_engine(h: RolloutHarness, name: str, capacity: int) -> EngineProcess:
 def test_three_engines_share_out_one_rollout_and_each_step_reaches_each_agent_once(harness: RolloutHarness) -> None:
     planned = harness.start(max_concurrent="100%")
     engines = [leased_engine(harness, f"e{i}", capacity=4) for i in range(3)]
-    stop = threading.Event()
-    threads = [threading.Thread(target=e.serve, args=(stop,)) for e in engines]
-    for thread in threads:
-        thread.start()
-    try:
-        eventually(lambda: harness.service.rollout(planned.rollout_id).state is RolloutState.COMPLETED,
-                   "the rollout to complete")
-        eventually(lambda: not any(e.driving() for e in engines), "the rollout's runner to end")
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
+    run_until_completed(harness, planned, [e.serve for e in engines], engines)
     assert [e.errors for e in engines] == [[], [], []]
     assert {harness.upgrade(planned, a.name).state for a in planned.agents} == {UpgradeState.COMPLETED}
     journal = Counter(harness.gateway.journal())
@@ -149,17 +156,8 @@ def test_a_rollout_already_run_by_a_live_engine_is_not_taken_up_by_another(harne
     first.leases.release(held, done=False)
     second.tick()
     assert second.driving() == [planned.rollout_id]
-    stop = threading.Event()
-    serving = threading.Thread(target=second.serve, args=(stop,))
-    serving.start()
-    try:
-        eventually(lambda: harness.service.rollout(planned.rollout_id).state is RolloutState.COMPLETED,
-                   "the rollout to complete")
-    finally:
-        stop.set()
-        serving.join(30)
-    assert second.errors == []
-    assert isinstance(planned.rollout_id, UUID)
+    run_until_completed(harness, planned, [second.serve], [second])
+    assert second.errors == [] and first.leases.claimed[ROLLOUT] == 1
 
 
 def test_a_scheduled_start_armed_in_every_engine_fires_in_one(harness: RolloutHarness, clock: FakeClock) -> None:
@@ -185,17 +183,8 @@ def test_a_scheduled_start_armed_in_every_engine_fires_in_one(harness: RolloutHa
         for thread in firing:
             thread.join(30)
         assert sorted(len(engine.driving()) for engine in engines) == [0, 0, 1], "one engine took the start"
-        stop = threading.Event()
-        serving = [threading.Thread(target=e.drivers.serve, args=(stop, 0.05)) for e in engines if e.drivers]
-        for thread in serving:
-            thread.start()
-        try:
-            eventually(lambda: harness.service.rollout(planned.rollout_id).state is RolloutState.COMPLETED,
-                       "the rollout to complete")
-        finally:
-            stop.set()
-            for thread in serving:
-                thread.join(30)
+        drivers = [e.drivers for e in engines if e.drivers is not None]
+        run_until_completed(harness, planned, [partial(d.serve, poll_seconds=0.05) for d in drivers], engines)
     finally:
         for engine in engines:
             engine.scheduler.shutdown(wait=False)
