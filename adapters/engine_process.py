@@ -208,6 +208,7 @@ class EngineProcess:
             return []
         try:
             self.leases.free_dead_local_holders()
+            self.leases.announce()
         except OUTAGES as error:
             _log.warning("cannot look for leases left by a crashed engine (%s)", reason(error))
         heartbeat = Heartbeat(self.leases, self.leases.seconds / 4)

@@ -171,7 +171,7 @@ def give_back(leases: SqlLeases, lease: HeldLease) -> None:
 
 
 class Heartbeat:
-    """Renews this process's leases every ``interval`` seconds, in a thread of its own."""
+    """Renews this process's leases every ``interval`` seconds, in a thread of its own (and its presence)."""
 
     def __init__(self, leases: SqlLeases, interval: float) -> None:
         self._leases = leases
@@ -186,5 +186,6 @@ class Heartbeat:
         try:
             for lease in self._leases.renew():
                 _log.warning("lost the lease on %s: another engine process took it over", lease.name)
+            self._leases.announce()
         except OUTAGES as error:
             _log.warning("cannot renew leases (%s): they lapse unless the database is back in time", reason(error))

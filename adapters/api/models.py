@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.audit_check import AuditReport
+from adapters.sql.leases import LeaseOverview
 from adapters.sql.projection_runner import ProjectionStatus
 from engine.agent_events import FailoverRole
 from engine.inventory import AgentRecord
@@ -351,6 +352,32 @@ class AuditVerifyOut(ApiModel):
         return cls(ok=report.ok, verified=chain.verified, broken_at=chain.broken_at,
                    head=f"{chain.last_hash}@{chain.last_position}" if chain.verified else None,
                    problem=report.problem or None)
+
+
+class EngineOut(ApiModel):
+    """One engine process and what it drives now (its leases)."""
+
+    engine_instance: str
+    host: str
+    pid: str
+    rollouts: list[str]
+    upgrades: int
+    roles: list[str]
+    lease_expires_at: datetime
+
+
+class EnginesOut(ApiModel):
+    """The engine processes sharing the database, and handed-out upgrades no live engine holds yet."""
+
+    engines: list[EngineOut]
+    upgrades_waiting: int
+
+    @classmethod
+    def of(cls, overview: LeaseOverview) -> EnginesOut:
+        """The leases table's overview as a body."""
+        return cls(engines=[EngineOut(engine_instance=e.owner, host=e.host, pid=e.pid, rollouts=list(e.rollouts),
+                                      upgrades=e.upgrades, roles=list(e.roles), lease_expires_at=e.expires_at)
+                            for e in overview.engines], upgrades_waiting=overview.upgrades_waiting)
 
 
 class ProjectionStatusOut(ApiModel):

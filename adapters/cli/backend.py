@@ -21,6 +21,7 @@ from adapters.api.models import (
     AgentIn,
     AgentOut,
     AuditVerifyOut,
+    EnginesOut,
     PackageHistoryOut,
     PackageOut,
     PlanOut,
@@ -38,6 +39,7 @@ from adapters.cli.remote import HttpBackend
 from adapters.history_queries import package_history, version_history
 from adapters.package_upload import upload_package
 from adapters.progress_queries import current_progress, progress_as_of
+from adapters.sql.leases import lease_overview
 from engine.errors import InvalidInput
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -134,6 +136,10 @@ class Backend(Protocol):
         """Each projection's checkpoint and lag."""
         ...
 
+    def engines(self) -> EnginesOut:
+        """The engine processes sharing the database and what each drives."""
+        ...
+
 
 class LocalBackend:
     """The product on the configured database, in this process (the engine runs here for ``run``)."""
@@ -216,6 +222,9 @@ class LocalBackend:
 
     def projections(self) -> list[ProjectionStatusOut]:
         return [ProjectionStatusOut.of(status) for status in self._container.projections.status()]
+
+    def engines(self) -> EnginesOut:
+        return EnginesOut.of(lease_overview(self._container.engine, self._container.clock.now()))
 
 
 @contextlib.contextmanager

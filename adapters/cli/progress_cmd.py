@@ -1,4 +1,4 @@
-"""``dma-upgrade progress`` and ``dma-upgrade projections``: the read side."""
+"""``dma-upgrade progress``, ``dma-upgrade projections`` and ``dma-upgrade engines``: the read side."""
 
 from __future__ import annotations
 
@@ -112,3 +112,20 @@ def rebuild(ctx: typer.Context,
             s.container.projections.projection(name)
         applied = s.container.projections.rebuild(names, workers=os.cpu_count() or 1)
     out.print(", ".join(f"{n}: rebuilt from {count} events" for n, count in applied.items()))
+
+
+@reports_errors
+def engines(ctx: typer.Context) -> None:
+    """The engine processes sharing the database: the rollouts each runs, the upgrades it drives, its roles."""
+    with open_backend(ctx) as backend:
+        overview = backend.engines()
+    if not overview.engines:
+        out.print("no engine process holds a lease: none is running (or none has been since the lease time)")
+    else:
+        table = Table("engine instance", "host", "pid", "rollouts", "upgrades", "roles", "lease expires")
+        for e in overview.engines:
+            table.add_row(e.engine_instance, e.host, e.pid, "\n".join(e.rollouts) or "-", str(e.upgrades),
+                          ", ".join(e.roles) or "-", e.lease_expires_at.strftime("%Y-%m-%d %H:%M:%S UTC"))
+        out.print(table)
+    if overview.upgrades_waiting:
+        out.print(f"{overview.upgrades_waiting} handed-out upgrades wait for an engine to claim them")

@@ -27,6 +27,7 @@ from adapters.api.models import (
     AgentIn,
     AgentOut,
     AuditVerifyOut,
+    EnginesOut,
     PackageHistoryOut,
     PackageOut,
     PlanOut,
@@ -249,6 +250,9 @@ class HttpBackend:
 
     def projections(self) -> list[ProjectionStatusOut]:
         return self._call(list[ProjectionStatusOut], "GET", "/projections")
+
+    def engines(self) -> EnginesOut:
+        return self._call(EnginesOut, "GET", "/engines")
 
 
 def _segment(text: str) -> str:

@@ -18,10 +18,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from adapters.leased_work import OUTAGES
-from adapters.sql.leases import ROLE, ROLLOUT, UPGRADE, SqlLeases
+from adapters.sql.leases import ENGINE, ROLE, ROLLOUT, UPGRADE, SqlLeases
 
 FLEET_ROLE = "fleet-gauges"
-KINDS = (ROLLOUT, UPGRADE, ROLE)
+KINDS = (ENGINE, ROLLOUT, UPGRADE, ROLE)
 
 
 class FleetRole:

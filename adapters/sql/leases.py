@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -39,6 +39,8 @@ ROLLOUT = "rollout"
 """A rollout's lease: its holder runs the rollout (starts it, hands out its upgrades, ends it)."""
 UPGRADE = "upgrade"
 """A handed-out agent upgrade: the row exists until the upgrade ends; its holder drives it."""
+ENGINE = "engine"
+"""A process's own presence: held while it runs, so an idle engine is listed too."""
 ROLE = "role"
 """A role one process at a time plays for all (following the projections, exporting the fleet gauges)."""
 
@@ -218,6 +220,7 @@ class SqlLeases:
         for lease in held:
             lease._lose()
         with self._write() as conn:
+            conn.execute(sa.delete(leases).where(leases.c.owner == self.owner, leases.c.kind == ENGINE))
             conn.execute(sa.update(leases).where(leases.c.owner == self.owner).values(owner=None, expires_at=None))
 
     def plays(self, role: str) -> bool:
@@ -225,6 +228,15 @@ class SqlLeases:
         if any(lease.key == role and not lease.lost for lease in self.held(ROLE)):
             return True
         return bool(self.claim(ROLE, [role]))
+
+    def announce(self) -> None:
+        """Hold this process's presence lease (an engine is listed while it runs, even idle), unless it does
+        already; the presence rows of processes long gone are deleted on the way."""
+        if any(not lease.lost for lease in self.held(ENGINE)):
+            return
+        with self._write() as conn:
+            conn.execute(sa.delete(leases).where(leases.c.kind == ENGINE, leases.c.expires_at < self._clock.now()))
+        self.claim(ENGINE, [self.owner])
 
     def held(self, kind: str | None = None) -> list[HeldLease]:
         """The leases this process holds now (of ``kind``)."""
@@ -254,6 +266,7 @@ class SqlLeases:
         if not dead:
             return 0
         with self._write() as conn:
+            conn.execute(sa.delete(leases).where(leases.c.owner.in_(dead), leases.c.kind == ENGINE))
             return conn.execute(sa.update(leases).where(leases.c.owner.in_(dead))
                                 .values(owner=None, expires_at=None)).rowcount
 
@@ -280,3 +293,56 @@ def _runs(owner: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@dataclass(frozen=True)
+class EngineHolding:
+    """What one engine process holds now, as the leases table says."""
+
+    owner: str
+    rollouts: tuple[str, ...]
+    upgrades: int
+    roles: tuple[str, ...]
+    expires_at: datetime
+    """The latest expiry of its leases: past it, the process is taken for dead."""
+
+    @property
+    def host(self) -> str:
+        return self.owner.split("/")[0]
+
+    @property
+    def pid(self) -> str:
+        parts = self.owner.split("/")
+        return parts[1] if len(parts) > 1 else ""
+
+
+@dataclass(frozen=True)
+class LeaseOverview:
+    """Every engine process holding leases, and the handed-out upgrades no live engine holds."""
+
+    engines: list[EngineHolding]
+    upgrades_waiting: int
+
+
+def lease_overview(engine: Engine, now: datetime) -> LeaseOverview:
+    """Who drives what now, read from the leases table (a lease past its expiry counts as free)."""
+    held: dict[str, dict[str, list[str]]] = {}
+    expiry: dict[str, datetime] = {}
+    waiting = 0
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(leases.c.name, leases.c.kind, leases.c.owner, leases.c.expires_at)).all()
+    for name, kind, owner, expires_at in rows:
+        if expires_at is not None and expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)
+        if owner is None or expires_at is None or expires_at < now:
+            waiting += kind == UPGRADE
+            continue
+        held.setdefault(owner, {}).setdefault(kind, [])
+        if kind != ENGINE:
+            held[owner][kind].append(name.split(":", 1)[1])
+        expiry[owner] = max(expiry.get(owner, expires_at), expires_at)
+    return LeaseOverview(
+        engines=[EngineHolding(owner=owner, rollouts=tuple(sorted(kinds.get(ROLLOUT, []))),
+                               upgrades=len(kinds.get(UPGRADE, [])), roles=tuple(sorted(kinds.get(ROLE, []))),
+                               expires_at=expiry[owner]) for owner, kinds in sorted(held.items())],
+        upgrades_waiting=waiting)

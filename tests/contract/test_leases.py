@@ -160,3 +160,18 @@ def test_leases_of_a_crashed_process_on_this_host_are_freed_at_once_and_a_live_o
     me = SqlLeases(engine, clock, seconds=SECONDS)
     assert me.free_dead_local_holders() == 1
     assert [lease.key for lease in me.claim(ROLLOUT, ["r1", "r2"])] == ["r1"]
+
+
+def test_an_engine_announces_itself_once_and_the_presence_of_one_long_gone_is_cleared(
+        engine: sa.Engine, clock: FakeClock) -> None:
+    gone, alive = process(engine, clock, "gone"), process(engine, clock, "alive")
+    gone.announce()
+    clock.advance(SECONDS + 1)
+    alive.announce()
+    alive.announce()
+    with engine.connect() as conn:
+        names = conn.execute(sa.text("SELECT name FROM leases WHERE kind = 'engine'")).scalars().all()
+    assert names == ["engine:test/alive"]
+    alive.release_all()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM leases")).scalar() == 0

@@ -261,3 +261,14 @@ def test_an_unreachable_server_exits_6_with_one_line() -> None:
 def test_a_server_that_is_not_a_url_exits_2() -> None:
     _one_error_line(run_cli("--server", "localhost:8600", "agents", "list"), 2, "http://")
 
+
+
+def test_engines_through_the_server_names_the_serving_engine_and_the_role_it_plays(served: Served) -> None:
+    log = (served.data_dir.parent / "serve.log").read_text()
+    instance = re.search(r"engine instance (\S+)", log)
+    assert instance is not None, log
+    remote = served.ok(served.remote("engines", role="viewer"))
+    local = served.ok(served.local("engines"))
+    for listed in (remote, local):
+        row = next((line for line in listed.splitlines() if instance.group(1) in line), None)
+        assert row is not None and "projections" in row, listed

@@ -112,6 +112,8 @@ def test_three_engines_survive_a_sigkill_and_a_sigstop_and_apply_every_step_once
 
         eventually(lambda: completed() >= 4 and len(holders("upgrade")) >= 2,
                    lambda: f"several engines driving upgrades\n{logs()}")
+        listed = run_cli("engines", database_url=postgres_url, env=env).stdout
+        assert all(f"/{engine.process.pid}/" in listed for engine in engines if engine.process), listed
         [runner_pid] = holders("rollout")
         killed = by_pid(runner_pid)
         killed.kill()  # SIGKILL the engine running the rollout, mid-rollout

@@ -1,4 +1,5 @@
-"""``/api/v1/settings``, ``/api/v1/audit`` and ``/api/v1/projections``: system defaults and the audit trail."""
+"""``/api/v1/settings``, ``/api/v1/audit``, ``/api/v1/projections`` and ``/api/v1/engines``: system defaults, the
+audit trail, the read models' lag and the engine processes at work."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from fastapi.responses import StreamingResponse
 
 from adapters.api.context import Admin, Context, Viewer
 from adapters.api.errors import ERROR_RESPONSES
-from adapters.api.models import AuditVerifyOut, ProjectionStatusOut, SettingIn, as_utc
+from adapters.api.models import AuditVerifyOut, EnginesOut, ProjectionStatusOut, SettingIn, as_utc
 from adapters.audit_check import check_audit
 from adapters.audit_export import ExportFormat, ExportSummary, Selection, export_lines, select_records
+from adapters.sql.leases import lease_overview
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
@@ -70,3 +72,9 @@ def export(context: Context, _: Viewer,
 def projections(context: Context, _: Viewer) -> list[ProjectionStatusOut]:
     """Each projection's checkpoint and how far behind the head it is."""
     return [ProjectionStatusOut.of(status) for status in context.container.projections.status()]
+
+
+@router.get("/engines", tags=["engines"])
+def engines(context: Context, _: Viewer) -> EnginesOut:
+    """The engine processes sharing the database: the rollouts each runs, the upgrades it drives, its roles."""
+    return EnginesOut.of(lease_overview(context.container.engine, context.container.clock.now()))

@@ -6,10 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import timedelta
 from typing import Any
+from uuid import uuid4
 
 from adapters.api.auth import Role
 from adapters.simulated_gateway import SimulatedAgent
+from adapters.sql.leases import ROLLOUT, UPGRADE, SqlLeases
 from engine.upgrade_events import Step
 from tests.integration.api.harness import ACTORS, CLUSTER, UNREGISTERED, ApiHarness
 from tests.integration.rollout_harness import PACKAGE_VERSION, START_VERSION
@@ -304,3 +307,26 @@ def test_every_event_appended_through_the_api_records_the_callers_token_name(api
     assert by_type["RolloutCancelled"] == ACTORS[Role.OPERATOR]
     assert by_type["PackageUploaded"] == ACTORS[Role.OPERATOR]
     assert actors[api.head()] == ("AgentFactsReported", ACTORS[Role.ADMIN])
+
+
+def test_engines_lists_each_engine_process_with_what_it_drives_and_the_upgrades_waiting(api: ApiHarness) -> None:
+    assert ok(api.client(Role.VIEWER).get("/api/v1/engines")) == {"engines": [], "upgrades_waiting": 0}
+    rollout, upgrades = uuid4(), [uuid4() for _ in range(3)]
+    first = SqlLeases(api.container.engine, api.clock, owner="host-a/101/aaaa", seconds=30)
+    second = SqlLeases(api.container.engine, api.clock, owner="host-b/202/bbbb", seconds=30)
+    first.claim(ROLLOUT, [rollout])
+    first.offer(rollout, upgrades)
+    first.claim(UPGRADE, limit=1)
+    second.claim(UPGRADE, limit=1)
+    second.plays("projections")
+
+    body = ok(api.client(Role.VIEWER).get("/api/v1/engines"))
+
+    expires = (api.clock.now() + timedelta(seconds=30)).isoformat().replace("+00:00", "Z")
+    assert body == {"upgrades_waiting": 1, "engines": [
+        {"engine_instance": "host-a/101/aaaa", "host": "host-a", "pid": "101", "rollouts": [str(rollout)],
+         "upgrades": 1, "roles": [], "lease_expires_at": expires},
+        {"engine_instance": "host-b/202/bbbb", "host": "host-b", "pid": "202", "rollouts": [], "upgrades": 1,
+         "roles": ["projections"], "lease_expires_at": expires}]}
+    api.clock.advance(31)  # both stopped renewing: their leases count as free
+    assert ok(api.client(Role.VIEWER).get("/api/v1/engines")) == {"engines": [], "upgrades_waiting": 3}
