@@ -154,7 +154,7 @@ class EngineProcess:
     def __init__(self, service: UpgradeService, gateway: AgentGateway, waiter: Waiter, *,
                  poll_seconds: float = 1.0, scheduler: BackgroundScheduler | None = None,
                  index: RolloutIndex | None = None, turns: Turns | None = None,
-                 leases: SqlLeases | None = None, capacity: int = 64) -> None:
+                 leases: SqlLeases | None = None, capacity: int = 1000) -> None:
         self.index = index or FoldedIndex(service)
         self.service = service
         self.gateway = gateway
@@ -167,10 +167,13 @@ class EngineProcess:
         """Wakes the look for new work (a notification of a new rollout or command)."""
         self.drivers_wakeup = Wakeup()
         """Wakes the claim of handed-out upgrades (a notification of new ones)."""
-        self.work = LeasedWorkQueue(leases, settle_seconds=poll_seconds) if leases is not None else None
-        self.drivers = None if leases is None or self.work is None else UpgradeDrivers(
-            RolloutRunner(service, gateway, waiter, poll_seconds=poll_seconds, turns=self.turns, work=self.work),
-            leases, self.work, capacity=capacity, wakeup=self.drivers_wakeup, on_error=self._report)
+        self.work: LeasedWorkQueue | None = None
+        self.drivers: UpgradeDrivers | None = None
+        if leases is not None:
+            self.work = LeasedWorkQueue(leases, settle_seconds=poll_seconds)
+            self.drivers = UpgradeDrivers(
+                RolloutRunner(service, gateway, waiter, poll_seconds=poll_seconds, turns=self.turns, work=self.work),
+                leases, self.work, capacity=capacity, wakeup=self.drivers_wakeup, on_error=self._report)
         self._first_look = True
         self._armed: dict[UUID, datetime] = {}
         self._driving: dict[UUID, threading.Thread] = {}

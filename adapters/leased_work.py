@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from uuid import UUID
 
@@ -49,11 +49,20 @@ class LeasedWorkQueue:
         self._monotonic = monotonic
         self._settled_at: float | None = None
         self._waiting: dict[UUID, tuple[UUID, Future[AgentUpgrade | None]]] = {}
+        self._as_handed_out: dict[UUID, AgentUpgrade] = {}
         self._lock = threading.Lock()
 
-    def hand_out(self, rollout_id: UUID, upgrade_ids: Sequence[UUID]) -> dict[UUID, Future[AgentUpgrade | None]]:
-        self._leases.offer(rollout_id, upgrade_ids)
-        return {upgrade_id: self._future(rollout_id, upgrade_id) for upgrade_id in upgrade_ids}
+    def hand_out(self, rollout_id: UUID,
+                 upgrades: Mapping[UUID, AgentUpgrade]) -> dict[UUID, Future[AgentUpgrade | None]]:
+        self._leases.offer(rollout_id, list(upgrades))
+        with self._lock:
+            self._as_handed_out.update(upgrades)
+        return {upgrade_id: self._future(rollout_id, upgrade_id) for upgrade_id in upgrades}
+
+    def as_handed_out(self, upgrade_id: UUID) -> AgentUpgrade | None:
+        """The upgrade as a runner of this process handed it out (once), for the driver that claimed it here."""
+        with self._lock:
+            return self._as_handed_out.pop(upgrade_id, None)
 
     def handed_out(self, rollout_id: UUID) -> dict[UUID, Future[AgentUpgrade | None]]:
         return {upgrade_id: self._future(rollout_id, upgrade_id)
@@ -87,6 +96,8 @@ class LeasedWorkQueue:
             gone = [upgrade_id for upgrade_id in self._waiting if upgrade_id not in present
                     and self._waiting[upgrade_id][0] in rollouts]
             futures = [self._waiting.pop(upgrade_id)[1] for upgrade_id in gone]
+            for upgrade_id in gone:  # ended by another process: this process's copy is of no more use
+                self._as_handed_out.pop(upgrade_id, None)
         for future in futures:
             if not future.done():
                 future.set_result(None)
@@ -146,7 +157,8 @@ class UpgradeDrivers:
         ended = False
         try:
             assert lease.rollout_id is not None
-            upgrade = self._runner.drive_handed_out(UUID(lease.rollout_id), upgrade_id, lease)
+            upgrade = self._runner.drive_handed_out(UUID(lease.rollout_id), upgrade_id, lease,
+                                                    self._queue.as_handed_out(upgrade_id))
             self._leases.release(lease, done=True)
             ended = True
             self._queue.ended(upgrade_id, upgrade)

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=15.0, gt=0)
     """How long an engine process's leases last unrenewed (its heartbeat renews them every quarter of
     this): a process that dies or hangs has its work taken over by another after at most this long."""
-    engine_capacity: int = Field(default=256, ge=1)
+    engine_capacity: int = Field(default=1000, ge=1)
     """How many agent upgrades one engine process drives at once (a thread each, mostly waiting on agents)."""
 
     @property

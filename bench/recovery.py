@@ -59,9 +59,11 @@ from sqlalchemy.engine import Engine
 
 from adapters.clock import SystemClock, UuidFactory
 from adapters.engine_process import EngineProcess, FoldedIndex, ProjectionIndex, RolloutIndex
+from adapters.settings import Settings
 from adapters.simulated_gateway import DEFAULT_VERSION, SimulatedAgent, SimulatedAgentGateway, modern_facts
 from adapters.sql.database import create_db_engine, migrate
 from adapters.sql.event_store import SqlEventStore
+from adapters.sql.leases import SqlLeases
 from adapters.sql.projection_runner import ProjectionRunner
 from adapters.sql.schema import events as events_table
 from bench._common import print_table, progress, ratio
@@ -421,7 +423,7 @@ class ResumeResult:
 
 
 def bench_resume(directory: Path, upgrade_count: int, per_rollout: int, seed: int,
-                 profiler: ThreadProfiler | None) -> ResumeResult:
+                 profiler: ThreadProfiler | None, leased: bool) -> ResumeResult:
     url = f"sqlite:///{directory / 'resume.db'}"
     setup_engine = fresh_engine(url)
     try:
@@ -441,7 +443,8 @@ def bench_resume(directory: Path, upgrade_count: int, per_rollout: int, seed: in
     engine = create_db_engine(url)
     try:
         service = UpgradeService(SqlEventStore(engine, default_codec(), SystemClock()), SystemClock(), UuidFactory())
-        process = EngineProcess(service, gateway, waiter)
+        leases = SqlLeases(engine, SystemClock()) if leased else None  # as `serve` runs it: one of several
+        process = EngineProcess(service, gateway, waiter, leases=leases, capacity=Settings().engine_capacity)
         server = threading.Thread(target=process.serve, args=(stop,), name="engine-process", daemon=True)
         server.start()
         if not gateway.all_called.wait(COMPLETION_TIMEOUT_SECONDS):
@@ -733,6 +736,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7, help="seed of the interrupted states (default 7)")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile (CPU time) every thread of the timed parts and print the top functions")
+    parser.add_argument("--leases", action="store_true",
+                        help="resume with leases, as `serve` does (rollouts claimed, upgrades handed out and "
+                             "claimed up to DMA_UPGRADE_ENGINE_CAPACITY)")
     args = parser.parse_args(argv)
     if args.upgrades < 1 or args.timers < 1 or args.agents_per_rollout < 1:
         parser.error("--upgrades, --timers and --agents-per-rollout must be at least 1")
@@ -742,7 +748,8 @@ def main(argv: list[str] | None = None) -> None:
     rearm_profiler = ThreadProfiler() if args.profile else None
     with tempfile.TemporaryDirectory(prefix="dma_upgrade_bench_recovery_") as name:
         directory = Path(name)
-        resume = bench_resume(directory, args.upgrades, args.agents_per_rollout, args.seed, resume_profiler)
+        resume = bench_resume(directory, args.upgrades, args.agents_per_rollout, args.seed, resume_profiler,
+                              args.leases)
         rearm = bench_rearm(directory, args.timers, args.seed, rearm_profiler)
     report_resume(resume)
     report_rearm(rearm)

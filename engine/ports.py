@@ -5,7 +5,7 @@ Implementations live in ``adapters/``; in-memory ones used by tests follow the s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -193,15 +193,18 @@ class WorkQueue(Protocol):
     Semantics every implementation keeps:
 
     - ``hand_out`` records that upgrades may be driven now; handing out one already handed out is a
-      no-op. An upgrade stays handed out (in flight for its rollout) until the engine process driving
-      it ends it (completed, failed or cancelled); a driver that dies leaves it handed out, for another
-      process to take over once its lease expires.
+      no-op. It is given each upgrade as the runner last saw it: a driver in the same process may start
+      from that (its appends name the stream version it saw, so a stale one is read again on the
+      conflict). An upgrade stays handed out (in flight for its rollout) until the engine process
+      driving it ends it (completed, failed or cancelled); a driver that dies leaves it handed out,
+      for another process to take over once its lease expires.
     - Each returned future is resolved once the upgrade is no longer handed out: with the upgrade as
       its driver left it when that driver ran in this process, otherwise with None (read it again).
     """
 
-    def hand_out(self, rollout_id: UUID, upgrade_ids: Sequence[UUID]) -> dict[UUID, Future[AgentUpgrade | None]]:
-        """Let any engine process claim and drive ``upgrade_ids`` of ``rollout_id``."""
+    def hand_out(self, rollout_id: UUID,
+                 upgrades: Mapping[UUID, AgentUpgrade]) -> dict[UUID, Future[AgentUpgrade | None]]:
+        """Let any engine process claim and drive these upgrades (by id) of ``rollout_id``."""
         ...
 
     def handed_out(self, rollout_id: UUID) -> dict[UUID, Future[AgentUpgrade | None]]:

@@ -149,20 +149,22 @@ class RolloutRunner:
         """Start the ready agents: hand them out to the work queue, or drive each in a thread of the pool."""
         if pool is None:
             assert self.work is not None
-            handed = self.work.hand_out(plan.rollout_id, [agent.upgrade_id for agent in ready])
+            handed = self.work.hand_out(plan.rollout_id, {agent.upgrade_id: upgrades[agent.name] for agent in ready})
             return {agent.name: handed[agent.upgrade_id] for agent in ready}
         places = [self.turns.line_up(FIRST) for _ in ready]  # all in line before any thread runs
         return {agent.name: pool.submit(self._drive, agent, plan, watch, upgrades[agent.name], seen, place,
                                         SOLE_DRIVER)
                 for agent, place in zip(ready, places, strict=True)}
 
-    def drive_handed_out(self, rollout_id: UUID, upgrade_id: UUID, lease: Lease) -> AgentUpgrade:
+    def drive_handed_out(self, rollout_id: UUID, upgrade_id: UUID, lease: Lease,
+                         upgrade: AgentUpgrade | None = None) -> AgentUpgrade:
         """Drive one upgrade handed out by a rollout's runner (and claimed under ``lease``) until it needs
-        nothing more from an engine. An upgrade already under way is resumed: its agent is asked about a
-        step recorded as started before anything is sent again."""
+        nothing more from an engine, starting from ``upgrade`` as that runner saw it if given (else as
+        stored). An upgrade already under way is resumed: its agent is asked about a step recorded as
+        started before anything is sent again."""
         with self._in_hand.use(rollout_id) as (plan, agents, watch):
             lease.check()
-            upgrade = self.service.upgrade(upgrade_id)
+            upgrade = upgrade or self.service.upgrade(upgrade_id)
             if upgrade.has_begun and upgrade.state not in STOPPED_STATES:
                 with self._resume_lock:
                     self._resume_pending.add(upgrade_id)
