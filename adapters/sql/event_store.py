@@ -30,6 +30,10 @@ from engine.hashchain import GENESIS_HASH
 from engine.ports import AppendResult, Clock
 
 APPEND_LOCK_KEY = 0x444D4155  # "DMAU": the PostgreSQL advisory lock that serialises appends
+_APPEND_IDLE_LIMIT_MS = "5000"
+"""An append's transaction that waits this long for its process (hung, stopped, cut off) is ended by the
+server, which frees the append lock for every other engine; the hung process's append then fails as if the
+database were unreachable, and nothing of it is stored."""
 
 _COLUMNS = (events.c.position, events.c.event_id, events.c.stream_id, events.c.stream_version,
             events.c.event_type, events.c.schema_version, events.c.payload, events.c.actor,
@@ -168,7 +172,8 @@ class SqlEventStore:
                 conn.execution_options(**{WRITE: True})
                 with conn.begin():
                     outcomes = self._append_locked(conn, group)
-        except (sa.exc.IntegrityError, sa.exc.OperationalError) as error:
+        except (sa.exc.IntegrityError, sa.exc.OperationalError, sa.exc.InternalError) as error:
+            # InternalError: the server ended a transaction left idle too long (_APPEND_IDLE_LIMIT_MS)
             if len(group) > 1:
                 for pending in group:
                     self._write_group([pending])
@@ -188,7 +193,9 @@ class SqlEventStore:
         """Under the append lock: check each append's expected version (after the group's earlier appends),
         insert the rows of those that hold, hash-chained in order; return each one's outcome."""
         if not self._sqlite:
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
+            conn.execute(sa.select(
+                sa.func.set_config("idle_in_transaction_session_timeout", _APPEND_IDLE_LIMIT_MS, True),
+                sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
         if len(group) == 1:
             version, head_position, head_hash = conn.exec_driver_sql(
                 self._head_sql, self._head_params(group[0].stream_id)).one()

@@ -272,7 +272,13 @@ class SqlLeases:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sa.Connection]:
+        """A connection to write leases. On PostgreSQL each statement commits on its own (autocommit), so a
+        process that hangs between two statements holds no row lock that would keep others from claiming;
+        on SQLite one ``BEGIN IMMEDIATE`` transaction (one writer at a time anyway)."""
         with self.engine.connect() as conn:
+            if not self._sqlite:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+                return
             conn.execution_options(**{WRITE: True})
             with conn.begin():
                 yield conn
