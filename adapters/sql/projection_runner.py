@@ -182,7 +182,7 @@ class ProjectionRunner:
         children = []
         for part in parts[1:]:
             receiver, sender = context.Pipe(duplex=False)
-            child = context.Process(target=self._catch_up_child, args=(part, sender), name=f"rebuild {part}")
+            child = context.Process(target=self._catch_up_child, args=(part, sender), name=f"rebuild {', '.join(part)}")
             child.start()
             sender.close()
             children.append((child, receiver, part))
