@@ -12,15 +12,25 @@ from engine.events import NewEvent, StoredRecord
 from engine.hashchain import event_hash, utc_timestamp
 from engine.ports import AppendResult
 
+Encoded = tuple[str, int, str]
+"""An event as stored: its type name, schema version and payload JSON."""
+
+
+def encode_events(codec: EventCodec, events: Sequence[NewEvent]) -> list[Encoded]:
+    """The events as stored, which an append may prepare before it takes the append lock."""
+    return [codec.encode(new.event) for new in events]
+
 
 def build_records(codec: EventCodec, events: Sequence[NewEvent], *, stream_id: str, stream_version: int,
-                  head_position: int, head_hash: str, recorded_at: datetime) -> list[StoredRecord]:
-    """The rows an append writes after ``head_position``, hash-chained from ``head_hash``."""
+                  head_position: int, head_hash: str, recorded_at: datetime,
+                  encoded: Sequence[Encoded] | None = None) -> list[StoredRecord]:
+    """The rows an append writes after ``head_position``, hash-chained from ``head_hash`` (from ``encoded``
+    when the events were encoded already)."""
     records = []
     previous_hash = head_hash
     stamp = utc_timestamp(recorded_at)
-    for offset, new in enumerate(events, start=1):
-        event_type, schema_version, payload = codec.encode(new.event)
+    for offset, (new, (event_type, schema_version, payload)) in enumerate(
+            zip(events, encoded if encoded is not None else encode_events(codec, events), strict=True), start=1):
         position = head_position + offset
         version = stream_version + offset
         digest = event_hash(previous_hash, position=position, event_id=new.event_id, stream_id=stream_id,

@@ -24,7 +24,7 @@ from adapters.sql.schema import events
 from adapters.sql.wakeups import notify
 from engine.codec import EventCodec
 from engine.errors import DmaUpgradeError, StoreUnavailable
-from engine.event_log import build_records, duplicate_ids, resolve_stale_append
+from engine.event_log import build_records, duplicate_ids, encode_events, resolve_stale_append
 from engine.events import Event, EventMetadata, NewEvent, RecordedEvent, StoredRecord
 from engine.hashchain import GENESIS_HASH
 from engine.ports import AppendResult, Clock
@@ -163,7 +163,8 @@ class SqlEventStore:
     def append(self, stream_id: str, expected_version: int, events_: Sequence[NewEvent]) -> AppendResult:
         if not events_:
             return AppendResult(positions=(), stream_version=expected_version)
-        return self._group_commit.append(PendingAppend(stream_id, expected_version, events_))
+        return self._group_commit.append(PendingAppend(stream_id, expected_version, events_,
+                                                       encode_events(self._codec, events_)))
 
     def _write_group(self, group: list[PendingAppend]) -> None:
         """Write a group of appends in one transaction; if the database refuses it, each on its own."""
@@ -218,7 +219,8 @@ class SqlEventStore:
                 outcomes.append(self._stale(conn, pending, actual))
                 continue
             records = build_records(self._codec, pending.events, stream_id=pending.stream_id, stream_version=actual,
-                                    head_position=head_position, head_hash=head_hash, recorded_at=recorded_at)
+                                    head_position=head_position, head_hash=head_hash, recorded_at=recorded_at,
+                                    encoded=pending.encoded)
             rows.extend(_row(r) for r in records)
             head_position, head_hash = records[-1].position, records[-1].hash
             versions[pending.stream_id] = actual + len(records)

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from engine.event_log import Encoded
 from engine.events import NewEvent
 from engine.ports import AppendResult
 
@@ -26,6 +27,8 @@ class PendingAppend:
     stream_id: str
     expected_version: int
     events: Sequence[NewEvent]
+    encoded: Sequence[Encoded]
+    """The events as stored, prepared by the appending thread before it queues (not under the lock)."""
     result: AppendResult | None = None
     error: BaseException | None = None
     leads: bool = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
@@ -15,28 +16,25 @@ from adapters.clock import SystemClock
 from adapters.sql.database import create_db_engine
 from adapters.sql.event_store import SqlEventStore
 from engine.catalog import default_codec
-from engine.codec import EventCodec
 from engine.errors import StoreUnavailable
-from engine.events import Event, EventMetadata, NewEvent
+from engine.events import EventMetadata, NewEvent
 from engine.rollout_events import RolloutReleased
 
 pytestmark = pytest.mark.postgres
 
 
-class HangingCodec(EventCodec):
-    """The default codec, but encoding (done while the append lock is held) waits until ``go`` is set."""
+class HangingClock(SystemClock):
+    """The system clock, but reading it (which an append does while it holds the append lock) waits until
+    ``go`` is set."""
 
     def __init__(self) -> None:
-        default = default_codec()
-        super().__init__()
-        self.__dict__.update(default.__dict__)
         self.hanging = threading.Event()
         self.go = threading.Event()
 
-    def encode(self, event: Event) -> tuple[str, int, str]:
+    def now(self) -> datetime:
         self.hanging.set()
         self.go.wait(60)
-        return super().encode(event)
+        return super().now()
 
 
 @pytest.fixture
@@ -53,8 +51,8 @@ def one_event() -> list[NewEvent]:
 
 def test_a_writer_hung_inside_an_append_frees_the_lock_for_the_others_and_stores_nothing(
         engine: sa.Engine) -> None:
-    codec = HangingCodec()
-    hung_store = SqlEventStore(engine, codec, SystemClock())
+    clock = HangingClock()
+    hung_store = SqlEventStore(engine, default_codec(), clock)
     other_store = SqlEventStore(engine, default_codec(), SystemClock())
     outcome: list[BaseException | object] = []
 
@@ -66,13 +64,13 @@ def test_a_writer_hung_inside_an_append_frees_the_lock_for_the_others_and_stores
 
     hung = threading.Thread(target=hung_append)
     hung.start()
-    assert codec.hanging.wait(30), "the hung append never took the lock"
+    assert clock.hanging.wait(30), "the hung append never took the lock"
     others: list[object] = []
     other = threading.Thread(target=lambda: others.append(other_store.append("stream-other", 0, one_event())))
     other.start()
     other.join(60)
     assert not other.is_alive(), "the other engine's append stayed blocked behind the hung one"
-    codec.go.set()
+    clock.go.set()
     hung.join(60)
     assert isinstance(outcome[0], StoreUnavailable), outcome
     assert [r.stream_id for r in other_store.read_all()] == ["stream-other"]
