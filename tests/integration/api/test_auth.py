@@ -51,6 +51,7 @@ ROUTE_ROLES: dict[Route, Role | None] = {
     ("GET", "/api/v1/audit/verify"): VIEWER,
     ("GET", "/api/v1/audit/export"): VIEWER,
     ("GET", "/api/v1/projections"): VIEWER,
+    ("GET", "/api/v1/engines"): VIEWER,
 }
 """The role each route needs (None: open to anyone). A route missing here fails the first test."""
 
