@@ -43,6 +43,12 @@ _HEAD_AND_STREAM_VERSION = (
     "(SELECT position FROM events ORDER BY position DESC LIMIT 1), "
     "(SELECT hash FROM events ORDER BY position DESC LIMIT 1)")
 """One round trip on the append path, sent as plain SQL: the stream's version and the head's position and hash."""
+_GROUP_HEAD = sa.text(
+    "SELECT stream_id, max(stream_version), NULL FROM events WHERE stream_id IN :streams GROUP BY stream_id "
+    "UNION ALL SELECT NULL, position, hash FROM (SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) "
+    "AS head").bindparams(sa.bindparam("streams", expanding=True))
+"""The same in one round trip for a group of appends: each stream's version, and a row without a stream
+for the head's position and hash."""
 _ENVELOPE_COLUMNS = ("position, event_id, stream_id, stream_version, event_type, schema_version, payload, actor, "
                      "correlation_id, causation_id, recorded_at")
 _RECORD_COLUMNS = f"{_ENVELOPE_COLUMNS}, hash"
@@ -202,12 +208,12 @@ class SqlEventStore:
                 self._head_sql, self._head_params(group[0].stream_id)).one()
             versions = {group[0].stream_id: version or 0}
         else:
-            streams = {pending.stream_id for pending in group}
-            versions = dict(conn.execute(sa.select(events.c.stream_id, sa.func.max(events.c.stream_version))
-                                         .where(events.c.stream_id.in_(streams)).group_by(events.c.stream_id)).all())
-            head_position, head_hash = conn.execute(sa.select(events.c.position, events.c.hash)
-                                                    .order_by(events.c.position.desc()).limit(1)).one_or_none() \
-                or (None, None)
+            versions, head_position, head_hash = {}, None, None
+            for stream_id, number, digest in conn.execute(_GROUP_HEAD, {"streams": list({p.stream_id for p in group})}):
+                if stream_id is None:
+                    head_position, head_hash = number, digest
+                else:
+                    versions[stream_id] = number
         head_position, head_hash = head_position or 0, head_hash or GENESIS_HASH
         recorded_at = self._clock.now()
         rows: list[dict[str, Any]] = []
