@@ -7,6 +7,7 @@ re-sending anything, and the idempotency key makes a re-sent step apply once.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import copy
 import threading
@@ -91,6 +92,7 @@ class RolloutRunner:
         inflight: _InFlight = {}
         ended: SimpleQueue[str] = SimpleQueue()
         self._track(self._handed_out_before(plan), inflight, ended)
+        unstarted = _Unstarted(plan, upgrades, inflight)
         watch = _RolloutWatch(self.service, rollout)
         looked = watch.mark()
         with contextlib.ExitStack() as stack:
@@ -102,12 +104,14 @@ class RolloutRunner:
                 # of the rollout serve it); with nothing in flight, before it may conclude, all of it.
                 rollout = watch.refresh(looked if inflight else watch.mark())
                 looked = seen = watch.mark()
-                self._retry_failed(rollout, upgrades, inflight)
+                for retried in self._retry_failed(rollout, upgrades, inflight):
+                    unstarted.add(retried)
                 if rollout.state is RolloutState.CANCELLED:
                     self._cancel_waiting(plan, upgrades, inflight)
                 if rollout.state is RolloutState.RUNNING and not self._budget_exceeded(plan, upgrades):
-                    self._track(self._start(self._ready(plan, upgrades, inflight), plan, watch, upgrades, seen, pool),
-                                inflight, ended)
+                    ready = self._ready(plan, upgrades, inflight, unstarted)
+                    unstarted.remove(ready)
+                    self._track(self._start(ready, plan, watch, upgrades, seen, pool), inflight, ended)
                 if not inflight:
                     concluded = self._conclude(rollout, plan, upgrades)
                     if concluded is not None:
@@ -117,6 +121,8 @@ class RolloutRunner:
                 for name in self._ended(ended):
                     ended_upgrade = inflight.pop(name).result()
                     upgrades[name] = ended_upgrade or self.service.upgrade(ids[name])
+                    if upgrades[name].state not in STOPPED_STATES:  # given back unfinished: to be started again
+                        unstarted.add(name)
 
     @staticmethod
     def _track(started: _InFlight, inflight: _InFlight, ended: SimpleQueue[str]) -> None:
@@ -211,15 +217,21 @@ class RolloutRunner:
                                         if u.scheduled is not None and u.has_begun
                                         and u.state not in STOPPED_STATES)
 
-    def _ready(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
-               inflight: _InFlight) -> list[PlannedAgent]:
+    def _ready(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade], inflight: _InFlight,
+               unstarted: _Unstarted) -> list[PlannedAgent]:
+        """The agents to start now, in plan order: not in flight nor stopped, the agents they wait for
+        completed, as many as ``--max-concurrent`` leaves room for."""
         free = plan.max_concurrent - len(inflight)
         if free <= 0:
             return []
-        ready = [a for a in plan.agents
-                 if a.name not in inflight and upgrades[a.name].state not in STOPPED_STATES
-                 and all(upgrades[b].state is UpgradeState.COMPLETED for b in a.after)]
-        return ready[:free]
+        ready: list[PlannedAgent] = []
+        for a in unstarted:
+            if a.name not in inflight and upgrades[a.name].state not in STOPPED_STATES \
+                    and all(upgrades[b].state is UpgradeState.COMPLETED for b in a.after):
+                ready.append(a)
+                if len(ready) == free:
+                    break
+        return ready
 
     def _budget_exceeded(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade]) -> bool:
         return _failed(upgrades) > plan.max_errors
@@ -246,13 +258,15 @@ class RolloutRunner:
         return None
 
     def _retry_failed(self, rollout: Rollout, upgrades: dict[str, AgentUpgrade],
-                      inflight: _InFlight) -> None:
-        """Retry each failed upgrade the operator asked to retry more often than it was retried."""
-        for agent in rollout.plan.agents:
-            upgrade = upgrades[agent.name]
-            if agent.name not in inflight and upgrade.is_failed \
-                    and rollout.retry_requests.get(agent.name, 0) > upgrade.retries:
+                      inflight: _InFlight) -> list[str]:
+        """Retry each failed upgrade the operator asked to retry more often than it was retried; return them."""
+        retried = []
+        for name, requested in rollout.retry_requests.items():
+            upgrade = upgrades.get(name)
+            if upgrade is not None and name not in inflight and upgrade.is_failed and requested > upgrade.retries:
                 self._record(upgrade, upgrade.retry(), rollout.plan.rollout_id)
+                retried.append(name)
+        return retried
 
     def _cancel_waiting(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
                         inflight: _InFlight) -> None:
@@ -458,6 +472,30 @@ class RolloutRunner:
                 return
             except ConcurrencyConflict:
                 continue
+
+
+class _Unstarted:
+    """The plan's agents that may still be started (neither stopped nor in flight when last seen), in plan
+    order, so the agents to start are looked for among them only, not among every agent of a large plan."""
+
+    def __init__(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade], inflight: _InFlight) -> None:
+        self._by_name = {a.name: a for a in plan.agents}
+        self._order = {a.name: index for index, a in enumerate(plan.agents)}
+        self._agents = [a for a in plan.agents
+                        if a.name not in inflight and upgrades[a.name].state not in STOPPED_STATES]
+
+    def __iter__(self) -> Iterator[PlannedAgent]:
+        return iter(self._agents)
+
+    def remove(self, started: list[PlannedAgent]) -> None:
+        if started:
+            names = {a.name for a in started}
+            self._agents = [a for a in self._agents if a.name not in names]
+
+    def add(self, name: str) -> None:
+        """An agent to be started again (retried, or given back unfinished), in its place in the plan."""
+        if all(a.name != name for a in self._agents):
+            bisect.insort(self._agents, self._by_name[name], key=lambda a: self._order[a.name])
 
 
 class _RolloutsInHand:
