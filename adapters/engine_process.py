@@ -312,6 +312,7 @@ class EngineProcess:
             if self.service.rollout(rollout_id).state in ACTIVE:  # not one that ended since the index was read
                 runner.run(rollout_id, lease)
             if self.leases is not None:
+                self.leases.forget_rollout(rollout_id)
                 self.leases.release(lease, done=True)
                 ended = True
         except LeaseLost:

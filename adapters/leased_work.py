@@ -83,20 +83,19 @@ class LeasedWorkQueue:
             waiting[1].set_result(upgrade)
 
     def settle(self) -> None:
-        """Resolve the futures of upgrades that other processes ended (one query for all rollouts, at most
-        once per ``settle_seconds``: those ended here are resolved at once)."""
+        """Resolve the futures of upgrades that other processes ended (one statement for all rollouts, which
+        also clears the rows of those ended here, whose futures were resolved at once), at most once per
+        ``settle_seconds``."""
         with self._lock:
             rollouts = {rollout_id for rollout_id, _ in self._waiting.values()}
         now = self._monotonic()
         if not rollouts or (self._settled_at is not None and now - self._settled_at < self._settle_seconds):
             return
         self._settled_at = now
-        present = self._leases.upgrades_handed_out(rollouts)
+        ended = self._leases.take_ended(rollouts)
         with self._lock:
-            gone = [upgrade_id for upgrade_id in self._waiting if upgrade_id not in present
-                    and self._waiting[upgrade_id][0] in rollouts]
-            futures = [self._waiting.pop(upgrade_id)[1] for upgrade_id in gone]
-            for upgrade_id in gone:  # ended by another process: this process's copy is of no more use
+            futures = [self._waiting.pop(upgrade_id)[1] for upgrade_id in ended if upgrade_id in self._waiting]
+            for upgrade_id in ended:  # ended by another process: this process's copy is of no more use
                 self._as_handed_out.pop(upgrade_id, None)
         for future in futures:
             if not future.done():

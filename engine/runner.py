@@ -93,6 +93,7 @@ class RolloutRunner:
         ended: SimpleQueue[str] = SimpleQueue()
         self._track(self._handed_out_before(plan), inflight, ended)
         unstarted = _Unstarted(plan, upgrades, inflight)
+        failed = {name for name, upgrade in upgrades.items() if upgrade.state is UpgradeState.FAILED}
         watch = _RolloutWatch(self.service, rollout)
         looked = watch.mark()
         with contextlib.ExitStack() as stack:
@@ -106,9 +107,10 @@ class RolloutRunner:
                 looked = seen = watch.mark()
                 for retried in self._retry_failed(rollout, upgrades, inflight):
                     unstarted.add(retried)
+                    failed.discard(retried)
                 if rollout.state is RolloutState.CANCELLED:
                     self._cancel_waiting(plan, upgrades, inflight)
-                if rollout.state is RolloutState.RUNNING and not self._budget_exceeded(plan, upgrades):
+                if rollout.state is RolloutState.RUNNING and len(failed) <= plan.max_errors:
                     ready = self._ready(plan, upgrades, inflight, unstarted)
                     unstarted.remove(ready)
                     self._track(self._start(ready, plan, watch, upgrades, seen, pool), inflight, ended)
@@ -121,7 +123,9 @@ class RolloutRunner:
                 for name in self._ended(ended):
                     ended_upgrade = inflight.pop(name).result()
                     upgrades[name] = ended_upgrade or self.service.upgrade(ids[name])
-                    if upgrades[name].state not in STOPPED_STATES:  # given back unfinished: to be started again
+                    if upgrades[name].state is UpgradeState.FAILED:
+                        failed.add(name)
+                    elif upgrades[name].state not in STOPPED_STATES:  # given back unfinished: start it again
                         unstarted.add(name)
 
     @staticmethod
@@ -232,9 +236,6 @@ class RolloutRunner:
                 if len(ready) == free:
                     break
         return ready
-
-    def _budget_exceeded(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade]) -> bool:
-        return _failed(upgrades) > plan.max_errors
 
     def _conclude(self, rollout: Rollout, plan: RolloutPlanned,
                   upgrades: dict[str, AgentUpgrade]) -> Rollout | None:

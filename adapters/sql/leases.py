@@ -38,7 +38,9 @@ from engine.ports import Clock
 ROLLOUT = "rollout"
 """A rollout's lease: its holder runs the rollout (starts it, hands out its upgrades, ends it)."""
 UPGRADE = "upgrade"
-"""A handed-out agent upgrade: the row exists until the upgrade ends; its holder drives it."""
+"""A handed-out agent upgrade: its holder drives it; when it ends, the row becomes ``ENDED``."""
+ENDED = "ended"
+"""An upgrade whose driver ended it: the row tells the rollout's runner, which then deletes it."""
 ENGINE = "engine"
 """A process's own presence: held while it runs, so an idle engine is listed too."""
 ROLE = "role"
@@ -200,14 +202,17 @@ class SqlLeases:
         return lost
 
     def release(self, lease: HeldLease, *, done: bool) -> None:
-        """Give a lease up: ``done`` deletes its row (the work ended), otherwise the row is left free."""
+        """Give a lease up: ``done`` ends its work (an upgrade's row is marked ended for its rollout's
+        runner, any other row deleted), otherwise the row is left free for another claim."""
         with self._lock:
             if self._held.get(lease.name) is lease:
                 del self._held[lease.name]
         lease._lose()
         mine = (leases.c.name == lease.name, leases.c.owner == self.owner, leases.c.token == lease.token)
         with self._write() as conn:
-            if done:
+            if done and lease.kind == UPGRADE:
+                conn.execute(sa.update(leases).where(*mine).values(kind=ENDED, owner=None, expires_at=None))
+            elif done:
                 conn.execute(sa.delete(leases).where(*mine))
             else:
                 conn.execute(sa.update(leases).where(*mine).values(owner=None, expires_at=None))
@@ -254,6 +259,22 @@ class SqlLeases:
             names = conn.execute(sa.select(leases.c.name).where(leases.c.kind == UPGRADE,
                                                                 leases.c.rollout_id.in_(ids))).scalars()
             return {UUID(name.split(":", 1)[1]) for name in names}
+
+    def take_ended(self, rollout_ids: Iterable[UUID]) -> set[UUID]:
+        """The upgrades of these rollouts whose drivers ended them since the last call (their rows deleted)."""
+        ids = [str(rollout_id) for rollout_id in rollout_ids]
+        if not ids:
+            return set()
+        with self._write() as conn:
+            names = conn.execute(sa.delete(leases).where(leases.c.kind == ENDED, leases.c.rollout_id.in_(ids))
+                                 .returning(leases.c.name)).scalars().all()
+        return {UUID(name.split(":", 1)[1]) for name in names}
+
+    def forget_rollout(self, rollout_id: UUID) -> None:
+        """Delete what is left of an ended rollout's handed-out upgrades."""
+        with self._write() as conn:
+            conn.execute(sa.delete(leases).where(leases.c.kind.in_([UPGRADE, ENDED]),
+                                                 leases.c.rollout_id == str(rollout_id)))
 
     def free_dead_local_holders(self) -> int:
         """Free the leases of processes of this host that no longer run (a restart after a crash takes its
