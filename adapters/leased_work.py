@@ -86,12 +86,14 @@ class LeasedWorkQueue:
         """Resolve the futures of upgrades that other processes ended (one statement for all rollouts, which
         also clears the rows of those ended here, whose futures were resolved at once), at most once per
         ``settle_seconds``."""
-        with self._lock:
-            rollouts = {rollout_id for rollout_id, _ in self._waiting.values()}
         now = self._monotonic()
-        if not rollouts or (self._settled_at is not None and now - self._settled_at < self._settle_seconds):
+        if self._settled_at is not None and now - self._settled_at < self._settle_seconds:
             return
         self._settled_at = now
+        with self._lock:
+            rollouts = {rollout_id for rollout_id, _ in self._waiting.values()}
+        if not rollouts:
+            return
         ended = self._leases.take_ended(rollouts)
         with self._lock:
             futures = [self._waiting.pop(upgrade_id)[1] for upgrade_id in ended if upgrade_id in self._waiting]
