@@ -21,12 +21,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.engine import Engine
 
-from adapters.leased_work import OUTAGES, Heartbeat, LeasedWorkQueue, UpgradeDrivers, give_back, reason
+from adapters.leased_work import OUTAGES, Heartbeat, LeasedWorkQueue, UpgradeDrivers, run_leased
+from adapters.sql.database import first_line
 from adapters.sql.leases import ROLLOUT, HeldLease, SqlLeases
 from adapters.sql.projection_runner import ProjectionRunner, read_rows
 from adapters.sql.wakeups import Wakeup
 from engine.agent_upgrade import AgentUpgrade
-from engine.errors import LeaseLost
 from engine.ports import AgentGateway, Waiter
 from engine.preloaded import PreloadedUpgrades
 from engine.rollout import Rollout, RolloutState
@@ -213,7 +213,7 @@ class EngineProcess:
             self.leases.free_dead_local_holders()
             self.leases.announce()
         except OUTAGES as error:
-            _log.warning("cannot look for leases left by a crashed engine (%s)", reason(error))
+            _log.warning("cannot look for leases left by a crashed engine (%s)", first_line(error))
         heartbeat = Heartbeat(self.leases, self.leases.seconds / 4)
         helpers = [threading.Thread(target=heartbeat.serve, args=(stop,), name="heartbeat", daemon=True),
                    threading.Thread(target=self.drivers.serve, args=(stop, self.poll_seconds), name="drivers",
@@ -227,7 +227,7 @@ class EngineProcess:
         try:
             leases.release_all()
         except OUTAGES as error:
-            _log.warning("could not give back this engine's leases (%s); they lapse in %.0f s", reason(error),
+            _log.warning("could not give back this engine's leases (%s); they lapse in %.0f s", first_line(error),
                          leases.seconds)
 
     def tick_unless_unreachable(self) -> bool:
@@ -236,7 +236,7 @@ class EngineProcess:
         try:
             self.tick()
         except OUTAGES as error:
-            _log.warning("the database cannot be reached (%s); looking again in %.1f s", reason(error),
+            _log.warning("the database cannot be reached (%s); looking again in %.1f s", first_line(error),
                          self.poll_seconds)
             return False
         return True
@@ -302,30 +302,29 @@ class EngineProcess:
             thread.start()
 
     def _run(self, rollout_id: UUID, upgrades: PreloadedUpgrades, lease: HeldLease | None) -> None:
-        ended = False
-        try:
-            runner = RolloutRunner(self.service, self.gateway, self.waiter, poll_seconds=self.poll_seconds,
-                                   turns=self.turns, upgrades=upgrades, work=self.work)
-            if lease is None:
+        runner = RolloutRunner(self.service, self.gateway, self.waiter, poll_seconds=self.poll_seconds,
+                               turns=self.turns, upgrades=upgrades, work=self.work)
+        if lease is None or self.leases is None:
+            try:
                 runner.run(rollout_id)
-                return
-            if self.service.rollout(rollout_id).state in ACTIVE:  # not one that ended since the index was read
-                runner.run(rollout_id, lease)
-            if self.leases is not None:
-                self.leases.forget_rollout(rollout_id)
-                self.leases.release(lease, done=True)
-                ended = True
-        except LeaseLost:
-            _log.warning("rollout %s was taken over by another engine process; this one stops running it", rollout_id)
-        except BaseException as exc:
-            self._report(exc)
-        finally:
-            if lease is not None and not ended and self.leases is not None:
-                give_back(self.leases, lease)
+            except BaseException as exc:
+                self._report(exc)
+            return
+        leases = self.leases
+
+        def run_to_the_end() -> None:
+            runner.run(rollout_id, lease)
+            leases.forget_rollout(rollout_id)
+
+        run_leased(leases, lease, run_to_the_end, f"rollout {rollout_id}", self._report)
 
     def _report(self, error: BaseException) -> None:
         self.errors.append(error)
         _log.error("engine error: %s", error, exc_info=error)
+
+    def upgrades_driving(self) -> int:
+        """Handed-out upgrades this process drives right now (0 without leases: its runners drive theirs)."""
+        return self.drivers.driving() if self.drivers is not None else 0
 
     def driving(self) -> list[UUID]:
         """Rollouts this process drives right now."""
@@ -334,19 +333,7 @@ class EngineProcess:
 
 
 FOLLOWER_ROLE = "projections"
-
-
-def follows_projections(leases: SqlLeases) -> Callable[[], bool]:
-    """Whether this process keeps the projections caught up now: one engine process of several does (the
-    holder of the ``projections`` role), so their work is neither repeated nor raced; the others read."""
-
-    def follows() -> bool:
-        try:
-            return leases.plays(FOLLOWER_ROLE)
-        except OUTAGES:
-            return False
-
-    return follows
+"""The role of the one engine process of several that keeps the projections caught up (the others read)."""
 
 
 def _job_id(rollout_id: UUID) -> str:

@@ -15,10 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 from uuid import UUID
 
 import sqlalchemy as sa
 
+from adapters.sql.database import first_line
 from adapters.sql.leases import UPGRADE, HeldLease, SqlLeases
 from adapters.sql.wakeups import Wakeup
 from engine.agent_upgrade import AgentUpgrade
@@ -33,10 +35,37 @@ OUTAGES = (StoreUnavailable, sa.exc.DBAPIError)
 """Errors that mean the database could not be reached (the work is left for a later look)."""
 
 
-def reason(error: BaseException) -> str:
-    """The first line of a database error, for a log line."""
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+T = TypeVar("T")
+
+
+def run_leased(leases: SqlLeases, lease: HeldLease, work: Callable[[], T], what: str,
+               on_error: Callable[[BaseException], None]) -> T | None:
+    """Do the work ``lease`` stands for: when it returns, the lease is released as done and its result given;
+    otherwise the lease is given back (a takeover or an outage logged, anything else reported) and None."""
+    try:
+        result = work()
+        leases.release(lease, done=True)
+        return result
+    except LeaseLost:
+        _log.warning("%s was taken over by another engine process; this one stops", what)
+    except OUTAGES as error:
+        _log.warning("%s paused: the database cannot be reached (%s)", what, first_line(error))
+    except BaseException as error:  # a bug: reported, and the work is left for a later claim
+        on_error(error)
+    give_back(leases, lease)
+    return None
+
+
+def playing(leases: SqlLeases, role: str) -> Callable[[], bool]:
+    """Whether this process plays ``role`` now (claiming it if no live process does); not in an outage."""
+
+    def plays() -> bool:
+        try:
+            return leases.plays(role)
+        except OUTAGES:
+            return False
+
+    return plays
 
 
 class LeasedWorkQueue:
@@ -76,7 +105,7 @@ class LeasedWorkQueue:
             return waiting[1]
 
     def ended(self, upgrade_id: UUID, upgrade: AgentUpgrade) -> None:
-        """An upgrade driven in this process ended (its row is deleted): tell its runner, if it is here."""
+        """An upgrade driven in this process ended (its row is marked ended): tell its runner, if it is here."""
         with self._lock:
             waiting = self._waiting.pop(upgrade_id, None)
         if waiting is not None:
@@ -129,7 +158,7 @@ class UpgradeDrivers:
                     if len(self.tick()) == CLAIM_BATCH:
                         continue  # there may be more: claim again at once
                 except OUTAGES as error:
-                    _log.warning("cannot claim upgrades (%s); looking again in %.1f s", reason(error), poll_seconds)
+                    _log.warning("cannot claim upgrades (%s); looking again in %.1f s", first_line(error), poll_seconds)
                 self._wakeup.wait(poll_seconds)
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -155,23 +184,15 @@ class UpgradeDrivers:
 
     def _drive(self, lease: HeldLease) -> None:
         upgrade_id = UUID(lease.key)
-        ended = False
+        assert lease.rollout_id is not None
+        rollout_id = UUID(lease.rollout_id)
         try:
-            assert lease.rollout_id is not None
-            upgrade = self._runner.drive_handed_out(UUID(lease.rollout_id), upgrade_id, lease,
-                                                    self._queue.as_handed_out(upgrade_id))
-            self._leases.release(lease, done=True)
-            ended = True
-            self._queue.ended(upgrade_id, upgrade)
-        except LeaseLost:
-            _log.warning("upgrade %s was taken over by another engine process; this one stops driving it", upgrade_id)
-        except OUTAGES as error:
-            _log.warning("upgrade %s paused: the database cannot be reached (%s)", upgrade_id, reason(error))
-        except BaseException as error:  # a bug: reported, and the upgrade is left for a later claim
-            self._on_error(error)
+            upgrade = run_leased(self._leases, lease, lambda: self._runner.drive_handed_out(
+                rollout_id, upgrade_id, lease, self._queue.as_handed_out(upgrade_id)), f"upgrade {upgrade_id}",
+                self._on_error)
+            if upgrade is not None:
+                self._queue.ended(upgrade_id, upgrade)
         finally:
-            if not ended:
-                give_back(self._leases, lease)
             with self._lock:
                 self._driving.discard(lease.name)
             self._wakeup.wake()
@@ -201,4 +222,4 @@ class Heartbeat:
                 _log.warning("lost the lease on %s: another engine process took it over", lease.name)
             self._leases.announce()
         except OUTAGES as error:
-            _log.warning("cannot renew leases (%s): they lapse unless the database is back in time", reason(error))
+            _log.warning("cannot renew leases (%s): they lapse unless the database is back in time", first_line(error))

@@ -40,12 +40,14 @@ from bench.rollout import CLUSTER, TARGET_VERSION, PostgresBackend, migrated_eng
 from engine.catalog import default_codec
 from engine.packages import PackageKind, PackageManifest
 from engine.rollout import RolloutState
+from engine.rollout_events import RolloutCancelled, RolloutCompleted, RolloutFailed, rollout_stream_id
 from engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
 from engine.versions import parse_version
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SPEED_UP = 1.4
 TICKS = os.sysconf("SC_CLK_TCK")
+ENDINGS = (RolloutCompleted, RolloutFailed, RolloutCancelled)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -84,11 +86,10 @@ class SessionSampler:
         self.samples: Counter[str] = Counter()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __enter__(self) -> SessionSampler:
+    def start(self) -> None:
         self._thread.start()
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
         self._engine.dispose()
@@ -185,20 +186,20 @@ def run(backend: PostgresBackend, processes: int, agents: int, capacity: int, ma
             server_pids = postgres_pids()
             engine_cpu, postgres_cpu = cpu_seconds(engine_pids), cpu_seconds(server_pids)
             progress(f"{processes} process(es): rollout of {agents} agents started")
-            sampler = SessionSampler(url).__enter__()
+            sampler = SessionSampler(url)
+            sampler.start()
             start = time.perf_counter()
             planned = service.start_rollout(spec, actor="bench")
-            while True:
-                state = service.rollout(planned.rollout_id).state
-                if state is not RolloutState.RUNNING and state is not RolloutState.PLANNED:
-                    break
-                for index, engine in enumerate(engines):
+            stream = rollout_stream_id(planned.rollout_id)
+            while not any(isinstance(r.event, ENDINGS) for r in service.store.read_stream(stream, after_version=1)):
+                for index, engine in enumerate(engines):  # the plan (version 1) is not read again: it is large
                     if engine.poll() is not None:
                         log = (Path(directory) / f"engine-{index}.log").read_text()
                         raise RuntimeError(f"engine {index} exited: {log}")
                 time.sleep(0.2)
             seconds = time.perf_counter() - start
-            sampler.__exit__()
+            sampler.stop()
+            state = service.rollout(planned.rollout_id).state
             if state is not RolloutState.COMPLETED:
                 raise RuntimeError(f"the rollout ended {state}")
             events = service.store.head_position() - before

@@ -11,7 +11,7 @@ import bisect
 import contextlib
 import copy
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from queue import Empty, SimpleQueue
@@ -44,8 +44,9 @@ class _SoleDriver:
 
 
 SOLE_DRIVER: Lease = _SoleDriver()
-SCHEDULING_THREADS = 16
 """The lease a runner holds when no other engine process can drive the same work."""
+SCHEDULING_THREADS = 16
+"""Threads that record the scheduling of a large plan's upgrades (their appends go out together)."""
 
 
 class RolloutRunner:
@@ -81,13 +82,17 @@ class RolloutRunner:
         lease.check()
         rollout = self.service.rollout(rollout_id)
         plan = rollout.plan
+        if rollout.state in (RolloutState.COMPLETED, RolloutState.FAILED):  # ended since it was found
+            concluded = self._conclude(rollout, plan, {})
+            assert concluded is not None
+            return concluded
         upgrades = self._schedule_all(plan)
         if rollout.state is RolloutState.PLANNED:
             self._wait_for_start(plan)
             lease.check()
             rollout = self._record_rollout(rollout_id, lambda r: r.start())
         elif self.work is None:
-            self._mark_resumed(plan, upgrades)
+            self._mark_resumed(upgrades.values())
         ids = {a.name: a.upgrade_id for a in plan.agents}
         inflight: _InFlight = {}
         ended: SimpleQueue[str] = SimpleQueue()
@@ -175,9 +180,7 @@ class RolloutRunner:
         with self._in_hand.use(rollout_id) as (plan, agents, watch):
             lease.check()
             upgrade = upgrade or self.service.upgrade(upgrade_id)
-            if upgrade.has_begun and upgrade.state not in STOPPED_STATES:
-                with self._resume_lock:
-                    self._resume_pending.add(upgrade_id)
+            self._mark_resumed([upgrade])
             return self._drive(agents[upgrade_id], plan, watch, upgrade, watch.mark(), self.turns.line_up(FIRST),
                                lease)
 
@@ -213,11 +216,11 @@ class RolloutRunner:
                 upgrade = self.service.upgrade(agent.upgrade_id)
         return upgrade
 
-    def _mark_resumed(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade]) -> None:
-        """This engine takes over a rollout already under way: each unfinished upgrade it resumes gets an
+    def _mark_resumed(self, upgrades: Iterable[AgentUpgrade]) -> None:
+        """This engine takes over upgrades already under way: each unfinished one it resumes gets an
         ``AgentUpgradeResumed`` in front of the first events it records (so resuming costs no extra write)."""
         with self._resume_lock:
-            self._resume_pending.update(u.scheduled.upgrade_id for u in upgrades.values()
+            self._resume_pending.update(u.scheduled.upgrade_id for u in upgrades
                                         if u.scheduled is not None and u.has_begun
                                         and u.state not in STOPPED_STATES)
 

@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.api.models import ErrorOut
 from adapters.api.status_table import STATUS_CODES, status_for
+from adapters.sql.database import first_line
 from engine.errors import DmaUpgradeError
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -62,7 +63,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def database_error(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, sa.exc.DatabaseError)
-        reason = str(error.orig or error).strip().splitlines()[0]
+        reason = first_line(error)
         if isinstance(error, sa.exc.DataError):
             return error_response(422, "invalid_input", f"the database refused a value: {reason}")
         if isinstance(error, sa.exc.IntegrityError):

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 import typer
 from rich.console import Console
 
+from adapters.sql.database import first_line
 from engine.errors import (
     ConcurrencyConflict,
     Conflict,
@@ -83,7 +84,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except DmaUpgradeError as error:
             raise fail(str(error), exit_code_for(error)) from None
         except sa.exc.OperationalError as error:
-            reason = str(error.orig or error).strip().splitlines()[0]
+            reason = first_line(error)
             raise fail(f"database error: {reason}", exit_code_for(StoreUnavailable())) from None
 
     return wrapper

@@ -15,7 +15,8 @@ from rich.table import Table
 from adapters.api.auth import TokenFile
 from adapters.cli.context import RealWaiter, gateway_for, out, session
 from adapters.cli.errors import fail, reports_errors
-from adapters.engine_process import EngineProcess, ProjectionIndex, follows_projections, planned_resumptions
+from adapters.engine_process import FOLLOWER_ROLE, EngineProcess, ProjectionIndex, planned_resumptions
+from adapters.leased_work import playing
 from adapters.metrics import instrument
 from adapters.metrics.chain import ChainWatch
 from adapters.sql.database import is_sqlite
@@ -70,14 +71,14 @@ def serve(ctx: typer.Context,
             out.print(f"API, metrics and progress page on {server.url}")
         out.print(f"engine serving {settings.resolved_database_url.split('@')[-1]}; Ctrl-C stops it")
         leases = SqlLeases(s.container.engine, s.container.clock, seconds=settings.lease_seconds)
-        follows = follows_projections(leases)
+        follows = playing(leases, FOLLOWER_ROLE)
         follower = threading.Thread(target=_follow, args=(s.container.projections, metrics.chain, stop, poll_seconds,
                                                           follows), name="projections", daemon=True)
         follower.start()
         index = ProjectionIndex(s.container.projections, s.container.engine, follows)
         process = EngineProcess(service, gateway, RealWaiter(), poll_seconds=poll_seconds, index=index, leases=leases,
                                 capacity=settings.engine_capacity)
-        metrics.with_engine(leases, process.drivers.driving if process.drivers else lambda: 0)
+        metrics.with_engine(leases, process.upgrades_driving)
         listener = None if is_sqlite(s.container.engine) else PgListener(
             s.container.engine, [process.wakeup, process.drivers_wakeup])
         out.print(f"engine instance {leases.owner}")

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from adapters.bootstrap import Container
+from adapters.leased_work import playing
 from adapters.metrics.chain import ChainWatch
-from adapters.metrics.engine_instance import EngineInstanceCollector, FleetRole
+from adapters.metrics.engine_instance import FLEET_ROLE, EngineInstanceCollector
 from adapters.metrics.fleet import FleetCollector
 from adapters.metrics.instrumented_store import InstrumentedEventStore
 from adapters.sql.leases import SqlLeases
@@ -35,7 +36,7 @@ class Metrics:
         """This process is one engine of several: export its identity and leases, and the fleet gauges only
         while it holds the fleet role."""
         self.registry.register(EngineInstanceCollector(leases, driving))
-        self.fleet.exporting = FleetRole(leases)
+        self.fleet.exporting = playing(leases, FLEET_ROLE)
 
 
 def instrument(container: Container) -> Metrics:

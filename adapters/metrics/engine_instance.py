@@ -17,24 +17,10 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from adapters.leased_work import OUTAGES
 from adapters.sql.leases import ENGINE, ROLE, ROLLOUT, UPGRADE, SqlLeases
 
 FLEET_ROLE = "fleet-gauges"
 KINDS = (ENGINE, ROLLOUT, UPGRADE, ROLE)
-
-
-class FleetRole:
-    """Whether this process exports the fleet gauges: it holds the role lease, claiming it if free."""
-
-    def __init__(self, leases: SqlLeases) -> None:
-        self._leases = leases
-
-    def __call__(self) -> bool:
-        try:
-            return self._leases.plays(FLEET_ROLE)
-        except OUTAGES:
-            return False
 
 
 class EngineInstanceCollector(Collector):

@@ -94,7 +94,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     except sa.exc.OperationalError as exc:
-        raise StoreUnavailable(f"cannot reach the database {describe(engine)}: {_first_line(exc)}") from None
+        raise StoreUnavailable(f"cannot reach the database {describe(engine)}: {first_line(exc)}") from None
 
 
 def ensure_schema(engine: Engine, *, auto_migrate: bool) -> None:
@@ -114,6 +114,7 @@ def describe(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error (a database error's own message, not SQLAlchemy's wrapping), for one-line reports."""
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -150,8 +150,7 @@ class SqlLeases:
 
     def _claim_free(self, conn: sa.Connection, kind: str, names: list[str] | None,
                     limit: int | None) -> list[HeldLease]:
-        started = self._monotonic()
-        now = self._clock.now()
+        now, expires_at, deadline = self._term()
         pick = sa.select(leases.c.name).where(
             leases.c.kind == kind, sa.or_(leases.c.owner.is_(None), leases.c.expires_at < now))
         if names is not None:
@@ -160,9 +159,8 @@ class SqlLeases:
             pick = pick.limit(limit)
         claimed = conn.execute(
             sa.update(leases).where(leases.c.name.in_(pick.with_for_update(skip_locked=True).scalar_subquery()))
-            .values(owner=self.owner, expires_at=now + timedelta(seconds=self.seconds), token=leases.c.token + 1)
+            .values(owner=self.owner, expires_at=expires_at, token=leases.c.token + 1)
             .returning(leases.c.name, leases.c.rollout_id, leases.c.token)).all()
-        deadline = started + self.seconds * (1 - MARGIN)
         held = [HeldLease(row.name, kind, row.rollout_id, row.token, deadline, self._monotonic) for row in claimed]
         with self._lock:
             self.claimed[kind] += len(held)
@@ -173,6 +171,13 @@ class SqlLeases:
                 self._held[lease.name] = lease
         return held
 
+    def _term(self) -> tuple[datetime, datetime, float]:
+        """For a claim or renewal made now: the time now, the expiry others will see, and this process's
+        own deadline (monotonic), which falls ``MARGIN`` of the lease time before that expiry."""
+        deadline = self._monotonic() + self.seconds * (1 - MARGIN)
+        now = self._clock.now()
+        return now, now + timedelta(seconds=self.seconds), deadline
+
     # -- holding -------------------------------------------------------------------------------
 
     def renew(self) -> list[HeldLease]:
@@ -181,14 +186,11 @@ class SqlLeases:
             held = dict(self._held)
         if not held:
             return []
-        started = self._monotonic()
-        now = self._clock.now()
+        _, expires_at, deadline = self._term()
         with self._write() as conn:
             renewed = {(row.name, row.token) for row in conn.execute(
                 sa.update(leases).where(leases.c.owner == self.owner, leases.c.name.in_(list(held)))
-                .values(expires_at=now + timedelta(seconds=self.seconds))
-                .returning(leases.c.name, leases.c.token))}
-        deadline = started + self.seconds * (1 - MARGIN)
+                .values(expires_at=expires_at).returning(leases.c.name, leases.c.token))}
         lost = []
         with self._lock:
             for name, lease in held.items():

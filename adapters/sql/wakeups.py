@@ -16,6 +16,8 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from adapters.sql.database import first_line
+
 CHANNEL = "dma_upgrade"
 _log = logging.getLogger("dma_upgrade.wakeups")
 
@@ -72,7 +74,6 @@ class PgListener:
                             for wakeup in self._wakeups:
                                 wakeup.wake()
             except psycopg.Error as error:
-                _log.warning("not listening for wake-ups (%s); polling only until it reconnects",
-                             str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+                _log.warning("not listening for wake-ups (%s); polling only until it reconnects", first_line(error))
             self.listening.clear()
             self._stop.wait(self._retry_seconds)

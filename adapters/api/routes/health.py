@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from adapters.api.context import Context
 from adapters.api.models import ProjectionStatusOut, ReadinessOut
+from adapters.sql.database import first_line
 
 router = APIRouter(tags=["health"])
 
@@ -31,7 +32,7 @@ def readiness(context: Context) -> JSONResponse:
         statuses = [ProjectionStatusOut.of(s) for s in container.projections.status()]
     except sa.exc.SQLAlchemyError as error:
         database = False
-        reasons.append(f"database unreachable: {str(getattr(error, 'orig', None) or error).splitlines()[0]}")
+        reasons.append(f"database unreachable: {first_line(error)}")
     allowed_lag = container.settings.ready_max_lag_events
     for status in statuses:
         if status.error:
