@@ -11,28 +11,35 @@ memory in a JSON state file so that it survives the simulator's own restarts.
   that really takes its time (``time.sleep``) and remembers its version, journal and keys.
 - ``serve_in_thread`` and ``serve_simulation`` run such apps on free loopback ports in this process;
   ``LoopbackRoutes`` is an httpx transport sending the agents' own addresses to those ports.
+
+A step runs in a thread of its own, as an attempt that requests follow: the request that started it, and
+any later request for the same key while it runs (an engine picking up a step in progress), which
+becomes the attempt's caller: it gets the phase the install is at and every later one, and only its
+acknowledgements count. Earlier callers keep their stream, for the outcome only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
-import queue
 import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.types import Receive, Scope, Send
 
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
 from engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
@@ -40,6 +47,8 @@ from engine.ports import PackageRef, PhaseReporter, StepOutcome, StepStatus
 from engine.upgrade_events import Step
 
 NDJSON = "application/x-ndjson"
+CALLER_HEADER = "X-Step-Caller"
+"""The header of a step stream naming its caller (the id its acknowledgements give as ``caller``)."""
 STATE_FORMAT = 1
 """The version of the state file's layout."""
 
@@ -60,6 +69,8 @@ class PhaseAck(BaseModel):
     """The body of ``POST /steps/{key}/phases/{index}``."""
 
     proceed: bool = True
+    caller: str | None = None
+    """The ``X-Step-Caller`` of the stream that reported the phase; another caller's is refused (409)."""
 
 
 @dataclass(frozen=True)
@@ -157,10 +168,11 @@ class _Refused(Exception):
 
 @dataclass
 class _Gate:
-    """An install waiting at phase ``index`` for the engine's acknowledgement."""
+    """An install waiting at phase ``index`` for its caller's acknowledgement, until ``deadline``."""
 
     index: int
-    answered: threading.Event
+    deadline: float
+    answered: threading.Event = field(default_factory=threading.Event)
     proceed: bool = True
 
 
@@ -168,6 +180,43 @@ class _Gate:
 class _Final:
     status_code: int
     body: dict[str, Any]
+
+
+_Event: TypeAlias = _Final | dict[str, Any]
+"""What reaches a request following an attempt: a phase line, then its final answer."""
+
+
+@dataclass(eq=False)
+class _Caller:
+    """One request following an attempt; events reach its queue on the server's event loop."""
+
+    acks: bool
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[_Event] = field(default_factory=asyncio.Queue)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def put(self, event: _Event) -> None:
+        with contextlib.suppress(RuntimeError):  # the server's loop is closed: nobody reads it anymore
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+@dataclass(eq=False)
+class _Attempt:
+    """A running attempt of one key and the requests following it.
+
+    ``caller`` gets the phases and is the one whose acknowledgements count (None: it went away and
+    nobody picked the step up yet); ``watchers`` are earlier callers, waiting for the outcome only.
+    """
+
+    key: str
+    request: StepRequest
+    caller: _Caller | None
+    watchers: list[_Caller] = field(default_factory=list)
+    phase: dict[str, Any] | None = None
+    """The last phase line, sent first to a caller that picks the step up."""
+    gate: _Gate | None = None
+    unacked: bool = False
+    """The caller let a phase go unacknowledged past the timeout: do not wait for it again."""
 
 
 class _ServedAgent:
@@ -184,7 +233,7 @@ class _ServedAgent:
         self._previous_journal = previous.journal if previous else ()
         self._previous_keys = dict(previous.keys) if previous else {}
         self._records: dict[str, KeyRecord] = dict(self._previous_keys)
-        self._gates: dict[str, _Gate] = {}
+        self._attempts: dict[str, _Attempt] = {}
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()
 
@@ -255,57 +304,161 @@ class _ServedAgent:
             return self._previous_keys[key].status
         return status
 
-    # -- phase acknowledgements ----------------------------------------------------------------
+    # -- attempts and the requests following them --------------------------------------------
 
-    def reporter(self, key: str, events: queue.Queue[_Final | dict[str, Any]], acks: bool) -> PhaseReporter:
-        missed = threading.Event()
+    def follow(self, key: str, request: StepRequest, caller: _Caller) -> _Attempt | _Final:
+        """Make ``caller`` the caller of the running attempt of ``key``, or start one for it.
 
+        Returns the attempt, or the final answer at once when the request is refused.
+        """
+        if request.agent is not None and request.agent != self.name:
+            return _Final(409, {"status": "refused", "error": f"this is agent {self.name}, not {request.agent}"})
+        with self._lock:
+            attempt = self._attempts.get(key)
+            if attempt is not None:
+                if (attempt.request.step, attempt.request.package_sha256) != (request.step, request.package_sha256):
+                    return _Final(409, {"status": "refused", "error": (
+                        f"idempotency key {key!r} is running {attempt.request.step.value} "
+                        f"of package {attempt.request.package_sha256}")})
+                self._attach(attempt, caller)
+                return attempt
+            attempt = _Attempt(key, request, caller)
+            self._attempts[key] = attempt
+        threading.Thread(target=self._run, args=(attempt,), name=f"agent-{self.name}-{key}", daemon=True).start()
+        return attempt
+
+    def _attach(self, attempt: _Attempt, caller: _Caller) -> None:
+        """``caller`` picks the running ``attempt`` up (the lock is held): the phase it is at, then the rest."""
+        if attempt.caller is not None:
+            attempt.watchers.append(attempt.caller)  # its acknowledgements no longer count
+        attempt.caller = caller
+        attempt.unacked = False
+        if attempt.phase is not None:
+            caller.put(attempt.phase)
+        gate = attempt.gate
+        if gate is not None:
+            if caller.acks:
+                gate.deadline = time.monotonic() + self.phase_ack_timeout  # the new caller's time to answer
+            else:
+                gate.answered.set()
+
+    def leave(self, attempt: _Attempt, caller: _Caller) -> None:
+        """``caller``'s request ended (answered, or its connection is gone). If it was the attempt's
+        caller, the install stops waiting for it at once and goes on; a caller may pick it up later."""
+        with self._lock:
+            if attempt.caller is caller:
+                attempt.caller = None
+                if attempt.gate is not None:
+                    attempt.gate.answered.set()
+            elif caller in attempt.watchers:
+                attempt.watchers.remove(caller)
+
+    def acknowledge(self, key: str, index: int, ack: PhaseAck) -> _Final:
+        with self._lock:
+            attempt = self._attempts.get(key)
+            gate = attempt.gate if attempt is not None else None
+            if attempt is None or gate is None or gate.index != index:
+                return _Final(404, {"error": f"no install of key {key!r} waits at phase {index}"})
+            if ack.caller is not None and (attempt.caller is None or attempt.caller.id != ack.caller):
+                return _Final(409, {"status": "refused",
+                                    "error": f"another caller picked up the install of key {key!r}"})
+            gate.proceed = ack.proceed
+            gate.answered.set()
+        return _Final(200, {"status": "acknowledged"})
+
+    def _run(self, attempt: _Attempt) -> None:
+        """Run ``attempt`` (in its own thread) and send its final answer to every request following it."""
+        try:
+            outcome = self.perform(attempt.key, attempt.request, self._reporter(attempt))
+            final = _Final(200, {"status": "succeeded", "version_after": outcome.version_after})
+        except _Refused as error:
+            final = _Final(409, {"status": "refused", "error": str(error)})
+        except AgentUnreachable as error:
+            final = _Final(503, {"status": "unavailable", "error": error.reason})
+        except AgentStepFailed as error:
+            final = _Final(422, {"status": "failed", "error": error.reason})
+        except Exception as error:  # a bug of the simulator: answered like any broken server
+            final = _Final(500, {"status": "error", "error": repr(error)})
+        with self._lock:
+            if self._attempts.get(attempt.key) is attempt:
+                del self._attempts[attempt.key]
+            attempt.gate = None
+            for caller in (attempt.caller, *attempt.watchers):
+                if caller is not None:
+                    caller.put(final)
+
+    def _reporter(self, attempt: _Attempt) -> PhaseReporter:
         def on_phase(phase: str, index: int, count: int) -> None:
-            gate = _Gate(index, threading.Event()) if acks and not missed.is_set() else None
-            if gate is not None:
-                with self._lock:
-                    self._gates[key] = gate
-            events.put({"phase": phase, "index": index, "count": count})
+            line = {"phase": phase, "index": index, "count": count}
+            with self._lock:
+                attempt.phase = line
+                caller = attempt.caller
+                gate = None
+                if caller is not None and caller.acks and not attempt.unacked:
+                    gate = _Gate(index, time.monotonic() + self.phase_ack_timeout)
+                attempt.gate = gate
+                if caller is not None:
+                    caller.put(line)
             if gate is None:
                 return
-            answered = gate.answered.wait(self.phase_ack_timeout)
+            while not gate.answered.wait(max(0.0, gate.deadline - time.monotonic())):
+                with self._lock:
+                    if time.monotonic() >= gate.deadline:  # the caller went silent: go on without it
+                        attempt.unacked = True
+                        break
             with self._lock:
-                if self._gates.get(key) is gate:
-                    del self._gates[key]
-            if not answered:
-                missed.set()  # the engine went away: stop waiting for it, finish the install
-            elif not gate.proceed:
+                if attempt.gate is gate:
+                    attempt.gate = None
+            if gate.answered.is_set() and not gate.proceed:
                 raise AgentStepFailed(self.name, Step.INSTALL.value,
                                       f"the engine stopped the install at phase {phase}")
 
         return on_phase
 
-    def acknowledge(self, key: str, index: int, proceed: bool) -> bool:
-        with self._lock:
-            gate = self._gates.get(key)
-            if gate is None or gate.index != index:
-                return False
-            gate.proceed = proceed
-            gate.answered.set()
-            return True
 
+class _StepStream(StreamingResponse):
+    """The NDJSON stream of one request following an attempt: phase lines, keep-alives, the final line.
 
-def _outcome_of(served: _ServedAgent, key: str, request: StepRequest,
-                events: queue.Queue[_Final | dict[str, Any]]) -> None:
-    """Run one request's attempt (in its own thread) and put its final answer on ``events``."""
-    on_phase = served.reporter(key, events, request.phase_acks)
-    try:
-        outcome = served.perform(key, request, on_phase)
-        final = _Final(200, {"status": "succeeded", "version_after": outcome.version_after})
-    except _Refused as error:
-        final = _Final(409, {"status": "refused", "error": str(error)})
-    except AgentUnreachable as error:
-        final = _Final(503, {"status": "unavailable", "error": error.reason})
-    except AgentStepFailed as error:
-        final = _Final(422, {"status": "failed", "error": error.reason})
-    except Exception as error:  # a bug of the simulator: answered like any broken server
-        final = _Final(500, {"status": "error", "error": repr(error)})
-    events.put(final)
+    Whatever ends it (the final line, or the client's connection going away) takes the request off the
+    attempt at once, so the install never waits for the acknowledgement of a caller that is gone.
+    """
+
+    def __init__(self, served: _ServedAgent, attempt: _Attempt, caller: _Caller, first: _Event | None) -> None:
+        super().__init__(self._lines(served.heartbeat_seconds, caller, first), media_type=NDJSON,
+                         headers={CALLER_HEADER: caller.id})
+        self._served = served
+        self._attempt = attempt
+        self._caller = caller
+
+    @staticmethod
+    async def _lines(heartbeat: float, caller: _Caller, first: _Event | None) -> AsyncIterator[bytes]:
+        event = first
+        while True:
+            if event is None:
+                yield b"\n"  # keep-alive: the client's read timeout spans one phase at most
+            elif isinstance(event, _Final):
+                yield _line(event.body)
+                return
+            else:
+                yield _line(event)
+            try:
+                async with asyncio.timeout(heartbeat):
+                    event = await caller.events.get()
+            except TimeoutError:
+                event = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        streaming = asyncio.ensure_future(self.stream_response(send))
+        listening = asyncio.ensure_future(self.listen_for_disconnect(receive))
+        try:
+            await asyncio.wait((streaming, listening), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._served.leave(self._attempt, self._caller)
+            for task in (streaming, listening):
+                task.cancel()
+            for outcome in await asyncio.gather(streaming, listening, return_exceptions=True):
+                if isinstance(outcome, Exception) and not isinstance(outcome, OSError):
+                    raise outcome  # OSError: the client went away while a line was written
 
 
 def _line(body: dict[str, Any]) -> bytes:
@@ -327,37 +480,30 @@ def agent_app(simulation: SimulatedAgentGateway, name: str, *, state_file: Path 
     app.state.served = served
 
     @app.post("/steps/{key}")
-    def post_step(key: str, request: StepRequest) -> Response:
-        events: queue.Queue[_Final | dict[str, Any]] = queue.Queue()
-        threading.Thread(target=_outcome_of, args=(served, key, request, events),
-                         name=f"agent-{name}-{key}", daemon=True).start()
+    async def post_step(key: str, request: StepRequest) -> Response:
+        caller = _Caller(acks=request.phase_acks, loop=asyncio.get_running_loop())
+        attempt = served.follow(key, request, caller)
+        if isinstance(attempt, _Final):
+            return JSONResponse(attempt.body, status_code=attempt.status_code)
         try:
-            first: _Final | dict[str, Any] | None = events.get(timeout=served.heartbeat_seconds)
-        except queue.Empty:
-            first = None  # a slow step: stream, so that keep-alives reach the client
-        if isinstance(first, _Final):
-            return JSONResponse(first.body, status_code=first.status_code)
-
-        def stream() -> Iterator[bytes]:
-            yield b"\n" if first is None else _line(first)
-            while True:
-                try:
-                    event = events.get(timeout=served.heartbeat_seconds)
-                except queue.Empty:
-                    yield b"\n"  # keep-alive: the client's read timeout spans one phase at most
-                    continue
-                if isinstance(event, _Final):
-                    yield _line(event.body)
-                    return
-                yield _line(event)
-
-        return StreamingResponse(stream(), media_type=NDJSON)
+            first: _Event | None
+            try:
+                async with asyncio.timeout(served.heartbeat_seconds):
+                    first = await caller.events.get()
+            except TimeoutError:
+                first = None  # a slow step: stream, so that keep-alives reach the client
+            if isinstance(first, _Final):
+                served.leave(attempt, caller)
+                return JSONResponse(first.body, status_code=first.status_code)
+            return _StepStream(served, attempt, caller, first)
+        except BaseException:
+            served.leave(attempt, caller)
+            raise
 
     @app.post("/steps/{key}/phases/{index}")
     def acknowledge(key: str, index: int, ack: PhaseAck) -> JSONResponse:
-        if not served.acknowledge(key, index, ack.proceed):
-            return JSONResponse({"error": f"no install of key {key!r} waits at phase {index}"}, status_code=404)
-        return JSONResponse({"status": "acknowledged"})
+        answer = served.acknowledge(key, index, ack)
+        return JSONResponse(answer.body, status_code=answer.status_code)
 
     @app.get("/steps/{key}")
     def get_step(key: str, agent: str | None = None) -> JSONResponse:

@@ -22,17 +22,18 @@ from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.engine import Engine
 
 from adapters.leased_work import OUTAGES, Heartbeat, LeasedWorkQueue, UpgradeDrivers, run_leased
+from adapters.runtime.ports import Waiter
+from adapters.runtime.preloaded import PreloadedUpgrades
+from adapters.runtime.rollout_runner import RolloutRunner
+from adapters.runtime.turns import Turns
 from adapters.sql.database import first_line
 from adapters.sql.leases import ROLLOUT, HeldLease, SqlLeases
 from adapters.sql.projection_runner import ProjectionRunner, read_rows
 from adapters.sql.wakeups import Wakeup
 from engine.agent_upgrade import AgentUpgrade
-from engine.ports import AgentGateway, Waiter
-from engine.preloaded import PreloadedUpgrades
+from engine.ports import AgentGateway
 from engine.rollout import Rollout, RolloutState
-from engine.runner import RolloutRunner
 from engine.service import UpgradeService
-from engine.turns import Turns
 from engine.upgrade_machine import STOPPED_STATES
 from projections.progress import ROLLOUTS
 from projections.timers import SCHEDULED_START, TIMERS

@@ -1,44 +1,74 @@
 """The ``AgentGateway`` port over HTTP: agents that speak ``docs/agent-protocol.md``.
 
 An agent is reached at ``http://{AgentAddress.address}`` (``host:port``, or ``host`` for port 80).
-Every request has a timeout; connection errors, timeouts and 5xx answers are retried with exponential
-backoff (safe: every step carries its idempotency key, and the agent applies a key once). When the retry
-budget is spent, an agent that never answered raises ``AgentUnreachable`` (so does one that kept
-answering 502/503/504: something in front of it answered, not the agent), and one that kept answering
-another 5xx raises ``AgentStepFailed`` naming the status. A 4xx refusal, a failed step and an answer
-that is not protocol JSON raise ``AgentStepFailed`` at once, with the agent's reason.
+Every request has a timeout; connection errors, timeouts and 5xx answers are sent again after an
+exponential backoff with full jitter, capped per wait, for a total span (30 s by default: long enough
+to outlast an agent's restart). That is safe: every step carries its idempotency key, the agent applies
+a key once, and a step re-sent while it still runs picks up the running attempt. When the span is spent,
+an agent that never answered raises ``AgentUnreachable`` (so does one that kept answering
+502/503/504: something in front of it answered, not the agent), and one that kept answering another
+5xx raises ``AgentStepFailed`` naming the status; a step stream that broke off without its outcome
+line raises ``AgentOutcomeUnknown``. A 4xx refusal, a failed step and an answer that is
+not protocol JSON raise ``AgentStepFailed`` at once, with the agent's reason. A backoff is cut short
+when the gateway's ``stopping`` event is set (``AgentUnreachable``, reason ``stopping``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import random
+import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
+from engine.errors import AgentOutcomeUnknown, AgentStepFailed, AgentUnreachable, InvalidInput
 from engine.packages import AgentFacts
 from engine.ports import AgentAddress, AgentIdentity, PackageRef, PhaseReporter, StepOutcome, StepStatus
 from engine.upgrade_events import Step
+
+if TYPE_CHECKING:
+    from adapters.settings import Settings
 
 T = TypeVar("T")
 
 UNREACHABLE_STATUSES = frozenset({502, 503, 504})
 """5xx answers that mean the agent itself did not answer (a proxy, or the agent not accepting work)."""
 
+CALLER_HEADER = "X-Step-Caller"
+"""The header of a step stream naming its caller; the caller's acknowledgements name it back."""
+
+STOPPING = "stopping"
+"""The reason of the ``AgentUnreachable`` raised when the gateway's ``stopping`` event cut a backoff short."""
+
+
+class Stopping(Protocol):
+    """What the gateway needs of a "stopping" flag (a ``threading.Event``)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+def backoff_bound(retry: int, base_seconds: float, cap_seconds: float) -> float:
+    """The longest wait before retry number ``retry`` (0 for the first): ``base * 2**retry``, at most ``cap``."""
+    return min(cap_seconds, base_seconds * 2.0 ** min(retry, 64))
+
 
 class _Retryable(Exception):
-    """One attempt that may be retried: ``unreachable`` tells how it counts once retries are spent."""
+    """One attempt that may be retried: ``unreachable`` and ``in_doubt`` tell how it counts once the
+    retries are spent (``AgentUnreachable``, ``AgentOutcomeUnknown``, else ``AgentStepFailed``)."""
 
-    def __init__(self, reason: str, *, unreachable: bool) -> None:
+    def __init__(self, reason: str, *, unreachable: bool, in_doubt: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.unreachable = unreachable
+        self.in_doubt = in_doubt
 
 
 class _IdentityBody(BaseModel):
@@ -80,22 +110,58 @@ class HttpAgentGateway:
     """An ``AgentGateway`` talking to agents over HTTP; thread-safe (one pooled ``httpx.Client``).
 
     ``timeout_seconds`` bounds connecting and each read (an install stream sends a line at least every
-    second, so a long install is not a timeout). ``retries`` is how many times a failed request is sent
-    again, after ``backoff_seconds``, then twice that, and so on (waited with ``sleeper``). ``client``
-    replaces the gateway's own ``httpx.Client`` (which ``close`` then leaves open).
+    second, so a long install is not a timeout).
+
+    A request that failed in a way worth trying again is sent again until ``retry_seconds`` have passed
+    since the first attempt (``retries``, when given, also caps how many times). Before retry number
+    ``n`` (0 for the first) the gateway waits a random time between 0 and
+    ``min(backoff_cap_seconds, backoff_seconds * 2**n)`` ("full jitter"), never past the end of the span,
+    so the last attempt is made once the span has passed. ``jitter`` draws the fraction, in [0, 1).
+
+    Waiting is done with ``stopping.wait`` (a real wait that setting ``stopping`` interrupts), or, when
+    ``sleeper`` is given, by calling it; ``stopping`` is looked at before and after. ``clock`` measures
+    the span (``time.monotonic``; with a ``sleeper`` and no ``clock``, the span is counted in the
+    seconds the sleeper was asked to wait, so a fake sleeper means fake time). A set ``stopping`` ends
+    a backoff at once with ``AgentUnreachable`` (reason ``stopping``).
+
+    ``client`` replaces the gateway's own ``httpx.Client`` (which ``close`` then leaves open).
     """
 
-    def __init__(self, timeout_seconds: float = 10.0, retries: int = 3, backoff_seconds: float = 0.2,
-                 sleeper: Callable[[float], None] = time.sleep, client: httpx.Client | None = None) -> None:
-        if timeout_seconds <= 0 or retries < 0 or backoff_seconds < 0:
-            raise InvalidInput("the HTTP gateway needs a positive timeout and non-negative retries and backoff")
+    def __init__(self, timeout_seconds: float = 10.0, retries: int | None = None, backoff_seconds: float = 0.2,
+                 *, retry_seconds: float = 30.0, backoff_cap_seconds: float = 5.0,
+                 sleeper: Callable[[float], None] | None = None, clock: Callable[[], float] | None = None,
+                 jitter: Callable[[], float] = random.random, stopping: Stopping | None = None,
+                 client: httpx.Client | None = None) -> None:
+        if timeout_seconds <= 0 or (retries is not None and retries < 0) or retry_seconds < 0:
+            raise InvalidInput("the HTTP gateway needs a positive timeout and non-negative retries and retry span")
+        if backoff_seconds <= 0 or backoff_cap_seconds < backoff_seconds:
+            raise InvalidInput("the HTTP gateway needs a positive backoff and a backoff cap at least as long")
         self._timeout = httpx.Timeout(timeout_seconds)
         self._timeout_seconds = timeout_seconds
         self._retries = retries
+        self._retry_seconds = retry_seconds
         self._backoff = backoff_seconds
+        self._backoff_cap = backoff_cap_seconds
         self._sleeper = sleeper
+        self._jitter = jitter
+        self._stopping: Stopping = stopping if stopping is not None else threading.Event()
+        self._slept = 0.0
+        self._slept_lock = threading.Lock()
+        if clock is not None:
+            self._clock = clock
+        elif sleeper is not None:
+            self._clock = self._slept_so_far
+        else:
+            self._clock = time.monotonic
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(timeout=self._timeout)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, stopping: Stopping | None = None) -> HttpAgentGateway:
+        """The gateway ``DMA_UPGRADE_AGENT_RETRY_SECONDS``, ``_RETRY_BASE_SECONDS`` and ``_RETRY_CAP_SECONDS``
+        configure; ``stopping`` (the process's shutdown event) cuts its backoffs short."""
+        return cls(retry_seconds=settings.agent_retry_seconds, backoff_seconds=settings.agent_retry_base_seconds,
+                   backoff_cap_seconds=settings.agent_retry_cap_seconds, stopping=stopping)
 
     def close(self) -> None:
         """Close the gateway's own connection pool (not an injected client)."""
@@ -116,7 +182,9 @@ class HttpAgentGateway:
 
         With ``on_phase`` the agent waits at each phase until ``on_phase`` returned (the gateway
         acknowledges the phase); if ``on_phase`` raises, the gateway tells the agent to stop and the
-        error propagates.
+        error propagates. A key the agent is still running (sent by an engine that died, or by an
+        attempt of this call whose connection broke) is picked up where it is: ``on_phase`` gets the
+        phase the install is at now and every later one, then the step's outcome is returned.
         """
         url = self._url(agent.address, f"/steps/{quote(idempotency_key, safe='')}")
         body = {"step": step.value, "package_sha256": package.sha256, "package_version": package.version,
@@ -168,11 +236,10 @@ class HttpAgentGateway:
         return f"http://{address}{path}"
 
     def _call(self, who: str, operation: str, attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` with the retry budget; map what is left to the port's errors."""
-        last: _Retryable | None = None
-        for number in range(self._retries + 1):
-            if number:
-                self._sleeper(self._backoff * 2 ** (number - 1))
+        """Run ``attempt`` until it answers or the retry span is spent; map what is left to the port's errors."""
+        deadline = self._clock() + self._retry_seconds
+        retry = 0
+        while True:
             try:
                 return attempt()
             except httpx.TimeoutException as error:
@@ -184,12 +251,40 @@ class HttpAgentGateway:
                 last = error
             except _Garbage as error:
                 raise AgentStepFailed(who, operation, str(error)) from None
-        assert last is not None
-        attempts = self._retries + 1
+            now = self._clock()
+            if now >= deadline or (self._retries is not None and retry >= self._retries):
+                break
+            self._pause(who, operation, min(self.backoff(retry), deadline - now))
+            retry += 1
+        attempts = retry + 1
         reason = f"{last.reason} (after {attempts} attempt{'s' if attempts > 1 else ''})"
         if last.unreachable:
             raise AgentUnreachable(who, operation, reason)
+        if last.in_doubt:
+            raise AgentOutcomeUnknown(who, operation, reason)
         raise AgentStepFailed(who, operation, reason)
+
+    def backoff(self, retry: int) -> float:
+        """The wait before retry number ``retry`` (0 for the first): full jitter below ``backoff_bound``."""
+        return self._jitter() * backoff_bound(retry, self._backoff, self._backoff_cap)
+
+    def _pause(self, who: str, operation: str, seconds: float) -> None:
+        """Wait ``seconds`` unless ``stopping`` is set, before or during the wait."""
+        if self._stopping.is_set():
+            raise AgentUnreachable(who, operation, STOPPING)
+        if self._sleeper is None:
+            interrupted = self._stopping.wait(seconds)
+        else:
+            self._sleeper(seconds)
+            with self._slept_lock:
+                self._slept += seconds
+            interrupted = self._stopping.is_set()
+        if interrupted:
+            raise AgentUnreachable(who, operation, STOPPING)
+
+    def _slept_so_far(self) -> float:
+        with self._slept_lock:
+            return self._slept
 
     @staticmethod
     def _check_server_error(response: httpx.Response, content: bytes) -> None:
@@ -214,22 +309,24 @@ class HttpAgentGateway:
                      on_phase: PhaseReporter | None) -> StepOutcome:
         if response.status_code == 200 and response.headers.get("content-type", "").startswith(
                 "application/x-ndjson"):
+            caller = response.headers.get(CALLER_HEADER)
             for line in response.iter_lines():
                 if not line.strip():
                     continue  # keep-alive
                 message = _json_object(line, 200)
                 if isinstance(message, dict) and "phase" in message:
-                    self._phase(agent, step, url, message, on_phase)
+                    self._phase(url, message, on_phase, caller)
                     continue
                 return self._step_outcome(agent, step, 200, message, line)
-            raise _Garbage("the agent's step stream ended without an outcome")
+            # Broken off: sent again, the step is picked up where it is (or answered from the agent's memory).
+            raise _Retryable("the agent's step stream ended without an outcome", unreachable=False, in_doubt=True)
         content = response.read()
         self._check_server_error(response, content)
         message = _json_object(content, response.status_code)
         return self._step_outcome(agent, step, response.status_code, message, content)
 
-    def _phase(self, agent: AgentAddress, step: Step, url: str, message: dict[str, Any],
-               on_phase: PhaseReporter | None) -> None:
+    def _phase(self, url: str, message: dict[str, Any], on_phase: PhaseReporter | None,
+               caller: str | None) -> None:
         phase, index, count = message.get("phase"), message.get("index"), message.get("count")
         if not (isinstance(phase, str) and isinstance(index, int) and isinstance(count, int)):
             raise _Garbage(f"the agent sent a phase line that does not follow the protocol: {message!r}")
@@ -238,14 +335,18 @@ class HttpAgentGateway:
         try:
             on_phase(phase, index, count)
         except BaseException:
-            self._acknowledge(url, index, proceed=False)
+            self._acknowledge(url, index, caller, proceed=False)
             raise
-        self._acknowledge(url, index, proceed=True)
+        self._acknowledge(url, index, caller, proceed=True)
 
-    def _acknowledge(self, url: str, index: int, *, proceed: bool) -> None:
-        """Best effort: an agent that hears nothing waits its own timeout, then goes on."""
+    def _acknowledge(self, url: str, index: int, caller: str | None, *, proceed: bool) -> None:
+        """Best effort: an agent that hears nothing waits its own timeout, then goes on; one that another
+        caller picked the step up from refuses it (409), and its stream goes on with the outcome only."""
+        body: dict[str, Any] = {"proceed": proceed}
+        if caller is not None:
+            body["caller"] = caller
         with contextlib.suppress(httpx.HTTPError):
-            self._client.post(f"{url}/phases/{index}", json={"proceed": proceed}, timeout=self._timeout)
+            self._client.post(f"{url}/phases/{index}", json=body, timeout=self._timeout)
 
     @staticmethod
     def _step_outcome(agent: AgentAddress, step: Step, status_code: int, message: Any,

@@ -20,12 +20,12 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
+from adapters.runtime.rollout_runner import RolloutRunner
 from adapters.sql.database import first_line
 from adapters.sql.leases import UPGRADE, HeldLease, SqlLeases
 from adapters.sql.wakeups import Wakeup
 from engine.agent_upgrade import AgentUpgrade
 from engine.errors import LeaseLost, StoreUnavailable
-from engine.runner import RolloutRunner
 
 _log = logging.getLogger("dma_upgrade.engine")
 

@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     agent_gateway: Literal["simulated", "http"] = "simulated"
     """How the engine reaches agents: ``http`` speaks docs/agent-protocol.md to ``host:port`` addresses;
     ``simulated`` drives a simulation of the inventory."""
+    agent_retry_seconds: float = Field(default=30.0, ge=0)
+    """How long the HTTP gateway keeps sending a request an agent did not answer (long enough to outlast
+    an agent's restart) before the step counts as unreachable."""
+    agent_retry_base_seconds: float = Field(default=0.2, gt=0)
+    """The HTTP gateway's first backoff bound: retry ``n`` waits a random time up to ``base * 2**n``."""
+    agent_retry_cap_seconds: float = Field(default=5.0, gt=0)
+    """The longest single backoff wait of the HTTP gateway (at least the base)."""
     simulated_step_seconds: float = 0.0
     """How long each step of the simulated gateway takes in real time (0: at once), to watch a rollout."""
     api_tokens_file: Path | None = None

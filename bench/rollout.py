@@ -38,6 +38,7 @@ from sqlalchemy.engine import URL, Engine
 
 from adapters.clock import SystemClock, UuidFactory
 from adapters.package_archive import build_package, inspect_package
+from adapters.runtime.rollout_runner import RolloutRunner
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
 from adapters.sql.database import create_db_engine, migrate, normalise_url
 from adapters.sql.event_store import SqlEventStore
@@ -47,7 +48,6 @@ from engine.catalog import default_codec
 from engine.events import EventMetadata, NewEvent, RecordedEvent
 from engine.packages import PackageKind, PackageManifest
 from engine.rollout import RolloutState
-from engine.runner import RolloutRunner
 from engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
 from engine.versions import parse_version
 

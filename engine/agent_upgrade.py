@@ -17,13 +17,18 @@ from engine.upgrade_events import (
     AgentUpgradeRetried,
     AgentUpgradeScheduled,
     InstallPhaseReported,
+    ManualStartAwaited,
     Step,
     StepDelayed,
+    StepDoubtResolved,
     StepFailed,
+    StepInDoubt,
+    StepOrder,
     StepStarted,
+    StepStatusLearned,
     StepSucceeded,
 )
-from engine.upgrade_machine import STOPPED_STATES, TERMINAL_STATES, MachineFlags, UpgradeState, next_state
+from engine.upgrade_machine import STOPPED_STATES, MachineFlags, UpgradeState, next_state
 
 ENTERED_ON_START = {Step.INSTALL: "install", Step.REBOOT: "reboot"}
 """Steps whose state is entered when they begin (the state means "in progress")."""
@@ -57,6 +62,10 @@ class AgentUpgrade:
         self.resume_state: UpgradeState | None = None
         self.version_after: str | None = None
         self.manual_start_needed = False
+        self.in_doubt = False
+        self.status_learned: str | None = None
+        self.awaiting_manual_start = False
+        self.manual_start_seen = False
         self.retries = 0
         self.resumes = 0
 
@@ -80,16 +89,14 @@ class AgentUpgrade:
     def flags(self) -> MachineFlags:
         plan = self.plan
         return MachineFlags(stops_snmp=plan.options.stop_snmp, switches_over=plan.switch_over,
-                            reboots=plan.options.reboot, upload_only=plan.upload_only)
+                            reboots=plan.options.reboot, upload_only=plan.upload_only,
+                            legacy_switch_first=plan.switch_over
+                            and plan.step_order is StepOrder.LEGACY_SWITCH_BEFORE_REBOOT)
 
     @property
     def next_step(self) -> Step | None:
         """The first planned step not yet done (None when all are done)."""
         return next((s for s in self.plan.steps if s not in self.done_steps), None)
-
-    @property
-    def is_finished(self) -> bool:
-        return self.state in TERMINAL_STATES
 
     @property
     def is_failed(self) -> bool:
@@ -141,6 +148,34 @@ class AgentUpgrade:
             raise InvalidTransition(self.state, f"delay {step.value}", "it is not the next step")
         return [StepDelayed(step=step, due_at=due_at, reason=reason)]
 
+    def mark_in_doubt(self, step: Step, reason: str) -> list[Event]:
+        """Record that the outcome of ``step`` is unknown (no answer, or the agent could not be asked)."""
+        self._require_in_progress(step, "doubt")
+        return [StepInDoubt(step=step, attempt=self.attempts[step], reason=reason)]
+
+    def learn_status(self, step: Step, status: str) -> list[Event]:
+        """Record what the agent said of ``step``'s key when asked (not ``failed``: see ``fail_attempt``)."""
+        self._require_in_progress(step, "learn the status of")
+        return [StepStatusLearned(step=step, attempt=self.attempts[step], status=status)]
+
+    def resolve_doubt(self, applied: bool, version_after: str | None = None) -> list[Event]:
+        """An operator's decision on the step in doubt: applied (done on their word) or not applied."""
+        step = self.step_in_progress
+        if step is None or not self.in_doubt or self.state in STOPPED_STATES:
+            raise InvalidTransition(self.state, "resolve a step in doubt", "no step is in doubt")
+        if applied:
+            self._require_trigger(ENTERED_ON_SUCCESS.get(step), f"resolve {step.value} as applied")
+        return [StepDoubtResolved(step=step, attempt=self.attempts[step], applied=applied,
+                                  version_after=version_after if applied else None)]
+
+    def await_manual_start(self, agent: str) -> list[Event]:
+        """Record that the switch-over waits for an operator to start ``agent`` (Auto Start off)."""
+        self._require_move_allowed("wait for a manual start")
+        if self.next_step is not Step.SWITCH_OVER or self.step_in_progress is not None \
+                or not self.plan.awaits_manual_start:
+            raise InvalidTransition(self.state, "wait for a manual start", "no switch-over waits for one")
+        return [ManualStartAwaited(agent=agent)]
+
     def resume_after_restart(self) -> list[Event]:
         """Record that a newly started engine takes this unfinished upgrade over."""
         self._require_move_allowed("resume")
@@ -166,7 +201,7 @@ class AgentUpgrade:
         self._require_trigger("complete", "complete")
         return [AgentUpgradeCompleted(version_after=self.version_after,
                                       manual_start_needed=not self.plan.options.auto_start
-                                      and not self.plan.upload_only)]
+                                      and not self.plan.upload_only and not self.manual_start_seen)]
 
     def fail(self, reason: str) -> list[Event]:
         """Stop the upgrade as failed (on the step in progress, if any)."""
@@ -213,23 +248,36 @@ class AgentUpgrade:
                 self.scheduled = event
             case StepStarted(step=step, attempt=attempt):
                 self.waiting_until = None
+                self.in_doubt = False
+                self.status_learned = None
+                if step is Step.SWITCH_OVER and self.awaiting_manual_start:
+                    self.awaiting_manual_start = False
+                    self.manual_start_seen = True
                 self.step_in_progress = step
                 self.attempts[step] = attempt
                 self.attempts_this_round[step] = self.attempts_this_round.get(step, 0) + 1
                 trigger = ENTERED_ON_START.get(step)
                 if trigger is not None and self.state != TRIGGER_STATES[trigger]:
                     self._move(trigger)
-            case StepSucceeded(step=step, version_after=version_after):
-                trigger = ENTERED_ON_SUCCESS.get(step)
-                if trigger is not None:
-                    self._move(trigger)
-                self.done_steps.append(step)
-                self.step_in_progress = None
-                self.install_phase = None
-                if version_after is not None:
-                    self.version_after = version_after
+            case StepSucceeded(step=step, version_after=version_after) | \
+                    StepDoubtResolved(step=step, applied=True, version_after=version_after):
+                self._succeed(step, version_after)
+            case StepDoubtResolved():
+                self.in_doubt = False
+                self.status_learned = "unknown"
+            case StepInDoubt(reason=reason):
+                self.in_doubt = True
+                self.status_learned = None
+                self.last_error = reason
+            case StepStatusLearned(status=status):
+                self.in_doubt = False
+                self.status_learned = status
+            case ManualStartAwaited():
+                self.awaiting_manual_start = True
             case StepFailed(error=error):
                 self.step_in_progress = None
+                self.in_doubt = False
+                self.status_learned = None
                 self.last_error = error
             case StepDelayed(due_at=due_at):
                 self.waiting_until = due_at
@@ -242,6 +290,8 @@ class AgentUpgrade:
                 self.resume_state = self.state
                 self._move("fail")
                 self.step_in_progress = None
+                self.in_doubt = False
+                self.status_learned = None
                 self.last_error = reason
             case AgentUpgradeRetried():
                 self._move("retry")
@@ -255,6 +305,18 @@ class AgentUpgrade:
                 self.step_in_progress = None
             case _:
                 raise InvalidTransition(self.state, f"apply {type(event).__name__}", "not an upgrade event")
+
+    def _succeed(self, step: Step, version_after: str | None) -> None:
+        trigger = ENTERED_ON_SUCCESS.get(step)
+        if trigger is not None:
+            self._move(trigger)
+        self.done_steps.append(step)
+        self.step_in_progress = None
+        self.in_doubt = False
+        self.status_learned = None
+        self.install_phase = None
+        if version_after is not None:
+            self.version_after = version_after
 
     def _move(self, trigger: str) -> None:
         dest = next_state(self.state, trigger, self.flags, self.resume_state)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from engine.agent_events import AGENT_EVENTS, AGENT_UPCASTERS
 from engine.codec import EventCodec
 from engine.rollout_events import ROLLOUT_EVENTS
-from engine.upgrade_events import UPGRADE_EVENTS
+from engine.upgrade_events import UPGRADE_EVENTS, UPGRADE_UPCASTERS
 
 
 def default_codec() -> EventCodec:
     """A codec that knows every event type and every upcaster."""
-    return EventCodec((*AGENT_EVENTS, *UPGRADE_EVENTS, *ROLLOUT_EVENTS), dict(AGENT_UPCASTERS))
+    return EventCodec((*AGENT_EVENTS, *UPGRADE_EVENTS, *ROLLOUT_EVENTS), {**AGENT_UPCASTERS, **UPGRADE_UPCASTERS})

@@ -16,8 +16,9 @@ map these classes to exit codes and status codes in one table each.
     ├── NotFound                   an unknown agent, cluster, package, rollout or projection
     ├── Conflict                   a reused package, a busy cluster, an agent in two rollouts
     ├── InvalidInput               a malformed version, package, option or time
-    └── AgentStepFailed            an agent could not perform a step
-        └── AgentUnreachable       the agent did not answer
+    └── AgentStepFailed            an agent could not perform a step (it said so: the step is not applied)
+        └── AgentOutcomeUnknown    no answer that tells: the step is in doubt until the agent is asked
+            └── AgentUnreachable   the agent did not answer
 """
 
 from __future__ import annotations
@@ -116,5 +117,10 @@ class AgentStepFailed(DmaUpgradeError):
         self.reason = reason
 
 
-class AgentUnreachable(AgentStepFailed):
+class AgentOutcomeUnknown(AgentStepFailed):
+    """The agent's answer (or its silence) does not tell whether it applied the step: a timeout, a cut
+    connection, an answer that broke off. The step is in doubt until the agent is asked."""
+
+
+class AgentUnreachable(AgentOutcomeUnknown):
     """The agent did not answer at all."""

@@ -30,6 +30,8 @@ class AgentRecord:
     failover_role: FailoverRole | None = None
     facts: AgentFacts | None = None
     stopped_by_upgrade: str | None = None
+    started_by_hand_after: str | None = None
+    """The upgrade after which an operator last started the agent by hand."""
     stream_version: int = 0
     version_history: list[str] = field(default_factory=list)
 
@@ -59,8 +61,9 @@ def apply_agent_event(record: AgentRecord | None, event: Event) -> AgentRecord |
                 record.facts = record.facts.model_copy(update={"version": version})
         case AgentLeftStopped(upgrade_id=upgrade_id) if record is not None:
             record.stopped_by_upgrade = upgrade_id
-        case AgentStartedManually() if record is not None:
+        case AgentStartedManually(upgrade_id=upgrade_id) if record is not None:
             record.stopped_by_upgrade = None
+            record.started_by_hand_after = upgrade_id
         case _:
             pass
     if record is not None:
@@ -75,3 +78,8 @@ def clusters_on_mixed_versions(agents: Iterable[AgentRecord]) -> dict[str, list[
         if agent.cluster is not None:
             versions.setdefault(agent.cluster, set()).add(agent.version)
     return {cluster: sorted(found) for cluster, found in sorted(versions.items()) if len(found) > 1}
+
+
+def cluster_label(cluster: str | None) -> str:
+    """``cluster NAME``, or ``no cluster``: how a message names where an agent is."""
+    return f"cluster {cluster}" if cluster is not None else "no cluster"

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from engine.agent_events import FailoverRole
 from engine.errors import InvalidInput
-from engine.inventory import AgentRecord, clusters_on_mixed_versions
+from engine.inventory import AgentRecord, cluster_label, clusters_on_mixed_versions
 from engine.packages import PackageManifest, PackageRejected, evaluate_prerequisites
 from engine.rollout_events import FailoverPolicy, PlannedAgent, RolloutPlanned, StepPolicy
 from engine.upgrade_events import AgentUpgradePlan, UpgradeOptions
@@ -49,6 +49,11 @@ class RolloutRequest:
     delayed_start_seconds: int = 0
     step_policy: StepPolicy = field(default_factory=StepPolicy)
     start_at: datetime | None = None
+    allow_partial_pair: bool = False
+
+
+SWITCH_OVER_POLICIES = frozenset({FailoverPolicy.BACKUP_FIRST, FailoverPolicy.BACKUP_FIRST_SWITCH_BACK})
+"""The policies that upgrade a failover pair backup first with a switch-over: they need the whole pair."""
 
 
 def plan_rollout(request: RolloutRequest, rollout_id: UUID, new_id: Callable[[], UUID]) -> RolloutPlanned:
@@ -59,21 +64,40 @@ def plan_rollout(request: RolloutRequest, rollout_id: UUID, new_id: Callable[[],
         raise InvalidInput("a rollout needs at least one agent")
     selected = {agent.name: agent for agent in request.agents}
     target = request.manifest.dataminer_version
+    problems = _pair_problems(request, selected)
+    switching = request.failover_policy in SWITCH_OVER_POLICIES and not request.upload_only
+    if switching and problems and not request.allow_partial_pair:
+        raise InvalidInput(
+            f"failover policy {request.failover_policy.value} upgrades a failover pair as one (backup first, then a "
+            f"switch-over), so it needs both members of a complete pair: "
+            + "; ".join(f"agent {name}: {problem}" for name, problem in problems.items())
+            + ". Add the missing partner, choose --failover-policy simultaneous, or pass --allow-partial-pair to "
+              "upgrade such an agent without its partner and without a switch-over")
     warnings: list[str] = []
+    notes: list[str] = []
     planned: list[PlannedAgent] = []
     for agent in request.agents:
         agent_warnings = _agent_warnings(agent, request)
-        switch_over, after = _failover_part(agent, selected, request.failover_policy, request.upload_only)
+        alone = switching and agent.name in problems
+        if alone:
+            agent_warnings.append(
+                f"agent {agent.name}: upgraded without its failover partner {agent.failover_partner} "
+                f"(--allow-partial-pair): no switch-over; if {agent.name} is the active member the pair is down "
+                f"during its upgrade")
+        switch_over, after = (False, ()) if alone else _failover_part(agent, selected, request.failover_policy,
+                                                                      request.upload_only)
         plan = AgentUpgradePlan(options=request.options, upload_only=request.upload_only,
                                 switch_over=switch_over,
                                 delayed_start_seconds=request.delayed_start_seconds
                                 if request.options.delayed_start else 0)
+        agent_notes = _pair_notes(agent, selected, problems, plan, request)
         planned.append(PlannedAgent(name=agent.name, address=agent.address, cluster=agent.cluster,
                                     current_version=agent.version, upgrade_id=new_id(), plan=plan,
                                     failover_role=agent.failover_role if agent.failover_partner in selected
                                     else None,
-                                    after=after, warnings=tuple(agent_warnings)))
+                                    after=after, warnings=tuple(agent_warnings), notes=tuple(agent_notes)))
         warnings.extend(agent_warnings)
+        notes += [note for note in agent_notes if note not in notes]  # a pair's note once, not per member
     warnings.extend(_cluster_warnings(request, selected, str(target)))
     total = len(planned)
     return RolloutPlanned(
@@ -84,6 +108,7 @@ def plan_rollout(request: RolloutRequest, rollout_id: UUID, new_id: Callable[[],
                                      minimum=1),
         max_errors=resolve_limit(request.max_errors or str(total), total, option="--max-errors", minimum=0),
         step_policy=request.step_policy, start_at=request.start_at, warnings=tuple(warnings),
+        allow_partial_pair=request.allow_partial_pair, notes=tuple(notes),
     )
 
 
@@ -105,6 +130,51 @@ def _agent_warnings(agent: AgentRecord, request: RolloutRequest) -> list[str]:
             warnings.append(f"agent {agent.name}: {target} is a downgrade from {agent.version}")
         warnings.extend(f"agent {agent.name}: {problem}" for problem in upgrade_path_problems(current, target))
     return warnings
+
+
+def _pair_problems(request: RolloutRequest, selected: dict[str, AgentRecord]) -> dict[str, str]:
+    """Per selected member of a failover pair, why it cannot be upgraded as one pair with its partner here."""
+    known = {agent.name: agent for agent in request.inventory}
+    problems: dict[str, str] = {}
+    for agent in request.agents:
+        name, partner_name = agent.name, agent.failover_partner
+        if partner_name is None:
+            continue
+        partner = known.get(partner_name)
+        if partner is None:
+            problems[name] = (f"its failover partner {partner_name} is not registered (the pair is incomplete "
+                              f"until {partner_name} is registered naming {name} as its partner)")
+        elif partner.failover_partner != name:
+            names = "names no partner" if partner.failover_partner is None \
+                else f"names {partner.failover_partner} as its partner"
+            problems[name] = f"its failover partner {partner_name} {names}, not {name} (the pair is incomplete)"
+        elif partner.cluster != agent.cluster:
+            problems[name] = (f"its failover partner {partner_name} is in {cluster_label(partner.cluster)}, "
+                              f"{name} in {cluster_label(agent.cluster)}")
+        elif partner.failover_role == agent.failover_role:
+            role = agent.failover_role.value if agent.failover_role is not None else "no role"
+            problems[name] = f"its failover partner {partner_name} has the same role ({role})"
+        elif partner_name not in selected:
+            problems[name] = f"its failover partner {partner_name} is not in this rollout"
+    return problems
+
+
+def _pair_notes(agent: AgentRecord, selected: dict[str, AgentRecord], problems: dict[str, str],
+                plan: AgentUpgradePlan, request: RolloutRequest) -> list[str]:
+    """What this agent's failover pair goes through in this rollout."""
+    partner = agent.failover_partner
+    if request.upload_only or partner is None:
+        return []
+    notes: list[str] = []
+    if request.failover_policy is FailoverPolicy.SIMULTANEOUS and agent.name not in problems \
+            and partner in selected:
+        main, backup = (agent.name, partner) if agent.failover_role is FailoverRole.MAIN else (partner, agent.name)
+        notes.append(f"pair {main}/{backup}: the pair is down together during its upgrade "
+                     f"(failover policy simultaneous)")
+    if plan.switch_over and not request.options.auto_start:
+        notes.append(f"agent {agent.name}: Auto Start is off: the switch-over waits for a manual start of "
+                     f"{agent.name} (dma-upgrade agents start {agent.name})")
+    return notes
 
 
 def _failover_part(agent: AgentRecord, selected: dict[str, AgentRecord], policy: FailoverPolicy,

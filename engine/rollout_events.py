@@ -50,6 +50,8 @@ class PlannedAgent(BaseModel):
     failover_role: FailoverRole | None = None
     after: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    """What this agent's failover pair goes through (informational, unlike ``warnings``)."""
 
 
 def package_stream_id(sha256: str) -> str:
@@ -129,6 +131,10 @@ class RolloutPlanned(Event):
     step_policy: StepPolicy = StepPolicy()
     start_at: datetime | None = None
     warnings: tuple[str, ...] = ()
+    allow_partial_pair: bool = False
+    """The operator let a member of a failover pair be upgraded without its partner (no switch-over)."""
+    notes: tuple[str, ...] = ()
+    """The agents' notes, each once: what the failover pairs go through."""
 
 
 class RolloutStarted(Event):

@@ -18,7 +18,7 @@ from engine.agent_events import (
 from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
 from engine.errors import ConcurrencyConflict, Conflict, InvalidInput, NotFound
 from engine.events import Event, EventMetadata, NewEvent, RecordedEvent
-from engine.inventory import AgentRecord, fold_agent
+from engine.inventory import AgentRecord, cluster_label, fold_agent
 from engine.packages import AgentFacts, PackageManifest, PackageRejected, evaluate_prerequisites
 from engine.planning import RolloutRequest, plan_rollout
 from engine.ports import AgentAddress, AgentGateway, AppendResult, Clock, EventStore, IdFactory, PackageRef
@@ -85,6 +85,8 @@ class RolloutSpec:
     max_errors: str | None = None
     step_policy: StepPolicy = field(default_factory=StepPolicy)
     start_at: datetime | None = None
+    allow_partial_pair: bool = False
+    """Under a switch-over policy, upgrade a member of a failover pair without its partner (no switch-over)."""
 
 
 class UpgradeService:
@@ -134,13 +136,8 @@ class UpgradeService:
             _check_facts(facts)
         if (failover_partner is None) != (failover_role is None):
             raise InvalidInput("a failover pair needs both --failover-partner and --failover-role")
-        if failover_partner is not None:
-            partner = next((a for a in existing if a.name == failover_partner), None)
-            if partner is not None and (partner.failover_partner not in (None, name)
-                                        or partner.failover_role == failover_role
-                                        or partner.cluster != cluster):
-                raise InvalidInput(f"{failover_partner} cannot be the failover partner of {name}: a pair "
-                                   f"is one main and one backup agent in one cluster")
+        if failover_partner is not None and failover_role is not None:
+            _check_pairing(name, cluster, failover_partner, failover_role, existing)
         events: list[Event] = [AgentRegistered(name=name, address=address, cluster=cluster, version=version,
                                                dataminer_id=dataminer_id, failover_partner=failover_partner,
                                                failover_role=failover_role)]
@@ -310,7 +307,8 @@ class UpgradeService:
                                  failover_policy=policy, upload_only=spec.upload_only,
                                  max_concurrent=spec.max_concurrent, max_errors=spec.max_errors,
                                  delayed_start_seconds=int(settings["delayed-start-seconds"]),
-                                 step_policy=spec.step_policy, start_at=spec.start_at)
+                                 step_policy=spec.step_policy, start_at=spec.start_at,
+                                 allow_partial_pair=spec.allow_partial_pair)
         return plan_rollout(request, self.ids.new_id(), self.ids.new_id), newcomers
 
     def start_rollout(self, spec: RolloutSpec, *, actor: str) -> RolloutPlanned:
@@ -454,6 +452,33 @@ def _check_new_agent(name: str, address: str, version: str, cluster: str | None,
             raise Conflict(f"agent {name!r} is registered already")
         if agent.address == address:
             raise Conflict(f"address {address} belongs to a registered agent already")
+
+
+PAIR_HOW_TO = ("to form a pair, register the first member naming the second (--failover-partner and "
+               "--failover-role), then the second naming the first")
+
+
+def _check_pairing(name: str, cluster: str | None, partner_name: str, role: FailoverRole,
+                   existing: Iterable[AgentRecord]) -> None:
+    """Refuse a registration that would make a broken failover pair (one main and one backup agent that
+    name each other, in one cluster); a partner not registered yet leaves the pair incomplete until it is."""
+    if partner_name == name:
+        raise InvalidInput(f"agent {name} cannot be its own failover partner: a pair is two agents, one main and "
+                           f"one backup")
+    partner = next((a for a in existing if a.name == partner_name), None)
+    if partner is None:
+        return
+    refused = f"{partner_name} cannot be the failover partner of {name}"
+    if partner.cluster != cluster:
+        raise InvalidInput(f"{refused}: {partner_name} is in {cluster_label(partner.cluster)}, {name} would be in "
+                           f"{cluster_label(cluster)}; a pair is one main and one backup agent in one cluster")
+    if partner.failover_partner != name:
+        names = "names no failover partner" if partner.failover_partner is None \
+            else f"is paired with {partner.failover_partner}"
+        raise InvalidInput(f"{refused}: {partner_name} is registered already and {names}; {PAIR_HOW_TO}")
+    if partner.failover_role == role:
+        raise InvalidInput(f"{refused}: {partner_name} is the {role.value} already; a pair is one main and one "
+                           f"backup agent")
 
 
 def _check_facts(facts: AgentFacts) -> None:

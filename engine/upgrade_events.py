@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,7 +13,7 @@ from engine.events import Event
 
 
 class Step(StrEnum):
-    """An operation the engine asks an agent to perform, in the order they happen."""
+    """An operation the engine asks an agent to perform (``AgentUpgradePlan.steps`` gives their order)."""
 
     UPLOAD = "upload"
     STOP_SNMP = "stop_snmp"
@@ -34,6 +35,16 @@ class UpgradeOptions(BaseModel):
     reboot: bool = False
 
 
+class StepOrder(StrEnum):
+    """Where a pair member's switch-over comes among its steps."""
+
+    SWITCH_WHEN_RUNNING = "switch-when-running"
+    """install → (reboot) → (start) → switch over: activity moves only to an agent that runs."""
+    LEGACY_SWITCH_BEFORE_REBOOT = "legacy-switch-before-reboot"
+    """install → switch over → (reboot) → (start): how plans were made before the safety invariants
+    (docs/invariants.md); kept only so that stored histories still fold. New plans never use it."""
+
+
 class AgentUpgradePlan(BaseModel):
     """What one agent's upgrade will do: the options plus what the rollout decided for this agent."""
 
@@ -43,29 +54,44 @@ class AgentUpgradePlan(BaseModel):
     upload_only: bool = False
     switch_over: bool = False
     delayed_start_seconds: int = Field(default=0, ge=0)
+    step_order: StepOrder = StepOrder.SWITCH_WHEN_RUNNING
 
     @property
     def steps(self) -> tuple[Step, ...]:
-        """The steps this upgrade runs, in order."""
+        """The steps this upgrade runs, in order: a switch-over only once the agent runs the new version
+        (installed, rebooted if the rollout reboots, and started, by the engine or by hand)."""
         if self.upload_only:
             return (Step.UPLOAD,)
         steps = [Step.UPLOAD]
         if self.options.stop_snmp:
             steps.append(Step.STOP_SNMP)
         steps.append(Step.INSTALL)
-        if self.switch_over:
+        legacy = self.step_order is StepOrder.LEGACY_SWITCH_BEFORE_REBOOT
+        if self.switch_over and legacy:
             steps.append(Step.SWITCH_OVER)
         if self.options.reboot:
             steps.append(Step.REBOOT)
         if self.options.auto_start:
             steps.append(Step.START)
+        if self.switch_over and not legacy:
+            steps.append(Step.SWITCH_OVER)
         return tuple(steps)
+
+    @property
+    def awaits_manual_start(self) -> bool:
+        """Whether the switch-over waits for an operator to start the agent (Auto Start off)."""
+        return self.switch_over and not self.options.auto_start and not self.upload_only
 
 
 class AgentUpgradeScheduled(Event):
-    """An agent's upgrade was created by a rollout (or on its own) and waits for its first step."""
+    """An agent's upgrade was created by a rollout (or on its own) and waits for its first step.
+
+    Schema history: version 1 plans switched over before the reboot and start; version 2 records
+    ``plan.step_order`` (a version 1 payload is upcast to the legacy order, so stored histories fold).
+    """
 
     event_type = "AgentUpgradeScheduled"
+    schema_version = 2
 
     upgrade_id: UUID
     rollout_id: UUID | None = None
@@ -113,6 +139,49 @@ class StepDelayed(Event):
     step: Step
     due_at: datetime
     reason: str
+
+
+class StepInDoubt(Event):
+    """The outcome of ``step`` (attempt ``attempt``) is unknown: the agent did not answer (a timeout, a cut
+    connection), or could not be asked. Nothing is sent for the step again before the agent is asked."""
+
+    event_type = "StepInDoubt"
+
+    step: Step
+    attempt: int = Field(ge=1)
+    reason: str
+
+
+class StepStatusLearned(Event):
+    """The agent, asked by the idempotency key of ``step`` (attempt ``attempt``), said what it knows of it:
+    ``unknown`` (never applied), ``running`` or ``succeeded``; the step is then sent again under the same
+    key (the agent applies a key once, so it returns the first outcome or applies it now)."""
+
+    event_type = "StepStatusLearned"
+
+    step: Step
+    attempt: int = Field(ge=1)
+    status: str
+
+
+class StepDoubtResolved(Event):
+    """An operator decided a step in doubt: ``applied`` records it done on their word; not applied lets
+    the engine send it again under the same key."""
+
+    event_type = "StepDoubtResolved"
+
+    step: Step
+    attempt: int = Field(ge=1)
+    applied: bool
+    version_after: str | None = None
+
+
+class ManualStartAwaited(Event):
+    """Auto Start is off: the agent was left stopped and its switch-over waits for an operator to start it."""
+
+    event_type = "ManualStartAwaited"
+
+    agent: str
 
 
 class InstallPhaseReported(Event):
@@ -171,4 +240,15 @@ class AgentUpgradeCancelled(Event):
 UPGRADE_EVENTS: tuple[type[Event], ...] = (
     AgentUpgradeScheduled, StepStarted, StepSucceeded, StepFailed, StepDelayed, InstallPhaseReported,
     AgentUpgradeCompleted, AgentUpgradeFailed, AgentUpgradeRetried, AgentUpgradeCancelled, AgentUpgradeResumed,
+    StepInDoubt, StepStatusLearned, StepDoubtResolved, ManualStartAwaited,
 )
+
+
+def upcast_upgrade_scheduled_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """AgentUpgradeScheduled v1 -> v2: its plan switched over before the reboot and start."""
+    plan = dict(payload.get("plan") or {})
+    plan["step_order"] = StepOrder.LEGACY_SWITCH_BEFORE_REBOOT.value
+    return {**payload, "plan": plan}
+
+
+UPGRADE_UPCASTERS = {("AgentUpgradeScheduled", 1): upcast_upgrade_scheduled_v1}

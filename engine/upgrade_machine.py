@@ -58,19 +58,27 @@ TRANSITIONS: list[dict[str, Any]] = [
     _t("stop_snmp", S.UPLOADED, S.SNMP_STOPPED, ["stops_snmp"], ["upload_only"]),
     _t("install", S.UPLOADED, S.INSTALLING, unless=["stops_snmp", "upload_only"]),
     _t("install", S.SNMP_STOPPED, S.INSTALLING),
-    _t("switch_over", S.INSTALLING, S.SWITCHED_OVER, ["switches_over"]),
-    _t("reboot", S.INSTALLING, S.REBOOTING, ["reboots"], ["switches_over"]),
-    _t("reboot", S.SWITCHED_OVER, S.REBOOTING, ["reboots"]),
+    _t("reboot", S.INSTALLING, S.REBOOTING, ["reboots"], ["legacy_switch_first"]),
+    _t("switch_over", S.INSTALLING, S.SWITCHED_OVER, ["switches_over"], ["reboots"]),
+    _t("switch_over", S.REBOOTING, S.SWITCHED_OVER, ["switches_over"], ["legacy_switch_first"]),
     _t("complete", S.UPLOADED, S.COMPLETED, ["upload_only"]),
     _t("complete", S.INSTALLING, S.COMPLETED, unless=["switches_over", "reboots"]),
-    _t("complete", S.SWITCHED_OVER, S.COMPLETED, unless=["reboots"]),
-    _t("complete", S.REBOOTING, S.COMPLETED),
+    _t("complete", S.REBOOTING, S.COMPLETED, unless=["switches_over"]),
+    _t("complete", S.SWITCHED_OVER, S.COMPLETED, unless=["legacy_switch_first"]),
     _t("fail", [s.value for s in RESUMABLE_STATES], S.FAILED),
     *[_t("retry", S.FAILED, state, [f"resumes_to_{state.value}"]) for state in RESUMABLE_STATES],
     _t("cancel", [s.value for s in CANCELLABLE_STATES], S.CANCELLED),
+    # Histories recorded before the safety invariants switched over before the reboot and start:
+    _t("switch_over", S.INSTALLING, S.SWITCHED_OVER, ["legacy_switch_first"]),
+    _t("reboot", S.SWITCHED_OVER, S.REBOOTING, ["legacy_switch_first", "reboots"]),
+    _t("complete", S.REBOOTING, S.COMPLETED, ["legacy_switch_first"]),
+    _t("complete", S.SWITCHED_OVER, S.COMPLETED, ["legacy_switch_first"], ["reboots"]),
 ]
-"""Every allowed move. Failure is possible from any active state, retry resumes where the upgrade
-failed, and cancellation is refused once the agent's installation has begun."""
+"""Every allowed move. A pair member switches over last, once it runs the new version: after the install,
+the reboot if the rollout reboots, and the start (docs/invariants.md), so it passes Rebooting before
+SwitchedOver. Failure is possible from any active state, retry resumes where the upgrade failed, and
+cancellation is refused once the agent's installation has begun. The ``legacy_switch_first`` rows fold
+histories recorded before that order (``StepOrder.LEGACY_SWITCH_BEFORE_REBOOT``); no new plan takes them."""
 
 TRIGGERS: tuple[str, ...] = tuple(dict.fromkeys(row["trigger"] for row in TRANSITIONS))
 
@@ -83,6 +91,7 @@ class MachineFlags:
     switches_over: bool
     reboots: bool
     upload_only: bool
+    legacy_switch_first: bool = False
 
 
 class _MachineModel:
@@ -95,6 +104,7 @@ class _MachineModel:
         self.switches_over = flags.switches_over
         self.reboots = flags.reboots
         self.upload_only = flags.upload_only
+        self.legacy_switch_first = flags.legacy_switch_first
         for state in RESUMABLE_STATES:
             setattr(self, f"resumes_to_{state.value}", state == resume_state)
 

@@ -196,6 +196,9 @@ class RolloutIn(ApiModel):
     max_concurrent: str | None = Field(default=None, max_length=20, description="N or P%")
     max_errors: str | None = Field(default=None, max_length=20, description="N or P%")
     start_at: datetime | None = Field(default=None, description="start then (UTC when no zone); past = now")
+    allow_partial_pair: bool = Field(default=False, description=(
+        "under a backup-first policy, upgrade a member of a failover pair without its partner (or of an "
+        "incomplete pair), on its own and without a switch-over; refused otherwise"))
 
     def to_spec(self, now: datetime) -> tuple[RolloutSpec, list[str]]:
         """The engine's rollout spec, and notes on what was adjusted (a start time in the past means now)."""
@@ -211,7 +214,8 @@ class RolloutIn(ApiModel):
                                                      auto_start=self.auto_start, stop_snmp=self.stop_snmp,
                                                      reboot=self.reboot),
                            failover_policy=self.failover_policy, upload_only=self.upload_only,
-                           max_concurrent=self.max_concurrent, max_errors=self.max_errors)
+                           max_concurrent=self.max_concurrent, max_errors=self.max_errors,
+                           allow_partial_pair=self.allow_partial_pair)
         return spec, notes
 
 
@@ -224,6 +228,7 @@ class PlannedAgentOut(ApiModel):
     failover_role: FailoverRole | None
     steps: list[str]
     after: list[str]
+    notes: list[str] = Field(default_factory=list, description="what its failover pair goes through")
 
 
 class PlanOut(ApiModel):
@@ -241,19 +246,23 @@ class PlanOut(ApiModel):
     start_at: datetime | None
     agents: list[PlannedAgentOut]
     warnings: list[str]
-    notes: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description=(
+        "what the request had adjusted (a start time in the past), then what the failover pairs go through"))
+    allow_partial_pair: bool = False
 
     @classmethod
     def of(cls, planned: RolloutPlanned, *, started: bool, notes: list[str]) -> PlanOut:
-        """The ``RolloutPlanned`` event as a body, saying whether it started and what was adjusted."""
+        """The ``RolloutPlanned`` event as a body, saying whether it started and what was adjusted (``notes``,
+        followed by the plan's own notes)."""
         return cls(rollout_id=str(planned.rollout_id), started=started, package_sha256=planned.package_sha256,
                    package_version=planned.package_version, failover_policy=planned.failover_policy.value,
                    max_concurrent=planned.max_concurrent, max_errors=planned.max_errors,
                    options=planned.options.model_dump(), upload_only=planned.upload_only,
-                   start_at=planned.start_at, warnings=list(planned.warnings), notes=notes,
+                   start_at=planned.start_at, warnings=list(planned.warnings), notes=[*notes, *planned.notes],
+                   allow_partial_pair=planned.allow_partial_pair,
                    agents=[PlannedAgentOut(name=a.name, cluster=a.cluster, current_version=a.current_version,
                                            failover_role=a.failover_role, steps=[s.value for s in a.plan.steps],
-                                           after=list(a.after)) for a in planned.agents])
+                                           after=list(a.after), notes=list(a.notes)) for a in planned.agents])
 
 
 class RolloutStateOut(ApiModel):

@@ -118,7 +118,7 @@ def session(ctx: typer.Context, gateway: AgentGateway | None = None) -> Iterator
 def gateway_for(settings: Settings, service: UpgradeService) -> AgentGateway:
     """The agent gateway the settings choose (``DMA_UPGRADE_AGENT_GATEWAY``)."""
     if settings.agent_gateway == "http":
-        return HttpAgentGateway()
+        return HttpAgentGateway.from_settings(settings)
     return simulated_gateway_for(service, settings.simulated_step_seconds)
 
 

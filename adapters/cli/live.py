@@ -13,9 +13,10 @@ from adapters.api.models import RolloutProgressOut
 from adapters.bootstrap import Container
 from adapters.progress_queries import current_progress
 from adapters.progress_view import progress_table
-from engine.ports import AgentGateway, Waiter
+from adapters.runtime.ports import Waiter
+from adapters.runtime.rollout_runner import RolloutRunner
+from engine.ports import AgentGateway
 from engine.rollout import Rollout
-from engine.runner import RolloutRunner
 from engine.service import UpgradeService
 from projections.tables import Row
 

@@ -20,6 +20,7 @@ from adapters.cli import (
     settings_cmd,
     tokens_cmd,
     upgrade,
+    verify_model_cmd,
 )
 from adapters.cli.context import Server, local_only, out, refuse_server, use_server
 from adapters.cli.errors import fail, reports_errors
@@ -52,6 +53,7 @@ app.add_typer(tokens_cmd.app, name="tokens", callback=_local_group)
 app.command("serve")(local_only(serve_cmd.serve))
 app.command("recover")(local_only(serve_cmd.recover))
 app.command("agent-sim")(local_only(agent_sim_cmd.agent_sim))
+app.command("verify-model")(local_only(verify_model_cmd.verify_model))
 
 
 @app.callback()

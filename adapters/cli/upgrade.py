@@ -38,6 +38,9 @@ def start(ctx: typer.Context,
           failover_policy: Annotated[str, typer.Option(
               help="default|simultaneous|backup-first|backup-first-switch-back")] = "default",
           upload_only: Annotated[bool, typer.Option(help="distribute the package without installing")] = False,
+          allow_partial_pair: Annotated[bool, typer.Option(
+              help="under a backup-first policy, upgrade a member of a failover pair without its partner (or of an "
+                   "incomplete pair): on its own, without a switch-over")] = False,
           max_concurrent: Annotated[str | None, typer.Option(help="N or P% of the agents at once")] = None,
           max_errors: Annotated[str | None, typer.Option(help="N or P% failures before no new agent starts")] = None,
           at: Annotated[str | None, typer.Option(help="start at this time (ISO 8601, UTC when no zone)")] = None,
@@ -50,7 +53,8 @@ def start(ctx: typer.Context,
     body = request(RolloutIn, package=package, cluster=all_agents_in_cluster, agents=agent or [],
                    addresses=ip or [], extract_all=extract_all, delayed_start=delayed_start, auto_start=auto_start,
                    stop_snmp=stop_snmp, reboot=reboot, failover_policy=_policy(failover_policy),
-                   upload_only=upload_only, max_concurrent=max_concurrent, max_errors=max_errors, start_at=start_at)
+                   upload_only=upload_only, max_concurrent=max_concurrent, max_errors=max_errors, start_at=start_at,
+                   allow_partial_pair=allow_partial_pair)
     with open_backend(ctx) as backend:
         planned = backend.plan(body) if dry_run else backend.start_rollout(body)
         if start_at is not None and planned.start_at is None:
@@ -120,7 +124,8 @@ def retry_failed(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()])
 
 
 def show_plan(planned: PlanOut, *, title: str) -> None:
-    """Print a plan: agents in order with the states they will visit, then the warnings."""
+    """Print a plan: agents in order with the states they will visit, then what the failover pairs go through
+    (the agents' notes, each once) and the warnings."""
     table = Table("agent", "cluster", "from", "to", "steps", "after", title=title, title_justify="left")
     for agent in planned.agents:
         table.add_row(agent.name, agent.cluster or "", agent.current_version, planned.package_version,
@@ -131,7 +136,11 @@ def show_plan(planned: PlanOut, *, title: str) -> None:
               f"max errors {planned.max_errors} · extract all {options['extract_all']} · delayed start "
               f"{options['delayed_start']} · auto start {options['auto_start']} · stop SNMP "
               f"{options['stop_snmp']} · reboot {options['reboot']}"
-              + (" · upload only" if planned.upload_only else ""))
+              + (" · upload only" if planned.upload_only else "")
+              + (" · allow partial pair" if planned.allow_partial_pair else ""))
+    pair_notes = dict.fromkeys(note for agent in planned.agents for note in agent.notes)
+    for note in pair_notes:
+        out.print(Text(f"note: {note}"))
     for warning in planned.warnings:
         out.print(Text(f"warning: {warning}", style="yellow"))
 

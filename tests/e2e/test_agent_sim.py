@@ -1,9 +1,14 @@
-"""``dma-upgrade agent-sim`` as a real process: steps over HTTP, SIGKILL, restart, nothing forgotten."""
+"""``dma-upgrade agent-sim`` as a real process: steps over HTTP, SIGKILL, restart, nothing forgotten; an install
+picked up by a second caller after the first one was killed; gateway retries that outlast the agent's restart."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +22,7 @@ from engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
 from engine.packages import INSTALL_PHASES
 from engine.ports import AgentAddress, PackageRef, StepOutcome, StepStatus
 from engine.upgrade_events import Step
-from tests.e2e.cli import run_cli
+from tests.e2e.cli import ROOT, run_cli, stop_process
 from tests.e2e.engine_cluster import OLD, AgentSimProcess, free_port
 
 NEW = "10.5.0.0-15000"
@@ -143,3 +148,106 @@ def test_a_state_file_of_another_agent_or_unreadable_is_refused(tmp_path: Path) 
     state_file.write_text("{not json")
     with pytest.raises(InvalidInput, match="is not JSON"):
         create_agent_app(SimulatedAgent(name="dma-01", address="127.0.0.1:1"), state_file, 0.0, {})
+
+
+CALLER = textwrap.dedent("""
+    import sys
+    from adapters.http_gateway import HttpAgentGateway
+    from engine.ports import AgentAddress, PackageRef
+    from engine.upgrade_events import Step
+
+    address, key, sha256, version = sys.argv[1:5]
+
+    def on_phase(phase, index, count):
+        print(index, flush=True)
+
+    with HttpAgentGateway(timeout_seconds=5) as gateway:
+        gateway.perform(AgentAddress("dma-01", address), Step.INSTALL, key, PackageRef(sha256, version), on_phase)
+    print("done", flush=True)
+""")
+"""An engine stand-in: performs an install with phase acknowledgements, printing each phase index."""
+
+SAFETY = 120.0
+"""How long a test waits for something before it gives up (a safety net, never a measured time)."""
+
+
+@pytest.mark.slow
+def test_an_install_whose_caller_was_killed_is_picked_up_by_the_next_caller(
+        state_dir: Path, tmp_path: Path) -> None:
+    """The first caller is SIGKILLed while the agent stands at a phase waiting for its acknowledgement; a second
+    gateway sending the same key gets the phase the install is at and every later one, then the outcome."""
+    simulator = AgentSimProcess("dma-01", state_dir, log_dir=tmp_path, step_seconds=6.0)  # half a second a phase
+    caller: subprocess.Popen[str] | None = None
+    try:
+        simulator.start()
+        agent = AgentAddress(name="dma-01", address=simulator.address)
+        caller = subprocess.Popen([sys.executable, "-c", CALLER, simulator.address, "u1:install:1", PACKAGE.sha256,
+                                   NEW], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert caller.stdout is not None
+        reached: list[int] = []
+        for line in caller.stdout:
+            if line.strip().isdigit():
+                reached.append(int(line))
+            if reached and reached[-1] >= 2:
+                break
+        else:
+            raise AssertionError(f"the first caller ended before phase 2: {reached}")
+        caller.kill()  # mid-install: its on_phase returned, its acknowledgement may or may not have been sent
+        caller.wait(10)
+
+        phases: list[int] = []
+        with HttpAgentGateway(timeout_seconds=5) as gateway:
+            assert gateway.step_status(agent, "u1:install:1") is StepStatus.RUNNING
+            outcome = gateway.perform(agent, Step.INSTALL, "u1:install:1", PACKAGE,
+                                      on_phase=lambda phase, index, count: phases.append(index))
+            assert outcome == StepOutcome(version_after=NEW)
+            assert gateway.step_status(agent, "u1:install:1") is StepStatus.SUCCEEDED
+        assert phases, "the second caller was told none of the remaining phases"
+        assert phases == list(range(phases[0], len(INSTALL_PHASES))), phases  # the rest of the install, in order
+        assert phases[0] >= reached[-1]
+        assert simulator.journal() == [{"step": "install", "key": "u1:install:1", "package_version": NEW}]
+    finally:
+        if caller is not None:
+            stop_process(caller)
+        simulator.stop()
+
+
+@pytest.mark.slow
+def test_gateway_retries_outlast_an_agent_restart(simulator: AgentSimProcess) -> None:
+    """The agent is SIGKILLed mid-install (while it waits at phase 3 for the acknowledgement) and started again
+    about 2 s later, its state kept: the same perform call, retrying, gets the install done and never raises
+    AgentUnreachable. The install ran again from its start (a key running when the agent died is unknown)."""
+    simulator.step_seconds = 2.4  # a fifth of a second a phase
+    simulator.start()
+    agent = AgentAddress(name="dma-01", address=simulator.address)
+    phases: list[int] = []
+    killed = threading.Event()
+    result: dict[str, object] = {}
+
+    def on_phase(phase: str, index: int, count: int) -> None:
+        phases.append(index)
+        if index == 3 and not killed.is_set():
+            simulator.kill()
+            killed.set()
+
+    def perform() -> None:
+        with HttpAgentGateway(timeout_seconds=5) as gateway:  # the default retry span: 30 s
+            try:
+                result["outcome"] = gateway.perform(agent, Step.INSTALL, "u1:install:1", PACKAGE, on_phase)
+            except BaseException as error:
+                result["error"] = error
+
+    worker = threading.Thread(target=perform, daemon=True)
+    worker.start()
+    try:
+        assert killed.wait(SAFETY), f"the install never reached phase 3: {phases} {result}"
+        time.sleep(2.0)  # the agent stays down a while: a downtime to outlast, not a measured time
+        simulator.start()
+    finally:
+        worker.join(SAFETY)
+    assert not worker.is_alive(), "the perform call never ended"
+    assert "error" not in result, result
+    assert result["outcome"] == StepOutcome(version_after=NEW)
+    assert phases == [0, 1, 2, 3, *range(len(INSTALL_PHASES))], phases
+    assert simulator.starts == 2
+    assert simulator.journal() == [{"step": "install", "key": "u1:install:1", "package_version": NEW}]

@@ -195,6 +195,23 @@ def test_an_agent_added_through_the_server_is_listed_locally(served: Served) -> 
     assert "dma-spare" in served.ok(served.local("agents", "list"))
 
 
+def test_a_lone_pair_member_through_the_server_is_refused_or_allowed_as_locally(served: Served) -> None:
+    for name, partner, role, address in (("east-main", "east-backup", "main", "10.0.3.1"),
+                                         ("east-backup", "east-main", "backup", "10.0.3.2")):
+        served.ok(served.remote("agents", "add", name, "--address", address, "--cluster", "east", "--version", OLD,
+                                "--failover-partner", partner, "--failover-role", role))
+    lone = ("upgrade", "start", "--package", package_file(SPARE), "--agent", "east-main", "--failover-policy",
+            "backup-first", "--dry-run")
+
+    refused = _one_error_line(served.remote(*lone), 2, "agent east-main: its failover partner east-backup is not in "
+                                                       "this rollout", "--allow-partial-pair")
+    allowed = served.ok(served.remote(*lone, "--allow-partial-pair"))
+
+    assert refused == _one_error_line(served.local(*lone), 2)
+    assert "upgraded without its failover partner east-backup" in " ".join(allowed.split())
+    assert allowed.splitlines() == served.ok(served.local(*lone, "--allow-partial-pair")).splitlines()
+
+
 def test_control_commands_through_the_server_record_and_refuse_as_locally(served: Served) -> None:
     started = served.ok(served.remote("upgrade", "start", "--package", package_file(SPARE), "--agent", "dma-solo",
                                       "--upload-only", "--at", "2999-01-01T00:00:00Z"))

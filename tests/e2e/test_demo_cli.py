@@ -98,3 +98,37 @@ def test_auto_start_off_leaves_agents_stopped_until_started_by_hand(sqlite_url: 
     assert "started agent dma-01" in cli("agents", "start", "dma-01")
     assert "needs a manual start" not in cli("agents", "list")
     assert "was not left stopped" in cli("agents", "start", "dma-01", code=4)
+
+
+def test_a_dry_run_of_one_pair_member_under_backup_first_is_refused_unless_a_partial_pair_is_allowed(
+        sqlite_url: str, tmp_path: Path) -> None:
+    env = {"DMA_UPGRADE_DATA_DIR": str(tmp_path / "data")}
+
+    def cli(*args: str, code: int = 0) -> str:
+        result = run_cli(*args, database_url=sqlite_url, env=env)
+        assert result.returncode == code, result.stdout + result.stderr
+        return " ".join((result.stdout + result.stderr).split())  # rich wraps long lines
+
+    cli("agents", "add", "dma-main", "--address", "10.0.0.21", "--cluster", "north", "--version", "10.4.0.0-14112",
+        "--failover-partner", "dma-backup", "--failover-role", "main")
+    cli("agents", "add", "dma-backup", "--address", "10.0.0.22", "--cluster", "north", "--version", "10.4.0.0-14112",
+        "--failover-partner", "dma-main", "--failover-role", "backup")
+    cli("packages", "build", "--version", "10.4.9.0-14794", "--output", str(tmp_path))
+    cli("packages", "upload", str(tmp_path / PACKAGE))
+    one_member = ("upgrade", "start", "--package", PACKAGE, "--agent", "dma-main", "--failover-policy", "backup-first",
+                  "--dry-run")
+    before = cli("audit", "verify")
+
+    refusal = cli(*one_member, code=2)
+    allowed = cli(*one_member, "--allow-partial-pair")
+    whole_pair = cli("upgrade", "start", "--package", PACKAGE, "--all-agents-in-cluster", "north",
+                     "--failover-policy", "backup-first", "--no-auto-start", "--dry-run")
+
+    assert "agent dma-main: its failover partner dma-backup is not in this rollout" in refusal
+    assert "--allow-partial-pair" in refusal
+    assert "dry run" in allowed
+    assert "warning: agent dma-main: upgraded without its failover partner dma-backup (--allow-partial-pair): " \
+           "no switch-over; if dma-main is the active member the pair is down during its upgrade" in allowed
+    assert "note: agent dma-backup: Auto Start is off: the switch-over waits for a manual start of dma-backup " \
+           "(dma-upgrade agents start dma-backup)" in whole_pair
+    assert cli("audit", "verify") == before  # a dry run records nothing

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from adapters.clock import UuidFactory
 from adapters.package_archive import build_package, inspect_package
+from adapters.runtime.rollout_runner import RolloutRunner
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts, no_sleep
 from adapters.sql.database import create_db_engine
 from adapters.sql.event_store import SqlEventStore
@@ -27,7 +28,6 @@ from engine.packages import AgentFacts, PackageKind, PackageManifest, Prerequisi
 from engine.records import PackageRecord
 from engine.rollout import Rollout
 from engine.rollout_events import RolloutPlanned
-from engine.runner import RolloutRunner
 from engine.service import AgentSelection, RolloutSpec, UpgradeService
 from engine.upgrade_events import AgentUpgradeScheduled, Step
 from engine.upgrade_machine import UpgradeState

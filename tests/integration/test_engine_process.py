@@ -27,17 +27,17 @@ from adapters.agent_sim import LoopbackRoutes, serve_in_thread, serve_simulation
 from adapters.clock import SystemClock, UuidFactory
 from adapters.engine_process import EngineProcess, Resumption, planned_resumptions
 from adapters.http_gateway import HttpAgentGateway
+from adapters.runtime.preloaded import PreloadedUpgrades
+from adapters.runtime.rollout_runner import RolloutRunner
+from adapters.runtime.turns import Turns
 from engine.agent_events import AgentLeftStopped, AgentVersionChanged
 from engine.agent_upgrade import upgrade_stream_id
 from engine.errors import StoreUnavailable
 from engine.events import NewEvent
 from engine.ports import AgentAddress, AgentGateway, PackageRef, PhaseReporter, StepOutcome, StepStatus
-from engine.preloaded import PreloadedUpgrades
 from engine.rollout import RolloutState
 from engine.rollout_events import RolloutPlanned, RolloutStarted
-from engine.runner import RolloutRunner
 from engine.service import OptionOverrides, UpgradeService
-from engine.turns import Turns
 from engine.upgrade_events import AgentUpgradeResumed, Step, StepDelayed, StepFailed, StepStarted, StepSucceeded
 from engine.upgrade_machine import UpgradeState
 from tests.conftest import FakeClock
@@ -260,7 +260,9 @@ def test_a_scheduled_start_fires_on_a_real_scheduler_and_the_rollout_completes(h
 
     service = UpgradeService(harness.store, SystemClock(), UuidFactory(), harness.gateway)
     start_at = datetime.now(UTC) + timedelta(seconds=0.5)
-    planned = service.start_rollout(harness.spec(start_at=start_at), actor=ACTOR)
+    # on the system clock, a delayed start really waits (60 s): off here, the scheduled start is the point
+    planned = service.start_rollout(harness.spec(start_at=start_at, overrides=OptionOverrides(delayed_start=False)),
+                                    actor=ACTOR)
     process = EngineProcess(service, harness.gateway, RealWaiter(), poll_seconds=0.05,
                             scheduler=BackgroundScheduler(timezone="UTC"))
     stop = threading.Event()

@@ -16,13 +16,13 @@ import pytest
 
 from adapters.clock import SystemClock
 from adapters.engine_process import EngineProcess
+from adapters.runtime.rollout_runner import RolloutRunner
 from adapters.sql.leases import ROLLOUT, UPGRADE, SqlLeases
 from engine.agent_upgrade import upgrade_stream_id
 from engine.errors import ConcurrencyConflict, LeaseLost
 from engine.ports import AgentAddress, PackageRef, PhaseReporter, StepOutcome
 from engine.rollout import RolloutState
 from engine.rollout_events import RolloutPlanned, RolloutStarted
-from engine.runner import RolloutRunner
 from engine.upgrade_events import AgentUpgradeScheduled, Step
 from engine.upgrade_machine import UpgradeState
 from tests.conftest import FakeClock

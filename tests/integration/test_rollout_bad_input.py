@@ -8,11 +8,12 @@ import pytest
 
 from adapters.package_archive import inspect_package
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
+from engine.agent_events import FailoverRole
 from engine.errors import AgentUnreachable, Conflict, InvalidInput, InvalidTransition, NotFound
 from engine.packages import CheckName, Comparison, PackageRejected, PrerequisiteCheck
 from engine.rollout import RolloutState
 from engine.service import AgentSelection, RolloutSpec
-from tests.integration.rollout_harness import ACTOR, START_VERSION, AgentSpec, RolloutHarness
+from tests.integration.rollout_harness import ACTOR, BACKUP, MAIN, START_VERSION, AgentSpec, RolloutHarness
 
 NEWER = "10.4.10.0-14900"
 NATS = PrerequisiteCheck(name=CheckName.NATS, comparison=Comparison.IS_TRUE)
@@ -228,3 +229,46 @@ def test_an_agent_with_control_characters_is_refused_before_anything_is_appended
 def test_adding_an_agent_by_a_blank_or_unprintable_address_is_invalid_input(harness: RolloutHarness,
                                                                             address: str) -> None:
     refused(harness, InvalidInput, "invalid address", lambda: harness.service.add_agent_by_ip(address, actor=ACTOR))
+
+
+# -- a pair is a pair -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "partner", "role", "cluster", "match"), [
+    ("solo", "solo", FailoverRole.MAIN, "north", "agent solo cannot be its own failover partner"),
+    ("spare", MAIN, FailoverRole.BACKUP, "north", f"{MAIN} is registered already and is paired with {BACKUP}; "
+                                                  "to form a pair, register the first member naming the second"),
+    ("spare", "dma-1", FailoverRole.BACKUP, "north", "dma-1 is registered already and names no failover partner"),
+    ("spare", "lone-1", FailoverRole.BACKUP, "north", "lone-1 is in no cluster, spare would be in cluster north"),
+])
+def test_a_registration_that_would_break_a_failover_pair_is_invalid_input(
+        harness: RolloutHarness, name: str, partner: str, role: FailoverRole, cluster: str, match: str) -> None:
+    refused(harness, InvalidInput, match, lambda: harness.service.register_agent(
+        name=name, address="10.0.7.7", version=START_VERSION, cluster=cluster, failover_partner=partner,
+        failover_role=role, facts=modern_facts(START_VERSION), actor=ACTOR))
+
+
+@pytest.mark.parametrize("policy", ["backup-first", "backup-first-switch-back"])
+def test_one_member_of_a_pair_under_a_switch_over_policy_is_refused_unless_allowed(
+        harness: RolloutHarness, policy: str) -> None:
+    refused(harness, InvalidInput, f"agent {MAIN}: its failover partner {BACKUP} is not in this rollout.*"
+                                   "--allow-partial-pair",
+            lambda: harness.start(names=("dma-1", MAIN), failover_policy=policy))
+
+    planned = harness.start(names=("dma-1", MAIN), failover_policy=policy, allow_partial_pair=True)
+
+    stored = harness.service.rollout(planned.rollout_id).plan
+    assert stored.allow_partial_pair and not any(a.plan.switch_over for a in stored.agents)
+
+
+def test_an_agent_added_by_ip_never_forms_a_pair(harness: RolloutHarness) -> None:
+    harness.service.register_agent(name="left", address="10.0.8.1", version=START_VERSION, cluster="north",
+                                   failover_partner="newbie", failover_role=FailoverRole.MAIN,
+                                   facts=modern_facts(START_VERSION), actor=ACTOR)
+    _newcomer_answers_at(harness, "10.0.5.5")
+
+    newbie = harness.service.add_agent_by_ip("10.0.5.5", actor=ACTOR)
+
+    assert (newbie.failover_partner, newbie.failover_role) == (None, None)
+    refused(harness, InvalidInput, "its failover partner newbie names no partner, not left",
+            lambda: harness.start(names=("left", "newbie"), failover_policy="backup-first"))

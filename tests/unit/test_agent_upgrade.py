@@ -26,6 +26,7 @@ from engine.upgrade_events import (
     InstallPhaseReported,
     Step,
     StepFailed,
+    StepOrder,
     StepStarted,
     StepSucceeded,
     UpgradeOptions,
@@ -191,10 +192,10 @@ def test_the_upgrade_stream_is_named_after_the_upgrade_id() -> None:
 @pytest.mark.parametrize(("plan", "steps"), [
     (DEFAULT, (Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL, Step.START)),
     (NO_SNMP, (Step.UPLOAD, Step.INSTALL, Step.START)),
-    (SWITCHOVER, (Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL, Step.SWITCH_OVER, Step.START)),
+    (SWITCHOVER, (Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL, Step.START, Step.SWITCH_OVER)),
     (REBOOT, (Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL, Step.REBOOT, Step.START)),
     (SWITCHOVER_AND_REBOOT,
-     (Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL, Step.SWITCH_OVER, Step.REBOOT, Step.START)),
+     (Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL, Step.REBOOT, Step.START, Step.SWITCH_OVER)),
     (UPLOAD_ONLY, (Step.UPLOAD,)),
     (MANUAL_START, (Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL)),
 ], ids=["default", "no-snmp", "switchover", "reboot", "switchover+reboot", "upload-only", "manual-start"])
@@ -278,7 +279,6 @@ def test_completing_after_every_step_records_completion_with_the_version_after()
     events = execute(upgrade, complete())
     assert events == [AgentUpgradeCompleted(version_after="10.4.0.0-14000", manual_start_needed=False)]
     assert upgrade.state == S.COMPLETED
-    assert upgrade.is_finished
 
 
 def test_folding_the_recorded_events_rebuilds_the_same_upgrade() -> None:
@@ -309,7 +309,7 @@ def test_with_switchover_the_upgrade_visits_switchedover_after_installing() -> N
 
 
 def test_switchedover_is_entered_when_the_switchover_succeeds_not_when_it_starts() -> None:
-    upgrade = upgrade_after(SWITCHOVER, *run_steps(Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL),
+    upgrade = upgrade_after(SWITCHOVER, *run_steps(Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL, Step.START),
                             start(Step.SWITCH_OVER))
     states = [upgrade.state]
     execute(upgrade, finish(Step.SWITCH_OVER))
@@ -327,15 +327,24 @@ def test_rebooting_is_entered_when_the_reboot_starts() -> None:
     assert (upgrade.state, upgrade.step_in_progress) == (S.REBOOTING, Step.REBOOT)
 
 
-def test_with_switchover_and_reboot_the_upgrade_switches_over_then_reboots() -> None:
+def test_with_switchover_and_reboot_the_upgrade_reboots_then_switches_over() -> None:
     _, states, _ = run_to_completion(SWITCHOVER_AND_REBOOT)
+    assert states == [S.SCHEDULED, S.UPLOADED, S.SNMP_STOPPED, S.INSTALLING, S.REBOOTING,
+                      S.SWITCHED_OVER, S.COMPLETED]
+
+
+def test_with_switchover_and_reboot_the_switchover_cannot_start_before_the_reboot_and_start() -> None:
+    upgrade = upgrade_after(SWITCHOVER_AND_REBOOT, *run_steps(Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL))
+    assert_refused(upgrade, start(Step.SWITCH_OVER), "Installing", "start switch_over")
+    upgrade = upgrade_after(SWITCHOVER_AND_REBOOT, *run_steps(Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL, Step.REBOOT))
+    assert_refused(upgrade, start(Step.SWITCH_OVER), "Rebooting", "start switch_over")
+
+
+def test_a_history_recorded_with_the_legacy_order_still_folds() -> None:
+    legacy = SWITCHOVER_AND_REBOOT.model_copy(update={"step_order": StepOrder.LEGACY_SWITCH_BEFORE_REBOOT})
+    _, states, _ = run_to_completion(legacy)
     assert states == [S.SCHEDULED, S.UPLOADED, S.SNMP_STOPPED, S.INSTALLING, S.SWITCHED_OVER,
                       S.REBOOTING, S.COMPLETED]
-
-
-def test_with_switchover_and_reboot_the_reboot_cannot_start_before_the_switchover() -> None:
-    upgrade = upgrade_after(SWITCHOVER_AND_REBOOT, *run_steps(Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL))
-    assert_refused(upgrade, start(Step.REBOOT), "Installing", "start reboot")
 
 
 def test_upload_only_runs_only_the_upload_and_completes_from_uploaded() -> None:
@@ -426,7 +435,7 @@ REACH: dict[str, tuple[AgentUpgradePlan, list[Command], UpgradeState, Step | Non
                                     S.INSTALLING, Step.INSTALL),
     "Installing, install done": (DEFAULT, run_steps(Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL),
                                  S.INSTALLING, None),
-    "SwitchedOver": (SWITCHOVER, run_steps(Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL, Step.SWITCH_OVER),
+    "SwitchedOver": (SWITCHOVER, run_steps(Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL, Step.START, Step.SWITCH_OVER),
                      S.SWITCHED_OVER, None),
     "Rebooting, reboot running": (REBOOT, [*run_steps(Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL),
                                            start(Step.REBOOT)], S.REBOOTING, Step.REBOOT),
@@ -498,7 +507,7 @@ def test_cancel_is_allowed_before_the_installation_and_when_failed(where: str) -
     assert upgrade.state == where
     events = execute(upgrade, cancel("window closed"))
     assert events == [AgentUpgradeCancelled(reason="window closed")]
-    assert (upgrade.state, upgrade.step_in_progress, upgrade.is_finished) == (S.CANCELLED, None, True)
+    assert (upgrade.state, upgrade.step_in_progress) == (S.CANCELLED, None)
 
 
 @pytest.mark.parametrize("where", ["Installing, install running", "Installing, install done",

@@ -207,7 +207,7 @@ def table_allows(source: UpgradeState, trigger: str, dest: UpgradeState, flags: 
                  resume_state: UpgradeState | None) -> bool:
     """Read the TRANSITIONS rows directly (not through the machine): is this move in the table?"""
     model = {"stops_snmp": flags.stops_snmp, "switches_over": flags.switches_over, "reboots": flags.reboots,
-             "upload_only": flags.upload_only,
+             "upload_only": flags.upload_only, "legacy_switch_first": flags.legacy_switch_first,
              **{f"resumes_to_{s.value}": s == resume_state for s in RESUMABLE_STATES}}
     for row in TRANSITIONS:
         sources = row["source"] if isinstance(row["source"], list) else [row["source"]]

@@ -24,12 +24,12 @@ from adapters.api.server import ApiServer
 from adapters.bootstrap import bootstrap
 from adapters.package_archive import build_package
 from adapters.package_store import FilePackageStore
+from adapters.runtime.rollout_runner import RolloutRunner
 from adapters.settings import Settings
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
 from engine.events import StoredRecord
 from engine.packages import PackageKind, PackageManifest
 from engine.rollout import Rollout
-from engine.runner import RolloutRunner
 from engine.service import UpgradeService
 from engine.versions import parse_version
 from tests.conftest import FakeClock

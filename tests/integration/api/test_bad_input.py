@@ -173,6 +173,40 @@ def test_values_the_engine_refuses_are_422(api: ApiHarness) -> None:
     ])
 
 
+def test_a_broken_failover_pair_and_one_member_under_backup_first_are_422(api: ApiHarness) -> None:
+    operator = api.client(Role.OPERATOR)
+    for name, partner, role in (("dma-main", "dma-backup", "main"), ("dma-backup", "dma-main", "backup")):
+        added = operator.post("/api/v1/agents", json={"name": name, "address": f"{name}.example", "cluster": CLUSTER,
+                                                      "version": START_VERSION, "failover_partner": partner,
+                                                      "failover_role": role})
+        assert added.status_code == 201, added.text
+    sha = operator.get("/api/v1/packages").json()[0]["sha256"]
+    one_member = {"package": sha, "agents": ["dma-main"], "failover_policy": "backup-first"}
+    head = api.head()
+
+    for path in ("/api/v1/rollouts/plan", "/api/v1/rollouts"):
+        refused(api, operator.post(path, json=one_member), 422, "invalid_input",
+                "agent dma-main: its failover partner dma-backup is not in this rollout", "--allow-partial-pair")
+    refused(api, operator.post("/api/v1/agents", json={"name": "dma-spare", "address": "10.0.0.77", "cluster": CLUSTER,
+                                                       "version": START_VERSION, "failover_partner": "dma-main",
+                                                       "failover_role": "backup"}),
+            422, "invalid_input", "dma-main is registered already and is paired with dma-backup",
+            "register the first member naming the second")
+    assert api.head() == head
+
+    plan = operator.post("/api/v1/rollouts/plan", json={**one_member, "allow_partial_pair": True})
+    assert plan.status_code == 200, plan.text
+    body = plan.json()
+    assert body["allow_partial_pair"] is True and "switch_over" not in body["agents"][0]["steps"]
+    assert any(w.startswith("agent dma-main: upgraded without its failover partner dma-backup (--allow-partial-pair)")
+               for w in body["warnings"])
+    pair = operator.post("/api/v1/rollouts/plan", json={"package": sha, "agents": ["dma-main", "dma-backup"],
+                                                        "failover_policy": "simultaneous"}).json()
+    note = "pair dma-main/dma-backup: the pair is down together during its upgrade (failover policy simultaneous)"
+    assert pair["notes"] == [note] and [a["notes"] for a in pair["agents"]] == [[note], [note]]
+    assert api.head() == head
+
+
 # -- unknown ids, conflicts, illegal transitions ---------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from adapters.api.context import ApiContext
 from adapters.api.server import ApiServer
 from adapters.metrics import instrument
 from adapters.package_store import FilePackageStore
-from engine.runner import RolloutRunner
+from adapters.runtime.rollout_runner import RolloutRunner
 from engine.service import UpgradeService
 from tests.exposition import Scrape
 from tests.integration.api.harness import ApiHarness

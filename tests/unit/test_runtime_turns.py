@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from engine.turns import FIRST, NEXT, Place, Turns
+from adapters.runtime.turns import FIRST, NEXT, Place, Turns
 
 JOIN_SECONDS = 10.0
 

@@ -1,38 +1,61 @@
-"""Driving a rollout: start agents in plan order within the limits, run each agent's steps on the gateway.
+"""Driving a rollout: carry out the decisions of ``engine/decisions.py`` with threads, agent calls and waits.
 
-Every step is recorded as intent (``StepStarted``) before the gateway call and as outcome after it,
-so an engine that died in between learns the outcome from the agent (``step_status``) before
-re-sending anything, and the idempotency key makes a re-sent step apply once.
+Every step is recorded as intent (``StepStarted``) before the gateway call and as outcome after it. A step
+whose outcome was not learned (no answer, a cut connection, an engine that died in between) is in doubt:
+the agent is asked (``step_status``) before anything is sent again, and a re-send uses the same
+idempotency key, so a step applies once.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
-import copy
+import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime
 from queue import Empty, SimpleQueue
 from uuid import UUID
 
-from engine.agent_events import AgentLeftStopped, AgentVersionChanged, agent_stream_id
+from adapters.runtime.ports import Lease, Waiter, WorkQueue
+from adapters.runtime.preloaded import PreloadedUpgrades
+from adapters.runtime.turns import FIRST, NEXT, Place, Turns
+from engine.agent_events import agent_stream_id
 from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from engine.errors import AgentStepFailed, ConcurrencyConflict
+from engine.decisions import (
+    Ask,
+    AwaitManualStart,
+    Finished,
+    LeaveStopped,
+    Record,
+    Send,
+    UpgradeFacts,
+    WaitUntil,
+    agents_to_start,
+    answered,
+    cancellations,
+    conclusion,
+    learned,
+    left_stopped,
+    next_action,
+    refused,
+    retries,
+    start_due,
+    unanswered,
+    version_change,
+)
+from engine.errors import AgentOutcomeUnknown, AgentStepFailed, ConcurrencyConflict
 from engine.events import Event
 from engine.inventory import AgentRecord
-from engine.ports import AgentAddress, AgentGateway, Lease, PackageRef, StepOutcome, StepStatus, Waiter, WorkQueue
-from engine.preloaded import PreloadedUpgrades
+from engine.ports import AgentAddress, AgentGateway, PackageRef
 from engine.rollout import Rollout, RolloutState
 from engine.rollout_events import PlannedAgent, RolloutPlanned
 from engine.service import UpgradeService
-from engine.turns import FIRST, NEXT, Place, Turns
-from engine.upgrade_events import AgentUpgradeScheduled, Step
-from engine.upgrade_machine import CANCELLABLE_STATES, STOPPED_STATES, TERMINAL_STATES, UpgradeState
+from engine.upgrade_events import AgentUpgradeScheduled, Step, StepStarted
+from engine.upgrade_machine import CANCELLABLE_STATES, STOPPED_STATES, UpgradeState
 
 _Decision = Callable[[Rollout], list[Event]]
-_AgentDecision = Callable[[AgentRecord], list[Event]]
 _InFlight = dict[str, "Future[AgentUpgrade] | Future[AgentUpgrade | None]"]
 
 
@@ -47,6 +70,24 @@ SOLE_DRIVER: Lease = _SoleDriver()
 """The lease a runner holds when no other engine process can drive the same work."""
 SCHEDULING_THREADS = 16
 """Threads that record the scheduling of a large plan's upgrades (their appends go out together)."""
+ASK_BACKOFF_CAP_SECONDS = 60.0
+"""The longest wait between two attempts to ask an agent about a step in doubt."""
+
+
+class _Drive:
+    """What one driver of one upgrade knows beyond the events: whom it drives, under which lease, whether it
+    recorded the intent of the step in progress itself (and sent nothing since), and failed asks in a row."""
+
+    def __init__(self, agent: PlannedAgent, plan: RolloutPlanned, lease: Lease) -> None:
+        self.agent = agent
+        self.plan = plan
+        self.lease = lease
+        self.address = AgentAddress(agent.name, agent.address)
+        self.package = PackageRef(plan.package_sha256, plan.package_version)
+        self.record = AgentRecord(name=agent.name, address=agent.address, cluster=agent.cluster,
+                                  version=agent.current_version)
+        self.intent_fresh = False
+        self.asked = 0
 
 
 class RolloutRunner:
@@ -83,7 +124,7 @@ class RolloutRunner:
         rollout = self.service.rollout(rollout_id)
         plan = rollout.plan
         if rollout.state in (RolloutState.COMPLETED, RolloutState.FAILED):  # ended since it was found
-            concluded = self._conclude(rollout, plan, {})
+            concluded = self._conclude(rollout, {})
             assert concluded is not None
             return concluded
         upgrades = self._schedule_all(plan)
@@ -98,7 +139,7 @@ class RolloutRunner:
         ended: SimpleQueue[str] = SimpleQueue()
         self._track(self._handed_out_before(plan), inflight, ended)
         unstarted = _Unstarted(plan, upgrades, inflight)
-        failed = {name for name, upgrade in upgrades.items() if upgrade.state is UpgradeState.FAILED}
+        failed = {name for name, upgrade in upgrades.items() if upgrade.state is UpgradeState.FAILED}  # for _Unstarted
         watch = _RolloutWatch(self.service, rollout)
         looked = watch.mark()
         with contextlib.ExitStack() as stack:
@@ -110,17 +151,18 @@ class RolloutRunner:
                 # of the rollout serve it); with nothing in flight, before it may conclude, all of it.
                 rollout = watch.refresh(looked if inflight else watch.mark())
                 looked = seen = watch.mark()
-                for retried in self._retry_failed(rollout, upgrades, inflight):
+                for retried, events in retries(rollout, upgrades, inflight).items():
+                    self._record(upgrades[retried], events, plan.rollout_id)
                     unstarted.add(retried)
                     failed.discard(retried)
-                if rollout.state is RolloutState.CANCELLED:
-                    self._cancel_waiting(plan, upgrades, inflight)
-                if rollout.state is RolloutState.RUNNING and len(failed) <= plan.max_errors:
-                    ready = self._ready(plan, upgrades, inflight, unstarted)
+                for name, events in cancellations(rollout, upgrades, inflight).items():
+                    self._record(upgrades[name], events, plan.rollout_id)
+                ready = agents_to_start(rollout, unstarted, upgrades, inflight, plan.max_concurrent - len(inflight))
+                if ready:
                     unstarted.remove(ready)
                     self._track(self._start(ready, plan, watch, upgrades, seen, pool), inflight, ended)
                 if not inflight:
-                    concluded = self._conclude(rollout, plan, upgrades)
+                    concluded = self._conclude(rollout, upgrades)
                     if concluded is not None:
                         return concluded
                     self.waiter.wait(self.poll_seconds)
@@ -187,10 +229,8 @@ class RolloutRunner:
     # -- the rollout ---------------------------------------------------------------------------
 
     def _wait_for_start(self, plan: RolloutPlanned) -> None:
-        if plan.start_at is not None:
-            remaining = (plan.start_at - self.service.clock.now()).total_seconds()
-            if remaining > 0:
-                self.waiter.wait(remaining)
+        while (due := start_due(plan, self.service.clock.now())) is not None:
+            self.waiter.wait((due.due - self.service.clock.now()).total_seconds())
 
     def _schedule_all(self, plan: RolloutPlanned) -> dict[str, AgentUpgrade]:
         """Every upgrade of the plan, scheduled first where it is not yet; the appends of a large plan go out
@@ -224,60 +264,17 @@ class RolloutRunner:
                                         if u.scheduled is not None and u.has_begun
                                         and u.state not in STOPPED_STATES)
 
-    def _ready(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade], inflight: _InFlight,
-               unstarted: _Unstarted) -> list[PlannedAgent]:
-        """The agents to start now, in plan order: not in flight nor stopped, the agents they wait for
-        completed, as many as ``--max-concurrent`` leaves room for."""
-        free = plan.max_concurrent - len(inflight)
-        if free <= 0:
-            return []
-        ready: list[PlannedAgent] = []
-        for a in unstarted:
-            if a.name not in inflight and upgrades[a.name].state not in STOPPED_STATES \
-                    and all(upgrades[b].state is UpgradeState.COMPLETED for b in a.after):
-                ready.append(a)
-                if len(ready) == free:
-                    break
-        return ready
-
-    def _conclude(self, rollout: Rollout, plan: RolloutPlanned,
-                  upgrades: dict[str, AgentUpgrade]) -> Rollout | None:
+    def _conclude(self, rollout: Rollout, upgrades: dict[str, AgentUpgrade]) -> Rollout | None:
         """Record the end of a rollout with nothing in flight; None while it may still go on."""
-        rollout_id = plan.rollout_id
-        if rollout.state is RolloutState.RUNNING:
-            if all(u.state in TERMINAL_STATES for u in upgrades.values()):
-                completed = sum(u.state is UpgradeState.COMPLETED for u in upgrades.values())
-                rollout = self._record_rollout(rollout_id,
-                                               lambda r: r.complete(completed, len(upgrades) - completed))
-            else:
-                failed = _failed(upgrades)
-                reason = (f"error budget exceeded: {failed} agents failed, --max-errors is {plan.max_errors}"
-                          if failed > plan.max_errors else f"{failed} of {len(upgrades)} agents failed")
-                return self._record_rollout(rollout_id, lambda r: r.fail(reason))
+        rollout_id = rollout.plan.rollout_id
+        if conclusion(rollout, upgrades):
+            rollout = self._record_rollout(rollout_id, lambda r: conclusion(r, upgrades))
         if rollout.state in (RolloutState.COMPLETED, RolloutState.CANCELLED):
             self.service.release(rollout_id, actor=self.actor)
             return rollout
         if rollout.state is RolloutState.FAILED:
             return rollout
         return None
-
-    def _retry_failed(self, rollout: Rollout, upgrades: dict[str, AgentUpgrade],
-                      inflight: _InFlight) -> list[str]:
-        """Retry each failed upgrade the operator asked to retry more often than it was retried; return them."""
-        retried = []
-        for name, requested in rollout.retry_requests.items():
-            upgrade = upgrades.get(name)
-            if upgrade is not None and name not in inflight and upgrade.is_failed and requested > upgrade.retries:
-                self._record(upgrade, upgrade.retry(), rollout.plan.rollout_id)
-                retried.append(name)
-        return retried
-
-    def _cancel_waiting(self, plan: RolloutPlanned, upgrades: dict[str, AgentUpgrade],
-                        inflight: _InFlight) -> None:
-        for agent in plan.agents:
-            upgrade = upgrades[agent.name]
-            if agent.name not in inflight and upgrade.state in CANCELLABLE_STATES:
-                self._record(upgrade, upgrade.cancel("the rollout was cancelled"), plan.rollout_id)
 
     def _record_rollout(self, rollout_id: UUID, decide: _Decision) -> Rollout:
         while True:
@@ -293,68 +290,51 @@ class RolloutRunner:
 
     def _drive(self, agent: PlannedAgent, plan: RolloutPlanned, watch: _RolloutWatch, upgrade: AgentUpgrade,
                seen: int, place: Place, lease: Lease) -> AgentUpgrade:
-        """Run one agent's remaining steps; return its upgrade when it ends, fails or is cancelled.
+        """Carry out one upgrade's decisions until it needs nothing more from an engine; return it then.
 
-        ``seen`` marks when it was handed to this thread (see ``_advance``); so does ``place``, its place
-        in line for a turn of rank ``FIRST``, held up to the first command to the agent. ``LeaseLost``
-        ends the drive as soon as ``lease`` is found lost.
+        ``seen`` marks when it was handed to this thread: a cancel recorded before it stops the upgrade
+        before its next step. ``place``, its place in line for a turn of rank ``FIRST``, is held up to the
+        first command to the agent. ``lease`` is checked before every decision and every agent command;
+        ``LeaseLost`` ends the drive as soon as it is found lost.
         """
-        address = AgentAddress(agent.name, agent.address)
-        package = PackageRef(plan.package_sha256, plan.package_version)
+        drive = _Drive(agent, plan, lease)
         with self.turns.hold(place):
             while True:
+                lease.check()
                 try:
-                    if self._advance(upgrade, address, package, plan, watch, seen, lease):
-                        return upgrade
+                    action = next_action(upgrade, self._facts(upgrade, drive, watch, seen))
+                    drive.intent_fresh = False
+                    match action:
+                        case Finished():
+                            return upgrade
+                        case Record(events=events):
+                            self._record(upgrade, events, plan.rollout_id)
+                            drive.intent_fresh = any(isinstance(event, StepStarted) for event in events)
+                        case LeaveStopped():
+                            self._record_on_agent(agent.name, functools.partial(left_stopped, upgrade),
+                                                  plan.rollout_id)
+                        case WaitUntil(due=due):
+                            self._wait_until(due)
+                        case AwaitManualStart():
+                            self._wait(self.poll_seconds)
+                        case Send(step=step, key=key):
+                            self._send(upgrade, drive, step, key)
+                        case Ask(step=step, key=key):
+                            upgrade = self._ask(upgrade, drive, step, key)
                 except ConcurrencyConflict:
                     upgrade = self.service.upgrade(agent.upgrade_id)  # someone else wrote to it: reload, decide
-                seen = watch.mark()  # after this step's call to the agent
+                    drive.intent_fresh = False
+                seen = watch.mark()  # after this action
 
-    def _advance(self, upgrade: AgentUpgrade, address: AgentAddress, package: PackageRef,
-                 plan: RolloutPlanned, watch: _RolloutWatch, seen: int, lease: Lease) -> bool:
-        """Take the next step of one upgrade; True once it needs nothing more from this engine.
-
-        A cancel recorded before ``seen`` (the upgrade was handed to this thread, or its last agent call
-        ended) stops the upgrade before its next step. ``lease`` is checked before deciding and again
-        before each command to the agent (a wait may have outlasted it).
-        """
-        lease.check()
-        rollout_id = plan.rollout_id
-        if upgrade.state in STOPPED_STATES:
-            return True
-        if upgrade.step_in_progress is None:
-            if upgrade.state in CANCELLABLE_STATES and watch.refresh(seen).state is RolloutState.CANCELLED:
-                self._record(upgrade, upgrade.cancel("the rollout was cancelled"), rollout_id)
-                return True
-            step = upgrade.next_step
-            if step is None:
-                self._complete(upgrade, address, rollout_id)
-                return True
-            if upgrade.attempts_this_round.get(step, 0) > plan.step_policy.retry_budget:
-                self._record(upgrade, upgrade.fail(upgrade.last_error or f"{step.value} failed"), rollout_id)
-                return True
-            delay = upgrade.plan.delayed_start_seconds
-            if step is Step.START and delay and upgrade.waiting_until is None \
-                    and not upgrade.attempts_this_round.get(step):
-                self._record(upgrade, upgrade.delay_step(step, self._after(delay), "delayed start"), rollout_id)
-            if upgrade.waiting_until is not None:
-                self._wait_until(upgrade.waiting_until)
-                lease.check()
-            self._record(upgrade, upgrade.start_step(step), rollout_id)
-        else:
-            status = self._ask_outcome(upgrade, address, plan, lease)
-            if status is None:
-                return True
-            if status is StepStatus.FAILED:
-                self._record(upgrade, upgrade.fail_attempt(upgrade.step_in_progress,
-                                                           "the agent reports the step failed"), rollout_id)
-                return False
-        lease.check()
-        self._perform(upgrade, address, package, plan, rollout_id)
-        return upgrade.is_failed
-
-    def _after(self, seconds: float) -> datetime:
-        return self.service.clock.now() + timedelta(seconds=seconds)
+    def _facts(self, upgrade: AgentUpgrade, drive: _Drive, watch: _RolloutWatch, seen: int) -> UpgradeFacts:
+        """What the next decision reads: the rollout and the agent's record are read only when it needs them."""
+        cancellable = upgrade.step_in_progress is None and upgrade.state in CANCELLABLE_STATES
+        cancelled = cancellable and watch.refresh(seen).state is RolloutState.CANCELLED
+        plan = upgrade.plan if upgrade.scheduled is not None else None
+        reads_agent = plan is not None and not plan.upload_only and not plan.options.auto_start
+        agent = self.service.agent(drive.agent.name) if reads_agent else drive.record
+        return UpgradeFacts(now=self.service.clock.now(), policy=drive.plan.step_policy, agent=agent,
+                            cancelled=cancelled, intent_fresh=drive.intent_fresh)
 
     def _wait_until(self, due: datetime) -> None:
         remaining = (due - self.service.clock.now()).total_seconds()
@@ -365,89 +345,49 @@ class RolloutRunner:
         with self.turns.released():
             self.waiter.wait(seconds)
 
-    def _ask_outcome(self, upgrade: AgentUpgrade, address: AgentAddress, plan: RolloutPlanned,
-                     lease: Lease) -> StepStatus | None:
-        """For a step recorded as started but not ended: ask the agent before re-sending it.
-
-        An agent that cannot be asked is asked again after the backoff (never re-sent under a new key,
-        which could apply a step twice); past the retry budget the upgrade fails, outcome unknown.
-        """
-        step = upgrade.step_in_progress
-        assert step is not None
-        key = upgrade.idempotency_key(step, upgrade.attempts[step])
-        asked = 0
-        while True:
-            lease.check()
-            try:
-                with self.turns.released():
-                    return self.gateway.step_status(address, key)
-            except AgentStepFailed as failure:
-                if asked == plan.step_policy.retry_budget:
-                    self._record(upgrade, upgrade.fail(f"the outcome of {step.value} is unknown: {failure}"),
-                                 plan.rollout_id)
-                    return None
-                self._wait(plan.step_policy.backoff_seconds * 2 ** asked)
-                asked += 1
-
-    def _perform(self, upgrade: AgentUpgrade, address: AgentAddress, package: PackageRef,
-                 plan: RolloutPlanned, rollout_id: UUID) -> None:
-        step = upgrade.step_in_progress
-        assert step is not None
-        attempt = upgrade.attempts[step]
+    def _send(self, upgrade: AgentUpgrade, drive: _Drive, step: Step, key: str) -> None:
+        """Ask the agent to perform ``step`` and record what came of it (done, refused, or in doubt)."""
+        rollout_id = drive.plan.rollout_id
 
         def on_phase(phase: str, index: int, count: int) -> None:
             with self.turns.hold(self.turns.line_up(NEXT)):
                 self._record(upgrade, upgrade.report_phase(phase, index, count), rollout_id)
 
+        drive.lease.check()
         try:
             with self.turns.released():
-                outcome = self.gateway.perform(address, step, upgrade.idempotency_key(step, attempt), package,
+                outcome = self.gateway.perform(drive.address, step, key, drive.package,
                                                on_phase if step is Step.INSTALL else None)
+        except AgentOutcomeUnknown as silence:
+            self._record(upgrade, unanswered(upgrade, step, silence.reason), rollout_id)
+            return
+        except AgentStepFailed as refusal:
+            self._record(upgrade, refused(upgrade, step, refusal.reason, drive.plan.step_policy,
+                                          self.service.clock.now()), rollout_id)
+            return
+        self._record_on_agent(drive.agent.name, lambda record: version_change(record, upgrade, step, outcome),
+                              rollout_id)
+        self._record(upgrade, answered(upgrade, step, outcome, drive.package.version), rollout_id)
+
+    def _ask(self, upgrade: AgentUpgrade, drive: _Drive, step: Step, key: str) -> AgentUpgrade:
+        """Ask the agent what it knows of ``key`` and record it. An agent that cannot be asked keeps the step
+        in doubt: it is asked again after a backoff (growing, capped), unless an operator resolved it meanwhile.
+        Returns the upgrade as it now stands."""
+        drive.lease.check()
+        try:
+            with self.turns.released():
+                status = self.gateway.step_status(drive.address, key)
         except AgentStepFailed as failure:
-            self._record(upgrade, self._failed_attempt(upgrade, step, failure, plan), rollout_id)
-            return
-        self._finish(upgrade, step, outcome, address, package, rollout_id)
-
-    def _failed_attempt(self, upgrade: AgentUpgrade, step: Step, failure: AgentStepFailed,
-                        plan: RolloutPlanned) -> list[Event]:
-        """A failed attempt and what follows it, for one append: the upgrade fails once the retry budget
-        is spent, otherwise the step backs off (so the backoff is never lost to a crash in between)."""
-        failed = upgrade.fail_attempt(step, failure.reason)
-        after = copy.deepcopy(upgrade)
-        for event in failed:
-            after.apply(event)
-        attempts = after.attempts_this_round[step]
-        if attempts > plan.step_policy.retry_budget:
-            return [*failed, *after.fail(str(failure))]
-        backoff = plan.step_policy.backoff_seconds * 2 ** (attempts - 1)
-        return [*failed, *after.delay_step(step, self._after(backoff), "retry backoff")]
-
-    def _finish(self, upgrade: AgentUpgrade, step: Step, outcome: StepOutcome, address: AgentAddress,
-                package: PackageRef, rollout_id: UUID) -> None:
-        """Record a step's outcome. After an install the agent's new version is recorded first, and only
-        if not recorded yet, so a crash between the two writes is mended by the resumed step."""
-        if step is Step.INSTALL and outcome.version_after is not None:
-            self._record_version(upgrade, address, outcome.version_after, rollout_id)
-        if step is Step.INSTALL and outcome.version_after != package.version:
-            self._record(upgrade, upgrade.fail(
-                f"agent {address.name} reports version {outcome.version_after} after the install, "
-                f"expected {package.version}"), rollout_id)
-            return
-        self._record(upgrade, upgrade.finish_step(step, outcome.version_after), rollout_id)
-
-    def _record_version(self, upgrade: AgentUpgrade, address: AgentAddress, version: str, rollout_id: UUID) -> None:
-        upgrade_id = str(upgrade.scheduled.upgrade_id if upgrade.scheduled else "")
-        self._record_on_agent(address.name, lambda record: [AgentVersionChanged(
-            version=version, previous_version=record.version, upgrade_id=upgrade_id)]
-            if record.version != version else [], rollout_id)
-
-    def _complete(self, upgrade: AgentUpgrade, address: AgentAddress, rollout_id: UUID) -> None:
-        """Finish the upgrade; an agent left stopped is recorded first (once), so a crash cannot forget it."""
-        if not upgrade.plan.upload_only and not upgrade.plan.options.auto_start and upgrade.scheduled is not None:
-            upgrade_id = str(upgrade.scheduled.upgrade_id)
-            self._record_on_agent(address.name, lambda record: [AgentLeftStopped(upgrade_id=upgrade_id)]
-                                  if record.stopped_by_upgrade != upgrade_id else [], rollout_id)
-        self._record(upgrade, upgrade.complete(), rollout_id)
+            self._record(upgrade, unanswered(upgrade, step, f"cannot ask the agent about {key}: {failure.reason}"),
+                         drive.plan.rollout_id)
+            policy = drive.plan.step_policy
+            self._wait(min(policy.backoff_seconds * 2 ** drive.asked, ASK_BACKOFF_CAP_SECONDS))
+            drive.asked += 1
+            return self.service.upgrade(drive.agent.upgrade_id)  # an operator may have resolved the doubt
+        drive.asked = 0
+        self._record(upgrade, learned(upgrade, step, status, drive.plan.step_policy, self.service.clock.now()),
+                     drive.plan.rollout_id)
+        return upgrade
 
     def _record(self, upgrade: AgentUpgrade, events: Sequence[Event], rollout_id: UUID) -> None:
         assert upgrade.scheduled is not None
@@ -464,7 +404,7 @@ class RolloutRunner:
         for event in events:
             upgrade.apply(event)
 
-    def _record_on_agent(self, name: str, decide: _AgentDecision, rollout_id: UUID) -> None:
+    def _record_on_agent(self, name: str, decide: Callable[[AgentRecord], list[Event]], rollout_id: UUID) -> None:
         while True:
             record = self.service.agent(name)
             events = decide(record)
@@ -582,8 +522,3 @@ class _RolloutWatch:
         with self._changed:
             self._reading = False
             self._changed.notify_all()
-
-
-def _failed(upgrades: dict[str, AgentUpgrade]) -> int:
-    return sum(u.state is UpgradeState.FAILED for u in upgrades.values())
-

@@ -1,0 +1,1 @@
+"""The runtime that carries out the engine's decisions: threads, agent calls, waits, leases."""
