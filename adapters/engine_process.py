@@ -48,6 +48,15 @@ are under way at once, the more the event store writes in one commit (measured: 
 
 
 @dataclass(frozen=True)
+class Doubt:
+    """A step whose outcome the engine did not learn: which attempt, and why."""
+
+    step: str
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Resumption:
     """What a starting engine will do with one unfinished agent upgrade."""
 
@@ -56,12 +65,24 @@ class Resumption:
     state: str
     step_in_flight: str | None
     idempotency_key: str | None
+    doubt: Doubt | None = None
+    """The step in flight is in doubt: asked about until the agent answers or an operator resolves it."""
+    awaiting_manual_start: str | None = None
+    """The agent an operator must start before the switch-over (Auto Start off)."""
 
     def describe(self) -> str:
-        if self.step_in_flight is None:
-            return f"resume from {self.state}"
-        return (f"resume from {self.state}: ask the agent about {self.step_in_flight} "
-                f"(key {self.idempotency_key}) before sending anything")
+        if self.doubt is not None:
+            return (f"resume from {self.state}: {self.doubt.step} (attempt {self.doubt.attempt}) is in doubt "
+                    f"({self.doubt.reason}); ask the agent about it (key {self.idempotency_key}) before sending "
+                    f"anything, or resolve it with `dma-upgrade upgrade resolve {self.rollout_id} {self.agent} "
+                    f"--applied|--not-applied`")
+        if self.step_in_flight is not None:
+            return (f"resume from {self.state}: ask the agent about {self.step_in_flight} "
+                    f"(key {self.idempotency_key}) before sending anything")
+        if self.awaiting_manual_start is not None:
+            return (f"resume from {self.state}: wait for a manual start of {self.awaiting_manual_start} before the "
+                    f"switch-over (`dma-upgrade agents start {self.awaiting_manual_start}`)")
+        return f"resume from {self.state}"
 
 
 def planned_resumptions(service: UpgradeService) -> list[tuple[Rollout, list[Resumption]]]:
@@ -76,11 +97,20 @@ def planned_resumptions(service: UpgradeService) -> list[tuple[Rollout, list[Res
             if upgrade.scheduled is None or upgrade.state in STOPPED_STATES:
                 continue
             step = upgrade.step_in_progress
+            doubt = Doubt(step.value, upgrade.attempts[step], upgrade.last_error or "no answer") \
+                if step is not None and upgrade.in_doubt else None
+            awaited = agent.name if upgrade.awaiting_manual_start and not _started_by_hand(service, agent.name,
+                                                                                             agent.upgrade_id) else None
             resumptions.append(Resumption(rollout.plan.rollout_id, agent.name, upgrade.state.value,
                                           step.value if step else None,
-                                          _key(upgrade) if step else None))
+                                          _key(upgrade) if step else None, doubt, awaited))
         plans.append((rollout, resumptions))
     return plans
+
+
+def _started_by_hand(service: UpgradeService, name: str, upgrade_id: UUID) -> bool:
+    """Whether the agent was started by hand since ``upgrade_id`` left it stopped (the switch-over may go on)."""
+    return service.agent(name).started_by_hand_after == str(upgrade_id)
 
 
 def _key(upgrade: AgentUpgrade) -> str:

@@ -160,7 +160,8 @@ class HttpAgentGateway:
     def from_settings(cls, settings: Settings, *, stopping: Stopping | None = None) -> HttpAgentGateway:
         """The gateway ``DMA_UPGRADE_AGENT_RETRY_SECONDS``, ``_RETRY_BASE_SECONDS`` and ``_RETRY_CAP_SECONDS``
         configure; ``stopping`` (the process's shutdown event) cuts its backoffs short."""
-        return cls(retry_seconds=settings.agent_retry_seconds, backoff_seconds=settings.agent_retry_base_seconds,
+        return cls(timeout_seconds=settings.agent_timeout_seconds, retry_seconds=settings.agent_retry_seconds,
+                   backoff_seconds=settings.agent_retry_base_seconds,
                    backoff_cap_seconds=settings.agent_retry_cap_seconds, stopping=stopping)
 
     def close(self) -> None:

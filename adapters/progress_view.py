@@ -13,6 +13,8 @@ from projections.tables import Row
 
 _STYLE = {"Completed": "green", "Failed": "red", "Cancelled": "yellow"}
 BAR_WIDTH = 24
+RESOLVE_COMMAND = "dma-upgrade upgrade resolve"
+"""How an operator decides a step in doubt (``upgrade resolve ROLLOUT AGENT --applied|--not-applied``)."""
 
 
 def fraction(agent: Row) -> float:
@@ -30,17 +32,23 @@ def activity(agent: Row) -> str:
         return agent["last_error"] or "failed"
     if agent["state"] == "Completed":
         return "needs a manual start" if agent["manual_start_needed"] else "done"
+    if agent["in_doubt"]:
+        return (f"in doubt: {(agent['step'] or 'a step').replace('_', ' ')} (attempt {agent['step_attempt'] or 1}): "
+                f"{agent['last_error'] or 'no answer'} — ask pending; resolve with {RESOLVE_COMMAND}")
     if agent["phase"]:
         return f"Installing: {agent['phase']}"
     if agent["step"]:
         return f"{agent['step'].replace('_', ' ')} (attempt {agent['step_attempt'] or 1})"
+    if agent["awaiting_manual_start"]:
+        return f"waiting for a manual start of {agent['awaiting_manual_start']} before the switch-over"
     if agent["waiting_until"]:
         return f"waiting until {agent['waiting_until']:%H:%M:%S}"
     return "waiting"
 
 
 def progress_table(rollout: Row, agents: list[Row]) -> RenderableType:
-    """One rollout: a row and a bar per agent, then the totals."""
+    """One rollout: a row and a bar per agent, then the totals, then the plan's notes (what its failover pairs go
+    through)."""
     table = Table(title=f"Rollout {rollout['rollout_id']} · {rollout['package_version']} · {rollout['state']}",
                   title_justify="left")
     for column in ("agent", "role", "state", "progress", "activity", "resumed"):
@@ -55,7 +63,8 @@ def progress_table(rollout: Row, agents: list[Row]) -> RenderableType:
     totals = Text(f"{rollout['completed']} completed · {rollout['failed']} failed · {rollout['in_flight']} in flight"
                   f" · {rollout['waiting']} waiting · {rollout['cancelled']} cancelled"
                   + (f" · {rollout['end_reason']}" if rollout["end_reason"] else ""))
-    return Group(table, totals)
+    notes = [Text(f"note: {note}") for note in rollout["notes"] or ()]
+    return Group(table, totals, *notes)
 
 
 def as_json(rollout: Row, agents: list[Row]) -> dict[str, Any]:

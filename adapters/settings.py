@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     agent_gateway: Literal["simulated", "http"] = "simulated"
     """How the engine reaches agents: ``http`` speaks docs/agent-protocol.md to ``host:port`` addresses;
     ``simulated`` drives a simulation of the inventory."""
+    agent_timeout_seconds: float = Field(default=10.0, gt=0)
+    """How long the HTTP gateway waits for an agent's answer (each read of a step's stream) before retrying."""
     agent_retry_seconds: float = Field(default=30.0, ge=0)
     """How long the HTTP gateway keeps sending a request an agent did not answer (long enough to outlast
     an agent's restart) before the step counts as unreachable."""

@@ -16,12 +16,22 @@ from engine.agent_events import (
     agent_stream_id,
 )
 from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from engine.decisions import version_change
 from engine.errors import ConcurrencyConflict, Conflict, InvalidInput, NotFound
 from engine.events import Event, EventMetadata, NewEvent, RecordedEvent
 from engine.inventory import AgentRecord, cluster_label, fold_agent
 from engine.packages import AgentFacts, PackageManifest, PackageRejected, evaluate_prerequisites
 from engine.planning import RolloutRequest, plan_rollout
-from engine.ports import AgentAddress, AgentGateway, AppendResult, Clock, EventStore, IdFactory, PackageRef
+from engine.ports import (
+    AgentAddress,
+    AgentGateway,
+    AppendResult,
+    Clock,
+    EventStore,
+    IdFactory,
+    PackageRef,
+    StepOutcome,
+)
 from engine.records import PackageRecord, active_claims, fold_packages, fold_settings
 from engine.rollout import Rollout, RolloutState
 from engine.rollout_events import (
@@ -70,6 +80,20 @@ class OptionOverrides:
     auto_start: bool | None = None
     stop_snmp: bool | None = None
     reboot: bool | None = None
+
+
+@dataclass(frozen=True)
+class DoubtResolution:
+    """An operator's decision on a step in doubt, as recorded, and the state of the upgrade after it."""
+
+    rollout_id: UUID
+    agent: str
+    upgrade_id: UUID
+    step: Step
+    attempt: int
+    applied: bool
+    version_after: str | None
+    state: str
 
 
 @dataclass(frozen=True)
@@ -427,6 +451,55 @@ class UpgradeService:
 
     def _failed_agents(self, rollout: Rollout) -> tuple[str, ...]:
         return tuple(a.name for a in rollout.plan.agents if self.upgrade(a.upgrade_id).state == "Failed")
+
+    def resolve_doubt(self, rollout_id: UUID, agent_name: str, applied: bool, *, actor: str) -> DoubtResolution:
+        """An operator's decision on the step in doubt of ``agent_name``'s upgrade in a rollout: ``applied`` (done on
+        their word; after an install the agent runs the rollout's package version, recorded on its stream too) or
+        not applied (the engine sends it again under the same idempotency key). Refused (``InvalidTransition``,
+        nothing appended) when no step of that upgrade is in doubt.
+
+        As the engine does with an answered install, the agent's new version is recorded before the upgrade's
+        event (once: it is not recorded again when the agent already runs it), so a crash in between leaves the
+        step in doubt, to be resolved again or learned from the agent, never a step done without its version. When
+        the engine records something on the upgrade meanwhile, the decision is taken again on what it recorded (a
+        version recorded just before stays, as after a crash in between)."""
+        rollout = self.rollout(rollout_id)
+        planned = next((a for a in rollout.plan.agents if a.name == agent_name), None)
+        if planned is None:
+            raise NotFound(f"agent {agent_name!r} is not part of rollout {rollout_id}")
+        while True:
+            upgrade = self.upgrade(planned.upgrade_id)
+            step = upgrade.step_in_progress
+            version_after = rollout.plan.package_version if applied and step is Step.INSTALL else None
+            events = upgrade.resolve_doubt(applied, version_after)
+            assert step is not None
+            if version_after is not None:
+                self._record_version(agent_name, upgrade, version_after, actor=actor, rollout_id=rollout_id)
+            try:
+                self.append(upgrade_stream_id(planned.upgrade_id), upgrade.version, events, actor=actor,
+                            correlation_id=rollout_id)
+            except ConcurrencyConflict:
+                continue  # the engine recorded something meanwhile (it may have learned the outcome): decide again
+            for event in events:
+                upgrade.apply(event)
+            return DoubtResolution(rollout_id=rollout_id, agent=agent_name, upgrade_id=planned.upgrade_id, step=step,
+                                   attempt=upgrade.attempts[step], applied=applied, version_after=version_after,
+                                   state=upgrade.state.value)
+
+    def _record_version(self, name: str, upgrade: AgentUpgrade, version: str, *, actor: str,
+                        rollout_id: UUID) -> None:
+        """Record on the agent's stream that it runs ``version`` after ``upgrade``'s install (once)."""
+        while True:
+            record = self.agent(name)
+            events = version_change(record, upgrade, Step.INSTALL, StepOutcome(version_after=version))
+            if not events:
+                return
+            try:
+                self.append(agent_stream_id(name), record.stream_version, events, actor=actor,
+                            correlation_id=rollout_id)
+                return
+            except ConcurrencyConflict:
+                continue
 
     def upgrade(self, upgrade_id: UUID) -> AgentUpgrade:
         return AgentUpgrade.fold(e.event for e in self.store.read_stream(upgrade_stream_id(upgrade_id)))

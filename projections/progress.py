@@ -26,9 +26,14 @@ from engine.upgrade_events import (
     AgentUpgradeResumed,
     AgentUpgradeRetried,
     InstallPhaseReported,
+    ManualStartAwaited,
+    Step,
     StepDelayed,
+    StepDoubtResolved,
     StepFailed,
+    StepInDoubt,
     StepStarted,
+    StepStatusLearned,
     StepSucceeded,
 )
 from engine.upgrade_machine import UpgradeState
@@ -41,7 +46,7 @@ ROLLOUTS = TableSpec("progress_rollouts", ("rollout_id",), (
     ("upload_only", C.BOOL), ("agents_total", C.INT), ("waiting", C.INT), ("in_flight", C.INT),
     ("completed", C.INT), ("failed", C.INT), ("cancelled", C.INT), ("warnings", C.JSON),
     ("planned_at", C.TIMESTAMP), ("started_at", C.TIMESTAMP), ("ended_at", C.TIMESTAMP), ("end_reason", C.TEXT),
-    ("planned_by", C.TEXT), ("last_position", C.INT), ("upgrade_ids", C.JSON),
+    ("planned_by", C.TEXT), ("last_position", C.INT), ("upgrade_ids", C.JSON), ("notes", C.JSON),
 ))
 AGENTS = TableSpec("progress_agents", ("upgrade_id",), (
     ("upgrade_id", C.TEXT), ("rollout_id", C.TEXT), ("agent", C.TEXT), ("plan_order", C.INT),
@@ -50,8 +55,12 @@ AGENTS = TableSpec("progress_agents", ("upgrade_id",), (
     ("started_at", C.TIMESTAMP), ("ended_at", C.TIMESTAMP), ("state_since", C.TIMESTAMP),
     ("durations", C.JSON), ("last_error", C.TEXT), ("manual_start_needed", C.BOOL), ("version_from", C.TEXT),
     ("version_after", C.TEXT), ("waiting_until", C.TIMESTAMP), ("last_position", C.INT), ("resumes", C.INT),
-    ("step_attempt", C.INT),
+    ("step_attempt", C.INT), ("in_doubt", C.BOOL), ("awaiting_manual_start", C.TEXT), ("notes", C.JSON),
 ))
+"""An agent row's ``in_doubt`` says the outcome of the step in flight (``step``, ``step_attempt``) is unknown, and
+``last_error`` then says why; ``awaiting_manual_start`` names the agent its switch-over waits for an operator to
+start; ``notes`` are its plan's notes (what its failover pair goes through), as ``notes`` of a rollout row are
+the plan's."""
 
 _ROLLOUT_STATES: dict[type[Event], str] = {
     RolloutStarted: "Running", RolloutPaused: "Paused", RolloutResumed: "Running", RolloutCancelled: "Cancelled",
@@ -96,6 +105,7 @@ class ProgressProjection:
             "failed": 0, "cancelled": 0, "warnings": list(event.warnings), "planned_at": recorded.recorded_at,
             "started_at": None, "ended_at": None, "end_reason": None, "planned_by": recorded.actor,
             "last_position": recorded.position, "upgrade_ids": [str(a.upgrade_id) for a in event.agents],
+            "notes": list(event.notes),
         })
         for order, agent in enumerate(event.agents):
             rows.put(AGENTS.name, {
@@ -106,6 +116,7 @@ class ProgressProjection:
                 "ended_at": None, "state_since": recorded.recorded_at, "durations": {}, "last_error": None,
                 "manual_start_needed": False, "version_from": agent.current_version, "version_after": None,
                 "waiting_until": None, "last_position": recorded.position, "resumes": 0, "step_attempt": None,
+                "in_doubt": False, "awaiting_manual_start": None, "notes": list(agent.notes),
             })
 
     def _rollout_moved(self, event: Event, recorded: Recorded, rows: RowAccess) -> None:
@@ -177,8 +188,8 @@ def state_entered(event: Event) -> str | None:
 
 _ENTERS: dict[type[Event], Callable[[Any], str | None]] = {
     StepStarted: lambda e: TRIGGER_STATES[ENTERED_ON_START[e.step]].value if e.step in ENTERED_ON_START else None,
-    StepSucceeded: lambda e: (TRIGGER_STATES[ENTERED_ON_SUCCESS[e.step]].value if e.step in ENTERED_ON_SUCCESS
-                              else None),
+    StepSucceeded: lambda e: _entered_on_success(e.step),
+    StepDoubtResolved: lambda e: _entered_on_success(e.step) if e.applied else None,
     AgentUpgradeCompleted: lambda _: UpgradeState.COMPLETED.value,
     AgentUpgradeFailed: lambda _: UpgradeState.FAILED.value,
     AgentUpgradeRetried: lambda e: e.resume_state,
@@ -187,25 +198,53 @@ _ENTERS: dict[type[Event], Callable[[Any], str | None]] = {
 """Per event type, the state it moves an upgrade into (a lookup by type: this runs for nearly every event)."""
 
 
+def _entered_on_success(step: Step) -> str | None:
+    return TRIGGER_STATES[ENTERED_ON_SUCCESS[step]].value if step in ENTERED_ON_SUCCESS else None
+
+
 def _step_started(row: Row, event: StepStarted, when: datetime) -> None:
     row["step"] = event.step.value
     row["step_attempt"] = event.attempt
     row["attempts"] += 1
     row["waiting_until"] = None
     row["started_at"] = row["started_at"] or when
+    row["in_doubt"] = False
+    row["awaiting_manual_start"] = None
 
 
-def _step_succeeded(row: Row, event: StepSucceeded, _: datetime) -> None:
+def _step_succeeded(row: Row, event: StepSucceeded | StepDoubtResolved, _: datetime) -> None:
     row["steps_done"] += 1
     row["step"] = None
     row["phase"] = None
+    row["in_doubt"] = False
     row["version_after"] = event.version_after or row["version_after"]
 
 
 def _step_failed(row: Row, event: StepFailed, _: datetime) -> None:
     row["step"] = None
     row["phase"] = None
+    row["in_doubt"] = False
     row["last_error"] = event.error
+
+
+def _step_in_doubt(row: Row, event: StepInDoubt, _: datetime) -> None:
+    row["in_doubt"] = True
+    row["last_error"] = event.reason
+
+
+def _doubt_cleared(row: Row, _: StepStatusLearned, __: datetime) -> None:
+    row["in_doubt"] = False
+
+
+def _doubt_resolved(row: Row, event: StepDoubtResolved, when: datetime) -> None:
+    if event.applied:
+        _step_succeeded(row, event, when)
+    else:
+        row["in_doubt"] = False
+
+
+def _manual_start_awaited(row: Row, event: ManualStartAwaited, _: datetime) -> None:
+    row["awaiting_manual_start"] = event.agent
 
 
 def _step_delayed(row: Row, event: StepDelayed, _: datetime) -> None:
@@ -219,14 +258,20 @@ def _phase_reported(row: Row, event: InstallPhaseReported, _: datetime) -> None:
 def _completed(row: Row, event: AgentUpgradeCompleted, when: datetime) -> None:
     row["manual_start_needed"] = event.manual_start_needed
     row["ended_at"] = when
-    row["step"] = None
+    _ended(row)
 
 
 def _failed(row: Row, event: AgentUpgradeFailed, when: datetime) -> None:
     row["last_error"] = event.reason
     row["ended_at"] = when
-    row["step"] = None
     row["phase"] = None
+    _ended(row)
+
+
+def _ended(row: Row) -> None:
+    row["step"] = None
+    row["in_doubt"] = False
+    row["awaiting_manual_start"] = None
 
 
 def _resumed(row: Row, _: AgentUpgradeResumed, __: datetime) -> None:
@@ -240,14 +285,15 @@ def _retried(row: Row, _: AgentUpgradeRetried, __: datetime) -> None:
 
 def _cancelled(row: Row, _: AgentUpgradeCancelled, when: datetime) -> None:
     row["ended_at"] = when
-    row["step"] = None
+    _ended(row)
 
 
 _UPGRADE_UPDATES: dict[type[Event], Callable[[Row, Any, datetime], None]] = {
     StepStarted: _step_started, StepSucceeded: _step_succeeded, StepFailed: _step_failed,
     StepDelayed: _step_delayed, InstallPhaseReported: _phase_reported, AgentUpgradeCompleted: _completed,
     AgentUpgradeFailed: _failed, AgentUpgradeResumed: _resumed, AgentUpgradeRetried: _retried,
-    AgentUpgradeCancelled: _cancelled,
+    AgentUpgradeCancelled: _cancelled, StepInDoubt: _step_in_doubt, StepStatusLearned: _doubt_cleared,
+    StepDoubtResolved: _doubt_resolved, ManualStartAwaited: _manual_start_awaited,
 }
 """Per upgrade event type, what it changes in the agent's row besides its state (the time is the event's)."""
 

@@ -16,7 +16,7 @@ from engine.packages import AgentFacts
 from engine.records import PackageRecord
 from engine.rollout import Rollout
 from engine.rollout_events import RolloutPlanned
-from engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
+from engine.service import AgentSelection, DoubtResolution, OptionOverrides, RolloutSpec, UpgradeService
 from projections.tables import Row
 
 
@@ -306,6 +306,12 @@ class AgentProgressOut(ApiModel):
     last_position: int
     resumes: int
     step_attempt: int | None = Field(default=None, description="the attempt number of the step in flight")
+    in_doubt: bool = Field(default=False, description=(
+        "the outcome of the step in flight is unknown (last_error says why): the engine asks the agent before "
+        "anything is sent again; an operator may decide it with POST /api/v1/rollouts/{id}/resolve"))
+    awaiting_manual_start: str | None = Field(default=None, description=(
+        "the agent an operator must start (`agents start`) before this upgrade switches over (Auto Start off)"))
+    notes: list[str] | None = Field(default=None, description="what its failover pair goes through (the plan's notes)")
 
 
 class RolloutProgressOut(ApiModel):
@@ -329,6 +335,7 @@ class RolloutProgressOut(ApiModel):
     end_reason: str | None
     planned_by: str
     last_position: int
+    notes: list[str] | None = Field(default=None, description="what the failover pairs go through (the plan's notes)")
     agents: list[AgentProgressOut]
 
     @classmethod
@@ -337,6 +344,34 @@ class RolloutProgressOut(ApiModel):
         ordered = sorted(agents, key=lambda a: a["plan_order"])
         fields = {name: value for name, value in rollout.items() if name != "upgrade_ids"}  # the agents say it
         return cls(**fields, agents=[AgentProgressOut(**a) for a in ordered])
+
+
+class ResolveIn(ApiModel):
+    """An operator's decision on the step in doubt of one agent's upgrade in a rollout."""
+
+    agent: str = Field(max_length=100)
+    applied: bool = Field(description=(
+        "true: the step took effect (it is recorded done, after an install the agent runs the rollout's version); "
+        "false: it did not (the engine sends it again under the same idempotency key)"))
+
+
+class DoubtResolvedOut(ApiModel):
+    """What was recorded for a step in doubt, and where the agent's upgrade now stands."""
+
+    rollout_id: str
+    agent: str
+    step: str
+    attempt: int
+    applied: bool
+    version_after: str | None
+    state: str
+
+    @classmethod
+    def of(cls, resolution: DoubtResolution) -> DoubtResolvedOut:
+        """The service's resolution as a body."""
+        return cls(rollout_id=str(resolution.rollout_id), agent=resolution.agent, step=resolution.step.value,
+                   attempt=resolution.attempt, applied=resolution.applied, version_after=resolution.version_after,
+                   state=resolution.state)
 
 
 class SettingIn(ApiModel):

@@ -21,6 +21,7 @@ from adapters.api.models import (
     AgentIn,
     AgentOut,
     AuditVerifyOut,
+    DoubtResolvedOut,
     EnginesOut,
     PackageHistoryOut,
     PackageOut,
@@ -93,6 +94,10 @@ class Backend(Protocol):
 
     def control(self, rollout_id: UUID, command: str) -> RolloutStateOut:
         """Pause, resume, cancel or retry-failed."""
+        ...
+
+    def resolve(self, rollout_id: UUID, agent: str, applied: bool) -> DoubtResolvedOut:
+        """Record an operator's decision on the step in doubt of ``agent``'s upgrade in the rollout."""
         ...
 
     def run(self, rollout_id: UUID, console: Console) -> RolloutStateOut:
@@ -186,6 +191,9 @@ class LocalBackend:
 
     def control(self, rollout_id: UUID, command: str) -> RolloutStateOut:
         return RolloutStateOut.of(self._service.control(rollout_id, command, actor=self._actor))
+
+    def resolve(self, rollout_id: UUID, agent: str, applied: bool) -> DoubtResolvedOut:
+        return DoubtResolvedOut.of(self._service.resolve_doubt(rollout_id, agent, applied, actor=self._actor))
 
     def run(self, rollout_id: UUID, console: Console) -> RolloutStateOut:
         self._with_gateway()

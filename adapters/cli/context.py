@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -115,10 +116,11 @@ def session(ctx: typer.Context, gateway: AgentGateway | None = None) -> Iterator
         container.close()
 
 
-def gateway_for(settings: Settings, service: UpgradeService) -> AgentGateway:
-    """The agent gateway the settings choose (``DMA_UPGRADE_AGENT_GATEWAY``)."""
+def gateway_for(settings: Settings, service: UpgradeService, stopping: threading.Event | None = None) -> AgentGateway:
+    """The agent gateway the settings choose (``DMA_UPGRADE_AGENT_GATEWAY``); ``stopping`` (the process's
+    shutdown event) cuts the HTTP gateway's retry backoffs short."""
     if settings.agent_gateway == "http":
-        return HttpAgentGateway.from_settings(settings)
+        return HttpAgentGateway.from_settings(settings, stopping=stopping)
     return simulated_gateway_for(service, settings.simulated_step_seconds)
 
 

@@ -27,11 +27,13 @@ from adapters.api.models import (
     AgentIn,
     AgentOut,
     AuditVerifyOut,
+    DoubtResolvedOut,
     EnginesOut,
     PackageHistoryOut,
     PackageOut,
     PlanOut,
     ProjectionStatusOut,
+    ResolveIn,
     RolloutIn,
     RolloutProgressOut,
     RolloutStateOut,
@@ -172,6 +174,10 @@ class HttpBackend:
 
     def control(self, rollout_id: UUID, command: str) -> RolloutStateOut:
         return self._call(RolloutStateOut, "POST", f"/rollouts/{rollout_id}/{command}")
+
+    def resolve(self, rollout_id: UUID, agent: str, applied: bool) -> DoubtResolvedOut:
+        body = ResolveIn(agent=agent, applied=applied).model_dump(mode="json")
+        return self._call(DoubtResolvedOut, "POST", f"/rollouts/{rollout_id}/resolve", json=body)
 
     def run(self, rollout_id: UUID, console: Console) -> RolloutStateOut:
         show_live(console, self._frames(rollout_id))

@@ -45,7 +45,7 @@ def serve(ctx: typer.Context,
         settings = s.container.settings
         metrics = instrument(s.container)
         service = UpgradeService(metrics.store, s.container.clock, s.container.ids)  # counts what it appends
-        gateway = gateway_for(settings, service)
+        gateway = gateway_for(settings, service, stop)
         service.gateway = gateway
         for rollout, resumptions in planned_resumptions(service):
             out.print(f"resuming rollout {rollout.plan.rollout_id} ({rollout.state.value}, "
@@ -127,3 +127,18 @@ def recover(ctx: typer.Context,
         for r in resumptions:
             table.add_row(str(r.rollout_id), rollout.state.value, r.agent, r.describe())
     out.print(table)
+    resumed = [r for _, resumptions in plans for r in resumptions]
+    doubts = [(r, r.doubt) for r in resumed if r.doubt is not None]
+    if doubts:
+        in_doubt = Table("rollout", "agent", "step", "attempt", "reason", title="Steps in doubt (resolve with "
+                         "`dma-upgrade upgrade resolve ROLLOUT AGENT --applied|--not-applied`)", title_justify="left")
+        for r, doubt in doubts:
+            in_doubt.add_row(str(r.rollout_id), r.agent, doubt.step, str(doubt.attempt), doubt.reason)
+        out.print(in_doubt)
+    awaiting = [r for r in resumed if r.awaiting_manual_start is not None]
+    if awaiting:
+        manual = Table("rollout", "agent", "start it with", title="Waiting for a manual start before the switch-over",
+                       title_justify="left")
+        for r in awaiting:
+            manual.add_row(str(r.rollout_id), r.agent, f"dma-upgrade agents start {r.awaiting_manual_start}")
+        out.print(manual)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from adapters.api.models import PlanOut, RolloutIn
+from adapters.api.models import PlanOut, ResolveIn, RolloutIn
 from adapters.audit_export import parse_time
 from adapters.cli.backend import Backend, open_backend, request
 from adapters.cli.context import out
@@ -121,6 +121,27 @@ def cancel(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> No
 def retry_failed(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
     """Try the failed agents of a failed rollout again."""
     _control(ctx, rollout, "retry-failed")
+
+
+@app.command("resolve")
+@reports_errors
+def resolve(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()],
+            agent: Annotated[str, typer.Argument(help="the agent whose upgrade has a step in doubt")],
+            applied: Annotated[bool, typer.Option("--applied", help="the step took effect: record it done")] = False,
+            not_applied: Annotated[bool, typer.Option(
+                "--not-applied", help="the step did not take effect: the engine sends it again (same key)")] = False,
+            ) -> None:
+    """Decide a step in doubt (its outcome unknown to the engine): --applied or --not-applied."""
+    if applied == not_applied:
+        raise InvalidInput("give exactly one of --applied and --not-applied")
+    body = request(ResolveIn, agent=agent, applied=applied)
+    with open_backend(ctx) as backend:
+        resolved = backend.resolve(rollout, body.agent, body.applied)
+    verdict = "applied" if resolved.applied else "not applied: the engine sends it again under the same key"
+    out.print(Text(f"rollout {rollout}: {resolved.agent} {resolved.step.replace('_', ' ')} (attempt "
+                   f"{resolved.attempt}) recorded as {verdict}"
+                   + (f"; the agent runs {resolved.version_after}" if resolved.version_after else "")
+                   + f"; the upgrade is {resolved.state}"))
 
 
 def show_plan(planned: PlanOut, *, title: str) -> None:

@@ -112,6 +112,15 @@ class AgentSimProcess:
             stop_process(self.process)
         self._close_log()
 
+    def freeze(self) -> None:
+        """SIGSTOP: the agent hangs mid-whatever (its connections stay open, nothing answers) until ``thaw``."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def journal(self) -> list[dict[str, Any]]:
         response = httpx.get(f"http://{self.address}/journal", timeout=5)
         response.raise_for_status()

@@ -18,13 +18,21 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from engine.upgrade_events import InstallPhaseReported, StepStarted, StepSucceeded
+from engine.upgrade_events import (
+    InstallPhaseReported,
+    StepFailed,
+    StepInDoubt,
+    StepStarted,
+    StepStatusLearned,
+    StepSucceeded,
+)
 from tests.e2e.engine_cluster import (
     BACKUP,
     NEW,
@@ -43,6 +51,7 @@ MIN_KILLS = 5
 SEED = 20261130
 TOTAL_SECONDS = 180.0
 POLL = 0.02
+T = TypeVar("T")
 
 INSTALLING = "while an agent is Installing"
 SWITCHED = "just after the switchover"
@@ -156,9 +165,11 @@ def test_sigkilled_engine_completes_the_rollout_applying_every_step_once(
 
     planned = watch.planned_steps()
     assert "switch_over" in planned[BACKUP]
+    assert planned[BACKUP].index("start") < planned[BACKUP].index("switch_over"), planned[BACKUP]
     for name, sim in rig.sims.items():
         journal = sim.journal()
         assert _steps_applied(journal) == Counter(planned[name]), (name, journal, summary)
+        assert [entry["step"] for entry in journal] == list(planned[name]), (name, journal)  # in the safe order
         assert len({entry["key"] for entry in journal}) == len(journal), (name, journal)
         assert {entry["package_version"] for entry in journal} == {NEW}
         assert sim.starts == 1  # the agents themselves never restarted: every step was the engine's doing
@@ -217,3 +228,57 @@ def test_an_agent_sigkilled_mid_install_and_restarted_is_installed_once(
     assert victim.starts == 2
     verify = rig.cli("audit", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_an_agent_frozen_mid_install_is_asked_before_anything_is_sent_again_and_installs_once(
+        rig: ClusterRig, watch: StoreWatch, tmp_path: Path) -> None:
+    """SIGSTOP an agent mid-install until the engine's calls time out: the step is in doubt, the engine asks
+    the agent (and keeps asking while it cannot), and after SIGCONT the agent's journal holds each step once."""
+    victim = rig.sims["dma-02"]
+    env = {**rig.engine_env(), "DMA_UPGRADE_AGENT_TIMEOUT_SECONDS": "1", "DMA_UPGRADE_AGENT_RETRY_SECONDS": "1",
+           "DMA_UPGRADE_AGENT_RETRY_CAP_SECONDS": "0.5"}
+    engine = EngineProcessRunner(env, rig.log_dir, poll_seconds=0.2)
+    try:
+        engine.start()
+        deadline = time.monotonic() + TOTAL_SECONDS
+        stream = _wait_for(watch, engine, deadline, lambda: _install_reported(watch, victim.name))
+        victim.freeze()
+        try:
+            _wait_for(watch, engine, deadline, lambda: any(
+                r.stream_id == stream and isinstance(r.event, StepInDoubt) for r in watch.events) or None)
+        finally:
+            victim.thaw()
+        _wait_for(watch, engine, deadline, lambda: watch.rollout_ended() or None)
+        assert engine.stop() == 0, engine.logs()
+    finally:
+        engine.stop()
+    assert "Traceback" not in engine.logs(), engine.logs()
+    ours = [r.event for r in watch.events if r.stream_id == stream]
+    assert any(isinstance(e, StepStatusLearned) for e in ours), ours
+    assert not any(isinstance(e, StepFailed) for e in ours), ours  # a timeout is never a failed attempt
+    assert [e.attempt for e in ours if isinstance(e, StepStarted) and e.step.value == "install"] == [1]
+    progress = rig.progress()[0]
+    assert progress["state"] == "Completed", engine.logs()
+    journal = victim.journal()
+    assert _steps_applied(journal) == Counter(watch.planned_steps()[victim.name]), journal
+    assert len({entry["key"] for entry in journal}) == len(journal), journal
+    assert victim.starts == 1
+
+
+def _install_reported(watch: StoreWatch, agent: str) -> str | None:
+    """The agent's upgrade stream once its install has reported a phase."""
+    stream = next((s for s, name in watch.agent_of().items() if name == agent), None)
+    if stream and any(r.stream_id == stream and isinstance(r.event, InstallPhaseReported) for r in watch.events):
+        return stream
+    return None
+
+
+def _wait_for(watch: StoreWatch, engine: EngineProcessRunner, deadline: float, found: Callable[[], T | None]) -> T:
+    while True:
+        assert time.monotonic() < deadline, engine.logs()
+        assert engine.alive(), engine.logs()
+        watch.poll()
+        value = found()
+        if value is not None:
+            return value
+        time.sleep(POLL)

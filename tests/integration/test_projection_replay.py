@@ -10,14 +10,16 @@ import sqlalchemy as sa
 
 from adapters.sql.projection_runner import ProjectionRunner, ProjectionStopped, read_rows
 from engine.events import RecordedEvent
-from engine.upgrade_events import Step
+from engine.service import OptionOverrides
+from engine.upgrade_events import Step, StepInDoubt, StepStatusLearned
 from projections.base import Recorded
 from projections.catalog import all_projections
 from projections.progress import AGENTS, ROLLOUTS, ProgressProjection
 from projections.tables import MemoryRows, Row, RowAccess, TableSpec
 from projections.timers import PendingTimersProjection
 from tests.conftest import FakeClock
-from tests.integration.rollout_harness import ACTOR, RolloutHarness
+from tests.integration.rollout_harness import ACTOR, BACKUP, RolloutHarness
+from tests.upgrade_states import put_in_doubt
 
 
 def _sql_tables(runner: ProjectionRunner, engine: sa.Engine) -> dict[str, list[Row]]:
@@ -195,3 +197,48 @@ def test_an_unknown_projection_name_is_refused(harness: RolloutHarness, clock: F
     runner = ProjectionRunner(harness.engine, harness.store, clock, all_projections())
     with pytest.raises(Exception, match="unknown projection 'nope'"):
         runner.rebuild(["nope"])
+
+
+def test_live_tables_equal_a_full_rebuild_with_steps_in_doubt_decided_and_manual_starts_awaited(
+        harness: RolloutHarness, clock: FakeClock) -> None:
+    """The engine loses an agent mid-step (in doubt, then asked), pair members wait for their manual start (Auto
+    Start off), and an operator decides two steps in doubt of a later rollout, one applied and one not."""
+    runner = ProjectionRunner(harness.engine, harness.store, clock, all_projections(), batch_size=3)
+    harness.gateway.unreachable("dma-1", times=2)
+    awaited: list[str] = []
+
+    def operator_at_work(_: float) -> None:
+        runner.catch_up()
+        for agent in rollout.agents:
+            if agent.name not in awaited and harness.service.upgrade(agent.upgrade_id).awaiting_manual_start:
+                awaited.append(agent.name)
+                harness.service.start_agent_manually(agent.name, actor=ACTOR)
+
+    harness.waiter.on_wait = operator_at_work
+    rollout = harness.start(failover_policy="backup-first", overrides=OptionOverrides(auto_start=False))
+    assert harness.run(rollout.rollout_id).state.value == "Completed"
+    assert BACKUP in awaited
+    doubted = [type(r.event) for r in harness.upgrade_events(rollout, "dma-1")]
+    assert StepInDoubt in doubted and StepStatusLearned in doubted
+
+    later = harness.start(package=harness.upload("10.4.10.0-14900"), names=("dma-1", "dma-2"))
+    put_in_doubt(harness.service, later, "dma-1", Step.INSTALL, "no answer")
+    runner.catch_up()
+    [doubt] = [r for r in read_rows(harness.engine, AGENTS) if r["in_doubt"]]
+    assert (doubt["rollout_id"], doubt["agent"], doubt["step"], doubt["last_error"]) == (
+        str(later.rollout_id), "dma-1", "install", "no answer")
+    put_in_doubt(harness.service, later, "dma-2", Step.UPLOAD, "cut")
+    harness.service.resolve_doubt(later.rollout_id, "dma-1", True, actor=ACTOR)
+    runner.catch_up()
+    harness.service.resolve_doubt(later.rollout_id, "dma-2", False, actor=ACTOR)
+    runner.catch_up()
+
+    live = _sorted(_sql_tables(runner, harness.engine), runner)
+    agents = {(r["rollout_id"], r["agent"]): r for r in live["progress_agents"]}
+    assert agents[(str(later.rollout_id), "dma-1")]["version_after"] == "10.4.10.0-14900"
+    assert not any(r["in_doubt"] or r["awaiting_manual_start"] for r in live["progress_agents"])
+    assert _memory_tables(harness) == live
+    runner.rebuild()
+    assert _sorted(_sql_tables(runner, harness.engine), runner) == live
+    runner.rebuild(workers=3)
+    assert _sorted(_sql_tables(runner, harness.engine), runner) == live

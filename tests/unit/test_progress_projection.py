@@ -1,12 +1,29 @@
-"""The progress projection: the attempt of the step in flight, and agents a cancelled rollout never began."""
+"""The progress projection: the attempt of the step in flight, agents a cancelled rollout never began, steps in doubt,
+switch-overs awaiting a manual start, and the plan's notes."""
 
 from __future__ import annotations
 
-from uuid import uuid4
+from uuid import UUID, uuid4
 
-from engine.rollout_events import RolloutCancelled, RolloutStarted, rollout_stream_id
-from engine.upgrade_events import AgentUpgradeScheduled, Step, StepFailed, StepStarted, StepSucceeded
+from adapters.progress_view import activity
+from engine.rollout_events import FailoverPolicy, RolloutCancelled, RolloutPlanned, RolloutStarted, rollout_stream_id
+from engine.upgrade_events import (
+    AgentUpgradeFailed,
+    AgentUpgradePlan,
+    AgentUpgradeScheduled,
+    InstallPhaseReported,
+    ManualStartAwaited,
+    Step,
+    StepDoubtResolved,
+    StepFailed,
+    StepInDoubt,
+    StepStarted,
+    StepStatusLearned,
+    StepSucceeded,
+    UpgradeOptions,
+)
 from projections.progress import AGENTS, ROLLOUTS, ProgressProjection
+from projections.tables import MemoryRows, Row
 from tests.unit.test_projections_history_inventory_timers import Feed, planned, run, table
 
 
@@ -51,3 +68,141 @@ def test_cancelling_a_rollout_cancels_the_agents_it_never_began_and_leaves_the_o
     assert states == {"dma-1": "Scheduled", "dma-2": "Cancelled", "dma-3": "Cancelled"}  # dma-1 is uploading
     rollout = table(rows, ROLLOUTS.name)[0]
     assert (rollout["state"], rollout["waiting"], rollout["in_flight"], rollout["cancelled"]) == ("Cancelled", 0, 1, 2)
+
+
+def _switch_over_plan(rollout_id: UUID) -> RolloutPlanned:
+    """A backup-first rollout of a pair, Auto Start off: the backup switches over once started by hand."""
+    plan = planned(rollout_id, agents=("dma-main", "dma-backup"))
+    note = "pair dma-main/dma-backup: dma-backup switches over only once started by hand (Auto Start off)"
+    switch = AgentUpgradePlan(options=UpgradeOptions(auto_start=False), switch_over=True)
+    agents = tuple(a.model_copy(update={"plan": switch, "notes": (note,)}) for a in plan.agents)
+    return plan.model_copy(update={"agents": agents, "notes": (note,), "failover_policy": FailoverPolicy.BACKUP_FIRST})
+
+
+def _scheduled(plan: RolloutPlanned, index: int = 0) -> AgentUpgradeScheduled:
+    agent = plan.agents[index]
+    return AgentUpgradeScheduled(upgrade_id=agent.upgrade_id, rollout_id=plan.rollout_id, agent=agent.name,
+                                 package_sha256=plan.package_sha256, target_version=plan.package_version,
+                                 plan=agent.plan)
+
+
+def _agent_row(rows: MemoryRows, name: str) -> Row:
+    return next(r for r in table(rows, AGENTS.name) if r["agent"] == name)
+
+
+def test_a_step_in_doubt_shows_as_such_until_the_agent_says_what_it_knows() -> None:
+    feed, rollout_id = Feed(), uuid4()
+    plan = planned(rollout_id)
+    stream = f"upgrade-{plan.agents[0].upgrade_id}"
+    rows = run(ProgressProjection(), [
+        feed(rollout_stream_id(rollout_id), plan),
+        feed(stream, _scheduled(plan)),
+        feed(stream, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k1")),
+        feed(stream, StepSucceeded(step=Step.UPLOAD, attempt=1)),
+        feed(stream, StepStarted(step=Step.INSTALL, attempt=1, idempotency_key="k2")),
+        feed(stream, InstallPhaseReported(phase="copying", phase_index=0, phase_count=3)),
+        feed(stream, StepInDoubt(step=Step.INSTALL, attempt=1, reason="no answer within 1800 s")),
+    ])
+    row = table(rows, AGENTS.name)[0]
+    assert (row["state"], row["step"], row["in_doubt"], row["last_error"]) == (
+        "Installing", "install", True, "no answer within 1800 s")
+    assert activity(row) == ("in doubt: install (attempt 1): no answer within 1800 s — ask pending; resolve with "
+                             "dma-upgrade upgrade resolve")
+    assert table(rows, ROLLOUTS.name)[0]["in_flight"] == 1
+
+    run(ProgressProjection(), [feed(stream, StepStatusLearned(step=Step.INSTALL, attempt=1, status="running"))], rows)
+    row = table(rows, AGENTS.name)[0]
+    assert (row["step"], row["in_doubt"]) == ("install", False)
+    assert activity(row) == "Installing: copying"
+
+
+def test_a_doubt_resolved_as_applied_counts_the_step_done_and_enters_its_state() -> None:
+    feed, rollout_id = Feed(), uuid4()
+    plan = planned(rollout_id, agents=("dma-1", "dma-2"))
+    first, second = (f"upgrade-{a.upgrade_id}" for a in plan.agents)
+    rows = run(ProgressProjection(), [
+        feed(rollout_stream_id(rollout_id), plan),
+        feed(first, _scheduled(plan, 0)),
+        feed(first, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k1")),
+        feed(first, StepInDoubt(step=Step.UPLOAD, attempt=1, reason="cut")),
+        feed(first, StepDoubtResolved(step=Step.UPLOAD, attempt=1, applied=True)),
+        feed(second, _scheduled(plan, 1)),
+        feed(second, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k2")),
+        feed(second, StepSucceeded(step=Step.UPLOAD, attempt=1)),
+        feed(second, StepStarted(step=Step.STOP_SNMP, attempt=1, idempotency_key="k3")),
+        feed(second, StepSucceeded(step=Step.STOP_SNMP, attempt=1)),
+        feed(second, StepStarted(step=Step.INSTALL, attempt=1, idempotency_key="k4")),
+        feed(second, StepInDoubt(step=Step.INSTALL, attempt=1, reason="timed out")),
+        feed(second, StepDoubtResolved(step=Step.INSTALL, attempt=1, applied=True, version_after="10.4.9.0-14794")),
+    ])
+    resolved_upload, resolved_install = _agent_row(rows, "dma-1"), _agent_row(rows, "dma-2")
+    assert (resolved_upload["state"], resolved_upload["steps_done"], resolved_upload["step"],
+            resolved_upload["in_doubt"]) == ("Uploaded", 1, None, False)
+    assert resolved_upload["durations"] == {"Scheduled": 40.0}  # planned, scheduled, started, in doubt, resolved
+    assert (resolved_install["state"], resolved_install["steps_done"], resolved_install["step"],
+            resolved_install["in_doubt"], resolved_install["version_after"]) == (
+        "Installing", 3, None, False, "10.4.9.0-14794")
+    assert activity(resolved_install) == "waiting"
+
+
+def test_a_doubt_resolved_as_not_applied_leaves_the_step_in_flight_to_be_sent_again() -> None:
+    feed, rollout_id = Feed(), uuid4()
+    plan = planned(rollout_id)
+    stream = f"upgrade-{plan.agents[0].upgrade_id}"
+    rows = run(ProgressProjection(), [
+        feed(rollout_stream_id(rollout_id), plan),
+        feed(stream, _scheduled(plan)),
+        feed(stream, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k1")),
+        feed(stream, StepInDoubt(step=Step.UPLOAD, attempt=1, reason="cut")),
+        feed(stream, StepDoubtResolved(step=Step.UPLOAD, attempt=1, applied=False)),
+    ])
+    row = table(rows, AGENTS.name)[0]
+    assert (row["state"], row["step"], row["steps_done"], row["in_doubt"]) == ("Scheduled", "upload", 0, False)
+    assert activity(row) == "upload (attempt 1)"
+
+
+def test_a_failed_upgrade_is_no_longer_in_doubt() -> None:
+    feed, rollout_id = Feed(), uuid4()
+    plan = planned(rollout_id)
+    stream = f"upgrade-{plan.agents[0].upgrade_id}"
+    rows = run(ProgressProjection(), [
+        feed(rollout_stream_id(rollout_id), plan),
+        feed(stream, _scheduled(plan)),
+        feed(stream, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k1")),
+        feed(stream, StepInDoubt(step=Step.UPLOAD, attempt=1, reason="cut")),
+        feed(stream, AgentUpgradeFailed(step=Step.UPLOAD, reason="given up")),
+    ])
+    row = table(rows, AGENTS.name)[0]
+    assert (row["state"], row["in_doubt"], row["last_error"]) == ("Failed", False, "given up")
+    assert activity(row) == "given up"
+
+
+def test_a_switch_over_awaiting_a_manual_start_says_whom_to_start_until_it_begins() -> None:
+    feed, rollout_id = Feed(), uuid4()
+    plan = _switch_over_plan(rollout_id)
+    stream = f"upgrade-{plan.agents[1].upgrade_id}"
+    events = [feed(rollout_stream_id(rollout_id), plan), feed(stream, _scheduled(plan, 1))]
+    for step in (Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL):
+        events += [feed(stream, StepStarted(step=step, attempt=1, idempotency_key=step.value)),
+                   feed(stream, StepSucceeded(step=step, attempt=1))]
+    rows = run(ProgressProjection(), [*events, feed(stream, ManualStartAwaited(agent="dma-backup"))])
+    row = _agent_row(rows, "dma-backup")
+    assert row["awaiting_manual_start"] == "dma-backup"
+    assert activity(row) == "waiting for a manual start of dma-backup before the switch-over"
+
+    run(ProgressProjection(), [feed(stream, StepStarted(step=Step.SWITCH_OVER, attempt=1, idempotency_key="s"))],
+        rows)
+    row = _agent_row(rows, "dma-backup")
+    assert row["awaiting_manual_start"] is None
+    assert activity(row) == "switch over (attempt 1)"
+
+
+def test_the_plans_notes_are_kept_on_the_rollout_and_on_each_agent() -> None:
+    feed, rollout_id = Feed(), uuid4()
+    plan = _switch_over_plan(rollout_id)
+    rows = run(ProgressProjection(), [feed(rollout_stream_id(rollout_id), plan)])
+    assert table(rows, ROLLOUTS.name)[0]["notes"] == list(plan.notes)
+    assert [r["notes"] for r in table(rows, AGENTS.name)] == [list(plan.notes)] * 2
+    assert all(r["in_doubt"] is False and r["awaiting_manual_start"] is None for r in table(rows, AGENTS.name))
+    assert table(run(ProgressProjection(), [feed(rollout_stream_id(uuid4()), planned(uuid4()))]),
+                 ROLLOUTS.name)[0]["notes"] == []

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException
 from adapters.api.auth import Role
 from adapters.api.context import Context, Operator, Viewer
 from adapters.api.errors import ERROR_RESPONSES
-from adapters.api.models import PlanOut, RolloutIn, RolloutStateOut
+from adapters.api.models import DoubtResolvedOut, PlanOut, ResolveIn, RolloutIn, RolloutStateOut
 
 router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"], responses=ERROR_RESPONSES)
 
@@ -40,6 +40,14 @@ def start(body: RolloutIn, context: Context, caller: Operator) -> PlanOut:
 def get_rollout(rollout_id: UUID, context: Context, _: Viewer) -> RolloutStateOut:
     """A rollout's state, folded from its stream."""
     return RolloutStateOut.of(context.service.rollout(rollout_id))
+
+
+@router.post("/{rollout_id}/resolve")
+def resolve(rollout_id: UUID, body: ResolveIn, context: Context, caller: Operator) -> DoubtResolvedOut:
+    """Decide the step in doubt of an agent's upgrade (its outcome unknown to the engine): applied (recorded done;
+    after an install the agent runs the rollout's version) or not applied (sent again under the same key).
+    409 when no step of that upgrade is in doubt."""
+    return DoubtResolvedOut.of(context.service.resolve_doubt(rollout_id, body.agent, body.applied, actor=caller.name))
 
 
 @router.post("/{rollout_id}/{command}")

@@ -48,8 +48,15 @@
   function activity(agent) {
     if (agent.state === "Failed") return agent.last_error || "failed";
     if (agent.state === "Completed") return agent.manual_start_needed ? "needs a manual start" : "done";
+    if (agent.in_doubt) {
+      return `in doubt: ${(agent.step || "a step").replaceAll("_", " ")} (attempt ${agent.step_attempt || 1}): ` +
+             `${agent.last_error || "no answer"} — ask pending; resolve with dma-upgrade upgrade resolve`;
+    }
     if (agent.phase) return `Installing: ${agent.phase}`;
     if (agent.step) return `${agent.step.replaceAll("_", " ")} (attempt ${agent.step_attempt || 1})`;
+    if (agent.awaiting_manual_start) {
+      return `waiting for a manual start of ${agent.awaiting_manual_start} before the switch-over`;
+    }
     if (agent.waiting_until) return `waiting until ${clock(agent.waiting_until)}`;
     return "waiting";
   }
@@ -78,9 +85,11 @@
       activity: activity(agent),
       resumed: agent.resumes ? `${agent.resumes}x` : "",
     };
-    const row = el("tr", { "data-agent": agent.agent, "data-state": agent.state, class: tone(agent.state) });
+    const classes = [tone(agent.state), agent.in_doubt ? "in-doubt" : null].filter(Boolean).join(" ");
+    const row = el("tr", { "data-agent": agent.agent, "data-state": agent.state, class: classes });
     for (const column of COLUMNS) row.append(el("td", { class: column }, cells[column]));
     if (agent.state === "Failed" && agent.last_error) row.title = agent.last_error;
+    else if (agent.notes && agent.notes.length) row.title = agent.notes.join("\n");
     return row;
   }
 
@@ -98,12 +107,14 @@
     if (rollout.ended_at) meta.push(`ended ${when(rollout.ended_at)}`);
     if (rollout.upload_only) meta.push("upload only");
     const warnings = (rollout.warnings || []).map((text) => el("li", {}, text));
+    const notes = (rollout.notes || []).map((text) => el("li", {}, text));
     const head = el("tr", {}, ...COLUMNS.map((column) => el("th", { scope: "col", class: column }, column)));
     return el("section", { class: "rollout", "data-rollout": rollout.rollout_id, "data-state": rollout.state },
       el("h2", {}, "Rollout ", el("code", {}, rollout.rollout_id), ` · ${rollout.package_version} · `,
          el("span", { class: `state ${tone(rollout.state)}` }, rollout.state)),
       el("p", { class: "meta" }, meta.join(" · ")),
       warnings.length ? el("ul", { class: "warnings" }, ...warnings) : null,
+      notes.length ? el("ul", { class: "notes" }, ...notes) : null,
       el("table", {}, el("thead", {}, head), el("tbody", {}, ...rollout.agents.map(agentRow))),
       el("p", { class: "totals" }, totals(rollout)));
   }

@@ -42,6 +42,7 @@ ROUTE_ROLES: dict[Route, Role | None] = {
     ("POST", "/api/v1/rollouts/plan"): VIEWER,
     ("POST", "/api/v1/rollouts"): OPERATOR,
     ("GET", "/api/v1/rollouts/{rollout_id}"): VIEWER,
+    ("POST", "/api/v1/rollouts/{rollout_id}/resolve"): OPERATOR,
     ("POST", "/api/v1/rollouts/{rollout_id}/{command}"): OPERATOR,
     ("GET", "/api/v1/progress"): VIEWER,
     ("GET", "/api/v1/progress/{rollout_id}"): VIEWER,

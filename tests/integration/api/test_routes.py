@@ -8,14 +8,20 @@ import io
 import json
 from datetime import timedelta
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
+
+import pytest
 
 from adapters.api.auth import Role
+from adapters.cli.context import Server
+from adapters.cli.errors import ServerRefusal, exit_code_for
+from adapters.cli.remote import HttpBackend
 from adapters.simulated_gateway import SimulatedAgent
 from adapters.sql.leases import ROLLOUT, UPGRADE, SqlLeases
 from engine.upgrade_events import Step
 from tests.integration.api.harness import ACTORS, CLUSTER, UNREGISTERED, ApiHarness
 from tests.integration.rollout_harness import PACKAGE_VERSION, START_VERSION
+from tests.upgrade_states import put_in_doubt
 
 OPERATOR = ACTORS[Role.OPERATOR]
 NEW_VERSION = "10.4.9.0-14794"
@@ -171,6 +177,54 @@ def test_a_cancelled_rollout_names_the_caller_and_frees_its_cluster(api: ApiHarn
     assert ok(api.client(Role.VIEWER).get(f"/api/v1/progress/{rollout_id}"))["state"] == "Cancelled"
     api.upload_package("10.5.0.0-15000")
     assert api.start_rollout()["rollout_id"] != rollout_id
+
+
+def test_an_operator_resolves_a_step_in_doubt_a_viewer_may_not_and_nothing_in_doubt_is_409(api: ApiHarness) -> None:
+    rollout_id = api.start_rollout()["rollout_id"]
+    planned = api.service.rollout(UUID(rollout_id)).plan
+    put_in_doubt(api.service, planned, "dma-1", Step.INSTALL, "no answer within 1800 s")
+    put_in_doubt(api.service, planned, "dma-2", Step.UPLOAD, "the connection was cut")
+    viewer, operator = api.client(Role.VIEWER), api.client(Role.OPERATOR)
+    resolve = f"/api/v1/rollouts/{rollout_id}/resolve"
+    agents = {a["agent"]: a for a in ok(viewer.get(f"/api/v1/progress/{rollout_id}"))["agents"]}
+    assert (agents["dma-1"]["in_doubt"], agents["dma-1"]["last_error"]) == (True, "no answer within 1800 s")
+    head = api.head()
+
+    refused = viewer.post(resolve, json={"agent": "dma-1", "applied": True})
+    assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
+    unknown = operator.post(resolve, json={"agent": "dma-9", "applied": True})
+    assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
+    assert operator.post(f"/api/v1/rollouts/{uuid4()}/resolve", json={"agent": "dma-1", "applied": True}
+                         ).status_code == 404
+    assert operator.post(resolve, json={"agent": "dma-1"}).status_code == 422
+    assert api.head() == head
+
+    resolved = ok(operator.post(resolve, json={"agent": "dma-1", "applied": True}))
+
+    assert resolved == {"rollout_id": rollout_id, "agent": "dma-1", "step": "install", "attempt": 1, "applied": True,
+                        "version_after": NEW_VERSION, "state": "Installing"}
+    appended = list(api.records(head))
+    assert [(r.event_type, r.metadata.actor) for r in appended] == [("AgentVersionChanged", OPERATOR),
+                                                                    ("StepDoubtResolved", OPERATOR)]
+    assert ok(viewer.get("/api/v1/agents/dma-1"))["version"] == NEW_VERSION
+    agents = {a["agent"]: a for a in ok(viewer.get(f"/api/v1/progress/{rollout_id}"))["agents"]}
+    assert (agents["dma-1"]["in_doubt"], agents["dma-1"]["steps_done"]) == (False, 3)
+    assert agents["dma-2"]["in_doubt"] is True
+
+    head = api.head()
+    again = operator.post(resolve, json={"agent": "dma-1", "applied": False})
+    assert again.status_code == 409 and again.json()["error"] == "illegal_transition"
+    assert "no step is in doubt" in again.json()["detail"]
+    assert api.head() == head
+
+    with HttpBackend(Server(api.server.url, api.tokens[Role.OPERATOR], "--server")) as remote:
+        by_cli = remote.resolve(UUID(rollout_id), "dma-2", False)
+        with pytest.raises(ServerRefusal) as twice:
+            remote.resolve(UUID(rollout_id), "dma-2", False)
+    assert (by_cli.agent, by_cli.step, by_cli.applied, by_cli.version_after, by_cli.state) == (
+        "dma-2", "upload", False, None, "Scheduled")
+    assert exit_code_for(twice.value) == 5
+    assert ok(viewer.get("/api/v1/agents/dma-2"))["version"] == START_VERSION
 
 
 def test_retry_failed_reruns_the_failed_agents_to_completion(api: ApiHarness) -> None:
