@@ -22,7 +22,7 @@ from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.engine import Engine
 
 from adapters.leased_work import OUTAGES, Heartbeat, LeasedWorkQueue, UpgradeDrivers, run_leased
-from adapters.runtime.ports import Waiter
+from adapters.runtime.ports import Stopping, Waiter
 from adapters.runtime.preloaded import PreloadedUpgrades
 from adapters.runtime.rollout_runner import RolloutRunner
 from adapters.runtime.turns import Turns
@@ -41,6 +41,9 @@ from projections.timers import SCHEDULED_START, TIMERS
 _log = logging.getLogger("dma_upgrade.engine")
 
 ACTIVE = (RolloutState.PLANNED, RolloutState.RUNNING, RolloutState.PAUSED)
+STOP_GRACE_SECONDS = 5.0
+"""How long a stopping engine waits for each rollout runner to record what it has in hand (waits end at once;
+an agent call in progress ends at its next answer line or its timeout, its step then asked about on restart)."""
 LEASED_TURNS = 32
 """Turns of an engine among several: it drives up to its capacity of upgrades, and the more of their appends
 are under way at once, the more the event store writes in one commit (measured: 4 turns 13.8 upgrades/s,
@@ -185,7 +188,8 @@ class EngineProcess:
     def __init__(self, service: UpgradeService, gateway: AgentGateway, waiter: Waiter, *,
                  poll_seconds: float = 1.0, scheduler: BackgroundScheduler | None = None,
                  index: RolloutIndex | None = None, turns: Turns | None = None,
-                 leases: SqlLeases | None = None, capacity: int = 1000) -> None:
+                 leases: SqlLeases | None = None, capacity: int = 1000,
+                 stopping: threading.Event | None = None) -> None:
         self.index = index or FoldedIndex(service)
         self.service = service
         self.gateway = gateway
@@ -198,12 +202,17 @@ class EngineProcess:
         """Wakes the look for new work (a notification of a new rollout or command)."""
         self.drivers_wakeup = Wakeup()
         """Wakes the claim of handed-out upgrades (a notification of new ones)."""
+        self.actor = engine_actor(leases.owner) if leases is not None else "engine"
+        self.stopping = stopping or threading.Event()
+        """Set when the process stops (at the latest as ``serve`` ends): every runner and driver stops at its next
+        check and gives its lease back."""
         self.work: LeasedWorkQueue | None = None
         self.drivers: UpgradeDrivers | None = None
         if leases is not None:
             self.work = LeasedWorkQueue(leases, settle_seconds=poll_seconds)
             self.drivers = UpgradeDrivers(
-                RolloutRunner(service, gateway, waiter, poll_seconds=poll_seconds, turns=self.turns, work=self.work),
+                RolloutRunner(service, gateway, waiter, actor=self.actor, poll_seconds=poll_seconds, turns=self.turns,
+                              work=self.work, stopping=self.stopping),
                 leases, self.work, capacity=capacity, wakeup=self.drivers_wakeup, on_error=self._report)
         self._first_look = True
         self._armed: dict[UUID, datetime] = {}
@@ -228,11 +237,14 @@ class EngineProcess:
                 if not stop.is_set():
                     self.tick_unless_unreachable()
         finally:
+            self.stopping.set()
             self.scheduler.shutdown(wait=False)
             stop.set()
             self.drivers_wakeup.wake()
             for helper in helpers:
                 helper.join(timeout=10)
+            for runner in self._threads():
+                runner.join(timeout=STOP_GRACE_SECONDS)  # each records what it has in hand, then stops
             if self.leases is not None:
                 self._give_back_all(self.leases)
 
@@ -333,11 +345,14 @@ class EngineProcess:
             thread.start()
 
     def _run(self, rollout_id: UUID, upgrades: PreloadedUpgrades, lease: HeldLease | None) -> None:
-        runner = RolloutRunner(self.service, self.gateway, self.waiter, poll_seconds=self.poll_seconds,
-                               turns=self.turns, upgrades=upgrades, work=self.work)
+        runner = RolloutRunner(self.service, self.gateway, self.waiter, actor=self.actor,
+                               poll_seconds=self.poll_seconds, turns=self.turns, upgrades=upgrades, work=self.work,
+                               stopping=self.stopping)
         if lease is None or self.leases is None:
             try:
                 runner.run(rollout_id)
+            except Stopping:
+                pass  # the process stops; the next one resumes from the events
             except BaseException as exc:
                 self._report(exc)
             return
@@ -362,9 +377,18 @@ class EngineProcess:
         with self._lock:
             return [rollout_id for rollout_id, thread in self._driving.items() if thread.is_alive()]
 
+    def _threads(self) -> list[threading.Thread]:
+        with self._lock:
+            return list(self._driving.values())
+
 
 FOLLOWER_ROLE = "projections"
 """The role of the one engine process of several that keeps the projections caught up (the others read)."""
+
+
+def engine_actor(owner: str) -> str:
+    """The actor an engine process records its events as: ``engine:`` and its instance (host/pid/random)."""
+    return f"engine:{owner}"
 
 
 def _job_id(rollout_id: UUID) -> str:

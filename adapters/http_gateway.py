@@ -312,6 +312,8 @@ class HttpAgentGateway:
                 "application/x-ndjson"):
             caller = response.headers.get(CALLER_HEADER)
             for line in response.iter_lines():
+                if self._stopping.is_set():  # the process stops: the step is asked about when it starts again
+                    raise AgentOutcomeUnknown(agent.name, step.value, "the engine stopped before the step ended")
                 if not line.strip():
                     continue  # keep-alive
                 message = _json_object(line, 200)

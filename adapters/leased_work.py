@@ -20,6 +20,7 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
+from adapters.runtime.ports import Stopping
 from adapters.runtime.rollout_runner import RolloutRunner
 from adapters.sql.database import first_line
 from adapters.sql.leases import UPGRADE, HeldLease, SqlLeases
@@ -46,6 +47,8 @@ def run_leased(leases: SqlLeases, lease: HeldLease, work: Callable[[], T], what:
         result = work()
         leases.release(lease, done=True)
         return result
+    except Stopping:
+        _log.info("%s: this engine process stops; the work is given back", what)
     except LeaseLost:
         _log.warning("%s was taken over by another engine process; this one stops", what)
     except OUTAGES as error:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from engine.rollout_events import LATE_START_TOLERANCE_SECONDS
 from projections.tables import Row
 
 _STYLE = {"Completed": "green", "Failed": "red", "Cancelled": "yellow"}
@@ -46,9 +47,44 @@ def activity(agent: Row) -> str:
     return "waiting"
 
 
+def utc_text(at: datetime) -> str:
+    """A time as ISO 8601 in UTC to the second, e.g. ``2026-11-30T09:00:12Z`` (a naive time is taken as UTC)."""
+    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return f"{aware.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def seconds_text(seconds: float) -> str:
+    """Seconds in a few digits: whole from 10 s, else to the tenth (``12``, ``2.5``, ``0``)."""
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}".removesuffix(".0")
+
+
+def start_line(rollout: Row) -> str | None:
+    """When a scheduled rollout was to start and when it did: ``scheduled for T`` while it waits, ``scheduled T,
+    started T2 (N s late)`` once started (``on time`` within ``LATE_START_TOLERANCE_SECONDS``); None when it was
+    not scheduled."""
+    start_at = rollout.get("start_at")
+    if start_at is None:
+        return None
+    started_at = rollout.get("started_at")
+    if started_at is None:
+        return f"scheduled for {utc_text(start_at)}" + ("" if rollout["state"] == "Planned" else ", never started")
+    late = rollout.get("start_lateness_seconds") or 0.0
+    how = f"{seconds_text(late)} s late" if late > LATE_START_TOLERANCE_SECONDS else "on time"
+    return f"scheduled {utc_text(start_at)}, started {utc_text(started_at)} ({how})"
+
+
+def scheduled_start(start_at: datetime, now: datetime) -> str:
+    """A start a rollout still Planned waits for: ``scheduled for T``, or, once ``start_at`` passed with no engine
+    to fire it, ``overdue: scheduled T, N s ago; starts as soon as an engine runs``."""
+    overdue = (now - start_at).total_seconds()
+    if overdue <= 0:
+        return f"scheduled for {utc_text(start_at)}"
+    return f"overdue: scheduled {utc_text(start_at)}, {seconds_text(overdue)} s ago; starts as soon as an engine runs"
+
+
 def progress_table(rollout: Row, agents: list[Row]) -> RenderableType:
-    """One rollout: a row and a bar per agent, then the totals, then the plan's notes (what its failover pairs go
-    through)."""
+    """One rollout: a row and a bar per agent, its scheduled start if it has one (``start_line``), then the totals,
+    then the plan's notes (what its failover pairs go through)."""
     table = Table(title=f"Rollout {rollout['rollout_id']} · {rollout['package_version']} · {rollout['state']}",
                   title_justify="left")
     for column in ("agent", "role", "state", "progress", "activity", "resumed"):
@@ -64,7 +100,8 @@ def progress_table(rollout: Row, agents: list[Row]) -> RenderableType:
                   f" · {rollout['waiting']} waiting · {rollout['cancelled']} cancelled"
                   + (f" · {rollout['end_reason']}" if rollout["end_reason"] else ""))
     notes = [Text(f"note: {note}") for note in rollout["notes"] or ()]
-    return Group(table, totals, *notes)
+    start = start_line(rollout)
+    return Group(table, *([Text(start)] if start else []), totals, *notes)
 
 
 def as_json(rollout: Row, agents: list[Row]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from enum import StrEnum
 from functools import cache
 
@@ -97,8 +98,10 @@ class Rollout:
             raise InvalidTransition(self.state, "plan", "the rollout exists already")
         return [planned]
 
-    def start(self) -> list[Event]:
-        return self._decide("start", RolloutStarted())
+    def start(self, *, scheduled_at: datetime | None = None, started_at: datetime | None = None) -> list[Event]:
+        """Start the rollout: ``scheduled_at`` is when its plan said to (its ``start_at``), ``started_at`` the
+        engine's clock now (both recorded on the event, so a late start is known from the log)."""
+        return self._decide("start", RolloutStarted(scheduled_at=scheduled_at, started_at=started_at))
 
     def pause(self) -> list[Event]:
         return self._decide("pause", RolloutPaused())

@@ -137,10 +137,34 @@ class RolloutPlanned(Event):
     """The agents' notes, each once: what the failover pairs go through."""
 
 
+LATE_START_TOLERANCE_SECONDS = 1.0
+"""A scheduled start recorded more than this after its time is late: logged, and shown as late."""
+
+
+def start_lateness_seconds(scheduled_at: datetime | None, started_at: datetime | None) -> float | None:
+    """How late a start came after its scheduled time, in seconds (to the millisecond): 0 when on time (or early,
+    by another engine's clock); None when it was not scheduled or either time is unknown."""
+    if scheduled_at is None or started_at is None:
+        return None
+    return max(round((started_at - scheduled_at).total_seconds(), 3), 0.0)
+
+
 class RolloutStarted(Event):
-    """The rollout began driving its agents."""
+    """The rollout began driving its agents.
+
+    ``scheduled_at`` is the plan's ``start_at`` (None: it started as soon as planned), ``started_at`` the
+    engine's clock when it recorded the start. Both are None in events recorded before they were kept.
+    """
 
     event_type = "RolloutStarted"
+
+    scheduled_at: datetime | None = None
+    started_at: datetime | None = None
+
+    @property
+    def lateness_seconds(self) -> float | None:
+        """How late the scheduled start came (see ``start_lateness_seconds``)."""
+        return start_lateness_seconds(self.scheduled_at, self.started_at)
 
 
 class RolloutPaused(Event):

@@ -17,6 +17,7 @@ from engine.rollout_events import (
     RolloutPlanned,
     RolloutResumed,
     RolloutStarted,
+    start_lateness_seconds,
 )
 from engine.upgrade_events import (
     UPGRADE_EVENTS,
@@ -47,7 +48,12 @@ ROLLOUTS = TableSpec("progress_rollouts", ("rollout_id",), (
     ("completed", C.INT), ("failed", C.INT), ("cancelled", C.INT), ("warnings", C.JSON),
     ("planned_at", C.TIMESTAMP), ("started_at", C.TIMESTAMP), ("ended_at", C.TIMESTAMP), ("end_reason", C.TEXT),
     ("planned_by", C.TEXT), ("last_position", C.INT), ("upgrade_ids", C.JSON), ("notes", C.JSON),
+    ("start_at", C.TIMESTAMP), ("start_lateness_seconds", C.FLOAT),
 ))
+"""A rollout row's ``start_at`` is its plan's scheduled start (None: it starts as soon as planned); ``started_at``
+when the engine recorded the start (the event's time for starts recorded before the event kept it); and
+``start_lateness_seconds`` how long after ``start_at`` that was (0 when on time; None when not scheduled or not
+yet started)."""
 AGENTS = TableSpec("progress_agents", ("upgrade_id",), (
     ("upgrade_id", C.TEXT), ("rollout_id", C.TEXT), ("agent", C.TEXT), ("plan_order", C.INT),
     ("failover_role", C.TEXT), ("state", C.TEXT), ("step", C.TEXT), ("phase", C.TEXT),
@@ -105,7 +111,7 @@ class ProgressProjection:
             "failed": 0, "cancelled": 0, "warnings": list(event.warnings), "planned_at": recorded.recorded_at,
             "started_at": None, "ended_at": None, "end_reason": None, "planned_by": recorded.actor,
             "last_position": recorded.position, "upgrade_ids": [str(a.upgrade_id) for a in event.agents],
-            "notes": list(event.notes),
+            "notes": list(event.notes), "start_at": event.start_at, "start_lateness_seconds": None,
         })
         for order, agent in enumerate(event.agents):
             rows.put(AGENTS.name, {
@@ -125,7 +131,7 @@ class ProgressProjection:
             return
         row["state"] = _ROLLOUT_STATES[type(event)]
         if isinstance(event, RolloutStarted) and row["started_at"] is None:
-            row["started_at"] = recorded.recorded_at
+            _started(row, event, recorded.recorded_at)
         if isinstance(event, RolloutCompleted | RolloutCancelled | RolloutFailed):
             row["ended_at"] = recorded.recorded_at
             row["end_reason"] = getattr(event, "reason", None)
@@ -178,6 +184,13 @@ class ProgressProjection:
         rollout[after] += 1
         rollout["last_position"] = position
         rows.put(ROLLOUTS.name, rollout)
+
+
+def _started(row: Row, event: RolloutStarted, recorded_at: datetime) -> None:
+    """The start's times: as the event says, else (recorded before it kept them) the plan's and the record's."""
+    row["start_at"] = event.scheduled_at or row["start_at"]
+    row["started_at"] = event.started_at or recorded_at
+    row["start_lateness_seconds"] = start_lateness_seconds(row["start_at"], row["started_at"])
 
 
 def state_entered(event: Event) -> str | None:

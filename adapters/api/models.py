@@ -330,12 +330,17 @@ class RolloutProgressOut(ApiModel):
     cancelled: int
     warnings: list[str] | None
     planned_at: datetime
-    started_at: datetime | None
+    started_at: datetime | None = Field(description="when the engine recorded the start (null until it starts)")
     ended_at: datetime | None
     end_reason: str | None
     planned_by: str
     last_position: int
     notes: list[str] | None = Field(default=None, description="what the failover pairs go through (the plan's notes)")
+    start_at: datetime | None = Field(default=None, description=(
+        "the scheduled start (`upgrade start --at`); null when the rollout started as soon as it was planned"))
+    start_lateness_seconds: float | None = Field(default=None, description=(
+        "how long after start_at the engine started it (started_at - start_at; 0 when on time); null when it "
+        "was not scheduled or has not started"))
     agents: list[AgentProgressOut]
 
     @classmethod

@@ -32,10 +32,16 @@ R = TypeVar("R")
 
 
 class RealWaiter:
-    """Waits in real time."""
+    """Waits in real time; a set ``stop`` (the process's shutdown) ends any wait at once."""
+
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self._stop = stop
 
     def wait(self, seconds: float) -> None:
-        time.sleep(seconds)
+        if self._stop is None:
+            time.sleep(seconds)
+        else:
+            self._stop.wait(seconds)
 
 
 def actor() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from uuid import UUID
@@ -11,10 +12,13 @@ from rich.live import Live
 
 from adapters.api.models import RolloutProgressOut
 from adapters.bootstrap import Container
+from adapters.engine_process import ACTIVE, engine_actor
+from adapters.leased_work import OUTAGES, Heartbeat, run_leased
 from adapters.progress_queries import current_progress
 from adapters.progress_view import progress_table
 from adapters.runtime.ports import Waiter
 from adapters.runtime.rollout_runner import RolloutRunner
+from adapters.sql.leases import ROLLOUT, SqlLeases
 from engine.ports import AgentGateway
 from engine.rollout import Rollout
 from engine.service import UpgradeService
@@ -37,26 +41,53 @@ def show_live(console: Console, frames: Iterator[RenderableType]) -> None:
 
 def run_in_foreground(container: Container, service: UpgradeService, gateway: AgentGateway, waiter: Waiter,
                       rollout_id: UUID, console: Console, *, refresh_seconds: float = 0.25) -> Rollout:
-    """Drive a rollout to its end, redrawing the progress table while it runs."""
-    outcome: list[Rollout] = []
+    """Drive a rollout to its end under its lease, as ``serve`` would, redrawing the progress table while it runs.
+
+    This process is an engine while it drives (``dma-upgrade engines`` lists it; its events carry its engine
+    identity as actor). When another engine process holds the rollout's lease already, or takes it over, this
+    one follows the rollout's progress until it ends instead: one driver per rollout, always."""
+    leases = SqlLeases(container.engine, container.clock, seconds=container.settings.lease_seconds)
+    stop = threading.Event()
     failure: list[BaseException] = []
 
     def drive() -> None:
         try:
-            outcome.append(RolloutRunner(service, gateway, waiter).run(rollout_id))
+            leases.announce()
+            claimed = leases.claim(ROLLOUT, [rollout_id])
+            if not claimed:
+                return  # another engine process drives it
+            lease = claimed[0]
+            runner = RolloutRunner(service, gateway, waiter, actor=engine_actor(leases.owner), stopping=stop)
+
+            def run_to_the_end() -> None:
+                runner.run(rollout_id, lease)
+                leases.forget_rollout(rollout_id)
+
+            run_leased(leases, lease, run_to_the_end, f"rollout {rollout_id}", failure.append)
         except BaseException as exc:
             failure.append(exc)
 
     def frames() -> Iterator[RenderableType]:
         while True:
             yield progress_table(*current_progress(container, rollout_id)[0])
-            if not engine.is_alive():
+            if not engine.is_alive() and (failure or service.rollout(rollout_id).state not in ACTIVE):
                 return
             engine.join(refresh_seconds)
+            if not engine.is_alive():
+                stop.wait(refresh_seconds)  # another engine drives it: follow until it ends
 
+    heartbeat = threading.Thread(target=Heartbeat(leases, leases.seconds / 4).serve, args=(stop,),
+                                 name="heartbeat", daemon=True)
     engine = threading.Thread(target=drive, name="engine", daemon=True)
+    heartbeat.start()
     engine.start()
-    show_live(console, frames())
+    try:
+        show_live(console, frames())
+    finally:
+        stop.set()
+        engine.join(timeout=10)
+        with contextlib.suppress(*OUTAGES):
+            leases.release_all()
     if failure:
         raise failure[0]
-    return outcome[0]
+    return service.rollout(rollout_id)

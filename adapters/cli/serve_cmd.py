@@ -76,8 +76,8 @@ def serve(ctx: typer.Context,
                                                           follows), name="projections", daemon=True)
         follower.start()
         index = ProjectionIndex(s.container.projections, s.container.engine, follows)
-        process = EngineProcess(service, gateway, RealWaiter(), poll_seconds=poll_seconds, index=index, leases=leases,
-                                capacity=settings.engine_capacity)
+        process = EngineProcess(service, gateway, RealWaiter(stop), poll_seconds=poll_seconds, index=index,
+                                leases=leases, capacity=settings.engine_capacity, stopping=stop)
         metrics.with_engine(leases, process.upgrades_driving)
         listener = None if is_sqlite(s.container.engine) else PgListener(
             s.container.engine, [process.wakeup, process.drivers_wakeup])
@@ -111,18 +111,26 @@ def _follow(projections: ProjectionRunner, chain: ChainWatch, stop: threading.Ev
 def recover(ctx: typer.Context,
             dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would be resumed")] = False,
             ) -> None:
-    """List every unfinished rollout and agent upgrade and the state each would resume from."""
+    """List every unfinished rollout and agent upgrade and the state each would resume from (a rollout waiting for
+    its scheduled start: when, or how long ago it came due)."""
+    from adapters.progress_view import scheduled_start  # only recover uses these two
+    from engine.rollout import RolloutState
+
     if not dry_run:
         raise typer.BadParameter("recovery happens when `dma-upgrade serve` starts; use --dry-run to preview it")
     with session(ctx) as s:
         plans = planned_resumptions(s.service)
+        now = s.container.clock.now()
     if not plans:
         out.print("nothing to resume")
         return
     table = Table("rollout", "rollout state", "agent", "would", title="Recovery plan (dry run)",
                   title_justify="left")
     for rollout, resumptions in plans:
-        if not resumptions:
+        start_at = rollout.plan.start_at
+        if rollout.state is RolloutState.PLANNED and start_at is not None:
+            table.add_row(str(rollout.plan.rollout_id), rollout.state.value, "", scheduled_start(start_at, now))
+        elif not resumptions:
             table.add_row(str(rollout.plan.rollout_id), rollout.state.value, "", "start its agents")
         for r in resumptions:
             table.add_row(str(r.rollout_id), rollout.state.value, r.agent, r.describe())

@@ -1,4 +1,5 @@
-"""An event store that times every append and counts what was appended; reads pass straight through."""
+"""An event store that times every append and counts what was appended (and how late scheduled starts came);
+reads pass straight through."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from adapters.metrics.rollout_starts import RolloutStartMetrics
 from adapters.metrics.upgrade_metrics import UpgradeMetrics
 from engine.errors import ConcurrencyConflict
 from engine.events import NewEvent, RecordedEvent, StoredRecord
@@ -17,12 +19,14 @@ APPEND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 
 
 class InstrumentedEventStore:
-    """``EventStore`` around another: append latency by outcome, events by stream category, upgrade metrics."""
+    """``EventStore`` around another: append latency by outcome, events by stream category, upgrade metrics, the
+    lateness of scheduled starts (a late one is logged)."""
 
     def __init__(self, inner: EventStore, clock: Clock, registry: CollectorRegistry) -> None:
         self._inner = inner
         self._clock = clock
         self.upgrades = UpgradeMetrics(registry, inner.read_stream)
+        self.starts = RolloutStartMetrics(registry)
         self.append_duration = Histogram(
             "dma_upgrade_event_store_append_duration_seconds",
             "Time one append to the event store took, by outcome (appended, duplicate, conflict, error).",
@@ -46,7 +50,9 @@ class InstrumentedEventStore:
         self.append_duration.labels(outcome).observe(time.perf_counter() - began)
         if not result.duplicate and result.positions:
             self.appended.labels(stream_id.split("-", 1)[0]).inc(len(result.positions))
-            self.upgrades.observe(stream_id, expected_version, [e.event for e in events], at)
+            appended = [e.event for e in events]
+            self.upgrades.observe(stream_id, expected_version, appended, at)
+            self.starts.observe(stream_id, appended)
         return result
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:

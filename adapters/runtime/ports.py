@@ -14,6 +14,11 @@ from uuid import UUID
 from engine.agent_upgrade import AgentUpgrade
 
 
+class Stopping(Exception):
+    """This engine process is shutting down: each drive stops at its next check, leaving the rest to the next
+    process, which resumes from the events (a step whose intent is recorded is asked about first)."""
+
+
 class Waiter(Protocol):
     """Lets time pass: real waiting in production, a fake clock advancing under test."""
 

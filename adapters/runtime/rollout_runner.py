@@ -18,7 +18,7 @@ from datetime import datetime
 from queue import Empty, SimpleQueue
 from uuid import UUID
 
-from adapters.runtime.ports import Lease, Waiter, WorkQueue
+from adapters.runtime.ports import Lease, Stopping, Waiter, WorkQueue
 from adapters.runtime.preloaded import PreloadedUpgrades
 from adapters.runtime.turns import FIRST, NEXT, Place, Turns
 from engine.agent_events import agent_stream_id
@@ -74,6 +74,20 @@ ASK_BACKOFF_CAP_SECONDS = 60.0
 """The longest wait between two attempts to ask an agent about a step in doubt."""
 
 
+class _Guarded:
+    """A lease checked together with this process's shutdown: ``Stopping`` comes first, so a drive that stops
+    because the process does is never taken for one whose lease was taken over."""
+
+    def __init__(self, lease: Lease, stopping: threading.Event) -> None:
+        self._lease = lease
+        self._stopping = stopping
+
+    def check(self) -> None:
+        if self._stopping.is_set():
+            raise Stopping()
+        self._lease.check()
+
+
 class _Drive:
     """What one driver of one upgrade knows beyond the events: whom it drives, under which lease, whether it
     recorded the intent of the step in progress itself (and sent nothing since), and failed asks in a row."""
@@ -101,7 +115,8 @@ class RolloutRunner:
 
     def __init__(self, service: UpgradeService, gateway: AgentGateway, waiter: Waiter, *,
                  actor: str = "engine", poll_seconds: float = 0.2, turns: Turns | None = None,
-                 upgrades: PreloadedUpgrades | None = None, work: WorkQueue | None = None) -> None:
+                 upgrades: PreloadedUpgrades | None = None, work: WorkQueue | None = None,
+                 stopping: threading.Event | None = None) -> None:
         self.service = service
         self.gateway = gateway
         self.waiter = waiter
@@ -113,6 +128,8 @@ class RolloutRunner:
         self._resume_pending: set[UUID] = set()
         self._resume_lock = threading.Lock()
         self._in_hand = _RolloutsInHand(service)
+        self.stopping = stopping or threading.Event()
+        """Set when this process shuts down: every drive stops at its next check (``Stopping``)."""
 
     def run(self, rollout_id: UUID, lease: Lease = SOLE_DRIVER) -> Rollout:
         """Drive a rollout until it is completed, cancelled, or failed with nothing left to run.
@@ -120,6 +137,7 @@ class RolloutRunner:
         ``lease`` is checked before every look at the rollout: a runner whose lease was taken over stops
         (``LeaseLost``) and leaves the rollout to the process that took it.
         """
+        lease = _Guarded(lease, self.stopping)
         lease.check()
         rollout = self.service.rollout(rollout_id)
         plan = rollout.plan
@@ -129,9 +147,10 @@ class RolloutRunner:
             return concluded
         upgrades = self._schedule_all(plan)
         if rollout.state is RolloutState.PLANNED:
-            self._wait_for_start(plan)
+            self._wait_for_start(plan, lease)
             lease.check()
-            rollout = self._record_rollout(rollout_id, lambda r: r.start())
+            rollout = self._record_rollout(rollout_id, lambda r: r.start(scheduled_at=plan.start_at,
+                                                                         started_at=self.service.clock.now()))
         elif self.work is None:
             self._mark_resumed(upgrades.values())
         ids = {a.name: a.upgrade_id for a in plan.agents}
@@ -219,6 +238,7 @@ class RolloutRunner:
         nothing more from an engine, starting from ``upgrade`` as that runner saw it if given (else as
         stored). An upgrade already under way is resumed: its agent is asked about a step recorded as
         started before anything is sent again."""
+        lease = _Guarded(lease, self.stopping)
         with self._in_hand.use(rollout_id) as (plan, agents, watch):
             lease.check()
             upgrade = upgrade or self.service.upgrade(upgrade_id)
@@ -228,8 +248,9 @@ class RolloutRunner:
 
     # -- the rollout ---------------------------------------------------------------------------
 
-    def _wait_for_start(self, plan: RolloutPlanned) -> None:
+    def _wait_for_start(self, plan: RolloutPlanned, lease: Lease) -> None:
         while (due := start_due(plan, self.service.clock.now())) is not None:
+            lease.check()
             self.waiter.wait((due.due - self.service.clock.now()).total_seconds())
 
     def _schedule_all(self, plan: RolloutPlanned) -> dict[str, AgentUpgrade]:

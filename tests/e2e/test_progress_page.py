@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ STEP_SECONDS = 1.0
 WAIT_SECONDS = 120.0
 IN_FLIGHT = {"Uploaded", "SNMPStopped", "Installing", "SwitchedOver", "Rebooting"}
 AGENTS = (*PLAIN, MAIN, BACKUP)
+LATER = "10.4.10.0-15001"
+"""The version of a second package, for a rollout scheduled after the first one used its package."""
 
 SNAPSHOT = """
 const text = (node, selector) => (node.querySelector(selector) || {}).textContent || "";
@@ -52,6 +55,7 @@ return {
   rollouts: [...document.querySelectorAll("section.rollout")].map((section) => ({
     id: section.dataset.rollout,
     state: text(section, "h2 .state"),
+    meta: text(section, ".meta"),
     totals: text(section, ".totals"),
     agents: Object.fromEntries([...section.querySelectorAll("tbody tr")].map((row) => [row.dataset.agent, {
       state: text(row, "td.state"),
@@ -211,3 +215,25 @@ def test_a_token_typed_into_the_form_is_kept_for_the_tab_across_reloads(browser:
     _wait(browser, site, "progress read with the typed token", live)
     browser.refresh()
     _wait(browser, site, "progress read with the kept token after a reload", live)
+
+
+def test_a_scheduled_rollout_shows_when_it_is_to_start_and_once_cancelled_that_it_never_started(
+        browser: Any, site: Site, tmp_path_factory: pytest.TempPathFactory) -> None:
+    built = site.cli("packages", "build", "--version", LATER, "--output", str(tmp_path_factory.mktemp("later")))
+    site.cli("packages", "upload", built.strip().splitlines()[-1])
+    start_at = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    started = site.cli("upgrade", "start", "--package", Path(built.strip().splitlines()[-1]).name,
+                       "--all-agents-in-cluster", CLUSTER, "--at", start_at.isoformat())
+    found = re.search(r"Rollout ([0-9a-f-]{36}) (started|scheduled)", started)
+    assert found, started
+    rollout_id = found.group(1)
+    browser.get(f"{site.url}/#token={site.token}")
+
+    def meta(s: dict[str, Any]) -> str:
+        return next((r["meta"] for r in s["rollouts"] if r["id"] == rollout_id), "")
+
+    waiting = meta(_wait(browser, site, "the scheduled start", lambda s: "scheduled for " in meta(s)))
+    assert "started" not in waiting.replace("scheduled", "")
+    site.cli("upgrade", "cancel", rollout_id)
+    cancelled = meta(_wait(browser, site, "the cancelled rollout", lambda s: "never started" in meta(s)))
+    assert re.search(r"scheduled for \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}, never started", cancelled), cancelled

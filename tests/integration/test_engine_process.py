@@ -8,6 +8,7 @@ start half a second ahead on the wall clock.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -185,6 +186,53 @@ def test_a_start_that_came_due_while_the_engine_was_down_is_driven_at_once(
     assert harness.service.rollout(planned.rollout_id).state is RolloutState.COMPLETED
     started = events_of(harness, RolloutStarted)
     assert [r.recorded_at for r in started] == [ticked_at]  # started before any wait, not an hour late
+
+
+def test_a_start_that_came_due_while_the_engine_was_down_records_when_it_was_due_and_when_it_started(
+        harness: RolloutHarness, paused_scheduler: BackgroundScheduler) -> None:
+    start_at = harness.clock.now() + timedelta(minutes=10)
+    planned = harness.start(start_at=start_at)
+    harness.clock.advance(600 + 11)  # the engine was killed before the time, and restarted 11 s after it
+    process = engine_process(harness, paused_scheduler)
+    restarted_at = harness.clock.now()
+
+    process.tick()
+
+    join_runners(process, planned.rollout_id)
+    [started] = events_of(harness, RolloutStarted)
+    assert started.event == RolloutStarted(scheduled_at=start_at, started_at=restarted_at)
+    assert started.event.lateness_seconds == 11.0
+
+
+def test_a_scheduled_start_the_alarm_fires_late_records_its_lateness(
+        harness: RolloutHarness, paused_scheduler: BackgroundScheduler) -> None:
+    start_at = harness.clock.now() + timedelta(hours=1)
+    planned = harness.start(start_at=start_at)
+    process = engine_process(harness, paused_scheduler)
+    process.tick()
+    [job] = paused_scheduler.get_jobs()
+
+    harness.clock.advance(3600 + 4.5)  # the scheduler fired 4.5 s after the time (a busy or suspended host)
+    job.func(*job.args)
+
+    join_runners(process, planned.rollout_id)
+    [started] = events_of(harness, RolloutStarted)
+    assert started.event == RolloutStarted(scheduled_at=start_at, started_at=start_at + timedelta(seconds=4.5))
+    assert started.event.lateness_seconds == 4.5
+
+
+def test_a_runner_that_waits_for_the_start_records_it_on_time_and_an_unscheduled_start_has_no_lateness(
+        harness: RolloutHarness) -> None:
+    start_at = harness.clock.now() + timedelta(hours=2)
+    scheduled, _ = harness.start_and_run(names=("dma-1",), start_at=start_at)  # the fake waiter waits to the time
+    unscheduled, _ = harness.start_and_run(names=("dma-2",), package=harness.upload("10.4.10.0-14900"))
+
+    started = {r.stream_id: r.event for r in events_of(harness, RolloutStarted)}
+    on_time = started[f"rollout-{scheduled.rollout_id}"]
+    assert on_time == RolloutStarted(scheduled_at=start_at, started_at=start_at)
+    assert on_time.lateness_seconds == 0.0
+    now = started[f"rollout-{unscheduled.rollout_id}"]
+    assert now.scheduled_at is None and now.started_at is not None and now.lateness_seconds is None
 
 
 def test_two_ticks_and_a_duplicate_firing_drive_one_rollout_in_one_runner(
@@ -569,6 +617,33 @@ def test_recover_dry_run_with_nothing_unfinished_says_so(
                      env={**WIDE, "DMA_UPGRADE_DATA_DIR": str(tmp_path / "data")})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "nothing to resume"
+
+
+def test_recover_dry_run_shows_a_scheduled_start_that_came_due_as_overdue_and_one_to_come_as_scheduled(
+        make_harness: Callable[..., RolloutHarness], db_url: str, tmp_path: Path) -> None:
+    harness = make_harness(extra_agents=[AgentSpec("dma-south", "10.1.0.1", cluster="south")])
+    # ``recover`` reads the wall clock: plan on a fake clock two hours behind it, one start an hour ago, one tomorrow
+    harness.clock.current = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    overdue_at = harness.clock.now() + timedelta(hours=1)
+    later_at = harness.clock.now() + timedelta(days=1)
+    overdue = harness.start(start_at=overdue_at)
+    later = harness.start(names=("dma-south",), start_at=later_at, package=harness.upload("10.4.10.0-14900"))
+    head = harness.head()
+
+    before = datetime.now(UTC)
+    result = run_cli("recover", "--dry-run", database_url=db_url,
+                     env={**WIDE, "DMA_UPGRADE_DATA_DIR": str(tmp_path / "data")})
+    after = datetime.now(UTC)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    [overdue_row] = [line for line in result.stdout.splitlines() if str(overdue.rollout_id) in line]
+    [later_row] = [line for line in result.stdout.splitlines() if str(later.rollout_id) in line]
+    found = re.search(r"overdue: scheduled (\S+), (\d+) s ago; starts as soon as an engine runs", overdue_row)
+    assert found is not None and "Planned" in overdue_row, result.stdout
+    assert found.group(1) == f"{overdue_at:%Y-%m-%dT%H:%M:%SZ}"
+    assert (before - overdue_at).total_seconds() - 1 <= int(found.group(2)) <= (after - overdue_at).total_seconds() + 1
+    assert f"scheduled for {later_at:%Y-%m-%dT%H:%M:%SZ}" in later_row and "overdue" not in later_row
+    assert harness.head() == head  # a dry run appends nothing
 
 
 # -- agents over HTTP that break or lie ----------------------------------------------------------------

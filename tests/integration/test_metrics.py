@@ -3,6 +3,7 @@ the fleet gauges read from the projections (right after a restart too), and the 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from datetime import timedelta
@@ -131,6 +132,39 @@ def test_a_scheduled_rollout_shows_as_a_pending_timer_with_its_due_time(wired: W
     assert scrape.value("dma_upgrade_agent_upgrades", state="Scheduled") == 3
     assert scrape.value("dma_upgrade_agent_upgrade_in_state_since_timestamp_seconds",
                         state="Scheduled") == clock.now().timestamp()
+
+
+def test_a_scheduled_start_fired_late_is_observed_and_logged_once(
+        wired: Wired, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    start_at = clock.now() + timedelta(minutes=1)
+    planned = wired.harness.start(names=AGENTS, start_at=start_at)
+    clock.advance(60 + 12)  # no engine ran at the time: one takes the start up 12 s after it
+
+    with caplog.at_level(logging.WARNING, logger="dma_upgrade.engine"):
+        wired.harness.run(planned.rollout_id)
+
+    scrape = wired.scrape()
+    assert scrape.value("dma_upgrade_rollout_start_lateness_seconds_count") == 1
+    assert scrape.value("dma_upgrade_rollout_start_lateness_seconds_sum") == 12
+    assert scrape.value("dma_upgrade_rollout_start_lateness_seconds_bucket", le="10.0") == 0
+    assert scrape.value("dma_upgrade_rollout_start_lateness_seconds_bucket", le="30.0") == 1
+    late = [r for r in caplog.records if r.getMessage().startswith("scheduled start")]
+    assert [(r.levelno, r.getMessage()) for r in late] == [
+        (logging.WARNING, f"scheduled start of rollout {planned.rollout_id} fired 12 s late "
+                          f"(scheduled 2026-11-30T09:01:00Z)")]
+
+
+def test_a_start_on_time_is_observed_as_zero_and_not_logged_and_an_unscheduled_one_is_not_observed(
+        wired: Wired, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="dma_upgrade.engine"):
+        wired.harness.start_and_run(names=AGENTS, start_at=clock.now() + timedelta(hours=1))  # waited for: on time
+        wired.harness.start_and_run(names=AGENTS, package=wired.harness.upload("10.4.10.0-14900"))
+
+    scrape = wired.scrape()
+    assert scrape.value("dma_upgrade_rollout_start_lateness_seconds_count") == 1
+    assert scrape.value("dma_upgrade_rollout_start_lateness_seconds_sum") == 0
+    assert scrape.value("dma_upgrade_rollout_start_lateness_seconds_bucket", le="0.5") == 1
+    assert not [r for r in caplog.records if r.getMessage().startswith("scheduled start")]
 
 
 def new(event: Event) -> NewEvent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,28 @@ def test_live_tables_equal_a_full_rebuild_row_for_row(harness: RolloutHarness, c
     assert runner.rebuild(workers=3) == {p.name: runner.status()[0].head for p in all_projections()}
     assert _sorted(_sql_tables(runner, harness.engine), runner) == live
     assert all(s.lag_events == 0 and s.error is None for s in runner.status())
+
+
+def test_scheduled_starts_late_and_on_time_replay_to_the_same_rows(harness: RolloutHarness, clock: FakeClock) -> None:
+    runner = ProjectionRunner(harness.engine, harness.store, clock, all_projections(), batch_size=3)
+    late_at = clock.now() + timedelta(minutes=5)
+    late = harness.start(start_at=late_at)
+    runner.catch_up()
+    clock.advance(300 + 12.25)  # no engine ran at the time: one takes the start up 12.25 s after it
+    harness.run(late.rollout_id)
+    on_time_at = clock.now() + timedelta(minutes=5)
+    on_time, _ = harness.start_and_run(package=harness.upload("10.4.10.0-14900"), start_at=on_time_at)
+    runner.catch_up()
+
+    live = _sorted(_sql_tables(runner, harness.engine), runner)
+    rows = {row["rollout_id"]: row for row in live["progress_rollouts"]}
+    assert {k: rows[str(late.rollout_id)][k] for k in ("start_at", "started_at", "start_lateness_seconds")} == {
+        "start_at": late_at, "started_at": late_at + timedelta(seconds=12.25), "start_lateness_seconds": 12.25}
+    assert {k: rows[str(on_time.rollout_id)][k] for k in ("start_at", "started_at", "start_lateness_seconds")} == {
+        "start_at": on_time_at, "started_at": on_time_at, "start_lateness_seconds": 0.0}
+    assert _memory_tables(harness) == live
+    runner.rebuild()
+    assert _sorted(_sql_tables(runner, harness.engine), runner) == live
 
 
 def test_rows_dropped_from_a_small_row_cache_are_read_back_and_the_tables_stay_exact(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,6 +13,7 @@ from engine.agent_events import AgentRegistered, FailoverRole
 from engine.codec import EventCodec
 from engine.errors import EventDecodeError, UnknownEventType
 from engine.events import Event, NewEvent, StoredRecord
+from engine.rollout_events import RolloutStarted
 from tests.conftest import FakeClock
 
 V1_PAYLOAD = json.dumps(
@@ -93,3 +95,24 @@ def test_a_stored_record_keeps_the_payload_as_stored(codec: EventCodec, clock: F
     [record] = list(store.read_records())
     assert isinstance(record, StoredRecord)
     assert json.loads(record.payload)["address"] == "10.0.0.1"
+
+
+def test_a_rollout_started_stored_before_it_kept_its_times_reads_back_without_them(codec: EventCodec) -> None:
+    event = codec.decode("RolloutStarted", 1, "{}", position=9)
+
+    assert event == RolloutStarted()
+    assert isinstance(event, RolloutStarted)
+    assert (event.scheduled_at, event.started_at, event.lateness_seconds) == (None, None, None)
+
+
+def test_a_rollout_started_round_trips_its_scheduled_and_actual_times(codec: EventCodec) -> None:
+    scheduled_at = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    event = RolloutStarted(scheduled_at=scheduled_at, started_at=scheduled_at + timedelta(seconds=12.5))
+
+    event_type, version, payload = codec.encode(event)
+
+    assert (event_type, version) == ("RolloutStarted", 1)
+    assert json.loads(payload) == {"scheduled_at": "2026-11-30T09:00:00Z", "started_at": "2026-11-30T09:00:12.500000Z"}
+    decoded = codec.decode(event_type, version, payload)
+    assert decoded == event
+    assert isinstance(decoded, RolloutStarted) and decoded.lateness_seconds == 12.5

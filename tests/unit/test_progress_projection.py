@@ -1,11 +1,15 @@
 """The progress projection: the attempt of the step in flight, agents a cancelled rollout never began, steps in doubt,
-switch-overs awaiting a manual start, and the plan's notes."""
+switch-overs awaiting a manual start, the plan's notes, and when a scheduled rollout started and how late."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from uuid import UUID, uuid4
 
-from adapters.progress_view import activity
+import pytest
+
+from adapters.progress_view import activity, scheduled_start, start_line, utc_text
+from engine.rollout import Rollout
 from engine.rollout_events import FailoverPolicy, RolloutCancelled, RolloutPlanned, RolloutStarted, rollout_stream_id
 from engine.upgrade_events import (
     AgentUpgradeFailed,
@@ -24,7 +28,7 @@ from engine.upgrade_events import (
 )
 from projections.progress import AGENTS, ROLLOUTS, ProgressProjection
 from projections.tables import MemoryRows, Row
-from tests.unit.test_projections_history_inventory_timers import Feed, planned, run, table
+from tests.unit.test_projections_history_inventory_timers import T0, Feed, planned, run, table
 
 
 def test_the_activity_counts_attempts_of_the_step_in_flight_not_of_the_whole_upgrade() -> None:
@@ -206,3 +210,96 @@ def test_the_plans_notes_are_kept_on_the_rollout_and_on_each_agent() -> None:
     assert all(r["in_doubt"] is False and r["awaiting_manual_start"] is None for r in table(rows, AGENTS.name))
     assert table(run(ProgressProjection(), [feed(rollout_stream_id(uuid4()), planned(uuid4()))]),
                  ROLLOUTS.name)[0]["notes"] == []
+
+
+# -- scheduled starts: when, and how late ------------------------------------------------------------------------
+
+
+def _rollout_row(rows: MemoryRows) -> Row:
+    [row] = table(rows, ROLLOUTS.name)
+    return row
+
+
+def test_a_scheduled_start_recorded_twelve_seconds_late_shows_both_times_and_its_lateness() -> None:
+    feed, rollout_id = Feed(), uuid4()
+    start_at = T0 + timedelta(minutes=5)
+    stream = rollout_stream_id(rollout_id)
+    rows = run(ProgressProjection(), [feed(stream, planned(rollout_id, start_at=start_at))])
+    waiting = _rollout_row(rows)
+    assert (waiting["start_at"], waiting["started_at"], waiting["start_lateness_seconds"]) == (start_at, None, None)
+    assert start_line(waiting) == "scheduled for 2026-11-30T09:05:00Z"
+
+    started_at = start_at + timedelta(seconds=12)
+    run(ProgressProjection(), [feed(stream, RolloutStarted(scheduled_at=start_at, started_at=started_at))], rows)
+
+    row = _rollout_row(rows)
+    assert row["state"] == "Running"
+    assert (row["start_at"], row["started_at"], row["start_lateness_seconds"]) == (start_at, started_at, 12.0)
+    assert start_line(row) == "scheduled 2026-11-30T09:05:00Z, started 2026-11-30T09:05:12Z (12 s late)"
+
+
+@pytest.mark.parametrize(("offset", "lateness"), [(0.0, 0.0), (0.4, 0.4), (-2.0, 0.0)],
+                         ids=["exactly", "within-tolerance", "early-by-another-clock"])
+def test_a_start_on_time_is_not_late(offset: float, lateness: float) -> None:
+    feed, rollout_id = Feed(), uuid4()
+    start_at = T0 + timedelta(minutes=5)
+    stream = rollout_stream_id(rollout_id)
+    rows = run(ProgressProjection(), [
+        feed(stream, planned(rollout_id, start_at=start_at)),
+        feed(stream, RolloutStarted(scheduled_at=start_at, started_at=start_at + timedelta(seconds=offset))),
+    ])
+    row = _rollout_row(rows)
+    assert row["start_lateness_seconds"] == lateness
+    assert start_line(row) == "scheduled 2026-11-30T09:05:00Z, started " + utc_text(row["started_at"]) + " (on time)"
+
+
+def test_an_unscheduled_start_has_its_time_and_no_lateness() -> None:
+    feed, rollout_id = Feed(), uuid4()
+    stream = rollout_stream_id(rollout_id)
+    started_at = T0 + timedelta(seconds=15)
+    rows = run(ProgressProjection(), [feed(stream, planned(rollout_id)),
+                                      feed(stream, RolloutStarted(started_at=started_at))])
+    row = _rollout_row(rows)
+    assert (row["start_at"], row["started_at"], row["start_lateness_seconds"]) == (None, started_at, None)
+    assert start_line(row) is None
+
+
+def test_a_start_recorded_before_the_event_kept_its_times_is_timed_by_the_plan_and_the_record() -> None:
+    feed, rollout_id = Feed(), uuid4()
+    stream = rollout_stream_id(rollout_id)
+    start_at = T0 + timedelta(seconds=20)
+    rows = run(ProgressProjection(), [feed(stream, planned(rollout_id, start_at=start_at), seconds=10),
+                                      feed(stream, RolloutStarted(), seconds=40)])  # recorded at T0 + 50 s
+    row = _rollout_row(rows)
+    assert (row["start_at"], row["started_at"], row["start_lateness_seconds"]) == (
+        start_at, T0 + timedelta(seconds=50), 30.0)
+
+
+def test_a_scheduled_rollout_cancelled_before_its_start_says_it_never_started() -> None:
+    feed, rollout_id = Feed(), uuid4()
+    stream = rollout_stream_id(rollout_id)
+    rows = run(ProgressProjection(), [feed(stream, planned(rollout_id, start_at=T0 + timedelta(hours=1))),
+                                      feed(stream, RolloutCancelled(reason="operator"))])
+    row = _rollout_row(rows)
+    assert (row["state"], row["started_at"], row["start_lateness_seconds"]) == ("Cancelled", None, None)
+    assert start_line(row) == "scheduled for 2026-11-30T10:00:00Z, never started"
+
+
+def test_a_planned_start_is_scheduled_until_its_time_then_overdue() -> None:
+    assert scheduled_start(T0, T0 - timedelta(hours=1)) == "scheduled for 2026-11-30T09:00:00Z"
+    assert scheduled_start(T0, T0) == "scheduled for 2026-11-30T09:00:00Z"
+    assert scheduled_start(T0, T0 + timedelta(seconds=11)) == (
+        "overdue: scheduled 2026-11-30T09:00:00Z, 11 s ago; starts as soon as an engine runs")
+    assert scheduled_start(T0, T0 + timedelta(seconds=2.5)).startswith("overdue: scheduled 2026-11-30T09:00:00Z, 2.5 s")
+
+
+def test_the_rollout_records_the_times_it_is_given_on_its_start() -> None:
+    rollout_id = uuid4()
+    start_at = T0 + timedelta(minutes=5)
+    rollout = Rollout.fold([planned(rollout_id, start_at=start_at)])
+
+    [event] = rollout.start(scheduled_at=start_at, started_at=start_at + timedelta(seconds=11))
+
+    assert event == RolloutStarted(scheduled_at=start_at, started_at=start_at + timedelta(seconds=11))
+    assert isinstance(event, RolloutStarted) and event.lateness_seconds == 11.0
+    assert rollout.start() == [RolloutStarted()]  # what the model checker and older callers record

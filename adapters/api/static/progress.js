@@ -10,6 +10,7 @@
   const ENDED = new Set(["Completed", "Failed", "Cancelled"]);
   const COLUMNS = ["agent", "role", "state", "progress", "activity", "resumed"];
   const ASK = "Enter a viewer token to follow the rollouts.";
+  const LATE_START_TOLERANCE_SECONDS = 1; // engine/rollout_events.py: a start later than this is late
 
   const $ = (id) => document.getElementById(id);
   const drawn = new Map(); // rollout id -> the JSON it was last drawn from
@@ -93,6 +94,21 @@
     return row;
   }
 
+  // Whole seconds from 10 s, else to the tenth (as adapters/progress_view.py seconds_text).
+  function seconds(value) {
+    return value >= 10 ? value.toFixed(0) : String(Number(value.toFixed(1)));
+  }
+
+  // A scheduled rollout: "scheduled for T" while it waits, "scheduled T, started T2 (N s late)" once started.
+  function scheduledStart(rollout) {
+    if (!rollout.started_at) {
+      return `scheduled for ${when(rollout.start_at)}` + (rollout.state === "Planned" ? "" : ", never started");
+    }
+    const late = rollout.start_lateness_seconds || 0;
+    const how = late > LATE_START_TOLERANCE_SECONDS ? `${seconds(late)} s late` : "on time";
+    return `scheduled ${when(rollout.start_at)}, started ${when(rollout.started_at)} (${how})`;
+  }
+
   function totals(rollout) {
     const parts = [`${rollout.completed} completed`, `${rollout.failed} failed`, `${rollout.in_flight} in flight`,
                    `${rollout.waiting} waiting`, `${rollout.cancelled} cancelled`];
@@ -103,7 +119,8 @@
   function rolloutSection(rollout) {
     const meta = [`policy ${rollout.failover_policy}`, `${rollout.agents_total} agents`,
                   `planned by ${rollout.planned_by} at ${when(rollout.planned_at)}`];
-    if (rollout.started_at) meta.push(`started ${when(rollout.started_at)}`);
+    if (rollout.start_at) meta.push(scheduledStart(rollout));
+    else if (rollout.started_at) meta.push(`started ${when(rollout.started_at)}`);
     if (rollout.ended_at) meta.push(`ended ${when(rollout.ended_at)}`);
     if (rollout.upload_only) meta.push("upload only");
     const warnings = (rollout.warnings || []).map((text) => el("li", {}, text));

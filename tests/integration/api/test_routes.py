@@ -280,6 +280,28 @@ def test_progress_read_while_a_rollout_runs_follows_every_change(api: ApiHarness
     assert ok(viewer.get(f"/api/v1/progress/{first}")) == ok(viewer.get("/api/v1/progress"))[0]
 
 
+def test_progress_of_a_scheduled_rollout_carries_its_start_time_then_when_it_started_and_how_late(
+        api: ApiHarness) -> None:
+    start_at = api.clock.now() + timedelta(minutes=1)
+    rollout_id = api.start_rollout(start_at=start_at.isoformat())["rollout_id"]
+    viewer = api.client(Role.VIEWER)
+
+    waiting = ok(viewer.get(f"/api/v1/progress/{rollout_id}"))
+    api.clock.advance(60 + 12)  # no engine ran at the time: one takes the start up 12 s after it
+    api.run(rollout_id)
+    started = ok(viewer.get(f"/api/v1/progress/{rollout_id}"))
+    api.upload_package("10.5.0.0-15000")
+    unscheduled = api.start_rollout()
+    api.run(unscheduled["rollout_id"])
+    now = ok(viewer.get(f"/api/v1/progress/{unscheduled['rollout_id']}"))
+
+    assert (waiting["state"], waiting["start_at"], waiting["started_at"], waiting["start_lateness_seconds"]) == (
+        "Planned", "2026-11-30T09:01:00Z", None, None)
+    assert (started["state"], started["start_at"], started["started_at"], started["start_lateness_seconds"]) == (
+        "Completed", "2026-11-30T09:01:00Z", "2026-11-30T09:01:12Z", 12.0)
+    assert (now["start_at"], now["start_lateness_seconds"]) == (None, None) and now["started_at"] is not None
+
+
 def test_progress_as_of_a_time_and_at_a_position_show_the_rollout_as_it_was(api: ApiHarness) -> None:
     rollout_id = api.start_rollout()["rollout_id"]
     planned_position = api.head()
