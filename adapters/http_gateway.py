@@ -195,7 +195,7 @@ class HttpAgentGateway:
             with self._client.stream("POST", url, json=body, timeout=self._timeout) as response:
                 return self._step_answer(agent, step, url, response, on_phase)
 
-        return self._call(agent.name, step.value, attempt)
+        return self._call(agent.name, step.value, attempt, applies=True)
 
     def step_status(self, agent: AgentAddress, idempotency_key: str) -> StepStatus:
         """``GET /steps/{key}``: what the agent knows of the key."""
@@ -236,8 +236,12 @@ class HttpAgentGateway:
     def _url(address: str, path: str) -> str:
         return f"http://{address}{path}"
 
-    def _call(self, who: str, operation: str, attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` until it answers or the retry span is spent; map what is left to the port's errors."""
+    def _call(self, who: str, operation: str, attempt: Callable[[], T], *, applies: bool = False) -> T:
+        """Run ``attempt`` until it answers or the retry span is spent; map what is left to the port's errors.
+
+        For an operation that ``applies`` a step, only the agent's own answer that it failed or refused the
+        step says it was not applied: an answer that breaks the protocol, or 5xx answers to the end of the
+        span, leave the step in doubt (``AgentOutcomeUnknown``), to be asked about before anything is re-sent."""
         deadline = self._clock() + self._retry_seconds
         retry = 0
         while True:
@@ -251,7 +255,7 @@ class HttpAgentGateway:
             except _Retryable as error:
                 last = error
             except _Garbage as error:
-                raise AgentStepFailed(who, operation, str(error)) from None
+                raise (AgentOutcomeUnknown if applies else AgentStepFailed)(who, operation, str(error)) from None
             now = self._clock()
             if now >= deadline or (self._retries is not None and retry >= self._retries):
                 break
@@ -261,7 +265,7 @@ class HttpAgentGateway:
         reason = f"{last.reason} (after {attempts} attempt{'s' if attempts > 1 else ''})"
         if last.unreachable:
             raise AgentUnreachable(who, operation, reason)
-        if last.in_doubt:
+        if last.in_doubt or applies:
             raise AgentOutcomeUnknown(who, operation, reason)
         raise AgentStepFailed(who, operation, reason)
 

@@ -1,26 +1,23 @@
-"""Scheduled starts as this process records them: how late each came (a histogram), and a warning for a late one.
+"""Scheduled starts as this process records them: how late each came (a histogram).
 
 A scheduled start fires late when no engine ran at its time (all stopped, killed, or the database out) or the
 engine was too busy: the start then happens as soon as an engine looks, and ``RolloutStarted`` records both
-times. Both are observed here, after the append succeeded, so each start is observed and logged once, whichever
-way it came about (the alarm firing, or an engine taking up a start that came due while none ran).
+times. They are observed here, after the append succeeded, so each start is observed once, whichever way it
+came about (the alarm firing, or an engine taking up a start that came due while none ran). The runner that
+records a late start logs it (``adapters/runtime/rollout_runner.py``).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from adapters.progress_view import seconds_text, utc_text
 from engine.events import Event
-from engine.rollout_events import LATE_START_TOLERANCE_SECONDS, ROLLOUT_STREAMS, RolloutStarted
+from engine.rollout_events import ROLLOUT_STREAMS, RolloutStarted
 
 LATENESS_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
 """Seconds: on time is well under a second; an engine down at the time makes it minutes to days."""
-
-_log = logging.getLogger("dma_upgrade.engine")
 
 
 class RolloutStartMetrics:
@@ -33,7 +30,7 @@ class RolloutStartMetrics:
             buckets=LATENESS_BUCKETS, registry=registry)
 
     def observe(self, stream_id: str, events: Sequence[Event]) -> None:
-        """Observe the scheduled starts among ``events`` just appended to ``stream_id``; warn of a late one."""
+        """Observe the scheduled starts among ``events`` just appended to ``stream_id``."""
         if not stream_id.startswith(ROLLOUT_STREAMS):
             return
         for event in events:
@@ -43,7 +40,3 @@ class RolloutStartMetrics:
             if late is None:
                 continue
             self.lateness.observe(late)
-            if late > LATE_START_TOLERANCE_SECONDS:
-                assert event.scheduled_at is not None
-                _log.warning("scheduled start of rollout %s fired %s s late (scheduled %s)",
-                             stream_id.removeprefix(ROLLOUT_STREAMS), seconds_text(late), utc_text(event.scheduled_at))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import functools
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +19,7 @@ from datetime import datetime
 from queue import Empty, SimpleQueue
 from uuid import UUID
 
+from adapters.progress_view import seconds_text, utc_text
 from adapters.runtime.ports import Lease, Stopping, Waiter, WorkQueue
 from adapters.runtime.preloaded import PreloadedUpgrades
 from adapters.runtime.turns import FIRST, NEXT, Place, Turns
@@ -50,12 +52,13 @@ from engine.events import Event
 from engine.inventory import AgentRecord
 from engine.ports import AgentAddress, AgentGateway, PackageRef
 from engine.rollout import Rollout, RolloutState
-from engine.rollout_events import PlannedAgent, RolloutPlanned
+from engine.rollout_events import LATE_START_TOLERANCE_SECONDS, PlannedAgent, RolloutPlanned, start_lateness_seconds
 from engine.service import UpgradeService
 from engine.upgrade_events import AgentUpgradeScheduled, Step, StepStarted
 from engine.upgrade_machine import CANCELLABLE_STATES, STOPPED_STATES, UpgradeState
 
 _Decision = Callable[[Rollout], list[Event]]
+_log = logging.getLogger("dma_upgrade.engine")
 _InFlight = dict[str, "Future[AgentUpgrade] | Future[AgentUpgrade | None]"]
 
 
@@ -72,6 +75,15 @@ SCHEDULING_THREADS = 16
 """Threads that record the scheduling of a large plan's upgrades (their appends go out together)."""
 ASK_BACKOFF_CAP_SECONDS = 60.0
 """The longest wait between two attempts to ask an agent about a step in doubt."""
+
+
+def _log_lateness(plan: RolloutPlanned, started_at: datetime) -> None:
+    """Warn of a scheduled start recorded later than its time (no engine ran then, or it was too busy)."""
+    late = start_lateness_seconds(plan.start_at, started_at)
+    if late is not None and late > LATE_START_TOLERANCE_SECONDS:
+        assert plan.start_at is not None
+        _log.warning("scheduled start of rollout %s fired %s s late (scheduled %s)", plan.rollout_id,
+                     seconds_text(late), utc_text(plan.start_at))
 
 
 class _Guarded:
@@ -149,8 +161,10 @@ class RolloutRunner:
         if rollout.state is RolloutState.PLANNED:
             self._wait_for_start(plan, lease)
             lease.check()
+            started_at = self.service.clock.now()
             rollout = self._record_rollout(rollout_id, lambda r: r.start(scheduled_at=plan.start_at,
-                                                                         started_at=self.service.clock.now()))
+                                                                         started_at=started_at))
+            _log_lateness(plan, started_at)
         elif self.work is None:
             self._mark_resumed(upgrades.values())
         ids = {a.name: a.upgrade_id for a in plan.agents}
@@ -179,7 +193,7 @@ class RolloutRunner:
                 ready = agents_to_start(rollout, unstarted, upgrades, inflight, plan.max_concurrent - len(inflight))
                 if ready:
                     unstarted.remove(ready)
-                    self._track(self._start(ready, plan, watch, upgrades, seen, pool), inflight, ended)
+                    self._track(self._start(ready, plan, watch, upgrades, seen, pool, lease), inflight, ended)
                 if not inflight:
                     concluded = self._conclude(rollout, upgrades)
                     if concluded is not None:
@@ -221,15 +235,16 @@ class RolloutRunner:
         return {names[upgrade_id]: future for upgrade_id, future in self.work.handed_out(plan.rollout_id).items()}
 
     def _start(self, ready: list[PlannedAgent], plan: RolloutPlanned, watch: _RolloutWatch,
-               upgrades: dict[str, AgentUpgrade], seen: int, pool: ThreadPoolExecutor | None) -> _InFlight:
-        """Start the ready agents: hand them out to the work queue, or drive each in a thread of the pool."""
+               upgrades: dict[str, AgentUpgrade], seen: int, pool: ThreadPoolExecutor | None,
+               lease: Lease) -> _InFlight:
+        """Start the ready agents: hand them out to the work queue, or drive each in a thread of the pool, under
+        the rollout's ``lease``."""
         if pool is None:
             assert self.work is not None
             handed = self.work.hand_out(plan.rollout_id, {agent.upgrade_id: upgrades[agent.name] for agent in ready})
             return {agent.name: handed[agent.upgrade_id] for agent in ready}
         places = [self.turns.line_up(FIRST) for _ in ready]  # all in line before any thread runs
-        return {agent.name: pool.submit(self._drive, agent, plan, watch, upgrades[agent.name], seen, place,
-                                        SOLE_DRIVER)
+        return {agent.name: pool.submit(self._drive, agent, plan, watch, upgrades[agent.name], seen, place, lease)
                 for agent, place in zip(ready, places, strict=True)}
 
     def drive_handed_out(self, rollout_id: UUID, upgrade_id: UUID, lease: Lease,
@@ -402,7 +417,7 @@ class RolloutRunner:
             self._record(upgrade, unanswered(upgrade, step, f"cannot ask the agent about {key}: {failure.reason}"),
                          drive.plan.rollout_id)
             policy = drive.plan.step_policy
-            self._wait(min(policy.backoff_seconds * 2 ** drive.asked, ASK_BACKOFF_CAP_SECONDS))
+            self._wait(min(policy.backoff_seconds * 2 ** min(drive.asked, 16), ASK_BACKOFF_CAP_SECONDS))
             drive.asked += 1
             return self.service.upgrade(drive.agent.upgrade_id)  # an operator may have resolved the doubt
         drive.asked = 0

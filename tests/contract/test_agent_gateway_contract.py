@@ -19,7 +19,7 @@ import pytest
 from adapters.agent_sim import LoopbackRoutes, serve_simulation
 from adapters.http_gateway import HttpAgentGateway
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, Sleeper, no_sleep
-from engine.errors import AgentStepFailed, AgentUnreachable
+from engine.errors import AgentOutcomeUnknown, AgentStepFailed, AgentUnreachable
 from engine.packages import INSTALL_PHASES
 from engine.ports import AgentAddress, AgentGateway, PackageRef, StepOutcome, StepStatus
 from engine.upgrade_events import Step
@@ -186,6 +186,7 @@ def test_a_failed_attempt_is_failed_and_not_applied_and_a_new_key_then_succeeds(
     assert caught.value.agent == MAIN.name
     assert caught.value.step == Step.STOP_SNMP.value
     assert "service did not stop" in str(caught.value)
+    assert not isinstance(caught.value, AgentOutcomeUnknown)  # the agent said so: a new key is safe
     assert rig.gateway.step_status(MAIN, "u1:stop_snmp:1") is StepStatus.FAILED
     assert rig.agents.journal_of(MAIN.name) == []
     assert rig.agents.agent(MAIN.name).snmp_running

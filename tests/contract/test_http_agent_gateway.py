@@ -113,11 +113,11 @@ def test_unreachable_is_a_step_failure() -> None:
         gateway.perform(AgentAddress("dma-01", f"127.0.0.1:{free_closed_port()}"), Step.UPLOAD, "k1", PACKAGE)
 
 
-def test_a_server_answering_500_is_retried_then_a_step_failure_naming_the_status() -> None:
+def test_a_server_answering_500_is_retried_then_a_step_in_doubt_naming_the_status() -> None:
     app, hits = fixed_answer(500, b"Internal Server Error", b"text/plain")
     sleeper = Recorder()
     with serve_in_thread(app) as address, HttpAgentGateway(retries=2, sleeper=sleeper, jitter=full) as gateway:
-        with pytest.raises(AgentStepFailed) as caught:
+        with pytest.raises(AgentOutcomeUnknown) as caught:  # a 500 does not say the step was not applied
             gateway.perform(AgentAddress("dma-01", address), Step.INSTALL, "k1", PACKAGE)
         assert not isinstance(caught.value, AgentUnreachable)
         assert "HTTP 500" in caught.value.reason
@@ -139,25 +139,26 @@ def test_a_server_answering_503_counts_as_unreachable() -> None:
 
 
 @pytest.mark.parametrize("body", [b"<html>oops</html>", b'{"hello": "world"}', b"[1, 2"])
-def test_a_server_answering_garbage_is_a_step_failure_and_not_retried(body: bytes) -> None:
+def test_a_server_answering_garbage_leaves_the_step_in_doubt_and_is_not_retried(body: bytes) -> None:
     app, hits = fixed_answer(200, body, b"text/html")
     with serve_in_thread(app) as address, HttpAgentGateway(retries=3, sleeper=Recorder()) as gateway:
-        with pytest.raises(AgentStepFailed) as caught:
+        with pytest.raises(AgentOutcomeUnknown) as caught:  # it is asked about before anything is re-sent
             gateway.perform(AgentAddress("dma-01", address), Step.INSTALL, "k1", PACKAGE)
         assert not isinstance(caught.value, AgentUnreachable)
         assert "not protocol JSON" in caught.value.reason or "not a step outcome" in caught.value.reason
         assert len(hits) == 1
-        with pytest.raises(AgentStepFailed, match="not"):
+        with pytest.raises(AgentStepFailed, match="not") as asked:
             gateway.step_status(AgentAddress("dma-01", address), "k1")
+        assert not isinstance(asked.value, AgentOutcomeUnknown)  # a question applies nothing
         with pytest.raises(AgentStepFailed, match="not"):
             gateway.identify(address)
 
 
-def test_garbage_inside_an_install_stream_is_a_step_failure() -> None:
+def test_garbage_inside_an_install_stream_leaves_the_step_in_doubt() -> None:
     app, _ = fixed_answer(200, b'{"phase": "Lock", "index": 0, "count": 12}\nthis is not json\n',
                           b"application/x-ndjson")
     with serve_in_thread(app) as address, HttpAgentGateway(retries=0) as gateway, \
-            pytest.raises(AgentStepFailed, match="not protocol JSON"):
+            pytest.raises(AgentOutcomeUnknown, match="not protocol JSON"):
         gateway.perform(AgentAddress("dma-01", address), Step.INSTALL, "k1", PACKAGE)
 
 

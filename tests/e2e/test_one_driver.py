@@ -99,6 +99,18 @@ def test_upgrade_start_wait_drives_under_its_lease_and_serve_started_later_leave
     assert driver.removeprefix("engine:") not in engines  # the CLI's engine left when it ended
 
 
+def test_upgrade_start_wait_with_serve_already_running_has_one_driver_whoever_claims_first(
+        db_url: str, tmp_path: Path, setup: dict[str, str]) -> None:
+    with serving(tmp_path / "serve.log", "--poll-seconds", "0.05", env=setup, database_url=db_url) as served:
+        done = run_cli("upgrade", "start", "--package", PACKAGE, "--all-agents-in-cluster", "north",
+                       "--no-delayed-start", "--wait", database_url=db_url, env=setup, timeout=120)
+        log = served.output()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Completed" in done.stdout
+    _driven_once_by_one_engine(db_url, setup)
+    assert "Traceback" not in log and "cannot" not in log and "taken over" not in log, log
+
+
 def test_upgrade_run_follows_a_rollout_serve_drives_and_exits_by_its_outcome(
         db_url: str, tmp_path: Path, setup: dict[str, str]) -> None:
     with serving(tmp_path / "serve.log", "--poll-seconds", "0.2", env=setup, database_url=db_url) as served:

@@ -8,6 +8,7 @@ start half a second ahead on the wall clock.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -28,6 +29,7 @@ from adapters.agent_sim import LoopbackRoutes, serve_in_thread, serve_simulation
 from adapters.clock import SystemClock, UuidFactory
 from adapters.engine_process import EngineProcess, Resumption, planned_resumptions
 from adapters.http_gateway import HttpAgentGateway
+from adapters.runtime.ports import Stopping
 from adapters.runtime.preloaded import PreloadedUpgrades
 from adapters.runtime.rollout_runner import RolloutRunner
 from adapters.runtime.turns import Turns
@@ -39,7 +41,15 @@ from engine.ports import AgentAddress, AgentGateway, PackageRef, PhaseReporter, 
 from engine.rollout import RolloutState
 from engine.rollout_events import RolloutPlanned, RolloutStarted
 from engine.service import OptionOverrides, UpgradeService
-from engine.upgrade_events import AgentUpgradeResumed, Step, StepDelayed, StepFailed, StepStarted, StepSucceeded
+from engine.upgrade_events import (
+    AgentUpgradeResumed,
+    Step,
+    StepDelayed,
+    StepFailed,
+    StepInDoubt,
+    StepStarted,
+    StepSucceeded,
+)
 from engine.upgrade_machine import UpgradeState
 from tests.conftest import FakeClock
 from tests.e2e.cli import run_cli
@@ -666,28 +676,47 @@ def misbehaving_agent(status: int, body: bytes, media_type: str) -> tuple[FastAP
     (500, b"Internal Server Error", "text/plain", "the agent answered HTTP 500: 'Internal Server Error'"),
     (200, b"<html>hello</html>", "text/html", "the agent answered HTTP 200 with a body that is not protocol JSON"),
 ], ids=["http-500", "garbage"])
-def test_an_agent_answering_500_or_garbage_fails_its_upgrade_after_the_retry_budget(
+def test_an_agent_answering_500_or_garbage_leaves_its_step_in_doubt_and_is_only_asked_never_sent_a_new_key(
         db_url: str, clock: FakeClock, tmp_path: Path, status: int, body: bytes, media_type: str,
         reason: str) -> None:
+    """Neither answer says whether the agent applied the step: the engine records the doubt once and then only
+    asks about that key (an operator's ``upgrade resolve`` or the agent's recovery ends it), never re-sends."""
     app, asked = misbehaving_agent(status, body, media_type)
+    stop = threading.Event()
     with serve_in_thread(app) as address, HttpAgentGateway(retries=0) as gateway:
         h = RolloutHarness(db_url, clock, tmp_path, extra_agents=[AgentSpec("dma-http", address, cluster=None)])
         try:
             planned = h.start(names=("dma-http",))
-            budget = planned.step_policy.retry_budget
-            rollout = RolloutRunner(h.service, gateway, h.waiter, poll_seconds=0.05).run(planned.rollout_id)
+            runner = RolloutRunner(h.service, gateway, h.waiter, poll_seconds=0.05, stopping=stop)
+            driving = threading.Thread(target=_run_until_stopped, args=(runner, planned.rollout_id), daemon=True)
+            driving.start()
+            deadline = time.monotonic() + 30
+            while sum(line.startswith("GET") for line in asked) < 3:
+                assert time.monotonic() < deadline and driving.is_alive(), asked
+                time.sleep(0.01)
+            stop.set()
+            driving.join(timeout=30)
+            assert not driving.is_alive()
 
             upgrade = h.upgrade(planned, "dma-http")
-            assert upgrade.state is UpgradeState.FAILED
-            assert upgrade.last_error is not None and reason in upgrade.last_error
-            failed = [r.event for r in h.upgrade_events(planned, "dma-http") if isinstance(r.event, StepFailed)]
-            assert [(e.step, e.attempt) for e in failed] == [(Step.UPLOAD, n) for n in range(1, budget + 2)]
-            assert all(reason in e.error for e in failed)
-            assert asked == [f"POST /steps/{upgrade.idempotency_key(Step.UPLOAD, n)}" for n in range(1, budget + 2)]
-            assert rollout.state is RolloutState.FAILED
+            key = upgrade.idempotency_key(Step.UPLOAD, 1)
+            assert (upgrade.state, upgrade.step_in_progress, upgrade.in_doubt) == (UpgradeState.SCHEDULED, Step.UPLOAD,
+                                                                                   True)
+            events = [r.event for r in h.upgrade_events(planned, "dma-http")]
+            assert not any(isinstance(e, StepFailed) for e in events)
+            doubts = [e for e in events if isinstance(e, StepInDoubt)]
+            assert len(doubts) == 1 and reason in doubts[0].reason
+            assert asked[0] == f"POST /steps/{key}"
+            assert set(asked[1:]) == {f"GET /steps/{key}"}  # asked again and again, never sent under a new key
             assert h.service.agent("dma-http").version == "10.4.0.0-14112"
         finally:
+            stop.set()
             h.close()
+
+
+def _run_until_stopped(runner: RolloutRunner, rollout_id: UUID) -> None:
+    with contextlib.suppress(Stopping):
+        runner.run(rollout_id)
 
 
 def test_an_agent_reporting_another_version_after_the_install_fails_naming_both_versions(
