@@ -78,7 +78,10 @@ def test_three_engines_share_out_one_rollout_and_each_step_reaches_each_agent_on
     assert {harness.upgrade(planned, a.name).state for a in planned.agents} == {UpgradeState.COMPLETED}
     journal = Counter(harness.gateway.journal())
     assert journal and set(journal.values()) == {1}, "each step applied once per agent"
-    assert sum(e.leases.claimed[ROLLOUT] for e in engines if e.leases) == 1, "one engine ran the rollout"
+    drivers = {r.metadata.actor for r in harness.store.read_stream(f"rollout-{planned.rollout_id}")
+               if r.metadata.actor.startswith("engine:")}
+    assert drivers in ({"engine:test/e0"}, {"engine:test/e1"}, {"engine:test/e2"}), "one engine ran the rollout"
+    # (another may claim its lease once more just as it ends, find it ended and record nothing)
     driven = [e.leases.claimed[UPGRADE] for e in engines if e.leases]
     assert sum(driven) == len(planned.agents) and sum(1 for n in driven if n) >= 2, driven
     with harness.engine.connect() as conn:
