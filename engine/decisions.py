@@ -216,11 +216,11 @@ def ready_agents(candidates: Iterable[PlannedAgent], upgrades: Mapping[str, Agen
 
 
 def agents_to_start(rollout: Rollout, candidates: Iterable[PlannedAgent], upgrades: Mapping[str, AgentUpgrade],
-                    in_flight: Collection[str], room: int) -> list[PlannedAgent]:
-    """The agents whose drive starts now: any ready one while the rollout runs within its error budget;
-    once it is cancelled or over budget, only upgrades under way (found so after a restart), which are
-    driven to where they may stop; none while it is paused."""
-    if rollout.state is RolloutState.RUNNING and failed_count(upgrades) <= rollout.plan.max_errors:
+                    in_flight: Collection[str], room: int, failed: int) -> list[PlannedAgent]:
+    """The agents whose drive starts now: any ready one while the rollout runs within its error budget
+    (``failed`` upgrades so far); once it is cancelled or over budget, only upgrades under way (found so after a
+    restart), which are driven to where they may stop; none while it is paused."""
+    if rollout.state is RolloutState.RUNNING and failed <= rollout.plan.max_errors:
         return ready_agents(candidates, upgrades, in_flight, room)
     if rollout.state not in (RolloutState.RUNNING, RolloutState.CANCELLED):
         return []

@@ -43,6 +43,7 @@ from engine.decisions import (
     answered,
     cancellations,
     conclusion,
+    failed_count,
     learned,
     left_stopped,
     next_action,
@@ -368,7 +369,7 @@ class Explorer:
             yield _label(name, events), self._append(state, name, events), True
             return
         ready = agents_to_start(rollout, self.plan.agents, state.upgrades, state.driving,
-                                self.plan.max_concurrent - len(state.driving))
+                                self.plan.max_concurrent - len(state.driving), failed_count(state.upgrades))
         if ready:
             after = state.clone()
             after.driving = state.driving | {a.name for a in ready}

@@ -172,7 +172,7 @@ class RolloutRunner:
         ended: SimpleQueue[str] = SimpleQueue()
         self._track(self._handed_out_before(plan), inflight, ended)
         unstarted = _Unstarted(plan, upgrades, inflight)
-        failed = {name for name, upgrade in upgrades.items() if upgrade.state is UpgradeState.FAILED}  # for _Unstarted
+        failed = {name for name, upgrade in upgrades.items() if upgrade.state is UpgradeState.FAILED}
         watch = _RolloutWatch(self.service, rollout)
         looked = watch.mark()
         with contextlib.ExitStack() as stack:
@@ -190,7 +190,8 @@ class RolloutRunner:
                     failed.discard(retried)
                 for name, events in cancellations(rollout, upgrades, inflight).items():
                     self._record(upgrades[name], events, plan.rollout_id)
-                ready = agents_to_start(rollout, unstarted, upgrades, inflight, plan.max_concurrent - len(inflight))
+                ready = agents_to_start(rollout, unstarted, upgrades, inflight, plan.max_concurrent - len(inflight),
+                                        len(failed))
                 if ready:
                     unstarted.remove(ready)
                     self._track(self._start(ready, plan, watch, upgrades, seen, pool, lease), inflight, ended)
