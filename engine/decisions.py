@@ -159,9 +159,14 @@ def answered(upgrade: AgentUpgrade, step: Step, outcome: StepOutcome, target_ver
     return upgrade.finish_step(step, outcome.version_after)
 
 
+def reports_version(step: Step, outcome: StepOutcome) -> bool:
+    """Whether an answered step tells the agent's version (an install does): only then is its record read."""
+    return step is Step.INSTALL and outcome.version_after is not None
+
+
 def version_change(agent: AgentRecord, upgrade: AgentUpgrade, step: Step, outcome: StepOutcome) -> list[Event]:
     """The agent-stream events of an answered step: a new version after an install (once)."""
-    if step is not Step.INSTALL or outcome.version_after is None or outcome.version_after == agent.version:
+    if not reports_version(step, outcome) or outcome.version_after == agent.version:
         return []
     return [AgentVersionChanged(version=outcome.version_after, previous_version=agent.version,
                                 upgrade_id=_upgrade_id(upgrade))]

@@ -42,6 +42,7 @@ from engine.decisions import (
     left_stopped,
     next_action,
     refused,
+    reports_version,
     retries,
     start_due,
     unanswered,
@@ -402,8 +403,9 @@ class RolloutRunner:
             self._record(upgrade, refused(upgrade, step, refusal.reason, drive.plan.step_policy,
                                           self.service.clock.now()), rollout_id)
             return
-        self._record_on_agent(drive.agent.name, lambda record: version_change(record, upgrade, step, outcome),
-                              rollout_id)
+        if reports_version(step, outcome):
+            self._record_on_agent(drive.agent.name, lambda record: version_change(record, upgrade, step, outcome),
+                                  rollout_id)
         self._record(upgrade, answered(upgrade, step, outcome, drive.package.version), rollout_id)
 
     def _ask(self, upgrade: AgentUpgrade, drive: _Drive, step: Step, key: str) -> AgentUpgrade:
