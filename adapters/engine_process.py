@@ -31,6 +31,7 @@ from adapters.sql.leases import ROLLOUT, HeldLease, SqlLeases
 from adapters.sql.projection_runner import ProjectionRunner, read_rows
 from adapters.sql.wakeups import Wakeup
 from engine.agent_upgrade import AgentUpgrade
+from engine.decisions import started_by_hand
 from engine.ports import AgentGateway
 from engine.rollout import Rollout, RolloutState
 from engine.service import UpgradeService
@@ -102,18 +103,13 @@ def planned_resumptions(service: UpgradeService) -> list[tuple[Rollout, list[Res
             step = upgrade.step_in_progress
             doubt = Doubt(step.value, upgrade.attempts[step], upgrade.last_error or "no answer") \
                 if step is not None and upgrade.in_doubt else None
-            awaited = agent.name if upgrade.awaiting_manual_start and not _started_by_hand(service, agent.name,
-                                                                                             agent.upgrade_id) else None
+            awaited = agent.name if upgrade.awaiting_manual_start \
+                and not started_by_hand(upgrade, service.agent(agent.name)) else None
             resumptions.append(Resumption(rollout.plan.rollout_id, agent.name, upgrade.state.value,
                                           step.value if step else None,
                                           _key(upgrade) if step else None, doubt, awaited))
         plans.append((rollout, resumptions))
     return plans
-
-
-def _started_by_hand(service: UpgradeService, name: str, upgrade_id: UUID) -> bool:
-    """Whether the agent was started by hand since ``upgrade_id`` left it stopped (the switch-over may go on)."""
-    return service.agent(name).started_by_hand_after == str(upgrade_id)
 
 
 def _key(upgrade: AgentUpgrade) -> str:

@@ -109,7 +109,7 @@ def next_action(upgrade: AgentUpgrade, facts: UpgradeFacts) -> UpgradeAction:
         return Record(tuple(upgrade.complete()))
     if upgrade.attempts_this_round.get(step, 0) > facts.policy.retry_budget:
         return Record(tuple(upgrade.fail(upgrade.last_error or f"{step.value} failed")))
-    if step is Step.SWITCH_OVER and upgrade.plan.awaits_manual_start and not _started_by_hand(upgrade, facts.agent):
+    if step is Step.SWITCH_OVER and upgrade.plan.awaits_manual_start and not started_by_hand(upgrade, facts.agent):
         if not _marked_stopped(upgrade, facts.agent):
             return LeaveStopped()
         if not upgrade.awaiting_manual_start:
@@ -126,7 +126,7 @@ def next_action(upgrade: AgentUpgrade, facts: UpgradeFacts) -> UpgradeAction:
 def leaves_agent_stopped(upgrade: AgentUpgrade, agent: AgentRecord) -> bool:
     """Whether the upgrade ends with the agent's DataMiner stopped (Auto Start off, not started by hand)."""
     plan = upgrade.plan
-    return not plan.upload_only and not plan.options.auto_start and not _started_by_hand(upgrade, agent)
+    return not plan.upload_only and not plan.options.auto_start and not started_by_hand(upgrade, agent)
 
 
 def _upgrade_id(upgrade: AgentUpgrade) -> str:
@@ -138,7 +138,8 @@ def _marked_stopped(upgrade: AgentUpgrade, agent: AgentRecord) -> bool:
     return agent.stopped_by_upgrade == _upgrade_id(upgrade)
 
 
-def _started_by_hand(upgrade: AgentUpgrade, agent: AgentRecord) -> bool:
+def started_by_hand(upgrade: AgentUpgrade, agent: AgentRecord) -> bool:
+    """Whether an operator started the agent after this upgrade left it stopped (Auto Start off)."""
     return upgrade.manual_start_seen or agent.started_by_hand_after == _upgrade_id(upgrade)
 
 
@@ -246,14 +247,15 @@ def retries(rollout: Rollout, upgrades: Mapping[str, AgentUpgrade],
             and upgrade.is_failed and requested > upgrade.retries}
 
 
-def cancellations(rollout: Rollout, upgrades: Mapping[str, AgentUpgrade],
-                  in_flight: Collection[str]) -> dict[str, list[Event]]:
-    """In a cancelled rollout, every upgrade not in flight that may still be cancelled: its cancel events."""
+def cancellations(rollout: Rollout, upgrades: Mapping[str, AgentUpgrade], in_flight: Collection[str],
+                  reason: str = "the rollout was cancelled") -> dict[str, list[Event]]:
+    """In a cancelled rollout, every scheduled upgrade not in flight that may still be cancelled: its cancel
+    events."""
     if rollout.state is not RolloutState.CANCELLED:
         return {}
-    return {agent.name: upgrades[agent.name].cancel("the rollout was cancelled") for agent in rollout.plan.agents
-            if agent.name not in in_flight and upgrades[agent.name].state in CANCELLABLE_STATES
-            and not under_way(upgrades[agent.name])}
+    return {agent.name: upgrade.cancel(reason) for agent in rollout.plan.agents
+            if agent.name not in in_flight and (upgrade := upgrades[agent.name]).scheduled is not None
+            and upgrade.state in CANCELLABLE_STATES and not under_way(upgrade)}
 
 
 def conclusion(rollout: Rollout, upgrades: Mapping[str, AgentUpgrade]) -> list[Event]:

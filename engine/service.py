@@ -16,7 +16,7 @@ from engine.agent_events import (
     agent_stream_id,
 )
 from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from engine.decisions import version_change
+from engine.decisions import cancellations, version_change
 from engine.errors import ConcurrencyConflict, Conflict, InvalidInput, NotFound
 from engine.events import Event, EventMetadata, NewEvent, RecordedEvent
 from engine.inventory import AgentRecord, cluster_label, fold_agent
@@ -49,7 +49,6 @@ from engine.rollout_events import (
     rollout_stream_id,
 )
 from engine.upgrade_events import Step, UpgradeOptions
-from engine.upgrade_machine import CANCELLABLE_STATES
 from engine.versions import parse_version
 
 _FULL_SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -440,13 +439,12 @@ class UpgradeService:
     def _wind_up_cancelled(self, rollout: Rollout, *, actor: str) -> None:
         """A cancelled rollout that no engine is driving (never started, or failed) ends here."""
         rollout_id = rollout.plan.rollout_id
-        for agent in rollout.plan.agents:
-            upgrade = self.upgrade(agent.upgrade_id)
-            if upgrade.scheduled is not None and upgrade.state in CANCELLABLE_STATES \
-                    and upgrade.step_in_progress is None:
-                self.append(upgrade_stream_id(agent.upgrade_id), upgrade.version,
-                            upgrade.cancel(f"the rollout was cancelled by {actor}"), actor=actor,
-                            correlation_id=rollout_id)
+        ids = {agent.name: agent.upgrade_id for agent in rollout.plan.agents}
+        upgrades = {name: self.upgrade(upgrade_id) for name, upgrade_id in ids.items()}
+        for name, events in cancellations(self.rollout(rollout_id), upgrades, (),
+                                          f"the rollout was cancelled by {actor}").items():
+            self.append(upgrade_stream_id(ids[name]), upgrades[name].version, events, actor=actor,
+                        correlation_id=rollout_id)
         self.release(rollout_id, actor=actor)
 
     def _failed_agents(self, rollout: Rollout) -> tuple[str, ...]:
