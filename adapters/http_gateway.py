@@ -61,14 +61,13 @@ def backoff_bound(retry: int, base_seconds: float, cap_seconds: float) -> float:
 
 
 class _Retryable(Exception):
-    """One attempt that may be retried: ``unreachable`` and ``in_doubt`` tell how it counts once the
-    retries are spent (``AgentUnreachable``, ``AgentOutcomeUnknown``, else ``AgentStepFailed``)."""
+    """One attempt that may be retried: ``unreachable`` tells how it counts once the retries are spent
+    (``AgentUnreachable``; otherwise ``AgentOutcomeUnknown`` for a step, ``AgentStepFailed`` for a question)."""
 
-    def __init__(self, reason: str, *, unreachable: bool, in_doubt: bool = False) -> None:
+    def __init__(self, reason: str, *, unreachable: bool) -> None:
         super().__init__(reason)
         self.reason = reason
         self.unreachable = unreachable
-        self.in_doubt = in_doubt
 
 
 class _IdentityBody(BaseModel):
@@ -265,7 +264,7 @@ class HttpAgentGateway:
         reason = f"{last.reason} (after {attempts} attempt{'s' if attempts > 1 else ''})"
         if last.unreachable:
             raise AgentUnreachable(who, operation, reason)
-        if last.in_doubt or applies:
+        if applies:
             raise AgentOutcomeUnknown(who, operation, reason)
         raise AgentStepFailed(who, operation, reason)
 
@@ -326,7 +325,7 @@ class HttpAgentGateway:
                     continue
                 return self._step_outcome(agent, step, 200, message, line)
             # Broken off: sent again, the step is picked up where it is (or answered from the agent's memory).
-            raise _Retryable("the agent's step stream ended without an outcome", unreachable=False, in_doubt=True)
+            raise _Retryable("the agent's step stream ended without an outcome", unreachable=False)
         content = response.read()
         self._check_server_error(response, content)
         message = _json_object(content, response.status_code)

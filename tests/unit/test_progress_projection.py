@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from adapters.progress_view import activity, scheduled_start, start_line, utc_text
+from engine.events import Event
 from engine.rollout import Rollout
 from engine.rollout_events import FailoverPolicy, RolloutCancelled, RolloutPlanned, RolloutStarted, rollout_stream_id
 from engine.upgrade_events import (
@@ -149,7 +150,8 @@ def test_a_doubt_resolved_as_applied_counts_the_step_done_and_enters_its_state()
     assert activity(resolved_install) == "waiting"
 
 
-def test_a_doubt_resolved_as_not_applied_leaves_the_step_in_flight_to_be_sent_again() -> None:
+def _after_an_upload_in_doubt(then: Event) -> Row:
+    """The agent's progress row once its upload went into doubt and ``then`` was recorded."""
     feed, rollout_id = Feed(), uuid4()
     plan = planned(rollout_id)
     stream = f"upgrade-{plan.agents[0].upgrade_id}"
@@ -158,25 +160,19 @@ def test_a_doubt_resolved_as_not_applied_leaves_the_step_in_flight_to_be_sent_ag
         feed(stream, _scheduled(plan)),
         feed(stream, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k1")),
         feed(stream, StepInDoubt(step=Step.UPLOAD, attempt=1, reason="cut")),
-        feed(stream, StepDoubtResolved(step=Step.UPLOAD, attempt=1, applied=False)),
+        feed(stream, then),
     ])
-    row = table(rows, AGENTS.name)[0]
+    return table(rows, AGENTS.name)[0]
+
+
+def test_a_doubt_resolved_as_not_applied_leaves_the_step_in_flight_to_be_sent_again() -> None:
+    row = _after_an_upload_in_doubt(StepDoubtResolved(step=Step.UPLOAD, attempt=1, applied=False))
     assert (row["state"], row["step"], row["steps_done"], row["in_doubt"]) == ("Scheduled", "upload", 0, False)
     assert activity(row) == "upload (attempt 1)"
 
 
 def test_a_failed_upgrade_is_no_longer_in_doubt() -> None:
-    feed, rollout_id = Feed(), uuid4()
-    plan = planned(rollout_id)
-    stream = f"upgrade-{plan.agents[0].upgrade_id}"
-    rows = run(ProgressProjection(), [
-        feed(rollout_stream_id(rollout_id), plan),
-        feed(stream, _scheduled(plan)),
-        feed(stream, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k1")),
-        feed(stream, StepInDoubt(step=Step.UPLOAD, attempt=1, reason="cut")),
-        feed(stream, AgentUpgradeFailed(step=Step.UPLOAD, reason="given up")),
-    ])
-    row = table(rows, AGENTS.name)[0]
+    row = _after_an_upload_in_doubt(AgentUpgradeFailed(step=Step.UPLOAD, reason="given up"))
     assert (row["state"], row["in_doubt"], row["last_error"]) == ("Failed", False, "given up")
     assert activity(row) == "given up"
 
