@@ -48,7 +48,10 @@ def run_leased(leases: SqlLeases, lease: HeldLease, work: Callable[[], T], what:
         leases.release(lease, done=True)
         return result
     except Stopping:
-        _log.info("%s: this engine process stops; the work is given back", what)
+        if lease.expired:  # it was paused or hung past its lease: the work may be another's by now
+            _log.warning("%s was taken over by another engine process; this one stops", what)
+        else:
+            _log.info("%s: this engine process stops; the work is given back", what)
     except LeaseLost:
         _log.warning("%s was taken over by another engine process; this one stops", what)
     except OUTAGES as error:

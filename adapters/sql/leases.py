@@ -80,7 +80,12 @@ class HeldLease:
 
     @property
     def lost(self) -> bool:
-        return self._lost or self._monotonic() >= self._deadline
+        return self._lost or self.expired
+
+    @property
+    def expired(self) -> bool:
+        """Whether its time ran out before it was renewed (another process may have taken the work over)."""
+        return self._monotonic() >= self._deadline
 
     def check(self) -> None:
         if self.lost:
