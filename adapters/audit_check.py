@@ -9,7 +9,9 @@ from engine.errors import InvalidInput
 from engine.hashchain import ChainVerdict, verify_chain
 from engine.ports import EventStore
 
-_ANCHOR = re.compile(r"^([0-9a-f]{64})@([0-9]+)$")
+_ANCHOR = re.compile(r"([0-9a-f]{64})@([0-9]{1,19})")
+MAX_POSITION = 2**63 - 1
+"""The largest position a log can hold (a signed 64-bit integer, in SQLite and PostgreSQL alike)."""
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,13 @@ class AuditReport:
 
 
 def parse_anchor(anchor: str) -> tuple[str, int]:
-    """``HASH@POSITION`` as (hash, position); ``InvalidInput`` for anything else."""
-    match = _ANCHOR.match(anchor.strip())
-    if match is None:
-        raise InvalidInput(f"an anchor must be HASH@POSITION (64 hex digits, a position), got {anchor!r}")
-    return match.group(1), int(match.group(2))
+    """``HASH@POSITION`` as (hash, position from 1 to ``MAX_POSITION``); ``InvalidInput`` for anything else."""
+    match = _ANCHOR.fullmatch(anchor.strip())
+    position = int(match.group(2)) if match is not None else 0
+    if match is None or not 1 <= position <= MAX_POSITION:
+        raise InvalidInput(f"an anchor must be HASH@POSITION (64 hex digits, a position from 1 to {MAX_POSITION}), "
+                           f"got {anchor!r}")
+    return match.group(1), position
 
 
 def check_audit(store: EventStore, anchor: str | None = None) -> AuditReport:

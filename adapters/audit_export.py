@@ -11,8 +11,15 @@ Shapes, one event per line, fields in the order of ``FIELDS``:
 - ``jsonl``: one JSON object per event (``payload`` as a JSON object), then
   ``{"anchor": "HASH@POSITION", "exported": N}`` (``"anchor": null`` when nothing matched).
 - ``csv``: a header row, one row per event (``payload`` as the stored JSON text, exactly as hashed;
-  missing ids as empty cells), then the comment line ``# anchor HASH@POSITION exported N``
-  (``# anchor none exported 0`` when nothing matched).
+  missing ids as empty cells), every cell quoted (so a carriage return in a value cannot start a row),
+  then the comment line ``# anchor HASH@POSITION exported N`` (``# anchor none exported 0`` when
+  nothing matched).
+
+A spreadsheet runs a cell that begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return as a
+formula (CSV injection), and an actor is a name anyone with a token chose. So in ``csv``, whatever the
+column, such a cell gets a single quote ``'`` in front of it (the OWASP rule), and so does a cell that
+already began with ``'``: **a CSV cell beginning with ``'`` was neutralised**, and dropping that one
+quote gives the stored value (to recompute the hash chain, say). ``jsonl`` holds the values unchanged.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ from engine.ports import EventStore
 FIELDS = ("position", "recorded_at", "actor", "stream_id", "stream_version", "event_type", "schema_version",
           "event_id", "correlation_id", "causation_id", "hash", "payload")
 """The columns of an export, in order."""
+
+NEUTRALISED = ("=", "+", "-", "@", "\t", "\r", "'")
+"""How a CSV cell that gets a ``'`` in front of it begins: a spreadsheet formula, or a quote already."""
 
 PAGE_SIZE = 1000
 """Records fetched per read: the export holds at most one page in memory."""
@@ -167,7 +177,7 @@ def export_lines(records: Iterable[StoredRecord], export_format: ExportFormat,
         yield _csv_line(FIELDS)
         for record in records:
             row = _fields(record, record.payload)
-            yield _csv_line(["" if row[name] is None else row[name] for name in FIELDS])
+            yield _csv_line([csv_cell(row[name]) for name in FIELDS])
             summary.count(record)
         yield f"# anchor {summary.anchor or 'none'} exported {summary.exported}\n"
         return
@@ -177,9 +187,15 @@ def export_lines(records: Iterable[StoredRecord], export_format: ExportFormat,
     yield json.dumps({"anchor": summary.anchor, "exported": summary.exported}) + "\n"
 
 
+def csv_cell(value: Any) -> str:
+    """``value`` as the text of a CSV cell: ``None`` empty, and a ``'`` in front of what begins as ``NEUTRALISED``."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(NEUTRALISED) else text
+
+
 def _csv_line(values: Iterable[Any]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(values)
+    csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL).writerow(values)
     return buffer.getvalue()
 
 

@@ -11,6 +11,7 @@ from adapters.settings import Settings
 from adapters.sql.database import create_db_engine, ensure_schema, is_sqlite
 from adapters.sql.event_store import SqlEventStore
 from adapters.sql.projection_runner import ProjectionRunner
+from engine.addresses import AddressPolicy
 from engine.catalog import default_codec
 from engine.codec import EventCodec
 from engine.ports import Clock, IdFactory
@@ -29,6 +30,8 @@ class Container:
     ids: IdFactory
     store: SqlEventStore
     projections: ProjectionRunner
+    address_policy: AddressPolicy
+    """Which IP addresses agents may have (``DMA_UPGRADE_AGENT_NETWORKS``), for the service and the gateway."""
 
     def close(self) -> None:
         self.engine.dispose()
@@ -38,6 +41,7 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, i
               codec: EventCodec | None = None, check_schema: bool = True) -> Container:
     """Open the configured database (migrating the embedded default) and wire the services."""
     settings = settings or Settings()
+    address_policy = AddressPolicy.from_setting(settings.agent_networks)  # a malformed setting opens nothing
     engine = create_db_engine(settings.resolved_database_url)
     if check_schema:
         try:
@@ -49,4 +53,5 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, i
     clock = clock or SystemClock()
     store = SqlEventStore(engine, codec, clock, notify_prefixes=(ROLLOUT_STREAMS,))
     return Container(settings=settings, engine=engine, codec=codec, clock=clock, ids=ids or UuidFactory(),
-                     store=store, projections=ProjectionRunner(engine, store, clock, all_projections()))
+                     store=store, projections=ProjectionRunner(engine, store, clock, all_projections()),
+                     address_policy=address_policy)

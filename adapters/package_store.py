@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
+
+from adapters.private_files import private_directory
 
 
 class FilePackageStore:
@@ -17,14 +20,25 @@ class FilePackageStore:
         return self.root / f"{sha256}.dmupgrade"
 
     def put(self, source: Path, sha256: str) -> Path:
-        """Copy ``source`` in under its hash (a no-op when it is there already)."""
+        """Copy ``source`` in under its hash (a no-op when it is there already).
+
+        Each call writes its own temporary file in the store and renames it into place, so concurrent
+        puts of one package never share a partial file: the last rename wins with the same bytes.
+        """
         target = self.path_of(sha256)
         if target.exists():
             return target
-        self.root.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".part-{os.getpid()}")
-        shutil.copyfile(source, partial)
-        os.replace(partial, target)
+        private_directory(self.root)
+        descriptor, partial = tempfile.mkstemp(dir=self.root, prefix=f".{sha256}.", suffix=".part")
+        try:
+            with os.fdopen(descriptor, "wb") as sink, source.open("rb") as stream:
+                shutil.copyfileobj(stream, sink)
+                sink.flush()
+                os.fsync(sink.fileno())
+            os.replace(partial, target)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
         return target
 
     def discard(self, sha256: str) -> None:

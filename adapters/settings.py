@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     this): a process that dies or hangs has its work taken over by another after at most this long."""
     engine_capacity: int = Field(default=1000, ge=1)
     """How many agent upgrades one engine process drives at once (a thread each, mostly waiting on agents)."""
+    agent_networks: str | None = None
+    """Comma-separated CIDRs agents' addresses must fall in (e.g. ``10.20.0.0/16,fd00::/8``). Unset: any address
+    but link-local ones (cloud metadata), which only a listed link-local network opens. Loopback is allowed
+    unless the list is set and leaves it out."""
+    agent_max_answer_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """The largest answer the HTTP gateway reads from an agent (bigger answers are cut off and refused)."""
+    api_agent_calls: int = Field(default=8, ge=1)
+    """How many API requests may wait on agents at once (asking an agent who it is); more answer 503."""
+    api_concurrent_uploads: int = Field(default=2, ge=1)
+    """How many package uploads the API receives at once; more answer 503."""
 
     @property
     def resolved_database_url(self) -> str:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from pydantic import field_validator
+
+from engine.addresses import canonical_address
 from engine.events import Event
 from engine.packages import AgentFacts
 
@@ -21,6 +24,9 @@ class AgentRegistered(Event):
 
     Schema history: version 1 named the address ``ip`` and knew nothing of failover; version 2
     calls it ``address`` (a host name is allowed) and adds the DataMiner ID and failover pairing.
+    Addresses were any printable text until they became ``host[:port]`` (``engine.addresses``): an event
+    reads its address in canonical form when it parses, and as stored otherwise (the HTTP gateway never
+    contacts such an address).
     """
 
     event_type = "AgentRegistered"
@@ -33,6 +39,11 @@ class AgentRegistered(Event):
     dataminer_id: int | None = None
     failover_partner: str | None = None
     failover_role: FailoverRole | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _canonical(cls, address: str) -> str:
+        return canonical_address(address)
 
 
 def upcast_agent_registered_v1(payload: dict[str, Any]) -> dict[str, Any]:

@@ -325,19 +325,27 @@ def parse_package_file_name(name: str) -> tuple[DataMinerVersion, PackageKind]:
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
+_DESCRIBED_ERRORS = 10
+"""How many invalid fields a message names; it counts the rest."""
+
+
 def _describe(error: ValidationError) -> str:
-    """One line naming every invalid field of a pydantic error."""
+    """One line naming the invalid fields of a pydantic error (the first ``_DESCRIBED_ERRORS``)."""
     parts = []
-    for item in error.errors():
+    for item in error.errors(include_url=False, include_input=False)[:_DESCRIBED_ERRORS]:
         message = str(item["msg"]).removeprefix("Value error, ")
         field = ".".join(str(part) for part in item["loc"])
         parts.append(f"field {field!r}: {message}" if field else message)
+    if error.error_count() > _DESCRIBED_ERRORS:
+        parts.append(f"and {error.error_count() - _DESCRIBED_ERRORS} more")
     return "; ".join(parts)
 
 
 def _load_json(model: type[_Model], raw: bytes | str, source: str) -> _Model:
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise InvalidInput(f"{source} is not valid JSON: nested too deeply") from None
     except ValueError as error:
         raise InvalidInput(f"{source} is not valid JSON: {error}") from None
     try:

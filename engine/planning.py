@@ -17,20 +17,24 @@ from engine.rollout_events import FailoverPolicy, PlannedAgent, RolloutPlanned, 
 from engine.upgrade_events import AgentUpgradePlan, UpgradeOptions
 from engine.versions import is_downgrade, parse_version, upgrade_path_problems
 
-_LIMIT = re.compile(r"^\s*(\d+)\s*(%?)\s*$")
+_LIMIT = re.compile(r"\s*(\d{1,9})\s*(%?)\s*")
 
 
 def resolve_limit(text: str, total: int, *, option: str, minimum: int) -> int:
-    """Turn ``N`` or ``P%`` of ``total`` agents into a count (a percentage rounds up)."""
-    match = _LIMIT.match(text)
+    """Turn ``N`` or ``P%`` of ``total`` agents into a count (a percentage rounds up); ``InvalidInput`` when it is
+    malformed, over 100% or under ``minimum`` (``--max-concurrent`` 0 would start no agent: it is refused, not
+    raised to 1; ``--max-errors`` 0 stops at the first failure)."""
+    match = _LIMIT.fullmatch(text)
     if match is None:
-        raise InvalidInput(f"{option} must be a count N or a percentage P%, got {text!r}")
+        raise InvalidInput(f"{option} must be a count N or a percentage P% (at most 9 digits), got {text!r}")
     value = int(match.group(1))
     if match.group(2):
         if value > 100:
             raise InvalidInput(f"{option} percentage must be at most 100%, got {text!r}")
         value = math.ceil(total * value / 100)
-    return max(value, minimum)
+    if value < minimum:
+        raise InvalidInput(f"{option} must be at least {minimum}, got {text!r}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ class EventStore(Protocol):
 
 @dataclass(frozen=True)
 class AgentAddress:
-    """How the engine reaches one agent."""
+    """How the engine reaches one agent: its name and its address, ``host[:port]`` (``engine.addresses``) as
+    registered. An address registered before that rule may be other text: a gateway refuses to contact it."""
 
     name: str
     address: str
@@ -156,5 +157,5 @@ class AgentGateway(Protocol):
         ...
 
     def identify(self, address: str) -> AgentIdentity:
-        """Ask the agent at ``address`` who it is (name, cluster, version, facts)."""
+        """Ask the agent at ``address`` (``host[:port]``) who it is (name, cluster, version, facts)."""
         ...

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
+from engine.addresses import AddressPolicy, AgentEndpoint, parse_address
 from engine.agent_events import (
     AgentFactsReported,
     AgentRegistered,
@@ -51,8 +52,9 @@ from engine.rollout_events import (
 from engine.upgrade_events import Step, UpgradeOptions
 from engine.versions import parse_version
 
-_FULL_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_FULL_SHA256 = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+MAX_CLUSTER_LENGTH = 100
 _BOOL = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
 OPTION_SETTINGS = ("extract-all", "delayed-start", "auto-start", "stop-snmp", "reboot")
 SETTING_DEFAULTS = {"failover-default-policy": FailoverPolicy.SIMULTANEOUS.value, "extract-all": "on",
@@ -113,14 +115,17 @@ class RolloutSpec:
 
 
 class UpgradeService:
-    """Commands and queries of dma-upgrade on the event store; every change is an appended event."""
+    """Commands and queries of dma-upgrade on the event store; every change is an appended event.
 
-    def __init__(self, store: EventStore, clock: Clock, ids: IdFactory,
-                 gateway: AgentGateway | None = None) -> None:
+    ``address_policy`` says which IP addresses agents may be registered at (default: any but link-local)."""
+
+    def __init__(self, store: EventStore, clock: Clock, ids: IdFactory, gateway: AgentGateway | None = None,
+                 address_policy: AddressPolicy = AddressPolicy()) -> None:
         self.store = store
         self.clock = clock
         self.ids = ids
         self.gateway = gateway
+        self.address_policy = address_policy
 
     # -- appending ----------------------------------------------------------------------------
 
@@ -152,16 +157,17 @@ class UpgradeService:
                        dataminer_id: int | None = None, failover_partner: str | None = None,
                        failover_role: FailoverRole | None = None, facts: AgentFacts | None = None,
                        actor: str) -> AgentRecord:
-        """Add an agent to the inventory (names and addresses are unique)."""
+        """Add an agent to the inventory (names and addresses are unique); its address is stored canonical."""
+        endpoint = self._endpoint(address)
         existing = self.agents()
-        _check_new_agent(name, address, version, cluster, existing)
+        _check_new_agent(name, endpoint, version, cluster, existing)
         if facts is not None:
             _check_facts(facts)
         if (failover_partner is None) != (failover_role is None):
             raise InvalidInput("a failover pair needs both --failover-partner and --failover-role")
         if failover_partner is not None and failover_role is not None:
             _check_pairing(name, cluster, failover_partner, failover_role, existing)
-        events: list[Event] = [AgentRegistered(name=name, address=address, cluster=cluster, version=version,
+        events: list[Event] = [AgentRegistered(name=name, address=endpoint.netloc, cluster=cluster, version=version,
                                                dataminer_id=dataminer_id, failover_partner=failover_partner,
                                                failover_role=failover_role)]
         if facts is not None:
@@ -174,13 +180,12 @@ class UpgradeService:
 
     def add_agent_by_ip(self, address: str, *, actor: str) -> AgentRecord:
         """Register the agent at ``address``, asking it who it is."""
-        if not address.strip() or not address.isprintable():
-            raise InvalidInput(f"invalid address {address!r}: it must be printable and not empty")
-        known = next((a for a in self.agents() if a.address == address), None)
+        endpoint = self._endpoint(address)
+        known = _registered_at(endpoint, self.agents())
         if known is not None:
             return known
-        identity = self._gateway().identify(address)
-        return self.register_agent(name=identity.name, address=address, version=identity.version,
+        identity = self._gateway().identify(endpoint.netloc)
+        return self.register_agent(name=identity.name, address=endpoint.netloc, version=identity.version,
                                    cluster=identity.cluster, facts=identity.facts, actor=actor)
 
     def report_facts(self, name: str, facts: AgentFacts, *, actor: str) -> AgentRecord:
@@ -241,7 +246,7 @@ class UpgradeService:
 
     def package(self, reference: str) -> PackageRecord:
         """A package by SHA-256 (or a unique prefix of at least 8 digits) or by file name."""
-        if _FULL_SHA256.match(reference):  # one stream to read, not every package
+        if _FULL_SHA256.fullmatch(reference):  # one stream to read, not every package
             record = fold_packages(self.store.read_stream(package_stream_id(reference))).get(reference)
             if record is None:
                 raise NotFound(f"unknown package {reference!r}")
@@ -296,14 +301,15 @@ class UpgradeService:
 
     def _identified(self, address: str, inventory: list[AgentRecord]) -> AgentRecord:
         """The agent registered at ``address``, or the one answering there, checked as a new registration."""
-        known = next((a for a in inventory if a.address == address), None)
+        endpoint = self._endpoint(address)
+        known = _registered_at(endpoint, inventory)
         if known is not None:
             return known
-        identity = self._gateway().identify(address)
-        _check_new_agent(identity.name, address, identity.version, identity.cluster, inventory)
+        identity = self._gateway().identify(endpoint.netloc)
+        _check_new_agent(identity.name, endpoint, identity.version, identity.cluster, inventory)
         _check_facts(identity.facts)
-        return AgentRecord(name=identity.name, address=address, cluster=identity.cluster, version=identity.version,
-                           facts=identity.facts, version_history=[identity.version])
+        return AgentRecord(name=identity.name, address=endpoint.netloc, cluster=identity.cluster,
+                           version=identity.version, facts=identity.facts, version_history=[identity.version])
 
     def plan(self, spec: RolloutSpec) -> RolloutPlanned:
         """The plan a rollout would follow, checked against everything known now; appends nothing."""
@@ -502,27 +508,50 @@ class UpgradeService:
     def upgrade(self, upgrade_id: UUID) -> AgentUpgrade:
         return AgentUpgrade.fold(e.event for e in self.store.read_stream(upgrade_stream_id(upgrade_id)))
 
+    def _endpoint(self, address: str) -> AgentEndpoint:
+        """``address`` parsed (``host[:port]``) and allowed by the address policy, or ``InvalidInput``."""
+        return self.address_policy.check(parse_address(address))
+
     def _gateway(self) -> AgentGateway:
         if self.gateway is None:
             raise InvalidInput("no agent gateway is configured")
         return self.gateway
 
 
-def _check_new_agent(name: str, address: str, version: str, cluster: str | None,
-                     existing: Iterable[AgentRecord]) -> None:
-    """Refuse a registration with a malformed name, address, version or cluster, or a name or address in use."""
-    if not _NAME.match(name):
-        raise InvalidInput(f"invalid agent name {name!r}: use letters, digits, '.', '_' or '-'")
-    if not address.strip() or not address.isprintable():
-        raise InvalidInput(f"invalid address {address!r}: it must be printable and not empty")
-    if cluster is not None and (not cluster.strip() or not cluster.isprintable()):
-        raise InvalidInput(f"invalid cluster name {cluster!r}: it must be printable and not empty")
+def _check_new_agent(name: str, endpoint: AgentEndpoint, version: str, cluster: str | None,
+                     existing: Sequence[AgentRecord]) -> None:
+    """Refuse a registration with a malformed name, version or cluster, or a name or address in use (the address
+    is parsed already)."""
+    if not _NAME.fullmatch(name):
+        raise InvalidInput(f"invalid agent name {_shown(name)}: use 1 to 100 letters, digits, '.', '_' or '-', "
+                           f"starting with a letter or digit")
+    if cluster is not None and (not cluster or len(cluster) > MAX_CLUSTER_LENGTH or not cluster.isprintable()
+                                or cluster != cluster.strip()):
+        raise InvalidInput(f"invalid cluster name {_shown(cluster)}: use 1 to {MAX_CLUSTER_LENGTH} printable "
+                           f"characters, with no space at either end")
     parse_version(version)
     for agent in existing:
         if agent.name == name:
             raise Conflict(f"agent {name!r} is registered already")
-        if agent.address == address:
-            raise Conflict(f"address {address} belongs to a registered agent already")
+    holder = _registered_at(endpoint, existing)
+    if holder is not None:
+        raise Conflict(f"address {endpoint} belongs to a registered agent already ({holder.name})")
+
+
+def _registered_at(endpoint: AgentEndpoint, agents: Iterable[AgentRecord]) -> AgentRecord | None:
+    """The agent registered at ``endpoint`` (``host`` and ``host:80`` are one place), if any."""
+    for agent in agents:
+        try:
+            if parse_address(agent.address).same_place(endpoint):
+                return agent
+        except InvalidInput:
+            continue  # an older address that does not parse is no place an agent can be registered at now
+    return None
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a message, cut to 40 characters (control characters escaped)."""
+    return repr(text if len(text) <= 40 else text[:40] + "…")
 
 
 PAIR_HOW_TO = ("to form a pair, register the first member naming the second (--failover-partner and "

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from adapters.api import page
-from adapters.api.context import ApiContext
+from adapters.api.context import ApiContext, needed_role
 from adapters.api.errors import install_error_handlers
-from adapters.api.guard import BodyGuard, body_limits
+from adapters.api.guard import BodyGuard
 from adapters.api.routes import admin, agents, health, packages, progress, rollouts
 
 
@@ -20,14 +23,16 @@ def create_app(context: ApiContext, registry: CollectorRegistry | None = None) -
                               "Every route but /metrics, /healthz, /readyz and the page needs a bearer token.")
     app.state.api = context
     install_error_handlers(app)
-    app.add_middleware(BodyGuard, tokens=context.tokens, limit_for=body_limits(context.container.settings))
+    app.add_middleware(BodyGuard, tokens=context.tokens, role_for=partial(needed_role, app),
+                       max_upload_bytes=context.container.settings.max_upload_bytes, uploads=context.uploads)
     for module in (agents, packages, rollouts, progress, admin, health):
         app.include_router(module.router)
     app.include_router(page.router)
     if registry is not None:
         @app.get("/metrics", tags=["health"], response_class=Response,
                  responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-        def metrics() -> Response:
+        async def metrics() -> Response:
             """Prometheus metrics of this process and of the fleet (open, no token)."""
-            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+            exposition = await anyio.to_thread.run_sync(generate_latest, registry, limiter=context.probes)
+            return Response(exposition, media_type=CONTENT_TYPE_LATEST)
     return app

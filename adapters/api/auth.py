@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+from adapters.private_files import private_directory
+from engine.actors import check_actor_name
 from engine.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 
 _log = logging.getLogger("dma_upgrade.api")
@@ -60,10 +63,47 @@ class Principal:
     name: str
     role: Role
 
+    def refusal(self, needed: Role) -> str | None:
+        """Why this caller may not do what needs the ``needed`` role; None when it may."""
+        if self.role >= needed:
+            return None
+        return f"{self.name} is a {self.role.label}: this needs the {needed.label} role"
+
 
 def token_digest(token: str) -> str:
     """The SHA-256 of ``token`` in hex: what the file keeps instead of the token."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One token of the file: whom it stands for and the SHA-256 of the token."""
+
+    principal: Principal
+    sha256: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"name": self.principal.name, "role": self.principal.role.label, "sha256": self.sha256}
+
+
+def _entry(number: int, raw: object) -> _Entry:
+    """The file's ``number``-th token, each field checked (``ValueError`` naming it)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"token {number} is not an object")
+    fields = {key: raw.get(key) for key in ("name", "role", "sha256")}
+    wrong = [key for key, value in fields.items() if not isinstance(value, str)]
+    if wrong:
+        raise ValueError(f"token {number} needs {' and '.join(wrong)} as text")
+    name, role, digest = (str(value) for value in fields.values())
+    if not _HEX_DIGEST.fullmatch(digest):
+        raise ValueError(f"token {number} has a sha256 that is not 64 lowercase hexadecimal digits")
+    try:
+        return _Entry(Principal(check_actor_name(name, what="token name"), Role.parse(role)), digest)
+    except InvalidInput as error:
+        raise ValueError(f"token {number}: {error}") from None
 
 
 class TokenFile:
@@ -72,21 +112,27 @@ class TokenFile:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _entries(self) -> list[dict[str, str]]:
-        if not self.path.exists():
-            return []
+    def _entries(self) -> list[_Entry]:
+        """Every token of the file (none when there is no file); ``TokenFileUnreadable`` naming the file and
+        what is wrong with it when it cannot be read or is not a token file."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            entries = data["tokens"]
-            if not all({"name", "role", "sha256"} <= set(e) for e in entries):
-                raise ValueError("every token needs a name, a role and a sha256")
-        except (ValueError, KeyError, TypeError) as error:
-            raise InvalidInput(f"{self.path} is not a valid token file: {error}") from None
-        return list(entries)
+            if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
+                raise ValueError('it needs {"tokens": [...]}')
+            return [_entry(number, raw) for number, raw in enumerate(data["tokens"], start=1)]
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+        except RecursionError:
+            reason = "it is nested too deep"
+        except ValueError as error:  # JSON, UTF-8 and the checks above
+            reason = str(error)
+        raise TokenFileUnreadable(f"{self.path} is not a valid token file: {reason}")
 
     def principals(self) -> list[Principal]:
         """Every configured caller (without secrets)."""
-        return [Principal(e["name"], Role.parse(e["role"])) for e in self._entries()]
+        return [entry.principal for entry in self._entries()]
 
     def authenticate(self, token: str) -> Principal | None:
         """The caller ``token`` belongs to, or None; ``TokenFileUnreadable`` (no path, no detail: callers are
@@ -94,31 +140,27 @@ class TokenFile:
         digest = token_digest(token)
         try:
             entries = self._entries()
-            for entry in entries:
-                if hmac.compare_digest(entry["sha256"], digest):
-                    return Principal(entry["name"], Role.parse(entry["role"]))
-        except InvalidInput as error:
+        except TokenFileUnreadable as error:
             _log.error("cannot authenticate API calls: %s", error)
             raise TokenFileUnreadable("the server cannot read its API tokens; its log says why") from None
-        return None
+        return next((e.principal for e in entries if hmac.compare_digest(e.sha256, digest)), None)
 
     def add(self, name: str, role: Role) -> str:
         """Create a token for ``name`` and return it: the only time it is ever shown."""
-        if not name.strip() or len(name) > 100 or not name.isprintable():
-            raise InvalidInput("a token needs a name of 1 to 100 printable characters")
+        check_actor_name(name, what="token name")
         with self._locked():
             entries = self._entries()
-            if any(e["name"] == name for e in entries):
+            if any(e.principal.name == name for e in entries):
                 raise Conflict(f"a token named {name!r} exists already; revoke it first")
             token = secrets.token_urlsafe(32)
-            self._write([*entries, {"name": name, "role": role.label, "sha256": token_digest(token)}])
+            self._write([*entries, _Entry(Principal(name, role), token_digest(token))])
         return token
 
     def revoke(self, name: str) -> None:
         """Remove the token named ``name``."""
         with self._locked():
             entries = self._entries()
-            kept = [e for e in entries if e["name"] != name]
+            kept = [e for e in entries if e.principal.name != name]
             if len(kept) == len(entries):
                 raise NotFound(f"no token named {name!r}")
             self._write(kept)
@@ -126,7 +168,7 @@ class TokenFile:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """Hold an exclusive lock on the sibling ``.lock`` file, so changes made at once do not lose each other."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(self.path.parent)
         lock = os.open(self.path.with_name(f"{self.path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -134,12 +176,12 @@ class TokenFile:
         finally:
             os.close(lock)  # releases the lock
 
-    def _write(self, entries: list[dict[str, str]]) -> None:
+    def _write(self, entries: list[_Entry]) -> None:
         """Replace the file with ``entries`` at once (a temporary file renamed over it, removed on failure)."""
         handle, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump({"tokens": entries}, stream, indent=2)
+                json.dump({"tokens": [e.as_json() for e in entries]}, stream, indent=2)
             os.chmod(temp, 0o600)
             os.replace(temp, self.path)
         except BaseException:

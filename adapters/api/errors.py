@@ -12,8 +12,9 @@ the CLI client reads back too) and a JSON body naming the problem.
     422     invalid_input      a malformed version, option, time, anchor or package (hostile archive too),
                                or a request the schema or the engine's models refuse (naming each field)
     502     agent_failed       an agent did not answer or refused (adding one by address, a manual start)
-    503     unavailable        the database cannot be reached or read, a projection is stopped, or the token file
-                               is broken
+    503     unavailable        the database cannot be reached or read, a projection is stopped, the token file is
+                               broken, or the server is busy (every slot for calls that wait on agents, or for
+                               uploads, is taken: ``adapters/api/limits.py``)
     503     schema_not_migrated the database has no schema (run `dma-upgrade db upgrade`)
     500     store_error        a stored event that cannot be read (a broken store, never bad input)
     500     internal_error     anything else (a bug: the server log has the traceback)
@@ -23,6 +24,7 @@ Nothing is appended when any of these is returned: every command checks before i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,6 +39,8 @@ from adapters.api.models import ErrorOut
 from adapters.api.status_table import STATUS_CODES, status_for
 from adapters.sql.database import first_line
 from engine.errors import DmaUpgradeError
+
+_log = logging.getLogger(__name__)
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorOut, "description": "bad_request"},
@@ -68,7 +72,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(422, "invalid_input", f"the database refused a value: {reason}")
         if isinstance(error, sa.exc.IntegrityError):
             return error_response(409, "conflict", f"the database refused a duplicate: {reason}")
-        return error_response(503, "unavailable", f"database error: {reason}")
+        _log.warning("database error: %s", reason)  # the driver's words name the database's host and port
+        return error_response(503, "unavailable", "database unreachable: the server's log says why")
 
     async def validation_error(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError | pydantic.ValidationError)

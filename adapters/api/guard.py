@@ -1,46 +1,45 @@
-"""What a request body must pass before any of it is read: a known bearer token, and a size limit.
+"""What a request body must pass before any of it is read: a known bearer token with the route's role, a size
+limit, and for an upload a free upload slot.
 
-FastAPI reads and parses a body before a route's dependencies run, so without this an anonymous client
-could make the server hold a JSON body of any size in memory, or spool a multipart upload of any size
-to disk, before it answers 401. ``BodyGuard`` answers first: 401 to a body under ``/api/`` without a
-configured token, 413 to a declared length over the route's limit, and 413 as soon as a streamed
-(chunked) body passes it. Roles are still checked by the routes (403).
+FastAPI reads and parses a body before a route's dependencies run, so without this a caller could make the
+server hold a JSON body of any size in memory, or spool a multipart upload of any size to disk, before it
+answers 401 or 403. ``BodyGuard`` answers first, for a body under ``/api/``: 401 without a configured token,
+403 to a role below the one the route needs (``needed_role``), 503 while the token file cannot be read, 413 to a
+declared length over the route's limit, 503 while every upload slot is taken (``DMA_UPGRADE_API_CONCURRENT_UPLOADS``)
+— and 413 as soon as a streamed (chunked) body passes the limit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.api.auth import TokenFile, TokenFileUnreadable
+from adapters.api.auth import Role, TokenFile, TokenFileUnreadable
 from adapters.api.errors import error_response
-from adapters.settings import Settings
+from adapters.api.limits import Admission
 
 JSON_LIMIT = 8 * 1024 * 1024
 """The largest body of any route but the upload (a rollout naming 10,000 agents is well under 2 MiB)."""
 MULTIPART_OVERHEAD = 64 * 1024
 """What multipart framing may add to an upload's file."""
-
-
-def body_limits(settings: Settings) -> Callable[[str, str], int]:
-    """The body limit of each route: the upload's file plus framing, ``JSON_LIMIT`` for every other."""
-    upload = settings.max_upload_bytes + MULTIPART_OVERHEAD
-
-    def limit_for(method: str, path: str) -> int:
-        return upload if (method, path.rstrip("/")) == ("POST", "/api/v1/packages") else JSON_LIMIT
-
-    return limit_for
+UPLOAD = ("POST", "/api/v1/packages")
+"""The upload route: the package's limit instead of ``JSON_LIMIT``, and one of the upload slots."""
 
 
 class BodyGuard:
-    """ASGI middleware: refuse bodies from unknown callers (401) and over ``limit_for(method, path)`` (413)."""
+    """ASGI middleware: refuse a body before reading it unless its caller, size and upload slot pass."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenFile, limit_for: Callable[[str, str], int]) -> None:
+    def __init__(self, app: ASGIApp, tokens: TokenFile, role_for: Callable[[Scope], Role], max_upload_bytes: int,
+                 uploads: Admission) -> None:
         self.app = app
         self.tokens = tokens
-        self.limit_for = limit_for
+        self.role_for = role_for
+        self.upload_limit = max_upload_bytes + MULTIPART_OVERHEAD
+        self.uploads = uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,26 +51,42 @@ class BodyGuard:
         if not has_body:
             await self.app(scope, receive, send)
             return
-        if scope["path"].startswith("/api/") and not self._known(headers.get("authorization", "")):
-            refusal = error_response(401, "unauthorized", "a valid bearer token is required to send a body",
-                                     headers={"WWW-Authenticate": "Bearer"})
+        upload = (scope["method"], scope["path"].rstrip("/")) == UPLOAD
+        limit = self.upload_limit if upload else JSON_LIMIT
+        refusal = self._refusal(scope, headers, upload, limit)
+        if refusal is not None:
             await refusal(scope, receive, send)
             return
-        limit = self.limit_for(scope["method"], scope["path"])
-        if declared.isdigit() and int(declared) > limit:
-            await error_response(413, "too_large", f"the body is {declared} bytes, over the limit of {limit} "
-                                                   f"bytes")(scope, receive, send)
-            return
-        await self.app(scope, _counting(receive, limit), send)
+        with self.uploads.slot() if upload else nullcontext():
+            await self.app(scope, _counting(receive, limit), send)
 
-    def _known(self, authorization: str) -> bool:
+    def _refusal(self, scope: Scope, headers: dict[str, str], upload: bool, limit: int) -> Response | None:
+        """The answer to a body that may not be read (None when it may): the caller's refusal under ``/api/``, 413
+        for a declared length over ``limit``, 503 for an upload while every upload slot is taken."""
+        if scope["path"].startswith("/api/"):
+            caller = self._caller_refusal(scope, headers.get("authorization", ""))
+            if caller is not None:
+                return caller
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return error_response(413, "too_large", f"the body is {declared} bytes, over the limit of {limit} bytes")
+        busy = self.uploads.refusal() if upload else None
+        return None if busy is None else error_response(503, "unavailable", busy)
+
+    def _caller_refusal(self, scope: Scope, authorization: str) -> Response | None:
+        """401 (no valid token), 403 (a role below the route's) or 503 (a broken token file); None for a caller
+        who may send this body."""
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return False
+        token = token.strip() if scheme.lower() == "bearer" else ""
         try:
-            return self.tokens.authenticate(token.strip()) is not None
-        except TokenFileUnreadable:
-            return True  # let the request through to its route, which answers 503
+            principal = self.tokens.authenticate(token) if token else None
+        except TokenFileUnreadable as error:
+            return error_response(503, "unavailable", str(error))
+        if principal is None:
+            return error_response(401, "unauthorized", "a valid bearer token is required to send a body",
+                                  headers={"WWW-Authenticate": "Bearer"})
+        forbidden = principal.refusal(self.role_for(scope))
+        return None if forbidden is None else error_response(403, "forbidden", forbidden)
 
 
 def _counting(receive: Receive, limit: int) -> Receive:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.audit_check import AuditReport
 from adapters.sql.leases import LeaseOverview
 from adapters.sql.projection_runner import ProjectionStatus
+from engine.addresses import MAX_ADDRESS_LENGTH
 from engine.agent_events import FailoverRole
 from engine.inventory import AgentRecord
 from engine.packages import AgentFacts
@@ -17,6 +18,7 @@ from engine.records import PackageRecord
 from engine.rollout import Rollout
 from engine.rollout_events import RolloutPlanned
 from engine.service import AgentSelection, DoubtResolution, OptionOverrides, RolloutSpec, UpgradeService
+from engine.versions import parse_version
 from projections.tables import Row
 
 
@@ -52,7 +54,8 @@ class FactsModel(ApiModel):
     windows_snmp_port: int = Field(default=161, ge=1, le=65535)
 
     def to_engine(self) -> AgentFacts:
-        """These facts as the engine's ``AgentFacts``."""
+        """These facts as the engine's ``AgentFacts`` (``InvalidVersion`` when the version is not one)."""
+        parse_version(self.version)
         return AgentFacts(**{**self.model_dump(), "components": frozenset(self.components)})
 
     @classmethod
@@ -65,7 +68,7 @@ class AgentIn(ApiModel):
     """An agent to register; its facts default to a healthy agent on ``version``."""
 
     name: str = Field(max_length=100)
-    address: str = Field(max_length=255)
+    address: str = Field(max_length=MAX_ADDRESS_LENGTH)
     version: str = Field(max_length=100)
     cluster: str | None = Field(default=None, max_length=100)
     dataminer_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
@@ -85,7 +88,7 @@ class AgentIn(ApiModel):
 class AgentByAddressIn(ApiModel):
     """An agent to add by its IP address (or host name): it is asked who it is."""
 
-    address: str = Field(max_length=255)
+    address: str = Field(max_length=MAX_ADDRESS_LENGTH)
 
 
 class AgentOut(ApiModel):

@@ -22,6 +22,10 @@ class PayloadTooLarge(InvalidInput):
     """A request body over the configured limit."""
 
 
+class ServerBusy(DmaUpgradeError):
+    """Every slot of a capped kind of request (calls that wait on agents, uploads) is taken: try again shortly."""
+
+
 STATUS_CODES: list[tuple[type[DmaUpgradeError], int, str]] = [
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),
@@ -31,6 +35,7 @@ STATUS_CODES: list[tuple[type[DmaUpgradeError], int, str]] = [
     (InvalidInput, 422, "invalid_input"),
     (SchemaNotMigrated, 503, "schema_not_migrated"),
     (StoreUnavailable, 503, "unavailable"),
+    (ServerBusy, 503, "unavailable"),
     (ProjectionStopped, 503, "unavailable"),
     (EventStoreError, 500, "store_error"),
     (AgentStepFailed, 502, "agent_failed"),

@@ -5,21 +5,26 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ParamSpec, TypeVar, cast
 
 import typer
 from rich.console import Console
 
 from adapters.bootstrap import Container, bootstrap
-from adapters.cli.errors import fail
+from adapters.cli.errors import fail, stderr
 from adapters.http_gateway import HttpAgentGateway
 from adapters.package_store import FilePackageStore
+from adapters.private_files import PRIVATE_DIRECTORY, private_directory
 from adapters.settings import Settings
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
+from engine.actors import check_actor_name
+from engine.errors import StoreUnavailable
 from engine.inventory import AgentRecord
 from engine.ports import AgentGateway
 from engine.service import UpgradeService
@@ -45,8 +50,13 @@ class RealWaiter:
 
 
 def actor() -> str:
-    """Who runs this command: ``DMA_UPGRADE_ACTOR``, else the login name."""
-    return os.environ.get("DMA_UPGRADE_ACTOR") or os.environ.get("USER") or "cli"
+    """Who runs this command: ``DMA_UPGRADE_ACTOR``, else the login name (``USER``), else ``cli``; ``InvalidInput``
+    when the chosen name is not a valid actor name (``check_actor_name``)."""
+    for variable in ("DMA_UPGRADE_ACTOR", "USER"):
+        name = os.environ.get(variable)
+        if name:
+            return check_actor_name(name, what=f"actor name in {variable}")
+    return "cli"
 
 
 @dataclass(frozen=True)
@@ -114,12 +124,35 @@ class Session:
 def session(ctx: typer.Context, gateway: AgentGateway | None = None) -> Iterator[Session]:
     """Open the configured database for one command and close it afterwards."""
     settings: Settings = ctx.obj
+    private_data_dir(settings.data_dir)
     container = bootstrap(settings)
     try:
-        service = UpgradeService(container.store, container.clock, container.ids, gateway)
+        service = UpgradeService(container.store, container.clock, container.ids, gateway, container.address_policy)
         yield Session(container, service, FilePackageStore(settings.data_dir / "packages"))
     finally:
         container.close()
+
+
+def private_data_dir(path: Path) -> None:
+    """Make the data directory (the embedded database, packages, API tokens) its owner's alone: create it 0700, or
+    tighten an existing one this user owns to 0700. One shared by design (sticky, like /tmp) or owned by someone
+    else is left as it is, with a warning (the database files in it are 0600 all the same)."""
+    try:
+        private_directory(path)
+        status = path.stat()
+        if not stat.S_ISDIR(status.st_mode):
+            raise StoreUnavailable(f"cannot use the data directory {path}: it is not a directory")
+        mode = stat.S_IMODE(status.st_mode)
+        if not mode & ~PRIVATE_DIRECTORY:
+            return
+        if status.st_uid == os.geteuid() and not mode & stat.S_ISVTX:
+            path.chmod(PRIVATE_DIRECTORY)
+            return
+    except OSError as error:
+        raise StoreUnavailable(f"cannot use the data directory {path}: {error.strerror}") from None
+    stderr.print(f"warning: the data directory {path} is open to other users (mode {mode:o}) and shared or not this "
+                 f"user's, so it is left as it is: give dma-upgrade a directory of its own (DMA_UPGRADE_DATA_DIR)",
+                 markup=False)
 
 
 def gateway_for(settings: Settings, service: UpgradeService, stopping: threading.Event | None = None) -> AgentGateway:

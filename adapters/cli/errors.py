@@ -53,9 +53,12 @@ EXIT_CODES: list[tuple[type[DmaUpgradeError], int]] = [
     (NotAuthorised, 10),
     (DmaUpgradeError, 1),
 ]
-"""First match wins; exit code 1 is also what a failed audit verification returns. With ``--server``,
-an answer of the API maps back through the same table (404 → 3, 409 → 4 or 5, 422 → 2, 503 → 6),
-a server that cannot be reached is 6, and a missing, wrong or too weak token (401, 403) is 10."""
+"""First match wins; exit code 1 is also what a failed audit verification returns. Bad input (2) includes
+a malformed or unsupported database URL, an in-memory SQLite one and an invalid ``DMA_UPGRADE_ACTOR``;
+an unavailable store (6), a database file that is no SQLite database and a data directory that cannot be
+used; a damaged store (8), any other database error among them. With ``--server``, an answer of the API maps back through the same table (404 → 3, 409 → 4 or 5,
+422 → 2, 503 → 6), a server that cannot be reached is 6, and a missing, wrong or too weak token (401,
+403) is 10."""
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -86,5 +89,8 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except sa.exc.OperationalError as error:
             reason = first_line(error)
             raise fail(f"database error: {reason}", exit_code_for(StoreUnavailable())) from None
+        except sa.exc.DatabaseError as error:  # e.g. a damaged SQLite file: the store itself is wrong
+            reason = first_line(error)
+            raise fail(f"database error: {reason}", exit_code_for(EventStoreError())) from None
 
     return wrapper

@@ -44,7 +44,8 @@ def serve(ctx: typer.Context,
     with session(ctx) as s:
         settings = s.container.settings
         metrics = instrument(s.container)
-        service = UpgradeService(metrics.store, s.container.clock, s.container.ids)  # counts what it appends
+        service = UpgradeService(metrics.store, s.container.clock, s.container.ids,  # counts what it appends
+                                 address_policy=s.container.address_policy)
         gateway = gateway_for(settings, service, stop)
         service.gateway = gateway
         for rollout, resumptions in planned_resumptions(service):

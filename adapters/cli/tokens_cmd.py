@@ -1,23 +1,36 @@
-"""``dma-upgrade tokens``: the API's bearer tokens (stored hashed; a token is shown once, when made)."""
+"""``dma-upgrade tokens``: the API's bearer tokens (stored hashed; a token is shown once, when made).
+
+A token file that cannot be read or written (a folder, no permission, not a token file) is one line and exit 6,
+as the API answers 503 for it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from adapters.api.auth import Role, TokenFile
 from adapters.cli.context import out
 from adapters.cli.errors import reports_errors
 from adapters.settings import Settings
+from engine.errors import StoreUnavailable
 
 app = typer.Typer(no_args_is_help=True, help="API tokens: viewer (read), operator (run rollouts), admin (settings).")
 
 
-def _tokens(ctx: typer.Context) -> TokenFile:
+@contextmanager
+def _tokens(ctx: typer.Context) -> Iterator[TokenFile]:
+    """The configured token file; a failure to change it (its folder cannot be written) as ``StoreUnavailable``."""
     settings: Settings = ctx.obj
-    return TokenFile(settings.resolved_tokens_file)
+    tokens = TokenFile(settings.resolved_tokens_file)
+    try:
+        yield tokens
+    except OSError as error:
+        raise StoreUnavailable(f"cannot change {tokens.path}: {error.strerror or error}") from None
 
 
 @app.command("add")
@@ -25,8 +38,8 @@ def _tokens(ctx: typer.Context) -> TokenFile:
 def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="who the token is for (the actor on events)")],
         role: Annotated[str, typer.Option(help="viewer, operator or admin")] = "viewer") -> None:
     """Make a token and print it (only its SHA-256 is kept)."""
-    tokens = _tokens(ctx)
-    token = tokens.add(name, Role.parse(role))
+    with _tokens(ctx) as tokens:
+        token = tokens.add(name, Role.parse(role))
     out.print(token, markup=False)
     typer.echo(f"token for {name} ({Role.parse(role).label}) added to {tokens.path}; it is not shown again",
                err=True)
@@ -37,8 +50,9 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="who the to
 def list_tokens(ctx: typer.Context) -> None:
     """Who has a token, and with which role."""
     table = Table("name", "role")
-    for principal in _tokens(ctx).principals():
-        table.add_row(principal.name, principal.role.label)
+    with _tokens(ctx) as tokens:
+        for principal in tokens.principals():
+            table.add_row(Text(principal.name), principal.role.label)  # a name is text, never markup
     out.print(table)
 
 
@@ -46,5 +60,6 @@ def list_tokens(ctx: typer.Context) -> None:
 @reports_errors
 def revoke(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     """Remove a token: its calls answer 401 from now on."""
-    _tokens(ctx).revoke(name)
+    with _tokens(ctx) as tokens:
+        tokens.revoke(name)
     out.print(f"token {name} revoked")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -13,23 +17,33 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 
+from adapters.private_files import PRIVATE_FILE, private_directory
 from engine.errors import InvalidInput, SchemaNotMigrated, StoreUnavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 WRITE = "dma_write"
 """Execution option marking a connection whose transaction writes (SQLite: BEGIN IMMEDIATE)."""
+SUPPORTED_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
+_URL_FORMS = "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"
+_SQLITE_FILES = ("", "-wal", "-shm")
+"""The suffixes of a SQLite database's files in WAL mode: the database, its log and its shared memory."""
 
 
 def normalise_url(url: str) -> URL:
-    """Parse a database URL; plain ``postgresql://`` means the psycopg 3 driver."""
+    """Parse a database URL: ``sqlite:///FILE`` or ``postgresql+psycopg://...`` (plain ``postgresql://`` means the
+    psycopg 3 driver); ``InvalidInput`` for anything else, including an in-memory SQLite database, which would
+    lose everything it was told when the process ends."""
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError:
-        raise InvalidInput(f"not a database URL: {url!r}") from None
+    except (sa.exc.ArgumentError, ValueError):  # not echoed: it may hold a password
+        raise InvalidInput(f"the database URL is malformed: use {_URL_FORMS}") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise InvalidInput(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+    if parsed.drivername not in SUPPORTED_DRIVERS:
+        raise InvalidInput(f"unsupported database {parsed.drivername!r}: use {_URL_FORMS}")
+    if parsed.get_backend_name() == "sqlite" and (parsed.database in (None, "", ":memory:") or "uri" in parsed.query):
+        raise InvalidInput(f"{url!r} names no database file: use sqlite:///FILE (an in-memory database would lose "
+                           f"everything when the process ends)")
     return parsed
 
 
@@ -38,26 +52,52 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine configured for the event store on SQLite (WAL, busy timeout) or PostgreSQL."""
+    """An engine configured for the event store on SQLite (WAL, busy timeout) or PostgreSQL.
+
+    A SQLite database is private to its owner: missing directories are created 0700, the file 0600 (SQLite gives
+    its -wal and -shm files the database file's mode), and existing files this user owns are tightened to 0600
+    on every connection. A file that is not a SQLite database raises ``StoreUnavailable``."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(str(parsed.database))
+        try:
+            private_directory(path.parent)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+        except FileExistsError:
+            pass
+        except OSError as error:
+            raise StoreUnavailable(f"cannot create the database {path}: {error.strerror}") from None
         engine = sa.create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, path)
         return engine
     return sa.create_engine(parsed, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _tighten(path: Path) -> None:
+    """Make those of the database's files that this user owns 0600 (an older version left them 0644)."""
+    for suffix in _SQLITE_FILES:
+        file = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            status = file.stat()
+            if status.st_uid == os.geteuid() and stat.S_IMODE(status.st_mode) & ~PRIVATE_FILE:
+                file.chmod(PRIVATE_FILE)
+
+
+def _configure_sqlite(engine: Engine, path: Path) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_NOTADB:
+                raise
+            raise StoreUnavailable(f"cannot open the database {path}: it is not a SQLite database") from None
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        _tighten(path)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:

@@ -20,7 +20,7 @@ from adapters.sql.event_store import SqlEventStore
 from engine.agent_events import AgentRegistered
 from engine.catalog import default_codec
 from engine.events import EventMetadata, NewEvent, StoredRecord
-from engine.hashchain import record_hash
+from engine.hashchain import record_hash, verify_chain
 from tests.conftest import FakeClock
 from tests.e2e.cli import run_cli
 
@@ -88,6 +88,37 @@ def test_a_csv_export_to_a_file_holds_every_event_and_ends_with_the_anchor(db_ur
     assert [row["hash"] for row in parsed] == [r.hash for r in records]
     assert [row["payload"] for row in parsed] == [r.payload for r in records]
     assert trailer == f"# anchor {records[-1].hash}@6 exported 6"
+
+
+FORMULAS = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1:A9)", "\tx", "\rx", "'quoted"]
+"""Actor names a spreadsheet would run as formulas (or that begin with the quote the export adds)."""
+
+
+def test_a_csv_cell_a_spreadsheet_would_run_gets_a_quote_in_any_column_and_jsonl_keeps_it(db_url: str,
+                                                                                         tmp_path: Path) -> None:
+    engine = create_db_engine(db_url)
+    store = SqlEventStore(engine, default_codec(), FakeClock(T0))
+    for i, formula in enumerate(FORMULAS):
+        store.append(f"-agent-{i}", 0, [NewEvent(
+            event_id=uuid.uuid4(), event=AgentRegistered(name=f"dma-{i}", address="10.0.0.1", version="10.4.9.0-14794"),
+            metadata=EventMetadata(actor=formula))])
+    records = list(store.read_records())
+    engine.dispose()
+
+    target = tmp_path / "audit.csv"
+    exported = run_cli("audit", "export", "--format", "csv", "--output", str(target), database_url=db_url)
+    assert exported.returncode == 0, exported.stderr
+    with target.open(encoding="utf-8", newline="") as stream:
+        rows = [row for row in csv.DictReader(stream) if not row["position"].startswith("# anchor")]
+    assert [row["actor"] for row in rows] == ["'" + formula for formula in FORMULAS]
+    assert [row["stream_id"] for row in rows] == [f"'-agent-{i}" for i in range(len(FORMULAS))]
+    assert [row["hash"] for row in rows] == [record.hash for record in records]  # other cells as they were
+    jsonl = run_cli("audit", "export", "--format", "jsonl", database_url=db_url)
+    assert [json.loads(line)["actor"] for line in jsonl.stdout.splitlines()[:-1]] == FORMULAS
+    rebuilt = [record.model_copy(update={"metadata": EventMetadata(actor=row["actor"].removeprefix("'")),
+                                         "stream_id": row["stream_id"].removeprefix("'")})
+               for record, row in zip(records, rows, strict=True)]
+    assert verify_chain(rebuilt).ok  # dropping the one quote gives back what was hashed
 
 
 def test_the_time_window_and_the_rollout_choose_the_events(db_url: str) -> None:

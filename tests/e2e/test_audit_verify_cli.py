@@ -74,8 +74,20 @@ def test_an_anchor_from_the_log_is_found(db_url: str) -> None:
     assert "no longer in the log" in gone.stderr
 
 
-def test_a_malformed_anchor_is_a_clear_error(sqlite_url: str) -> None:
-    result = run_cli("audit", "verify", "--anchor", "nonsense", database_url=sqlite_url)
-    assert result.returncode == 2
-    assert "HASH@POSITION" in result.stderr
+@pytest.mark.parametrize("anchor", ["nonsense", f"{'a' * 64}@99999999999999999999", f"{'a' * 64}@{2**63}",
+                                    f"{'a' * 64}@0", f"{'a' * 64}@{'9' * 5000}"],
+                         ids=["nonsense", "beyond-any-integer-column", "just-beyond", "zero", "5000-digits"])
+def test_a_malformed_anchor_is_one_line_and_exit_2_not_a_broken_chain(db_url: str, anchor: str) -> None:
+    _fill(db_url, count=1)
+    result = run_cli("audit", "verify", "--anchor", anchor, database_url=db_url)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: an anchor must be HASH@POSITION")
+    assert result.stderr.count("\n") == 1
+
+
+def test_the_largest_position_is_an_anchor_the_log_does_not_hold(sqlite_url: str) -> None:
+    _fill(sqlite_url, count=1)
+    result = run_cli("audit", "verify", "--anchor", f"{'a' * 64}@{2**63 - 1}", database_url=sqlite_url)
+    assert result.returncode == 1
+    assert result.stderr == f"error: anchor position {2**63 - 1} is no longer in the log\n"
 

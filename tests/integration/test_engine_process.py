@@ -673,7 +673,7 @@ def misbehaving_agent(status: int, body: bytes, media_type: str) -> tuple[FastAP
 
 
 @pytest.mark.parametrize(("status", "body", "media_type", "reason"), [
-    (500, b"Internal Server Error", "text/plain", "the agent answered HTTP 500: 'Internal Server Error'"),
+    (500, b"Internal Server Error", "text/plain", 'the agent answered HTTP 500: agent said: "Internal Server Error"'),
     (200, b"<html>hello</html>", "text/html", "the agent answered HTTP 200 with a body that is not protocol JSON"),
 ], ids=["http-500", "garbage"])
 def test_an_agent_answering_500_or_garbage_leaves_its_step_in_doubt_and_is_only_asked_never_sent_a_new_key(

@@ -6,6 +6,7 @@ import hashlib
 import io
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -38,11 +39,12 @@ def entries_of(source: Path | bytes) -> dict[str, bytes]:
         return {info.filename: archive.read(info) for info in archive.infolist()}
 
 
-def zip_bytes(entries: dict[str, bytes]) -> bytes:
+def zip_bytes(entries: Mapping[str, bytes], methods: Mapping[str, int] | None = None) -> bytes:
+    """A zip of ``entries``, deflated unless ``methods`` names another compression for an entry."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in entries.items():
-            archive.writestr(name, data)
+            archive.writestr(name, data, compress_type=(methods or {}).get(name, zipfile.ZIP_DEFLATED))
     return buffer.getvalue()
 
 

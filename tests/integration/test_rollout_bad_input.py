@@ -141,11 +141,23 @@ def test_an_agent_older_than_the_refusal_accepts_a_failing_package_with_a_warnin
 
 @pytest.mark.parametrize(("option", "text"), [
     ("max_concurrent", "abc"), ("max_concurrent", "150%"), ("max_concurrent", "-1"), ("max_errors", "many"),
-    ("max_errors", "101%"),
+    ("max_errors", "101%"), ("max_concurrent", "9" * 5000), ("max_errors", "9" * 5000),
 ])
 def test_a_malformed_limit_is_invalid_input(harness: RolloutHarness, option: str, text: str) -> None:
     refused(harness, InvalidInput, f"--{option.replace('_', '-')}",
             lambda: harness.start(**{option: text}))
+
+
+@pytest.mark.parametrize("text", ["0", "0%", " 0 "])
+def test_a_max_concurrent_that_would_start_no_agent_is_refused_not_raised_to_one(harness: RolloutHarness,
+                                                                                 text: str) -> None:
+    refused(harness, InvalidInput, f"--max-concurrent must be at least 1, got '{text}'",
+            lambda: harness.start(max_concurrent=text))
+
+
+@pytest.mark.parametrize("text", ["0", "0%"])
+def test_a_max_errors_of_zero_is_accepted_no_failure_tolerated(harness: RolloutHarness, text: str) -> None:
+    assert harness.start(max_errors=text).max_errors == 0
 
 
 def test_an_unknown_ip_address_that_does_not_answer_adds_no_agent(harness: RolloutHarness) -> None:

@@ -461,7 +461,7 @@ def test_planning_one_agent_of_a_failover_pair_warns_that_the_pair_would_run_dif
     assert any(w.startswith(f"cluster {CLUSTER} will be left on mixed versions") for w in planned.warnings)
 
 
-@pytest.mark.parametrize(("text", "expected"), [("50%", 2), ("25%", 1), ("26%", 2), ("1%", 1), ("3", 3), ("0", 1)])
+@pytest.mark.parametrize(("text", "expected"), [("50%", 2), ("25%", 1), ("26%", 2), ("1%", 1), ("3", 3)])
 def test_max_concurrent_resolves_counts_and_percentages_of_the_agents(
         harness: RolloutHarness, text: str, expected: int) -> None:
     assert harness.service.plan(harness.spec(max_concurrent=text)).max_concurrent == expected

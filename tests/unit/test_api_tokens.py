@@ -61,7 +61,7 @@ def test_a_malformed_token_file_is_a_clear_error_naming_the_file_only_to_its_own
                                                                                    content: str) -> None:
     path = tmp_path / "tokens.json"
     path.write_text(content)
-    with pytest.raises(InvalidInput, match=f"{path} is not a valid token file"):
+    with pytest.raises(TokenFileUnreadable, match=f"{path} is not a valid token file"):
         TokenFile(path).principals()
     with pytest.raises(TokenFileUnreadable) as refused:
         TokenFile(path).authenticate("anything")  # what an API caller is told: no path, no detail

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter
 
 from adapters.api.context import Context, Operator, Viewer
@@ -26,9 +28,12 @@ def add_agent(body: AgentIn, context: Context, caller: Operator) -> AgentOut:
 
 
 @router.post("/by-address", status_code=201)
-def add_agent_by_address(body: AgentByAddressIn, context: Context, caller: Operator) -> AgentOut:
-    """Add the agent at an IP address, asking it who it is (an agent known already is returned as is)."""
-    return AgentOut.of(context.service.add_agent_by_ip(body.address.strip(), actor=caller.name))
+async def add_agent_by_address(body: AgentByAddressIn, context: Context, caller: Operator) -> AgentOut:
+    """Add the agent at an IP address, asking it who it is (an agent known already is returned as is).
+
+    Waits on the agent, so 503 while ``DMA_UPGRADE_API_AGENT_CALLS`` such calls wait already."""
+    add = partial(context.service.add_agent_by_ip, body.address.strip(), actor=caller.name)
+    return AgentOut.of(await context.agent_calls.run(add))
 
 
 @router.get("/{name}")
@@ -53,9 +58,12 @@ def report_facts(name: str, body: FactsModel, context: Context, caller: Operator
 
 
 @router.post("/{name}/start")
-def start_agent(name: str, context: Context, caller: Operator) -> AgentOut:
-    """Start the DataMiner of an agent an upgrade left stopped (Auto Start was off)."""
-    return AgentOut.of(context.service.start_agent_manually(name, actor=caller.name))
+async def start_agent(name: str, context: Context, caller: Operator) -> AgentOut:
+    """Start the DataMiner of an agent an upgrade left stopped (Auto Start was off).
+
+    Waits on the agent, so 503 while ``DMA_UPGRADE_API_AGENT_CALLS`` such calls wait already."""
+    start = partial(context.service.start_agent_manually, name, actor=caller.name)
+    return AgentOut.of(await context.agent_calls.run(start))
 
 
 @router.get("/{name}/history")

@@ -1,27 +1,42 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (it can serve: database up, projections caught up)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (it can serve: database up, projections caught up).
+
+Both are open, so neither waits behind other requests nor says more than a stranger needs: ``/healthz`` does no
+work and needs no worker thread, ``/readyz`` (and ``/metrics``) read the database on threads of their own
+(``ApiContext.probes``), and an unreachable database is named as such, its address and the driver's words kept
+to the server's log.
+"""
 
 from __future__ import annotations
 
+import logging
+from functools import partial
+
+import anyio.to_thread
 import sqlalchemy as sa
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from adapters.api.context import Context
+from adapters.api.context import ApiContext, Context
 from adapters.api.models import ProjectionStatusOut, ReadinessOut
 from adapters.sql.database import first_line
 
 router = APIRouter(tags=["health"])
+_log = logging.getLogger("dma_upgrade.api")
 
 
 @router.get("/healthz")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
     """Liveness: the process is up and answering."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", response_model=ReadinessOut, responses={503: {"model": ReadinessOut}})
-def readiness(context: Context) -> JSONResponse:
+async def readiness(context: Context) -> JSONResponse:
     """Ready when the database answers and no projection is stopped or further behind than allowed."""
+    return await anyio.to_thread.run_sync(partial(_readiness, context), limiter=context.probes)
+
+
+def _readiness(context: ApiContext) -> JSONResponse:
     container = context.container
     reasons: list[str] = []
     statuses: list[ProjectionStatusOut] = []
@@ -32,7 +47,8 @@ def readiness(context: Context) -> JSONResponse:
         statuses = [ProjectionStatusOut.of(s) for s in container.projections.status()]
     except sa.exc.SQLAlchemyError as error:
         database = False
-        reasons.append(f"database unreachable: {first_line(error)}")
+        _log.warning("not ready: database unreachable: %s", first_line(error))
+        reasons.append("database unreachable: the server's log says why")
     allowed_lag = container.settings.ready_max_lag_events
     for status in statuses:
         if status.error:

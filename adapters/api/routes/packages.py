@@ -14,6 +14,7 @@ from adapters.api.models import PackageHistoryOut, PackageOut
 from adapters.api.status_table import PayloadTooLarge
 from adapters.history_queries import package_history as package_history_rows
 from adapters.package_upload import upload_package
+from adapters.private_files import private_directory
 from engine.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1/packages", tags=["packages"], responses=ERROR_RESPONSES)
@@ -30,7 +31,7 @@ def upload(file: Annotated[UploadFile, File(description="the .dmupgrade file")],
     limit = context.container.settings.max_upload_bytes
     name = _file_name(file.filename)
     spool_root = context.container.settings.data_dir
-    spool_root.mkdir(parents=True, exist_ok=True)
+    private_directory(spool_root)
     with tempfile.TemporaryDirectory(dir=spool_root, prefix=".upload-") as spool:
         target = Path(spool) / name
         _copy_limited(file, target, limit)

@@ -2,38 +2,57 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException
+from starlette.concurrency import run_in_threadpool
 
 from adapters.api.auth import Role
-from adapters.api.context import Context, Operator, Viewer
+from adapters.api.context import ApiContext, Context, Operator, Viewer
 from adapters.api.errors import ERROR_RESPONSES
 from adapters.api.models import DoubtResolvedOut, PlanOut, ResolveIn, RolloutIn, RolloutStateOut
 
 router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"], responses=ERROR_RESPONSES)
 
 Command = Literal["pause", "resume", "cancel", "retry-failed"]
+T = TypeVar("T")
+
+
+async def _on_thread(context: ApiContext, body: RolloutIn, work: Callable[[], T]) -> T:
+    """Run ``work`` on a worker thread: within the cap on calls that wait on agents when ``body`` names agents by
+    address (each unknown one is asked who it is), so 503 while that cap is full."""
+    if body.addresses:
+        return await context.agent_calls.run(work)
+    return await run_in_threadpool(work)
 
 
 @router.post("/plan")
-def plan(body: RolloutIn, context: Context, caller: Viewer) -> PlanOut:
+async def plan(body: RolloutIn, context: Context, caller: Viewer) -> PlanOut:
     """The plan a rollout would follow (a dry run: nothing is recorded).
 
     Agents given by address are asked who they are, so that needs the operator role."""
     if body.addresses and caller.role < Role.OPERATOR:
         raise HTTPException(403, f"{caller.name} is a {caller.role.label}: planning with agents by address "
                                  f"contacts them, which needs the operator role")
-    spec, notes = body.to_spec(context.container.clock.now())
-    return PlanOut.of(context.service.plan(spec), started=False, notes=notes)
+
+    def planned() -> PlanOut:
+        spec, notes = body.to_spec(context.container.clock.now())
+        return PlanOut.of(context.service.plan(spec), started=False, notes=notes)
+
+    return await _on_thread(context, body, planned)
 
 
 @router.post("", status_code=201)
-def start(body: RolloutIn, context: Context, caller: Operator) -> PlanOut:
+async def start(body: RolloutIn, context: Context, caller: Operator) -> PlanOut:
     """Plan and start a rollout, now or at ``start_at``; the serving engine drives it."""
-    spec, notes = body.to_spec(context.container.clock.now())
-    return PlanOut.of(context.service.start_rollout(spec, actor=caller.name), started=True, notes=notes)
+
+    def started() -> PlanOut:
+        spec, notes = body.to_spec(context.container.clock.now())
+        return PlanOut.of(context.service.start_rollout(spec, actor=caller.name), started=True, notes=notes)
+
+    return await _on_thread(context, body, started)
 
 
 @router.get("/{rollout_id}")

@@ -27,7 +27,8 @@ def assert_unreachable(api: ApiHarness) -> None:
     assert status == 503 and body["ready"] is False and body["database"] is False, body
     assert len(body["reasons"]) == 1 and body["reasons"][0].startswith("database unreachable: "), body
     agents = api.client(Role.VIEWER).get("/api/v1/agents")
-    assert agents.status_code == 503 and agents.json()["error"] == "unavailable", agents.text
+    assert agents.status_code == 503 and agents.json() == {
+        "error": "unavailable", "detail": "database unreachable: the server's log says why"}, agents.text  # no address
     assert api.client(None).get("/healthz").status_code == 200
 
 
