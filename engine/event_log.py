@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 from uuid import UUID
 
 from engine.codec import EventCodec
 from engine.errors import ConcurrencyConflict, DuplicateEventId
 from engine.events import NewEvent, StoredRecord
-from engine.hashchain import event_hash, utc_timestamp
+from engine.hashchain import canonical_texts, chain_hash, json_str, utc_timestamp
 from engine.ports import AppendResult
 
 Encoded = tuple[str, int, str]
@@ -21,28 +22,71 @@ def encode_events(codec: EventCodec, events: Sequence[NewEvent]) -> list[Encoded
     return [codec.encode(new.event) for new in events]
 
 
+class PreparedEvent(NamedTuple):
+    """An event of an append made ready before the append lock: encoded, and its canonical JSON for the hash
+    chain written but for the position, stream version and recorded-at, which only the lock decides."""
+
+    new: NewEvent
+    event_type: str
+    schema_version: int
+    payload: str
+    parts: tuple[str, str]
+    """``hashchain.canonical_parts`` of the event."""
+    ids: tuple[str, str | None, str | None]
+    """The event id, correlation id and causation id as ``str(uuid)`` writes them (None for none)."""
+
+
+def prepare_events(codec: EventCodec, stream_id: str, events: Sequence[NewEvent],
+                   encoded: Sequence[Encoded] | None = None) -> list[PreparedEvent]:
+    """The events of an append to ``stream_id`` made ready for ``chain`` (from ``encoded`` when the events were
+    encoded already)."""
+    prepared = []
+    stream_json = json_str(stream_id)
+    texts: dict[UUID | None, str] = {None: ""}
+    """The ids as text, worked out once each: an event's causation is often the event before it, and the events
+    of an append share their correlation."""
+    for new, (event_type, schema_version, payload) in zip(
+            events, encoded if encoded is not None else encode_events(codec, events), strict=True):
+        metadata = new.metadata
+        event_id = texts[new.event_id] = str(new.event_id)
+        correlation = texts.get(metadata.correlation_id)
+        if correlation is None:
+            correlation = texts[metadata.correlation_id] = str(metadata.correlation_id)
+        causation = texts.get(metadata.causation_id)
+        if causation is None:
+            causation = texts[metadata.causation_id] = str(metadata.causation_id)
+        prepared.append(PreparedEvent(new, event_type, schema_version, payload, canonical_texts(
+            event_id, stream_json, event_type, schema_version, payload, metadata.actor, correlation, causation),
+            (event_id, correlation or None, causation or None)))
+    return prepared
+
+
+def chain(prepared: Sequence[PreparedEvent], *, stream_version: int, head_position: int, head_hash: str,
+          recorded_at: str) -> list[str]:
+    """The chain hashes of an append's events written after ``head_position`` (whose hash is ``head_hash``) as
+    the versions after ``stream_version`` (``recorded_at`` as ``utc_timestamp`` writes it)."""
+    digests = []
+    previous_hash = head_hash
+    for offset, event in enumerate(prepared, start=1):
+        previous_hash = chain_hash(previous_hash, head_position + offset, stream_version + offset, recorded_at,
+                                   event.parts)
+        digests.append(previous_hash)
+    return digests
+
+
 def build_records(codec: EventCodec, events: Sequence[NewEvent], *, stream_id: str, stream_version: int,
                   head_position: int, head_hash: str, recorded_at: datetime,
                   encoded: Sequence[Encoded] | None = None) -> list[StoredRecord]:
     """The rows an append writes after ``head_position``, hash-chained from ``head_hash`` (from ``encoded``
     when the events were encoded already)."""
-    records = []
-    previous_hash = head_hash
-    stamp = utc_timestamp(recorded_at)
-    for offset, (new, (event_type, schema_version, payload)) in enumerate(
-            zip(events, encoded if encoded is not None else encode_events(codec, events), strict=True), start=1):
-        position = head_position + offset
-        version = stream_version + offset
-        digest = event_hash(previous_hash, position=position, event_id=new.event_id, stream_id=stream_id,
-                            stream_version=version, event_type=event_type, schema_version=schema_version,
-                            payload=payload, metadata=new.metadata, recorded_at=stamp)
-        records.append(StoredRecord.model_construct(
-            position=position, event_id=new.event_id, stream_id=stream_id, stream_version=version,
-            event_type=event_type, schema_version=schema_version, payload=payload,
-            metadata=new.metadata, recorded_at=recorded_at, hash=digest,
-        ))
-        previous_hash = digest
-    return records
+    prepared = prepare_events(codec, stream_id, events, encoded)
+    digests = chain(prepared, stream_version=stream_version, head_position=head_position, head_hash=head_hash,
+                    recorded_at=utc_timestamp(recorded_at))
+    return [StoredRecord.model_construct(
+        position=head_position + offset, event_id=event.new.event_id, stream_id=stream_id,
+        stream_version=stream_version + offset, event_type=event.event_type, schema_version=event.schema_version,
+        payload=event.payload, metadata=event.new.metadata, recorded_at=recorded_at, hash=digest,
+    ) for offset, (event, digest) in enumerate(zip(prepared, digests, strict=True), start=1)]
 
 
 def resolve_stale_append(stream_id: str, expected_version: int, actual_version: int,

@@ -7,16 +7,20 @@ deleted or moved row breaks the chain at the first position it touches.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import sha256
+from json.encoder import encode_basestring
 from uuid import UUID
 
 from engine.events import EventMetadata, StoredRecord
 
 GENESIS_HASH = "0" * 64
+
+_json_str: Callable[[str], str] = encode_basestring
+"""A JSON string as ``json.dumps(..., ensure_ascii=False)`` writes it (the same function it calls)."""
+json_str = _json_str
 
 
 def utc_timestamp(moment: datetime) -> str:
@@ -31,13 +35,39 @@ def event_hash(previous_hash: str, *, position: int, event_id: UUID, stream_id: 
                recorded_at: str) -> str:
     """The chain hash of one event given the hash of the event before it (``recorded_at`` as
     ``utc_timestamp`` writes it)."""
-    canonical = json.dumps(
-        [position, str(event_id), stream_id, stream_version, event_type, schema_version, payload,
-         metadata.actor, str(metadata.correlation_id or ""), str(metadata.causation_id or ""),
-         recorded_at],
-        ensure_ascii=False, separators=(",", ":"),
-    )
-    return hashlib.sha256(previous_hash.encode("ascii") + canonical.encode("utf-8")).hexdigest()
+    return chain_hash(previous_hash, position, stream_version, recorded_at,
+                      canonical_parts(event_id, stream_id, event_type, schema_version, payload, metadata))
+
+
+def canonical_parts(event_id: UUID, stream_id: str, event_type: str, schema_version: int, payload: str,
+                    metadata: EventMetadata) -> tuple[str, str]:
+    """The canonical JSON of an event around its position, stream version and recorded-at, which an append
+    prepares before it knows them: the text between the position and the stream version, and the text
+    between the stream version and the recorded-at.
+
+    The canonical form is ``json.dumps([position, event id, stream id, stream version, event type, schema
+    version, payload, actor, correlation id or "", causation id or "", recorded at], ensure_ascii=False,
+    separators=(",", ":"))``, written here piece by piece, byte for byte the same."""
+    correlation, causation = metadata.correlation_id, metadata.causation_id
+    return canonical_texts(str(event_id), _json_str(stream_id), event_type, schema_version, payload, metadata.actor,
+                           "" if correlation is None else str(correlation), "" if causation is None else str(causation))
+
+
+def canonical_texts(event_id: str, stream_json: str, event_type: str, schema_version: int, payload: str, actor: str,
+                    correlation_id: str, causation_id: str) -> tuple[str, str]:
+    """``canonical_parts`` from the ids as text (``str(uuid)``, or "" for none) and the stream id as JSON
+    (``json_str``), which an append of many events works out once for all of them."""
+    return (f',"{event_id}",{stream_json},',
+            f",{_json_str(event_type)},{schema_version:d},{_json_str(payload)},{_json_str(actor)},"
+            f'"{correlation_id}","{causation_id}","')
+
+
+def chain_hash(previous_hash: str, position: int, stream_version: int, recorded_at: str,
+               parts: tuple[str, str]) -> str:
+    """The chain hash of an event from its ``canonical_parts`` (``recorded_at`` as ``utc_timestamp`` writes it)."""
+    before_version, before_time = parts
+    canonical = f'{previous_hash}[{position:d}{before_version}{stream_version:d}{before_time}{recorded_at}"]'
+    return sha256(canonical.encode()).hexdigest()
 
 
 def record_hash(previous_hash: str, record: StoredRecord) -> str:

@@ -6,27 +6,37 @@ Positions are assigned under that lock, so they have no gaps and a tailing reade
 Inside a process, appends arriving while another is written are written together in the next
 transaction (``group_commit``): one writer at a time, threads queue on it rather than on SQLite's busy
 timeout, and a commit's wait for the disk is shared by every append of its group.
+
+The append and read paths run on the driver's connection, below SQLAlchemy's statement layer (issue 17): a
+group is written on a connection the store keeps (no pool checkout and ping per append), on PostgreSQL in two
+round trips of prepared statements (``_write_postgres``); pages are read as the driver gives rows.
 """
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any, NamedTuple, cast
 from uuid import UUID, SafeUUID
 
+import psycopg
 import sqlalchemy as sa
+from psycopg.pq import Escaping
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import PoolProxiedConnection
 
-from adapters.sql.database import WRITE, describe, is_sqlite
+from adapters.sql.database import describe, is_sqlite
 from adapters.sql.group_commit import GroupCommit, PendingAppend
 from adapters.sql.schema import events
-from adapters.sql.wakeups import notify
+from adapters.sql.wakeups import CHANNEL
 from engine.codec import EventCodec
 from engine.errors import DmaUpgradeError, StoreUnavailable
-from engine.event_log import build_records, duplicate_ids, encode_events, resolve_stale_append
+from engine.event_log import duplicate_ids, prepare_events, resolve_stale_append
 from engine.events import Event, EventMetadata, NewEvent, RecordedEvent, StoredRecord
-from engine.hashchain import GENESIS_HASH
+from engine.hashchain import GENESIS_HASH, chain_hash, utc_timestamp
 from engine.ports import AppendResult, Clock
 
 APPEND_LOCK_KEY = 0x444D4155  # "DMAU": the PostgreSQL advisory lock that serialises appends
@@ -38,22 +48,124 @@ database were unreachable, and nothing of it is stored."""
 _COLUMNS = (events.c.position, events.c.event_id, events.c.stream_id, events.c.stream_version,
             events.c.event_type, events.c.schema_version, events.c.payload, events.c.actor,
             events.c.correlation_id, events.c.causation_id, events.c.recorded_at, events.c.hash)
-_HEAD_AND_STREAM_VERSION = (
-    "SELECT (SELECT max(stream_version) FROM events WHERE stream_id = {stream_id}), "
-    "(SELECT position FROM events ORDER BY position DESC LIMIT 1), "
-    "(SELECT hash FROM events ORDER BY position DESC LIMIT 1)")
-"""One round trip on the append path, sent as plain SQL: the stream's version and the head's position and hash."""
-_GROUP_HEAD = sa.text(
-    "SELECT stream_id, max(stream_version), NULL FROM events WHERE stream_id IN :streams GROUP BY stream_id "
-    "UNION ALL SELECT NULL, position, hash FROM (SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) "
-    "AS head").bindparams(sa.bindparam("streams", expanding=True))
-"""The same in one round trip for a group of appends: each stream's version, and a row without a stream
-for the head's position and hash."""
+_HEAD = ("SELECT (SELECT position FROM events ORDER BY position DESC LIMIT 1), "
+         "(SELECT hash FROM events ORDER BY position DESC LIMIT 1){versions}")
+_STREAM_VERSION = ", (SELECT max(stream_version) FROM events WHERE stream_id = {})"
+
+
+@functools.lru_cache(maxsize=64)
+def _head(streams: int, placeholder: str) -> str:
+    """One round trip on the append path: the head's position and hash (None in an empty store), then the
+    version of each of ``streams`` streams (None for a new one); each a scalar subquery the planner answers
+    from an index, quickly planned."""
+    return _HEAD.format(versions="".join([_STREAM_VERSION.format(placeholder)] * streams))
+
+
+_PG_LOCK = (f"SELECT set_config('idle_in_transaction_session_timeout', '{_APPEND_IDLE_LIMIT_MS}', true), "
+            f"pg_advisory_xact_lock({APPEND_LOCK_KEY})")
+_PG_NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
+_INSERT = ("INSERT INTO events (position, event_id, stream_id, stream_version, event_type, schema_version, payload, "
+           "actor, correlation_id, causation_id, recorded_at, hash) VALUES ({})")
+_SQLITE_INSERT = _INSERT.format(", ".join(["?"] * 12))
+
+
+_PREPARED_MAX = 16
+"""On PostgreSQL, the head read of up to this many streams and the insert of up to this many rows are prepared
+once per connection (``_PgStatements``); a larger insert is sent in chunks of this many rows."""
+
+
+class _PgStatements:
+    """The append path's statements on PostgreSQL: prepared per connection, so the server does not plan them on
+    every append, and run with ``EXECUTE`` inside the multi-statement messages (``_write_postgres``)."""
+
+    _PREPARED = "dma_prepared"
+    """``PoolProxiedConnection.info`` key: the names prepared on that driver connection."""
+
+    @staticmethod
+    def prepared(connection: Any) -> set[str]:
+        names: set[str] = connection.info.setdefault(_PgStatements._PREPARED, set())
+        return names
+
+    @staticmethod
+    def prepare(connection: Any, cursor: Any, names: dict[str, str]) -> None:
+        """Prepare each statement of ``names`` (name: SQL with ``$n`` parameters) not prepared on ``connection``."""
+        prepared = _PgStatements.prepared(connection)
+        missing = [f"PREPARE {name} AS {sql}" for name, sql in names.items() if name not in prepared]
+        if missing:
+            cursor.execute("; ".join(missing))
+            prepared.update(names)
+
+    @staticmethod
+    @functools.cache
+    def head(streams: int) -> tuple[str, str]:
+        """The name and SQL of the head read of ``streams`` streams."""
+        return f"dma_append_head_{streams}", _head(streams, "${}").format(*range(1, streams + 1))
+
+    @staticmethod
+    @functools.cache
+    def insert(rows: int) -> tuple[str, str]:
+        """The name and SQL of the insert of ``rows`` rows."""
+        values = ", ".join("(" + ", ".join(f"${row * 12 + column}" for column in range(1, 13)) + ")"
+                           for row in range(rows))
+        return f"dma_append_insert_{rows}", _INSERT.format(values[1:-1])
+
+
+def _pg_lock_and_head(streams: list[str]) -> str:
+    """``BEGIN``, the lock and the head read of ``streams`` (SQL literals): one message."""
+    if len(streams) <= _PREPARED_MAX:
+        return f"BEGIN; {_PG_LOCK}; EXECUTE {_PgStatements.head(len(streams))[0]}({', '.join(streams)})"
+    return f"BEGIN; {_PG_LOCK}; {_head(len(streams), '{}').format(*streams)}"
+
+
+def _pg_insert(rows: list[str], wake: bool) -> str:
+    """The insert of ``rows`` (each its values as SQL literals, comma separated) in chunks of ``_PREPARED_MAX``,
+    the wake-up if ``wake``, and the commit: one message."""
+    statements = [f"EXECUTE {_PgStatements.insert(len(chunk))[0]}({', '.join(chunk)})"
+                  for chunk in (rows[start:start + _PREPARED_MAX] for start in range(0, len(rows), _PREPARED_MAX))]
+    return "; ".join([*statements, *([_PG_NOTIFY] if wake else []), "COMMIT"])
+
+
+def _pg_literals(driver: psycopg.Connection[Any]) -> Callable[[str], str]:
+    """Strings as SQL literals, escaped by libpq (``PQescapeLiteral``) for this connection's settings."""
+    escaping = Escaping(driver.pgconn)
+
+    def literal(value: str) -> str:
+        if "\x00" in value:
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return escaping.escape_literal(value.encode()).decode()
+
+    return literal
+
+
+def _pg_uuid(value: str | None) -> str:
+    return "NULL" if value is None else f"'{value}'"
+
+
+def _pg_row(row: tuple[Any, ...], recorded_at: str, text: Callable[[str], str]) -> str:
+    """An ``events`` row's values as SQL literals, comma separated (``recorded_at`` already a literal)."""
+    (position, event_id, stream_id, stream_version, event_type, schema_version, payload, actor, correlation_id,
+     causation_id, _, digest) = row
+    return (f"{position:d}, '{event_id}', {text(stream_id)}, {stream_version:d}, {text(event_type)}, "
+            f"{schema_version:d}, {text(payload)}, {text(actor)}, {_pg_uuid(correlation_id)}, "
+            f"{_pg_uuid(causation_id)}, {recorded_at}, '{digest}'")
+
+
+@functools.lru_cache(maxsize=_PREPARED_MAX * 4)
+def _pg_inserts_for(rows: int) -> dict[str, str]:
+    """The prepared inserts ``_pg_insert(rows, ...)`` executes."""
+    return dict(_PgStatements.insert(chunk) for chunk in {min(rows, _PREPARED_MAX), rows % _PREPARED_MAX} if chunk)
+
+
+_STORED_IDS = "SELECT event_id, stream_id, stream_version, position FROM events WHERE event_id {ids}"
+_SQLITE_STORED_IDS = _STORED_IDS.format(ids="IN ({})")
+_PG_STORED_IDS = _STORED_IDS.format(ids="= ANY(%s)")
 _ENVELOPE_COLUMNS = ("position, event_id, stream_id, stream_version, event_type, schema_version, payload, actor, "
                      "correlation_id, causation_id, recorded_at")
 _RECORD_COLUMNS = f"{_ENVELOPE_COLUMNS}, hash"
 _PROJECTED_COLUMNS = "position, stream_id, event_type, schema_version, payload, actor, recorded_at"
-_PAGE = "SELECT {{columns}} FROM events WHERE position > {after} ORDER BY position LIMIT {limit}"
+_SQLITE_PAGE = "SELECT {columns} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+_PG_PAGE = "SELECT {columns} FROM events WHERE position > %s AND position <= %s ORDER BY position"
+_PG_NEXT_POSITION = "SELECT position FROM events WHERE position > %s ORDER BY position LIMIT 1"
 """A page of the log, sent as plain SQL: rows come back as the driver gives them, converted below per dialect."""
 _SHARED_PAYLOAD_CHARS = 400
 _SHARED_ENTRIES = 4096
@@ -69,8 +181,24 @@ def _uuid_from_text(value: str) -> UUID:
     """A UUID as SQLAlchemy stores it in SQLite (32 hex digits), without ``UUID()``'s parsing of other forms."""
     uuid = _new(UUID)
     _set(uuid, "int", int(value, 16))
-    _set(uuid, "is_safe", SafeUUID.unknown)
+    _set(uuid, "is_safe", _UNKNOWN_SAFETY)
     return uuid
+
+
+_UNKNOWN_SAFETY = SafeUUID.unknown
+"""Read once: an enum member's lookup is a descriptor call, a cost on every UUID read."""
+
+
+def _uuid_as_text(value: str) -> str:
+    """A UUID's text as SQLAlchemy stores it in SQLite: 32 hex digits."""
+    return value.replace("-", "")
+
+
+def _utc_as_text(value: datetime) -> str:
+    """A timestamp as SQLAlchemy stores it in SQLite: in UTC, as text without an offset."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _utc_from_text(value: str) -> datetime:
@@ -94,6 +222,36 @@ def envelope(position: int, event_id: UUID, stream_id: str, stream_version: int,
     _set(recorded, "__pydantic_extra__", None)
     _set(recorded, "__pydantic_private__", None)
     return recorded
+
+
+_METADATA_FIELDS = set(EventMetadata.model_fields)
+_RECORD_FIELDS = set(StoredRecord.model_fields)
+
+
+def stored_record(position: int, event_id: UUID, stream_id: str, stream_version: int, event_type: str,
+                  schema_version: int, payload: str, metadata: EventMetadata, recorded_at: datetime,
+                  digest: str) -> StoredRecord:
+    """A ``StoredRecord`` of trusted values, as ``envelope`` builds a ``RecordedEvent``."""
+    record = _new(StoredRecord)
+    _set(record, "__dict__", {"position": position, "event_id": event_id, "stream_id": stream_id,
+                              "stream_version": stream_version, "event_type": event_type,
+                              "schema_version": schema_version, "payload": payload, "metadata": metadata,
+                              "recorded_at": recorded_at, "hash": digest})
+    _set(record, "__pydantic_fields_set__", _RECORD_FIELDS)
+    _set(record, "__pydantic_extra__", None)
+    _set(record, "__pydantic_private__", None)
+    return record
+
+
+def metadata_of(actor: str, correlation_id: UUID | None, causation_id: UUID | None) -> EventMetadata:
+    """An ``EventMetadata`` of trusted values, as ``envelope`` builds a ``RecordedEvent``: what
+    ``EventMetadata.model_construct`` builds with every field given, a few times faster."""
+    metadata = _new(EventMetadata)
+    _set(metadata, "__dict__", {"actor": actor, "correlation_id": correlation_id, "causation_id": causation_id})
+    _set(metadata, "__pydantic_fields_set__", _METADATA_FIELDS)
+    _set(metadata, "__pydantic_extra__", None)
+    _set(metadata, "__pydantic_private__", None)
+    return metadata
 
 
 class NotDecoded(Event):
@@ -137,6 +295,15 @@ def record_from_row(row: Sequence[Any]) -> StoredRecord:
     )
 
 
+class _Attempt:
+    """How far one write of a group went: whether it failed before the commit was sent, and whether its
+    connection is lost (to be dropped rather than kept)."""
+
+    def __init__(self) -> None:
+        self.before_commit = True
+        self.connection_lost = False
+
+
 class SqlEventStore:
     """The event store in the ``events`` table of a SQLite or PostgreSQL database."""
 
@@ -149,18 +316,19 @@ class SqlEventStore:
         self._codec = codec
         self._clock = clock
         self._sqlite = is_sqlite(engine)
-        qmark = engine.dialect.paramstyle == "qmark"
-        self._head_sql = _HEAD_AND_STREAM_VERSION.format(stream_id="?" if qmark else "%(stream_id)s")
-        self._head_params: Callable[[str], Any] = (lambda s: (s,)) if qmark else (lambda s: {"stream_id": s})
         self._group_commit = GroupCommit(self._write_group)
-        self._page_sql = _PAGE.format(after="?", limit="?") if qmark else _PAGE.format(after="%(after)s",
-                                                                                        limit="%(limit)s")
-        self._page_params: Callable[[int, int], Any] = (
-            (lambda after, limit: (after, limit)) if qmark else (lambda after, limit: {"after": after, "limit": limit}))
+        self._writer: PoolProxiedConnection | None = None
+        """The connection appends are written on, kept between them (``_write``)."""
         self._uuid: Callable[[Any], UUID] = _uuid_from_text if self._sqlite else _as_given
+        self._correlation: Callable[[Any], UUID] = self._shared_uuid if self._sqlite else _as_given
+        """A correlation id of a row: one a rollout's events share, parsed once from SQLite's text."""
+        self._uuids: dict[str, UUID] = {}
+        self._stored_uuid: Callable[[str], str] = _uuid_as_text if self._sqlite else _as_given
+        """A UUID's text (as ``str(uuid)`` writes it) as the append stores it."""
+        self._stored_time: Callable[[datetime], Any] = _utc_as_text if self._sqlite else _as_given
         self._time: Callable[[Any], datetime] = _utc_from_text if self._sqlite else _as_given
         self._events: dict[tuple[str, int, str], Event] = {}
-        self._metadatas: dict[tuple[str, Any, Any], EventMetadata] = {}
+        self._metadatas: dict[tuple[str, Any], EventMetadata] = {}
 
     @property
     def engine(self) -> Engine:
@@ -170,16 +338,18 @@ class SqlEventStore:
         if not events_:
             return AppendResult(positions=(), stream_version=expected_version)
         return self._group_commit.append(PendingAppend(stream_id, expected_version, events_,
-                                                       encode_events(self._codec, events_)))
+                                                       prepare_events(self._codec, stream_id, events_)))
 
     def _write_group(self, group: list[PendingAppend]) -> None:
-        """Write a group of appends in one transaction; if the database refuses it, each on its own."""
+        """Write a group of appends in one transaction; if the database refuses it, each on its own.
+
+        Written on the driver's connection, without SQLAlchemy's statement layer, on a connection the store keeps
+        for its appends (``_writer``)."""
+        dbapi = self._engine.dialect.loaded_dbapi
         try:
-            with self._engine.connect() as conn:
-                conn.execution_options(**{WRITE: True})
-                with conn.begin():
-                    outcomes = self._append_locked(conn, group)
-        except (sa.exc.IntegrityError, sa.exc.OperationalError, sa.exc.InternalError) as error:
+            outcomes = self._write(group)
+        except (dbapi.IntegrityError, dbapi.OperationalError, dbapi.InternalError,  # from the driver
+                sa.exc.OperationalError, sa.exc.InternalError) as error:  # from the pool, connecting
             # InternalError: the server ended a transaction left idle too long (_APPEND_IDLE_LIMIT_MS)
             if len(group) > 1:
                 for pending in group:
@@ -187,8 +357,8 @@ class SqlEventStore:
                 return
             pending = group[0]
             pending.error = duplicate_ids(pending.stream_id, [e.event_id for e in pending.events]) \
-                if isinstance(error, sa.exc.IntegrityError) \
-                else StoreUnavailable(f"cannot append to {describe(self._engine)}: {error.orig}")
+                if isinstance(error, dbapi.IntegrityError) \
+                else StoreUnavailable(f"cannot append to {describe(self._engine)}: {getattr(error, 'orig', error)}")
             return
         for pending, outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, AppendResult):
@@ -196,56 +366,152 @@ class SqlEventStore:
             else:
                 pending.error = outcome
 
-    def _append_locked(self, conn: sa.Connection, group: list[PendingAppend]) -> list[AppendResult | DmaUpgradeError]:
-        """Under the append lock: check each append's expected version (after the group's earlier appends),
-        insert the rows of those that hold, hash-chained in order; return each one's outcome."""
-        if not self._sqlite:
-            conn.execute(sa.select(
-                sa.func.set_config("idle_in_transaction_session_timeout", _APPEND_IDLE_LIMIT_MS, True),
-                sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
-        if len(group) == 1:
-            version, head_position, head_hash = conn.exec_driver_sql(
-                self._head_sql, self._head_params(group[0].stream_id)).one()
-            versions = {group[0].stream_id: version or 0}
-        else:
-            versions, head_position, head_hash = {}, None, None
-            for stream_id, number, digest in conn.execute(_GROUP_HEAD, {"streams": list({p.stream_id for p in group})}):
-                if stream_id is None:
-                    head_position, head_hash = number, digest
+    def _write(self, group: list[PendingAppend]) -> list[AppendResult | DmaUpgradeError]:
+        """Write ``group`` on the writer's connection, kept from one group to the next (only the group commit's
+        leader writes, one at a time): no pool checkout, and so no liveness ping, per append. A connection that
+        fails is dropped; if it was a kept one and failed before the commit was sent (it died while idle),
+        nothing was written: once more on a fresh one."""
+        fresh = self._writer is None
+        connection = self._engine.raw_connection() if self._writer is None else self._writer
+        self._writer = None  # kept again only once this group is through
+        attempt = _Attempt()
+        try:
+            outcomes = (self._write_sqlite if self._sqlite else self._write_postgres)(connection, group, attempt)
+        except BaseException:
+            if attempt.before_commit and attempt.connection_lost and not fresh:
+                return self._write(group)
+            raise
+        finally:
+            if attempt.connection_lost:
+                connection.invalidate()
+            else:
+                self._writer = connection
+        return outcomes
+
+    def _write_sqlite(self, connection: PoolProxiedConnection, group: list[PendingAppend],
+                      attempt: _Attempt) -> list[AppendResult | DmaUpgradeError]:
+        """``BEGIN IMMEDIATE`` (a writer from the start), the head read, the insert, the commit."""
+        driver = cast(sqlite3.Connection, connection.driver_connection)
+        cursor = driver.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            streams = list({p.stream_id: None for p in group})
+            head = cursor.execute(_head(len(streams), "?"), streams).fetchone()
+            outcomes, rows, _ = self._chain_group(group, streams, head, cursor)
+            if rows:
+                cursor.executemany(_SQLITE_INSERT, rows)
+            attempt.before_commit = False
+            cursor.execute("COMMIT")
+        except BaseException:
+            try:
+                if driver.in_transaction:
+                    driver.rollback()
+            except sqlite3.Error:
+                attempt.connection_lost = True
+            raise
+        finally:
+            cursor.close()
+        return outcomes
+
+    def _write_postgres(self, connection: PoolProxiedConnection, group: list[PendingAppend],
+                        attempt: _Attempt) -> list[AppendResult | DmaUpgradeError]:
+        """Two round trips: ``BEGIN``, the lock and the head read; then the insert, the wake-up and ``COMMIT``.
+
+        Sent as plain SQL with the values as literals escaped by libpq (``_pg_row``), so that several statements
+        go in one message (psycopg's client-side binding, ``ClientCursor``, does the same at several times the
+        cost), and each statement but the lock prepared once per connection (``_PgStatements``). Each statement
+        still reads with a snapshot of its own, so the head read sees every append committed before the lock was
+        granted. Between the two messages the transaction is idle, so a process that hangs there has it ended by
+        the server (``_APPEND_IDLE_LIMIT_MS``)."""
+        driver = cast(psycopg.Connection[Any], connection.driver_connection)
+        text = _pg_literals(driver)
+        driver.autocommit = True  # BEGIN and COMMIT are sent with the statements, not in round trips of their own
+        try:
+            with driver.cursor() as cursor:
+                streams = list({p.stream_id: None for p in group})
+                if len(streams) <= _PREPARED_MAX:
+                    _PgStatements.prepare(connection, cursor, {
+                        **dict([_PgStatements.head(len(streams))]),
+                        **_pg_inserts_for(sum(len(p.events) for p in group))})
+                cursor.execute(_pg_lock_and_head([text(stream) for stream in streams]))
+                cursor.nextset()  # past BEGIN
+                cursor.nextset()  # past the lock
+                head = cursor.fetchone()
+                outcomes, rows, wake = self._chain_group(group, streams, head, cursor)
+                if rows or wake:
+                    _PgStatements.prepare(connection, cursor, _pg_inserts_for(len(rows)))  # if some were stale
+                    recorded_at = text(rows[0][10].isoformat()) if rows else ""
+                    attempt.before_commit = False
+                    cursor.execute(_pg_insert([_pg_row(row, recorded_at, text) for row in rows], wake))
                 else:
-                    versions[stream_id] = number
-        head_position, head_hash = head_position or 0, head_hash or GENESIS_HASH
-        recorded_at = self._clock.now()
-        rows: list[dict[str, Any]] = []
+                    attempt.before_commit = False
+                    cursor.execute("COMMIT")
+        except BaseException as error:
+            # Prepared statements not as recorded: start again on another connection (nothing was committed).
+            attempt.connection_lost = isinstance(error, psycopg.errors.DuplicatePreparedStatement
+                                                 | psycopg.errors.InvalidSqlStatementName)
+            if not attempt.connection_lost:
+                try:
+                    if driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                        driver.execute("ROLLBACK")
+                except psycopg.Error:
+                    pass
+            attempt.connection_lost = attempt.connection_lost or driver.closed or driver.broken
+            raise
+        finally:
+            if not driver.closed:
+                driver.autocommit = False
+        return outcomes
+
+    def _chain_group(self, group: list[PendingAppend], streams: list[str], head: Any, cursor: Any,
+                     ) -> tuple[list[AppendResult | DmaUpgradeError], list[tuple[Any, ...]], bool]:
+        """Under the append lock, given the head row (the head's position and hash, then the version of each of
+        ``streams``): check each append's expected version (after the group's earlier appends) and chain the
+        rows of those that hold, in order. Each append's outcome, the rows, and whether a wake-up is due."""
+        head_position, head_hash, *stream_versions = head
+        if head_position is None:
+            head_position, head_hash = 0, GENESIS_HASH
+        versions = {stream_id: version or 0 for stream_id, version in zip(streams, stream_versions, strict=True)}
+        now = self._clock.now()
+        recorded_at = self._stored_time(now)
+        stamp = utc_timestamp(now)
+        uuid = self._stored_uuid
+        rows: list[tuple[Any, ...]] = []
         outcomes: list[AppendResult | DmaUpgradeError] = []
         wake = False
         for pending in group:
-            actual = versions.get(pending.stream_id) or 0
+            stream_id = pending.stream_id
+            actual = versions[stream_id]
             if actual != pending.expected_version:
-                outcomes.append(self._stale(conn, pending, actual))
+                outcomes.append(self._stale(cursor, pending, actual))
                 continue
-            records = build_records(self._codec, pending.events, stream_id=pending.stream_id, stream_version=actual,
-                                    head_position=head_position, head_hash=head_hash, recorded_at=recorded_at,
-                                    encoded=pending.encoded)
-            rows.extend(_row(r) for r in records)
-            head_position, head_hash = records[-1].position, records[-1].hash
-            versions[pending.stream_id] = actual + len(records)
-            outcomes.append(AppendResult(positions=tuple(r.position for r in records),
-                                         stream_version=actual + len(records)))
-            wake = wake or pending.stream_id.startswith(self._notify_prefixes)
-        if rows:
-            conn.execute(events.insert(), rows)
-        if wake:
-            notify(conn)
-        return outcomes
+            previous_hash = head_hash
+            for offset, (new, event_type, schema_version, payload, parts, (event_id, correlation_id, causation_id)) \
+                    in enumerate(pending.prepared, start=1):
+                previous_hash = chain_hash(previous_hash, head_position + offset, actual + offset, stamp, parts)
+                rows.append((head_position + offset, uuid(event_id), stream_id, actual + offset, event_type,
+                             schema_version, payload, new.metadata.actor,
+                             None if correlation_id is None else uuid(correlation_id),
+                             None if causation_id is None else uuid(causation_id), recorded_at, previous_hash))
+            count = len(pending.prepared)
+            outcomes.append(AppendResult(positions=tuple(range(head_position + 1, head_position + count + 1)),
+                                         stream_version=actual + count))
+            head_position, head_hash = head_position + count, previous_hash
+            versions[stream_id] = actual + count
+            wake = wake or stream_id.startswith(self._notify_prefixes)
+        return outcomes, rows, wake
 
-    @staticmethod
-    def _stale(conn: sa.Connection, pending: PendingAppend, actual: int) -> AppendResult | DmaUpgradeError:
+    def _stale(self, cursor: Any, pending: PendingAppend, actual: int) -> AppendResult | DmaUpgradeError:
         """A stale append: the original's result if it is a retry of one stored, else its error."""
         ids = [e.event_id for e in pending.events]
-        stored = {row.event_id: (row.stream_id, row.stream_version, row.position) for row in conn.execute(
-            sa.select(events.c.event_id, events.c.stream_id, events.c.stream_version, events.c.position)
-            .where(events.c.event_id.in_(ids)))}
+        if self._sqlite:
+            cursor.execute(_SQLITE_STORED_IDS.format(", ".join("?" * len(ids))), [i.hex for i in ids])
+            found = cursor.fetchall()
+        else:
+            cursor.execute(_PG_STORED_IDS, (ids,))
+            found = cursor.fetchall()
+        stored = {self._uuid(event_id): (stream_id, stream_version, position)
+                  for event_id, stream_id, stream_version, position in found}
         try:
             return resolve_stale_append(pending.stream_id, pending.expected_version, actual, pending.events, stored)
         except DmaUpgradeError as error:
@@ -259,32 +525,51 @@ class SqlEventStore:
         return [self._codec.decode_record(record_from_row(row)) for row in rows]
 
     def _pages(self, columns: str, after: int, page_size: int) -> Iterator[Sequence[Any]]:
-        """Driver rows (no type processing) of ``columns`` after ``after`` in global order, a page per short read."""
-        sql = self._page_sql.format(columns=columns)
-        position = after
-        while True:
-            with self._engine.connect() as conn:
-                cursor = conn.connection.cursor()
-                try:
-                    cursor.execute(sql, self._page_params(position, page_size))
-                    rows = cursor.fetchall()
-                finally:
-                    cursor.close()
-            if not rows:
-                return
+        """Driver rows (no type processing) of ``columns`` after ``after`` in global order, a page at a time."""
+        fetch = partial(self._sqlite_page if self._sqlite else self._pg_page,
+                        (_SQLITE_PAGE if self._sqlite else _PG_PAGE).format(columns=columns), page_size=page_size)
+        rows, following = fetch(after)
+        while following is not None:
+            if rows:
+                yield rows
+            rows, following = fetch(following)
+        if rows:
             yield rows
-            position = rows[-1][0]
+
+    def _sqlite_page(self, sql: str, position: int, *, page_size: int) -> tuple[list[Any], int | None]:
+        """The page after ``position``, and where the next one starts (None: there is no next one)."""
+        connection = self._engine.raw_connection()
+        try:
+            rows = cast(sqlite3.Connection, connection.driver_connection).execute(sql, (position, page_size)).fetchall()
+        finally:
+            connection.close()
+        return rows, rows[-1][0] if rows else None
+
+    def _pg_page(self, sql: str, position: int, *, page_size: int) -> tuple[list[Any], int | None]:
+        """``_sqlite_page`` on PostgreSQL: a page is the range of positions after ``position``, which the planner
+        reads through the primary key whatever it knows of the table (``position > x ORDER BY position LIMIT n``
+        on a table not yet analysed is a whole scan and a sort per page). A short page is the head, or a gap (only
+        rows deleted behind the store's back leave one): the next stored position says which, and a reader walks
+        on past a gap as before."""
+        connection = self._engine.raw_connection()
+        try:
+            # Binary results: UUIDs and times come as bytes to copy rather than text to parse.
+            with cast(psycopg.Connection[Any], connection.driver_connection).cursor(binary=True) as cursor:
+                rows = cursor.execute(sql, (position, position + page_size)).fetchall()
+                if len(rows) == page_size:
+                    return rows, rows[-1][0]
+                following = cursor.execute(_PG_NEXT_POSITION, (rows[-1][0] if rows else position,)).fetchone()
+        finally:
+            connection.close()
+        return rows, None if following is None else following[0] - 1
 
     def read_records(self, after: int = 0, page_size: int = 1000) -> Iterator[StoredRecord]:
-        uuid, time = self._uuid, self._time
-        construct = StoredRecord.model_construct
+        uuid, time, metadata = self._uuid, self._time, self._metadata
         for page in self._pages(_RECORD_COLUMNS, after, page_size):
             for (position, event_id, stream_id, stream_version, event_type, schema_version, payload, actor,
                  correlation_id, causation_id, recorded_at, digest) in page:
-                yield construct(position=position, event_id=uuid(event_id), stream_id=stream_id,
-                                stream_version=stream_version, event_type=event_type, schema_version=schema_version,
-                                payload=payload, metadata=self._metadata(actor, correlation_id, causation_id),
-                                recorded_at=time(recorded_at), hash=digest)
+                yield stored_record(position, uuid(event_id), stream_id, stream_version, event_type, schema_version,
+                                    payload, metadata(actor, correlation_id, causation_id), time(recorded_at), digest)
 
     def read_all(self, after: int = 0, page_size: int = 1000) -> Iterator[RecordedEvent]:
         uuid, time, decode, metadata = self._uuid, self._time, self._decoded, self._metadata
@@ -319,15 +604,24 @@ class SqlEventStore:
             self._events[key] = event
         return event
 
+    def _shared_uuid(self, text: str) -> UUID:
+        uuid = self._uuids.get(text)
+        if uuid is None:
+            if len(self._uuids) >= _SHARED_ENTRIES:
+                self._uuids.clear()
+            uuid = self._uuids[text] = _uuid_from_text(text)
+        return uuid
+
     def _metadata(self, actor: str, correlation_id: Any, causation_id: Any) -> EventMetadata:
-        """The metadata of a row, shared between rows that carry the same."""
-        key = (actor, correlation_id, causation_id)
+        """The metadata of a row; shared between rows of the same actor and correlation that have no causation
+        (an event caused by another is most often the only one caused by it: not worth remembering)."""
+        if causation_id is not None:
+            return metadata_of(actor, None if correlation_id is None else self._correlation(correlation_id),
+                               self._uuid(causation_id))
+        key = (actor, correlation_id)
         metadata = self._metadatas.get(key)
         if metadata is None:
-            uuid = self._uuid
-            metadata = EventMetadata.model_construct(
-                actor=actor, correlation_id=None if correlation_id is None else uuid(correlation_id),
-                causation_id=None if causation_id is None else uuid(causation_id))
+            metadata = metadata_of(actor, None if correlation_id is None else self._uuid(correlation_id), None)
             if len(self._metadatas) >= _SHARED_ENTRIES:
                 self._metadatas.clear()
             self._metadatas[key] = metadata
@@ -351,13 +645,3 @@ class SqlEventStore:
         with self._engine.connect() as conn:
             return conn.execute(sa.select(sa.func.max(events.c.position))).scalar() or 0
 
-
-def _row(record: StoredRecord) -> dict[str, Any]:
-    return {
-        "position": record.position, "event_id": record.event_id, "stream_id": record.stream_id,
-        "stream_version": record.stream_version, "event_type": record.event_type,
-        "schema_version": record.schema_version, "payload": record.payload,
-        "actor": record.metadata.actor, "correlation_id": record.metadata.correlation_id,
-        "causation_id": record.metadata.causation_id, "recorded_at": record.recorded_at,
-        "hash": record.hash,
-    }

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from engine.event_log import Encoded
+from engine.event_log import PreparedEvent
 from engine.events import NewEvent
 from engine.ports import AppendResult
 
@@ -27,8 +27,9 @@ class PendingAppend:
     stream_id: str
     expected_version: int
     events: Sequence[NewEvent]
-    encoded: Sequence[Encoded]
-    """The events as stored, prepared by the appending thread before it queues (not under the lock)."""
+    prepared: Sequence[PreparedEvent]
+    """The events encoded and their hash chain's canonical text prepared, by the appending thread before it
+    queues (not under the lock)."""
     result: AppendResult | None = None
     error: BaseException | None = None
     leads: bool = False

@@ -147,3 +147,17 @@ def test_read_stream_can_start_after_a_version(event_store: EventStore) -> None:
     event_store.append("agent-a", 0, [registered("a"), registered("b"), registered("c")])
     assert [e.stream_version for e in event_store.read_stream("agent-a", after_version=1)] == [2, 3]
     assert event_store.read_stream("agent-a", after_version=3) == []
+
+
+def test_text_with_quotes_backslashes_placeholders_and_unicode_is_stored_as_given(event_store: EventStore) -> None:
+    odd = "o'brien \\ '' \\' %s %(x)s {0} {} ; -- é 漢字 🚀 \t\n"
+    new = NewEvent(event_id=uuid.uuid4(), event=AgentRegistered(name=odd, address=odd, version="10.4.9.0-14794"),
+                   metadata=EventMetadata(actor=odd, correlation_id=uuid.uuid4()))
+    stream = f"agent-{odd}"
+    event_store.append(stream, 0, [new])
+    event_store.append(stream, 1, [registered("plain")])
+
+    first = event_store.read_stream(stream)[0]
+    assert (first.stream_id, first.event, first.metadata) == (stream, new.event, new.metadata)
+    assert [r.stream_id for r in event_store.read_all()] == [stream, stream]
+    assert verify_chain(event_store.read_records()).ok

@@ -6,10 +6,13 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 from pydantic import ValidationError
 
-from adapters.sql.event_store import envelope
-from engine.events import EventMetadata, NewEvent, RecordedEvent
+from adapters.sql.event_store import SqlEventStore, envelope, metadata_of, stored_record
+from engine.codec import EventCodec
+from engine.events import EventMetadata, NewEvent, RecordedEvent, StoredRecord
+from engine.hashchain import verify_chain
 from engine.ports import EventStore
 from engine.upgrade_events import InstallPhaseReported, Step, StepStarted
 from tests.conftest import FakeClock
@@ -56,3 +59,44 @@ def test_an_envelope_is_what_recorded_event_model_construct_builds() -> None:
     assert repr(built) == repr(constructed)
     with pytest.raises(ValidationError):
         built.position = 8  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3, 100])
+def test_a_reader_walks_past_a_gap_left_by_deleted_rows_and_the_chain_check_names_it(
+        db_engine: sa.Engine, codec: EventCodec, clock: FakeClock, page_size: int) -> None:
+    store = SqlEventStore(db_engine, codec, clock)
+    for index in range(8):
+        store.append(f"upgrade-{index}", 0, [_phase(index, uuid.uuid4())])
+    with db_engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM events WHERE position IN (3, 4, 7)"))
+
+    assert [r.position for r in store.read_all(page_size=page_size)] == [1, 2, 5, 6, 8]
+    assert [r.position for r in store.read_projected(page_size=page_size)] == [1, 2, 5, 6, 8]
+    assert [r.position for r in store.read_all(after=3, page_size=page_size)] == [5, 6, 8]
+    verdict = verify_chain(store.read_records(page_size=page_size))
+    assert (verdict.broken_at, verdict.verified) == (3, 2) and "position 3 is missing" in verdict.reason
+
+
+@pytest.mark.parametrize("ids", [(None, None), (uuid.uuid4(), None), (uuid.uuid4(), uuid.uuid4())])
+def test_a_metadata_of_is_what_event_metadata_model_construct_builds(
+        ids: tuple[uuid.UUID | None, uuid.UUID | None]) -> None:
+    built = metadata_of("engine", *ids)
+    constructed = EventMetadata.model_construct(actor="engine", correlation_id=ids[0], causation_id=ids[1])
+    assert built == constructed and hash(built) == hash(constructed)
+    assert built.model_fields_set == constructed.model_fields_set
+    assert built.model_dump() == constructed.model_dump()
+    assert repr(built) == repr(constructed)
+    with pytest.raises(ValidationError):
+        built.actor = "other"  # type: ignore[misc]
+
+
+def test_a_stored_record_is_what_stored_record_model_construct_builds() -> None:
+    values = {"position": 7, "event_id": uuid.uuid4(), "stream_id": "upgrade-a", "stream_version": 2,
+              "event_type": "InstallPhaseReported", "schema_version": 1, "payload": '{"phase":"copy"}',
+              "metadata": EventMetadata(actor="engine"), "recorded_at": datetime(2026, 11, 30, 9, tzinfo=UTC),
+              "hash": "ab" * 32}
+    built = stored_record(**{("digest" if k == "hash" else k): v for k, v in values.items()})  # type: ignore[arg-type]
+    constructed = StoredRecord.model_construct(**values)
+    assert built == constructed and built.model_fields_set == constructed.model_fields_set
+    assert built.model_dump() == constructed.model_dump() == StoredRecord.model_validate(values).model_dump()
+    assert repr(built) == repr(constructed)

@@ -6,10 +6,9 @@ import random
 import threading
 import time
 import uuid
+from datetime import datetime
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy import event
 
 from adapters.clock import SystemClock
 from adapters.sql.database import create_db_engine
@@ -23,15 +22,21 @@ WRITERS = 8
 APPENDS_PER_WRITER = 25
 
 
+class JitteryClock(SystemClock):
+    """The system clock, read after a random delay: an append reads it inside its writing transaction, after the
+    append lock and before the insert and the commit, so every writing transaction lasts a random while."""
+
+    def __init__(self) -> None:
+        self._jitter = random.Random(7)
+
+    def now(self) -> datetime:
+        time.sleep(self._jitter.uniform(0, 0.01))
+        return super().now()
+
+
 def _tail_while_writing(url: str, codec: EventCodec) -> tuple[list[int], int]:
     engine = create_db_engine(url, pool_size=WRITERS + 2)
-    jitter = random.Random(7)
-
-    @event.listens_for(engine, "commit")
-    def _slow_commit(_conn: sa.Connection) -> None:
-        time.sleep(jitter.uniform(0, 0.01))  # a random delay inside every writing transaction
-
-    store = SqlEventStore(engine, codec, SystemClock())
+    store = SqlEventStore(engine, codec, JitteryClock())
     done = threading.Event()
     seen: list[int] = []
     errors: list[BaseException] = []
