@@ -56,9 +56,9 @@ EXIT_CODES: list[tuple[type[DmaUpgradeError], int]] = [
 """First match wins; exit code 1 is also what a failed audit verification returns. Bad input (2) includes
 a malformed or unsupported database URL, an in-memory SQLite one and an invalid ``DMA_UPGRADE_ACTOR``;
 an unavailable store (6), a database file that is no SQLite database and a data directory that cannot be
-used; a damaged store (8), any other database error among them. With ``--server``, an answer of the API maps back through the same table (404 → 3, 409 → 4 or 5,
-422 → 2, 503 → 6), a server that cannot be reached is 6, and a missing, wrong or too weak token (401,
-403) is 10."""
+used; a damaged store (8), any other database error among them. With ``--server``, an answer of the API
+maps back through the same table (404 → 3, 409 → 4 or 5, 422 → 2, 503 → 6), a server that cannot be
+reached is 6, and a missing, wrong or too weak token (401, 403) is 10."""
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
