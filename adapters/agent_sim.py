@@ -44,7 +44,7 @@ from starlette.types import Receive, Scope, Send
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
 from engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
 from engine.ports import PackageRef, PhaseReporter, StepOutcome, StepStatus
-from engine.upgrade_events import Step
+from engine.upgrade_events import Step, UpgradeOptions
 
 NDJSON = "application/x-ndjson"
 CALLER_HEADER = "X-Step-Caller"
@@ -59,6 +59,8 @@ class StepRequest(BaseModel):
     step: Step
     package_sha256: str = Field(min_length=1)
     package_version: str = Field(min_length=1)
+    options: UpgradeOptions = UpgradeOptions()
+    """The upgrade's options (absent: the documented defaults); an unknown option is refused (422)."""
     agent: str | None = None
     """The name the engine believes it is talking to; another name is refused (409)."""
     phase_acks: bool = False
@@ -91,6 +93,17 @@ class SavedEntry:
     step: Step
     key: str
     package_version: str
+    options: UpgradeOptions = field(default_factory=UpgradeOptions)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step.value, "key": self.key, "package_version": self.package_version,
+                "options": self.options.model_dump(mode="json")}
+
+    @classmethod
+    def from_json(cls, entry: Any) -> SavedEntry:
+        """An entry of a state file; one saved before options were kept had the defaults."""
+        return cls(step=Step(entry["step"]), key=str(entry["key"]), package_version=str(entry["package_version"]),
+                   options=UpgradeOptions.model_validate(entry.get("options", {})))
 
 
 @dataclass(frozen=True)
@@ -106,8 +119,7 @@ class AgentMemory:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": STATE_FORMAT, "name": self.name, "version": self.version, "active": self.active,
-            "journal": [{"step": e.step.value, "key": e.key, "package_version": e.package_version}
-                        for e in self.journal],
+            "journal": [entry.to_json() for entry in self.journal],
             "keys": {key: {"step": r.step.value, "package_sha256": r.package_sha256, "status": r.status.value,
                            "version_after": r.version_after, "error": r.error}
                      for key, r in self.keys.items()},
@@ -119,8 +131,7 @@ class AgentMemory:
         try:
             if data.get("format") != STATE_FORMAT:
                 raise ValueError(f"unsupported format {data.get('format')!r}")
-            journal = tuple(SavedEntry(step=Step(e["step"]), key=str(e["key"]),
-                                       package_version=str(e["package_version"])) for e in data["journal"])
+            journal = tuple(SavedEntry.from_json(entry) for entry in data["journal"])
             keys = {str(key): KeyRecord(step=Step(r["step"]), package_sha256=str(r["package_sha256"]),
                                         status=StepStatus(r["status"]), version_after=r.get("version_after"),
                                         error=r.get("error"))
@@ -253,7 +264,7 @@ class _ServedAgent:
             created = record is None
             if created:
                 self._records[key] = KeyRecord(request.step, request.package_sha256, StepStatus.RUNNING)
-        package = PackageRef(sha256=request.package_sha256, version=request.package_version)
+        package = PackageRef(sha256=request.package_sha256, version=request.package_version, options=request.options)
         try:
             outcome = self.simulation.perform(self.address, request.step, key, package, on_phase)
         except AgentUnreachable:
@@ -290,7 +301,7 @@ class _ServedAgent:
                            journal=self.journal(), keys=keys)
 
     def journal(self) -> tuple[SavedEntry, ...]:
-        current = tuple(SavedEntry(step=e.step, key=e.key, package_version=e.package_version)
+        current = tuple(SavedEntry(step=e.step, key=e.key, package_version=e.package_version, options=e.options)
                         for e in self.simulation.journal_of(self.name))
         return self._previous_journal + current
 
@@ -534,8 +545,7 @@ def agent_app(simulation: SimulatedAgentGateway, name: str, *, state_file: Path 
 
     @app.get("/journal")
     def journal() -> JSONResponse:
-        return JSONResponse([{"step": e.step.value, "key": e.key, "package_version": e.package_version}
-                             for e in served.journal()])
+        return JSONResponse([entry.to_json() for entry in served.journal()])
 
     @app.get("/health")
     def health() -> JSONResponse:

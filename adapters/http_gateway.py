@@ -272,7 +272,8 @@ class HttpAgentGateway:
         """
         path = f"/steps/{quote(idempotency_key, safe='')}"
         body = {"step": step.value, "package_sha256": package.sha256, "package_version": package.version,
-                "agent": agent.name, "phase_acks": on_phase is not None}
+                "options": package.options.model_dump(mode="json"), "agent": agent.name,
+                "phase_acks": on_phase is not None}
 
         def attempt() -> StepOutcome:
             with self._exchange(agent.name, step.value, agent.address, "POST", path, json=body) as (response, sent):

@@ -39,14 +39,16 @@ from io import BytesIO
 from pathlib import Path
 from typing import IO
 
-from engine.errors import InvalidInput
+from engine.errors import Conflict, InvalidInput
 from engine.packages import (
     INSTALL_PHASES,
     PackageManifest,
     PackageRejected,
     PrerequisiteCheck,
     check_from_json,
+    check_identity,
     manifest_from_json,
+    package_description,
     package_file_name,
 )
 
@@ -145,22 +147,33 @@ def _update_zip(manifest: PackageManifest) -> bytes:
     return buffer.getvalue()
 
 
-def build_package(manifest: PackageManifest, directory: Path) -> Path:
+def build_package(manifest: PackageManifest, directory: Path, *, overwrite: bool = True) -> Path:
     """Write the package of ``manifest`` into ``directory`` under its canonical file name.
 
-    The same manifest always gives the same bytes (fixed entry times). The file appears atomically.
+    The same manifest always gives the same bytes (fixed entry times). The file appears atomically; without
+    ``overwrite``, a file already there is kept and ``Conflict`` raised (checked when the file appears).
     """
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / package_file_name(manifest)
+    exists = Conflict(f"{target} exists already; pass --force to overwrite it")
+    if not overwrite and target.exists():
+        raise exists
     partial = target.with_name(target.name + ".part")
     with zipfile.ZipFile(partial, "w") as package:
-        package.writestr(_zip_info(DESCRIPTION, zipfile.ZIP_DEFLATED),
-                         f"DataMiner Upgrade ({manifest.kind})\n")
+        package.writestr(_zip_info(DESCRIPTION, zipfile.ZIP_DEFLATED), f"{package_description(manifest.kind)}\n")
         package.writestr(_zip_info(EXECUTOR, zipfile.ZIP_DEFLATED),
                          f"placeholder upgrade executor for DataMiner {manifest.dataminer_version}\n")
         package.writestr(_zip_info(MANIFEST, zipfile.ZIP_DEFLATED), manifest.model_dump_json(indent=2))
         package.writestr(_zip_info(UPDATE_ZIP, zipfile.ZIP_STORED), _update_zip(manifest))
-    os.replace(partial, target)
+    if overwrite:
+        os.replace(partial, target)
+        return target
+    try:
+        os.link(partial, target)
+    except FileExistsError:
+        raise exists from None
+    finally:
+        partial.unlink()
     return target
 
 
@@ -463,6 +476,13 @@ class _Inspection:
         self.expand(source, entry, buffer)
         return buffer.getvalue()
 
+    def text(self, raw: bytes, name: str) -> str:
+        """A small entry's bytes as UTF-8 text (a byte-order mark allowed)."""
+        try:
+            return raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise self.reject(f"{name} is not UTF-8 text") from None
+
     def inspect_update(self, update: _Source) -> tuple[list[str], list[PrerequisiteCheck]]:
         """Check the nested Update.zip; its entry names and the checks in its Prerequisites folder."""
         entries = self.directory(update)
@@ -504,13 +524,15 @@ class _Inspection:
                 if required not in by_name:
                     raise self.reject(f"missing {required}")
             raw_manifest = self.read_metadata(source, by_name[MANIFEST])
+            raw_description = self.read_metadata(source, by_name[DESCRIPTION])
             for entry in entries:
-                if entry.name != MANIFEST:
+                if entry.name not in (MANIFEST, DESCRIPTION):
                     self.expand(source, entry, update if entry.name == UPDATE_ZIP else None)
             try:
                 manifest = manifest_from_json(raw_manifest, MANIFEST)
             except InvalidInput as error:
                 raise self.reject(str(error)) from None
+            check_identity(self.path.name, self.text(raw_description, DESCRIPTION), manifest)
             update_names, checks = self.inspect_update(
                 _Source(update, by_name[UPDATE_ZIP].size, UPDATE_ZIP, f" in {UPDATE_ZIP}"))
         self.compare(manifest, checks)
@@ -545,7 +567,9 @@ def inspect_package(path: Path, limits: ArchiveLimits = ArchiveLimits()) -> Insp
     missing Description.txt or Update.zip (or UpdateContent.txt inside it), an entry whose name
     escapes its folder or is absolute (in either archive), duplicate or encrypted entries, entries neither
     stored nor deflated, zip bombs (too many entries, too long names, too many bytes per entry or in all,
-    too high a compression ratio), corrupt entries (headers that lie about sizes, place or CRC), and a
-    manifest whose prerequisites disagree with ``Update.zip/Prerequisites``.
+    too high a compression ratio), corrupt entries (headers that lie about sizes, place or CRC), a
+    manifest whose prerequisites disagree with ``Update.zip/Prerequisites``, and a package that is not the
+    DataMiner server upgrade it says (``check_identity``: Description.txt, manifest kind, a file name of the
+    DataMiner form).
     """
     return _Inspection(path, limits).inspect()

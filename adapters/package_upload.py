@@ -11,10 +11,12 @@ from engine.service import UpgradeService
 
 
 def upload_package(service: UpgradeService, packages: FilePackageStore, file: Path, *, actor: str) -> PackageRecord:
-    """Validate ``file`` as an untrusted ``.dmupgrade``, store it and append ``PackageUploaded``.
+    """Validate ``file`` as an untrusted ``.dmupgrade``, store it and append ``PackageUploaded`` with the clusters
+    that accept it.
 
-    A refused upload (hostile archive, unmet prerequisite, package uploaded already) raises and leaves
-    neither an event nor a stored file behind, unless the same package was stored by an earlier upload.
+    A refused upload (hostile archive, not the DataMiner server upgrade it says, no cluster accepting it, package
+    uploaded already) raises and leaves neither an event nor a stored file behind, unless the same package was
+    stored by an earlier upload.
     """
     inspected = inspect_package(file)
     packages.put(file, inspected.sha256)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
 from engine.packages import INSTALL_PHASES, AgentFacts
 from engine.ports import AgentAddress, AgentIdentity, PackageRef, PhaseReporter, StepOutcome, StepStatus
-from engine.upgrade_events import Step
+from engine.upgrade_events import Step, UpgradeOptions
 from engine.versions import parse_version
 
 Sleeper = Callable[[float], None]
@@ -84,6 +84,8 @@ class JournalEntry:
     step: Step
     key: str
     package_version: str
+    options: UpgradeOptions = field(default_factory=UpgradeOptions)
+    """The upgrade's options the step came with (an install with ``extract_all`` off replaces only changed files)."""
 
 
 @dataclass(frozen=True)
@@ -427,7 +429,8 @@ class SimulatedAgentGateway:
         return outcome
 
     def _record(self, target: _Agent, step: Step, key: str, package: PackageRef) -> None:
-        entry = JournalEntry(agent=target.name, step=step, key=key, package_version=package.version)
+        entry = JournalEntry(agent=target.name, step=step, key=key, package_version=package.version,
+                             options=package.options)
         target.journal.append(entry)
         with self._journal_lock:
             self._journal.append(entry)

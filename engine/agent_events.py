@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from engine.addresses import canonical_address
 from engine.events import Event
@@ -90,11 +90,35 @@ class AgentStartedManually(Event):
     upgrade_id: str | None = None
 
 
+class AgentPortsChanged(Event):
+    """An operator set the UDP ports the agent's SNMP services use (facts it reports otherwise).
+
+    Both ports are recorded as they are after the change; later reported facts replace them."""
+
+    event_type = "AgentPortsChanged"
+
+    snmp_agent_port: int = Field(ge=1, le=65535)
+    """SLSNMPAgent, DataMiner's own SNMP agent."""
+    windows_snmp_port: int = Field(ge=1, le=65535)
+    """The Windows SNMP service."""
+
+
 def agent_stream_id(name: str) -> str:
     """The event stream of one agent of the inventory."""
     return f"agent-{name}"
 
 
+class AgentWebUpgraded(Event):
+    """A Web package upgraded the agent's web components to ``web_version``; its DataMiner version is unchanged
+    (its ``VersionHistory.txt`` line says "web upgrade")."""
+
+    event_type = "AgentWebUpgraded"
+
+    web_version: str
+    upgrade_id: str | None = None
+
+
 AGENT_EVENTS: tuple[type[Event], ...] = (AgentRegistered, AgentFactsReported, AgentVersionChanged,
-                                         AgentLeftStopped, AgentStartedManually)
+                                         AgentLeftStopped, AgentStartedManually, AgentPortsChanged,
+                                         AgentWebUpgraded)
 AGENT_UPCASTERS = {("AgentRegistered", 1): upcast_agent_registered_v1}

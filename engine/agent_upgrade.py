@@ -88,8 +88,8 @@ class AgentUpgrade:
     @property
     def flags(self) -> MachineFlags:
         plan = self.plan
-        return MachineFlags(stops_snmp=plan.options.stop_snmp, switches_over=plan.switch_over,
-                            reboots=plan.options.reboot, upload_only=plan.upload_only,
+        return MachineFlags(stops_snmp=plan.stops_snmp, switches_over=plan.switch_over,
+                            reboots=plan.reboots, upload_only=plan.upload_only,
                             legacy_switch_first=plan.switch_over
                             and plan.step_order is StepOrder.LEGACY_SWITCH_BEFORE_REBOOT)
 
@@ -201,7 +201,7 @@ class AgentUpgrade:
         self._require_trigger("complete", "complete")
         return [AgentUpgradeCompleted(version_after=self.version_after,
                                       manual_start_needed=not self.plan.options.auto_start
-                                      and not self.plan.upload_only and not self.manual_start_seen)]
+                                      and self.plan.stops_dataminer and not self.manual_start_seen)]
 
     def fail(self, reason: str) -> list[Event]:
         """Stop the upgrade as failed (on the step in progress, if any)."""
@@ -209,9 +209,10 @@ class AgentUpgrade:
         return [AgentUpgradeFailed(step=self.step_in_progress, reason=reason)]
 
     def retry(self) -> list[Event]:
-        """Resume a failed upgrade where it failed."""
-        if self.state != UpgradeState.FAILED or self.resume_state is None:
-            raise InvalidTransition(self.state, "retry", "only a failed upgrade can be retried")
+        """Resume a failed upgrade where it failed, or a cancelled one where it was cancelled (its rollout is
+        continued)."""
+        if self.state not in (UpgradeState.FAILED, UpgradeState.CANCELLED) or self.resume_state is None:
+            raise InvalidTransition(self.state, "retry", "only a failed or cancelled upgrade can be retried")
         self._require_trigger("retry", "retry")
         return [AgentUpgradeRetried(resume_state=self.resume_state.value)]
 
@@ -301,6 +302,8 @@ class AgentUpgrade:
             case AgentUpgradeResumed():
                 self.resumes += 1
             case AgentUpgradeCancelled():
+                if self.state is not UpgradeState.FAILED:  # a failed one resumes where it failed
+                    self.resume_state = self.state
                 self._move("cancel")
                 self.step_in_progress = None
             case _:

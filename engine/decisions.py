@@ -15,14 +15,15 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from engine.agent_events import AgentLeftStopped, AgentVersionChanged
+from engine.agent_events import AgentLeftStopped, AgentVersionChanged, AgentWebUpgraded
 from engine.agent_upgrade import AgentUpgrade
+from engine.errors import InvalidTransition
 from engine.events import Event
 from engine.inventory import AgentRecord
 from engine.ports import StepOutcome, StepStatus
 from engine.rollout import Rollout, RolloutState
 from engine.rollout_events import PlannedAgent, RolloutPlanned, StepPolicy
-from engine.upgrade_events import Step
+from engine.upgrade_events import Step, StepStarted
 from engine.upgrade_machine import CANCELLABLE_STATES, STOPPED_STATES, TERMINAL_STATES, UpgradeState
 
 
@@ -126,7 +127,7 @@ def next_action(upgrade: AgentUpgrade, facts: UpgradeFacts) -> UpgradeAction:
 def leaves_agent_stopped(upgrade: AgentUpgrade, agent: AgentRecord) -> bool:
     """Whether the upgrade ends with the agent's DataMiner stopped (Auto Start off, not started by hand)."""
     plan = upgrade.plan
-    return not plan.upload_only and not plan.options.auto_start and not started_by_hand(upgrade, agent)
+    return plan.stops_dataminer and not plan.options.auto_start and not started_by_hand(upgrade, agent)
 
 
 def _upgrade_id(upgrade: AgentUpgrade) -> str:
@@ -152,7 +153,10 @@ def left_stopped(upgrade: AgentUpgrade, agent: AgentRecord) -> list[Event]:
 
 
 def answered(upgrade: AgentUpgrade, step: Step, outcome: StepOutcome, target_version: str) -> list[Event]:
-    """The agent reported ``step`` done; after an install it must run the package's version."""
+    """The agent reported ``step`` done; after an install it must run the package's version (a web-only install
+    leaves DataMiner's version as it was: the answer's version is not the package's, and is not recorded)."""
+    if step is Step.INSTALL and upgrade.plan.web_only:
+        return upgrade.finish_step(step)
     if step is Step.INSTALL and outcome.version_after != target_version:
         assert upgrade.scheduled is not None
         return upgrade.fail(f"agent {upgrade.scheduled.agent} reports version {outcome.version_after} after the "
@@ -166,7 +170,13 @@ def reports_version(step: Step, outcome: StepOutcome) -> bool:
 
 
 def version_change(agent: AgentRecord, upgrade: AgentUpgrade, step: Step, outcome: StepOutcome) -> list[Event]:
-    """The agent-stream events of an answered step: a new version after an install (once)."""
+    """The agent-stream events of an answered step: a new version after an install (once); after a web-only
+    install, the web upgrade (once), the DataMiner version unchanged."""
+    if reports_version(step, outcome) and upgrade.plan.web_only:
+        assert upgrade.scheduled is not None
+        upgrade_id = _upgrade_id(upgrade)
+        return [] if agent.last_web_upgrade == upgrade_id else [
+            AgentWebUpgraded(web_version=upgrade.scheduled.target_version, upgrade_id=upgrade_id)]
     if not reports_version(step, outcome) or outcome.version_after == agent.version:
         return []
     return [AgentVersionChanged(version=outcome.version_after, previous_version=agent.version,
@@ -241,10 +251,40 @@ def under_way(upgrade: AgentUpgrade) -> bool:
 
 def retries(rollout: Rollout, upgrades: Mapping[str, AgentUpgrade],
             in_flight: Collection[str]) -> dict[str, list[Event]]:
-    """Each failed upgrade the operator asked to retry more often than it was retried: its retry events."""
+    """Each upgrade the operator asked to retry (retry-failed) or to take up again (continue) more often than it
+    was retried: its retry events. A failed upgrade resumes where it failed, a cancelled one (only once its
+    rollout is no longer cancelled) where it was cancelled."""
     return {name: upgrade.retry() for name, requested in rollout.retry_requests.items()
             if (upgrade := upgrades.get(name)) is not None and name not in in_flight
-            and upgrade.is_failed and requested > upgrade.retries}
+            and requested > upgrade.retries and _may_retry(rollout, upgrade)}
+
+
+def begins_install(events: Iterable[Event]) -> bool:
+    """Whether these upgrade events record the intent of an install: the package is marked used just before."""
+    return any(isinstance(event, StepStarted) and event.step is Step.INSTALL for event in events)
+
+
+def _may_retry(rollout: Rollout, upgrade: AgentUpgrade) -> bool:
+    return upgrade.is_failed or (upgrade.state is UpgradeState.CANCELLED
+                                 and rollout.state is not RolloutState.CANCELLED)
+
+
+def continued_agents(rollout: Rollout, upgrades: Mapping[str, AgentUpgrade]) -> tuple[str, ...]:
+    """The agents of a failed or cancelled rollout that did not complete and that ``continue`` takes up again
+    (``InvalidTransition`` when it may not be continued): those whose upgrade failed or was cancelled. Refused
+    while an upgrade is under way (its rollout is still running) and when every agent completed."""
+    states = {agent.name: upgrades[agent.name].state if upgrades[agent.name].scheduled is not None else None
+              for agent in rollout.plan.agents}
+    if rollout.state not in (RolloutState.FAILED, RolloutState.CANCELLED):
+        raise InvalidTransition(rollout.state, "continue the rollout",
+                                "only a failed or cancelled rollout can be continued")
+    if any(state is not None and state not in STOPPED_STATES for state in states.values()) \
+            and rollout.state is RolloutState.CANCELLED:
+        raise InvalidTransition(rollout.state, "continue the rollout", "agents of it are still upgrading")
+    if all(state is UpgradeState.COMPLETED for state in states.values()):
+        raise InvalidTransition(rollout.state, "continue the rollout", "every agent of it completed")
+    return tuple(name for name, state in states.items()
+                 if state in (UpgradeState.FAILED, UpgradeState.CANCELLED))
 
 
 def cancellations(rollout: Rollout, upgrades: Mapping[str, AgentUpgrade], in_flight: Collection[str],

@@ -8,13 +8,17 @@ from dataclasses import dataclass, field
 from engine.agent_events import (
     AgentFactsReported,
     AgentLeftStopped,
+    AgentPortsChanged,
     AgentRegistered,
     AgentStartedManually,
     AgentVersionChanged,
+    AgentWebUpgraded,
     FailoverRole,
 )
+from engine.errors import Conflict, InvalidInput
 from engine.events import Event
 from engine.packages import AgentFacts
+from engine.versions import version_identity, version_sort_key
 
 
 @dataclass
@@ -34,6 +38,8 @@ class AgentRecord:
     """The upgrade after which an operator last started the agent by hand."""
     stream_version: int = 0
     version_history: list[str] = field(default_factory=list)
+    last_web_upgrade: str | None = None
+    """The upgrade that last upgraded the agent's web components (a Web package)."""
 
 
 def fold_agent(events: Iterable[Event]) -> AgentRecord | None:
@@ -59,6 +65,12 @@ def apply_agent_event(record: AgentRecord | None, event: Event) -> AgentRecord |
             record.version_history.append(version)
             if record.facts is not None:
                 record.facts = record.facts.model_copy(update={"version": version})
+        case AgentPortsChanged() if record is not None and record.facts is not None:
+            record.facts = record.facts.model_copy(update={"snmp_agent_port": event.snmp_agent_port,
+                                                           "windows_snmp_port": event.windows_snmp_port})
+        case AgentWebUpgraded() if record is not None:
+            record.version_history.append(web_upgrade_line(event.web_version))
+            record.last_web_upgrade = event.upgrade_id
         case AgentLeftStopped(upgrade_id=upgrade_id) if record is not None:
             record.stopped_by_upgrade = upgrade_id
         case AgentStartedManually(upgrade_id=upgrade_id) if record is not None:
@@ -71,13 +83,42 @@ def apply_agent_event(record: AgentRecord | None, event: Event) -> AgentRecord |
     return record
 
 
+def web_upgrade_line(web_version: str) -> str:
+    """How a version history lists a web upgrade: ``10.4.9.0-14794 (web upgrade)``."""
+    return f"{web_version} (web upgrade)"
+
+
 def clusters_on_mixed_versions(agents: Iterable[AgentRecord]) -> dict[str, list[str]]:
-    """Clusters whose agents run different versions, with those versions sorted."""
-    versions: dict[str, set[str]] = {}
+    """Clusters whose agents run different versions, with those versions sorted numerically.
+
+    Versions are compared parsed, so notations of one version (``10.4.0.0-14112``, ``10.4.0.0(CU0)-14112``)
+    are one version, shown as the first agent's text."""
+    versions: dict[str, dict[str, str]] = {}
     for agent in agents:
         if agent.cluster is not None:
-            versions.setdefault(agent.cluster, set()).add(agent.version)
-    return {cluster: sorted(found) for cluster, found in sorted(versions.items()) if len(found) > 1}
+            versions.setdefault(agent.cluster, {}).setdefault(version_identity(agent.version), agent.version)
+    return {cluster: sorted(found.values(), key=version_sort_key)
+            for cluster, found in sorted(versions.items()) if len(found) > 1}
+
+
+def ports_change(record: AgentRecord, snmp_agent_port: int | None,
+                 windows_snmp_port: int | None) -> list[AgentPortsChanged]:
+    """The event setting an agent's SNMP ports (None: keep that one), or none when they are so already.
+
+    The ports are facts the agent reports, so an agent that reported none is refused (``Conflict``)."""
+    if snmp_agent_port is None and windows_snmp_port is None:
+        raise InvalidInput("give --snmp-port, --windows-snmp-port or both")
+    for port in (snmp_agent_port, windows_snmp_port):
+        if port is not None and not 1 <= port <= 65535:
+            raise InvalidInput(f"invalid UDP port {port}: expected 1 to 65535")
+    if record.facts is None:
+        raise Conflict(f"agent {record.name} has reported no facts: report them (with its ports) first")
+    wanted = AgentPortsChanged(snmp_agent_port=snmp_agent_port or record.facts.snmp_agent_port,
+                               windows_snmp_port=windows_snmp_port or record.facts.windows_snmp_port)
+    if (wanted.snmp_agent_port, wanted.windows_snmp_port) == (record.facts.snmp_agent_port,
+                                                              record.facts.windows_snmp_port):
+        return []
+    return [wanted]
 
 
 def cluster_label(cluster: str | None) -> str:

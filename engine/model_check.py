@@ -8,7 +8,7 @@ them it models what the runtime and the world may do, in any order:
 - each upgrade's driver carries out its next action; a command reaches the agent, which applies it and
   answers, refuses it (not applied), or does not answer (having applied it, or not);
 - the engine crashes at any moment (its memory is lost, it resumes from the events alone);
-- an operator pauses, resumes, cancels or retries the rollout, starts an agent left stopped, or resolves a
+- an operator pauses, resumes, cancels, retries or continues the rollout, starts an agent left stopped, or resolves a
   step in doubt (truthfully).
 
 Faults, crashes and operator actions each have a budget per run, so the state space is finite; states
@@ -43,6 +43,7 @@ from engine.decisions import (
     answered,
     cancellations,
     conclusion,
+    continued_agents,
     failed_count,
     learned,
     left_stopped,
@@ -52,6 +53,7 @@ from engine.decisions import (
     unanswered,
     version_change,
 )
+from engine.errors import InvalidTransition
 from engine.events import Event
 from engine.inventory import AgentRecord, apply_agent_event
 from engine.packages import PackageKind, PackageManifest
@@ -490,6 +492,9 @@ class Explorer:
         failed = tuple(a.name for a in self.plan.agents if state.upgrades[a.name].is_failed)
         if rollout.state is RolloutState.FAILED and failed:
             commands.append(("retries the failed agents of", lambda: rollout.retry_failed(failed)))
+        continued = _continued(state)
+        if continued is not None:
+            commands.append(("continues", lambda: rollout.continue_rollout(continued)))
         for verb, decide in commands:
             after = self._append_rollout(state, decide())
             after.operator += 1
@@ -604,6 +609,17 @@ def _resend_on_resume(upgrade: AgentUpgrade, facts: UpgradeFacts) -> UpgradeActi
     if isinstance(action, Ask) and not upgrade.in_doubt:
         return Record(tuple(upgrade.fail_attempt(action.step, "resumed: sent again")))
     return action
+
+
+def _continued(state: _State) -> tuple[str, ...] | None:
+    """The agents an operator's ``continue`` takes up again, or None when the rollout may not be continued (it
+    runs, is driven, or every agent completed)."""
+    if state.driving:
+        return None
+    try:
+        return continued_agents(state.rollout, state.upgrades)
+    except InvalidTransition:
+        return None
 
 
 def _retry_after_timeout(upgrade: AgentUpgrade, facts: UpgradeFacts) -> UpgradeAction:

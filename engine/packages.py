@@ -299,7 +299,7 @@ def evaluate_prerequisites(manifest: PackageManifest, agent_name: str,
     return failures
 
 
-_FILE_NAME_RE = re.compile(r"DataMiner (?P<version>\S+) (?P<kind>Full|Web) Upgrade\.dmupgrade")
+_FILE_NAME_RE = re.compile(r"DataMiner (?P<version>\S.*?) (?P<kind>Full|Web) Upgrade\.dmupgrade")
 _FILE_NAME_FORM = "DataMiner <A.B.C.D>[(CU<n>)]-<build> <Full|Web> Upgrade.dmupgrade"
 
 
@@ -320,6 +320,43 @@ def parse_package_file_name(name: str) -> tuple[DataMinerVersion, PackageKind]:
     if version.build is None:
         raise PackageRejected(name, f"file name has no build; expected {_FILE_NAME_FORM!r}")
     return version, PackageKind(match["kind"])
+
+
+_DATAMINER_FORM_RE = re.compile(r"DataMiner .*Upgrade\.dmupgrade", re.IGNORECASE | re.DOTALL)
+DESCRIPTIONS: dict[PackageKind, str] = {kind: f"DataMiner Upgrade ({kind.value})" for kind in PackageKind}
+"""What a DataMiner server upgrade's ``Description.txt`` says, by kind."""
+
+
+def package_description(kind: PackageKind) -> str:
+    """The ``Description.txt`` line of a package of ``kind``: ``DataMiner Upgrade (Full)``."""
+    return DESCRIPTIONS[kind]
+
+
+def check_identity(file_name: str, description: str, manifest: PackageManifest) -> None:
+    """Refuse a package that is not the DataMiner server upgrade its manifest declares.
+
+    ``description`` (the text of ``Description.txt``; its first non-blank line counts) must name a DataMiner
+    server upgrade, Full or Web, of the manifest's kind. A file name of the DataMiner form (``DataMiner ...
+    Upgrade.dmupgrade``) must name the version, build and kind inside; any other name is accepted on content.
+    """
+    said = next((line.strip() for line in description.splitlines() if line.strip()), "")
+    kinds = {text.casefold(): kind for kind, text in DESCRIPTIONS.items()}
+    kind = kinds.get(said.casefold())
+    if kind is None:
+        shown = repr(said[:60]) if said else "nothing"
+        expected = " or ".join(repr(text) for text in DESCRIPTIONS.values())
+        raise PackageRejected(file_name, f"Description.txt says {shown}: not a DataMiner server upgrade "
+                                         f"(expected {expected})")
+    if kind is not manifest.kind:
+        raise PackageRejected(file_name, f"Description.txt says a {kind.value} upgrade, the manifest a "
+                                         f"{manifest.kind.value} one")
+    if not _DATAMINER_FORM_RE.fullmatch(file_name):
+        return
+    named_version, named_kind = parse_package_file_name(file_name)
+    inside = f"{manifest.dataminer_version} {manifest.kind.value}"
+    if named_version != manifest.dataminer_version or named_kind is not manifest.kind:
+        raise PackageRejected(file_name, f"the file name says {named_version} {named_kind.value}, the package "
+                                         f"holds {inside}; rename it {package_file_name(manifest)!r} or rebuild it")
 
 
 _Model = TypeVar("_Model", bound=BaseModel)

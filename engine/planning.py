@@ -12,10 +12,12 @@ from uuid import UUID
 from engine.agent_events import FailoverRole
 from engine.errors import InvalidInput
 from engine.inventory import AgentRecord, cluster_label, clusters_on_mixed_versions
-from engine.packages import PackageManifest, PackageRejected, evaluate_prerequisites
+from engine.packages import PackageKind, PackageManifest, PackageRejected, evaluate_prerequisites
 from engine.rollout_events import FailoverPolicy, PlannedAgent, RolloutPlanned, StepPolicy
 from engine.upgrade_events import AgentUpgradePlan, UpgradeOptions
-from engine.versions import is_downgrade, parse_version, upgrade_path_problems
+from engine.upgrade_paths import check_upgrade_path, upgrade_path_problems
+from engine.version_choice import VersionChoice, judge_versions
+from engine.versions import DataMinerVersion, parse_version
 
 _LIMIT = re.compile(r"\s*(\d{1,9})\s*(%?)\s*")
 
@@ -54,6 +56,19 @@ class RolloutRequest:
     step_policy: StepPolicy = field(default_factory=StepPolicy)
     start_at: datetime | None = None
     allow_partial_pair: bool = False
+    version_choice: VersionChoice = field(default_factory=VersionChoice)
+    skip_path_check: bool = False
+
+    @property
+    def installs_dataminer(self) -> bool:
+        """Whether the rollout installs DataMiner (a Full package, not upload-only): only then does DataMiner
+        stop, its version change and failover pairs switch over."""
+        return not self.upload_only and self.manifest.kind is PackageKind.FULL
+
+    @property
+    def web_only(self) -> bool:
+        """Whether the rollout installs a Web package: the web components only, with DataMiner running."""
+        return not self.upload_only and self.manifest.kind is PackageKind.WEB
 
 
 SWITCH_OVER_POLICIES = frozenset({FailoverPolicy.BACKUP_FIRST, FailoverPolicy.BACKUP_FIRST_SWITCH_BACK})
@@ -69,7 +84,7 @@ def plan_rollout(request: RolloutRequest, rollout_id: UUID, new_id: Callable[[],
     selected = {agent.name: agent for agent in request.agents}
     target = request.manifest.dataminer_version
     problems = _pair_problems(request, selected)
-    switching = request.failover_policy in SWITCH_OVER_POLICIES and not request.upload_only
+    switching = request.failover_policy in SWITCH_OVER_POLICIES and request.installs_dataminer
     if switching and problems and not request.allow_partial_pair:
         raise InvalidInput(
             f"failover policy {request.failover_policy.value} upgrades a failover pair as one (backup first, then a "
@@ -77,11 +92,15 @@ def plan_rollout(request: RolloutRequest, rollout_id: UUID, new_id: Callable[[],
             + "; ".join(f"agent {name}: {problem}" for name, problem in problems.items())
             + ". Add the missing partner, choose --failover-policy simultaneous, or pass --allow-partial-pair to "
               "upgrade such an agent without its partner and without a switch-over")
+    version_warnings = judge_versions(request.agents, target, request.version_choice) \
+        if request.installs_dataminer else {}
     warnings: list[str] = []
     notes: list[str] = []
     planned: list[PlannedAgent] = []
     for agent in request.agents:
         agent_warnings = _agent_warnings(agent, request)
+        if agent.name in version_warnings:
+            agent_warnings.append(version_warnings[agent.name])
         alone = switching and agent.name in problems
         if alone:
             agent_warnings.append(
@@ -89,12 +108,13 @@ def plan_rollout(request: RolloutRequest, rollout_id: UUID, new_id: Callable[[],
                 f"(--allow-partial-pair): no switch-over; if {agent.name} is the active member the pair is down "
                 f"during its upgrade")
         switch_over, after = (False, ()) if alone else _failover_part(agent, selected, request.failover_policy,
-                                                                      request.upload_only)
+                                                                      not request.installs_dataminer)
         plan = AgentUpgradePlan(options=request.options, upload_only=request.upload_only,
-                                switch_over=switch_over,
+                                switch_over=switch_over, web_only=request.web_only,
                                 delayed_start_seconds=request.delayed_start_seconds
                                 if request.options.delayed_start else 0)
-        agent_notes = _pair_notes(agent, selected, problems, plan, request)
+        agent_notes = [_web_note(target)] if request.web_only else _pair_notes(agent, selected, problems, plan,
+                                                                               request)
         planned.append(PlannedAgent(name=agent.name, address=agent.address, cluster=agent.cluster,
                                     current_version=agent.version, upgrade_id=new_id(), plan=plan,
                                     failover_role=agent.failover_role if agent.failover_partner in selected
@@ -113,6 +133,8 @@ def plan_rollout(request: RolloutRequest, rollout_id: UUID, new_id: Callable[[],
         max_errors=resolve_limit(request.max_errors or str(total), total, option="--max-errors", minimum=0),
         step_policy=request.step_policy, start_at=request.start_at, warnings=tuple(warnings),
         allow_partial_pair=request.allow_partial_pair, notes=tuple(notes),
+        reinstall=request.version_choice.reinstall, allow_downgrade=request.version_choice.allow_downgrade,
+        skip_path_check=request.skip_path_check,
     )
 
 
@@ -129,11 +151,18 @@ def _agent_warnings(agent: AgentRecord, request: RolloutRequest) -> list[str]:
         if not request.options.stop_snmp and agent.facts.snmp_agent_port == agent.facts.windows_snmp_port:
             warnings.append(f"agent {agent.name}: Stop SNMP is off and SLSNMPAgent and Windows SNMP both "
                             f"use UDP port {agent.facts.snmp_agent_port}: they will conflict")
-    if not request.upload_only:
-        if is_downgrade(current, target):
-            warnings.append(f"agent {agent.name}: {target} is a downgrade from {agent.version}")
-        warnings.extend(f"agent {agent.name}: {problem}" for problem in upgrade_path_problems(current, target))
+    if request.installs_dataminer:
+        if request.skip_path_check:
+            warnings.extend(f"agent {agent.name}: {problem} (--skip-path-check)"
+                            for problem in upgrade_path_problems(current, target))
+        else:
+            check_upgrade_path(agent.name, current, target)
     return warnings
+
+
+def _web_note(target: DataMinerVersion) -> str:
+    return (f"web upgrade: only the web components are updated, to {target}; DataMiner keeps running and its "
+            f"version stays as it is (no SNMP stop, reboot, start or switch-over)")
 
 
 def _pair_problems(request: RolloutRequest, selected: dict[str, AgentRecord]) -> dict[str, str]:
@@ -167,7 +196,7 @@ def _pair_notes(agent: AgentRecord, selected: dict[str, AgentRecord], problems: 
                 plan: AgentUpgradePlan, request: RolloutRequest) -> list[str]:
     """What this agent's failover pair goes through in this rollout."""
     partner = agent.failover_partner
-    if request.upload_only or partner is None:
+    if not request.installs_dataminer or partner is None:
         return []
     notes: list[str] = []
     if request.failover_policy is FailoverPolicy.SIMULTANEOUS and agent.name not in problems \
@@ -182,10 +211,11 @@ def _pair_notes(agent: AgentRecord, selected: dict[str, AgentRecord], problems: 
 
 
 def _failover_part(agent: AgentRecord, selected: dict[str, AgentRecord], policy: FailoverPolicy,
-                   upload_only: bool) -> tuple[bool, tuple[str, ...]]:
-    """Whether this agent switches over, and which agents must complete before it starts."""
+                   keeps_running: bool) -> tuple[bool, tuple[str, ...]]:
+    """Whether this agent switches over, and which agents must complete before it starts (none when DataMiner
+    ``keeps_running``: upload-only and web-only rollouts)."""
     partner = agent.failover_partner
-    if upload_only or partner is None or partner not in selected or policy is FailoverPolicy.SIMULTANEOUS:
+    if keeps_running or partner is None or partner not in selected or policy is FailoverPolicy.SIMULTANEOUS:
         return False, ()
     if agent.failover_role is FailoverRole.BACKUP:
         return True, ()
@@ -196,7 +226,7 @@ def _cluster_warnings(request: RolloutRequest, selected: dict[str, AgentRecord],
     warnings = [f"cluster {cluster} runs mixed versions now: {', '.join(versions)}"
                 for cluster, versions in clusters_on_mixed_versions(request.inventory).items()
                 if any(a.cluster == cluster for a in request.agents)]
-    if request.upload_only:
+    if not request.installs_dataminer:
         return warnings
     for agent in request.agents:
         partner = agent.failover_partner

@@ -6,7 +6,7 @@ Implementations live in ``adapters/``; in-memory ones used by tests follow the s
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -14,7 +14,7 @@ from uuid import UUID
 
 from engine.events import NewEvent, RecordedEvent, StoredRecord
 from engine.packages import AgentFacts
-from engine.upgrade_events import Step
+from engine.upgrade_events import Step, UpgradeOptions
 
 
 class Clock(Protocol):
@@ -94,10 +94,11 @@ class AgentAddress:
 
 @dataclass(frozen=True)
 class PackageRef:
-    """The package a step works with."""
+    """The package a step works with, and the options of the upgrade the step is part of (sent with every step)."""
 
     sha256: str
     version: str
+    options: UpgradeOptions = field(default_factory=UpgradeOptions)
 
 
 @dataclass(frozen=True)

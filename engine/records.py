@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from engine.events import RecordedEvent
+from engine.errors import Conflict
+from engine.events import Event, RecordedEvent
+from engine.package_acceptance import ClusterAcceptance
 from engine.packages import PackageManifest
 from engine.rollout_events import (
     PackageUploaded,
@@ -30,6 +32,8 @@ class PackageRecord:
     uploaded_by: str
     used_by: UUID | None = None
     stream_version: int = 1
+    clusters: tuple[ClusterAcceptance, ...] = ()
+    """Which systems accepted it on upload (``engine.package_acceptance``)."""
 
     @property
     def status(self) -> str:
@@ -44,12 +48,23 @@ def fold_packages(events: Iterable[RecordedEvent]) -> dict[str, PackageRecord]:
         if isinstance(event, PackageUploaded):
             packages[event.sha256] = PackageRecord(
                 sha256=event.sha256, file_name=event.file_name, size=event.size, manifest=event.manifest,
-                uploaded_at=recorded.recorded_at, uploaded_by=recorded.metadata.actor)
+                uploaded_at=recorded.recorded_at, uploaded_by=recorded.metadata.actor, clusters=event.clusters)
         elif isinstance(event, PackageUsed):
             record = packages[recorded.stream_id.removeprefix("package-")]
             record.used_by = event.rollout_id
             record.stream_version = recorded.stream_version
     return packages
+
+
+def package_use(record: PackageRecord, rollout_id: UUID, agent: str) -> list[Event]:
+    """The events that mark a package used by ``rollout_id`` as ``agent`` begins installing it: none when that
+    rollout used it already; ``Conflict`` when another one did (a package executes one rollout)."""
+    if record.used_by == rollout_id:
+        return []
+    if record.used_by is not None:
+        raise Conflict(f"package {record.file_name} was used by rollout {record.used_by} and is completed: it "
+                       f"cannot execute rollout {rollout_id}")
+    return [PackageUsed(rollout_id=rollout_id, agent=agent)]
 
 
 def fold_settings(events: Iterable[RecordedEvent]) -> dict[str, str]:

@@ -15,6 +15,7 @@ from engine.rollout_events import (
     FailedAgentsRetried,
     RolloutCancelled,
     RolloutCompleted,
+    RolloutContinued,
     RolloutFailed,
     RolloutPaused,
     RolloutPlanned,
@@ -45,12 +46,15 @@ ROLLOUT_TRANSITIONS: list[dict[str, object]] = [
     {"trigger": "complete", "source": R.RUNNING.value, "dest": R.COMPLETED.value},
     {"trigger": "fail", "source": R.RUNNING.value, "dest": R.FAILED.value},
     {"trigger": "retry_failed", "source": R.FAILED.value, "dest": R.RUNNING.value},
+    {"trigger": "continue", "source": [R.FAILED.value, R.CANCELLED.value], "dest": R.RUNNING.value},
 ]
-"""A failed rollout keeps its clusters until it is retried to completion or cancelled."""
+"""A failed rollout keeps its clusters until it is retried to completion or cancelled. A failed or cancelled
+rollout may be continued with its package: the agents that did not complete run again."""
 
 _EVENT_TRIGGERS: dict[type[Event], str] = {
     RolloutStarted: "start", RolloutPaused: "pause", RolloutResumed: "resume", RolloutCancelled: "cancel",
     RolloutCompleted: "complete", RolloutFailed: "fail", FailedAgentsRetried: "retry_failed",
+    RolloutContinued: "continue",
 }
 
 
@@ -121,6 +125,10 @@ class Rollout:
     def retry_failed(self, agents: tuple[str, ...]) -> list[Event]:
         return self._decide("retry_failed", FailedAgentsRetried(agents=agents))
 
+    def continue_rollout(self, agents: tuple[str, ...]) -> list[Event]:
+        """Run again the agents that did not complete; ``agents`` are those whose upgrade failed or was cancelled."""
+        return self._decide("continue", RolloutContinued(agents=agents))
+
     def _decide(self, trigger: str, event: Event) -> list[Event]:
         if self.planned is None:
             raise InvalidTransition("none", trigger.replace("_", " "), "the rollout was never planned")
@@ -139,8 +147,10 @@ class Rollout:
         if dest is None:
             raise InvalidTransition(self.state, f"apply {type(event).__name__}", "not allowed by the table")
         self.state = dest
-        if isinstance(event, FailedAgentsRetried):
+        if isinstance(event, FailedAgentsRetried | RolloutContinued):
             for agent in event.agents:
                 self.retry_requests[agent] = self.retry_requests.get(agent, 0) + 1
+        if isinstance(event, RolloutContinued):
+            self.end_reason = None
         if isinstance(event, RolloutFailed | RolloutCancelled):
             self.end_reason = event.reason

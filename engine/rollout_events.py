@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.agent_events import FailoverRole
 from engine.events import Event
+from engine.package_acceptance import ClusterAcceptance
 from engine.packages import PackageManifest
 from engine.upgrade_events import AgentUpgradePlan, UpgradeOptions
 
@@ -77,14 +78,20 @@ class PackageUploaded(Event):
     file_name: str
     size: int
     manifest: PackageManifest
+    clusters: tuple[ClusterAcceptance, ...] = ()
+    """Which systems accepted the package when it was uploaded, and why the others did not (empty: none could
+    be judged, or uploaded before this was recorded)."""
 
 
 class PackageUsed(Event):
-    """The package executed an upgrade: it is marked completed and cannot execute another."""
+    """The package executed an upgrade (an agent of ``rollout_id`` began installing it): it is marked completed
+    and executes no other rollout, though that rollout may be continued with it."""
 
     event_type = "PackageUsed"
 
     rollout_id: UUID
+    agent: str | None = None
+    """The agent whose install began first (None: recorded when the rollout was planned, before it was kept)."""
 
 
 class SettingChanged(Event):
@@ -135,6 +142,12 @@ class RolloutPlanned(Event):
     """The operator let a member of a failover pair be upgraded without its partner (no switch-over)."""
     notes: tuple[str, ...] = ()
     """The agents' notes, each once: what the failover pairs go through."""
+    skip_path_check: bool = False
+    """The operator planned a jump that breaks the documented upgrade path (``engine.upgrade_paths``)."""
+    reinstall: bool = False
+    """The operator let the package install the version an agent runs already (``engine.version_choice``)."""
+    allow_downgrade: bool = False
+    """The operator let the package install a version older than an agent runs."""
 
 
 LATE_START_TOLERANCE_SECONDS = 1.0
@@ -195,6 +208,16 @@ class FailedAgentsRetried(Event):
     agents: tuple[str, ...]
 
 
+class RolloutContinued(Event):
+    """An operator continued a failed or cancelled rollout with its package: the agents that did not complete run
+    again. ``agents`` are those whose upgrade failed or was cancelled (each is taken up where it stopped, as a
+    retry); agents never scheduled are scheduled and run."""
+
+    event_type = "RolloutContinued"
+
+    agents: tuple[str, ...]
+
+
 class RolloutCompleted(Event):
     """Every agent ended; none failed beyond the error budget."""
 
@@ -215,5 +238,5 @@ class RolloutFailed(Event):
 ROLLOUT_EVENTS: tuple[type[Event], ...] = (
     PackageUploaded, PackageUsed, SettingChanged, RolloutClaimed, RolloutReleased, RolloutPlanned,
     RolloutStarted, RolloutPaused, RolloutResumed, RolloutCancelled, FailedAgentsRetried,
-    RolloutCompleted, RolloutFailed,
+    RolloutCompleted, RolloutFailed, RolloutContinued,
 )

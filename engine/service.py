@@ -17,11 +17,13 @@ from engine.agent_events import (
     agent_stream_id,
 )
 from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from engine.decisions import cancellations, version_change
-from engine.errors import ConcurrencyConflict, Conflict, InvalidInput, NotFound
+from engine.decisions import cancellations, continued_agents, version_change
+from engine.errors import ConcurrencyConflict, Conflict, InvalidInput, InvalidTransition, NotFound
 from engine.events import Event, EventMetadata, NewEvent, RecordedEvent
-from engine.inventory import AgentRecord, cluster_label, fold_agent
-from engine.packages import AgentFacts, PackageManifest, PackageRejected, evaluate_prerequisites
+from engine.inventory import AgentRecord, cluster_label, fold_agent, ports_change
+from engine.package_acceptance import judge_clusters, refusal_by_every_system
+from engine.packages import AgentFacts, PackageManifest, PackageRejected
+from engine.path_advice import PathAdvice, PathQuery, advise
 from engine.planning import RolloutRequest, plan_rollout
 from engine.ports import (
     AgentAddress,
@@ -33,14 +35,13 @@ from engine.ports import (
     PackageRef,
     StepOutcome,
 )
-from engine.records import PackageRecord, active_claims, fold_packages, fold_settings
+from engine.records import PackageRecord, active_claims, fold_packages, fold_settings, package_use
 from engine.rollout import Rollout, RolloutState
 from engine.rollout_events import (
     CLAIMS_STREAM,
     SETTINGS_STREAM,
     FailoverPolicy,
     PackageUploaded,
-    PackageUsed,
     RolloutClaimed,
     RolloutPlanned,
     RolloutReleased,
@@ -50,7 +51,9 @@ from engine.rollout_events import (
     rollout_stream_id,
 )
 from engine.upgrade_events import Step, UpgradeOptions
-from engine.versions import parse_version
+from engine.upgrade_machine import UpgradeState
+from engine.version_choice import VersionChoice
+from engine.versions import parse_version, version_identity
 
 _FULL_SHA256 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -65,11 +68,18 @@ SETTING_DEFAULTS = {"failover-default-policy": FailoverPolicy.SIMULTANEOUS.value
 
 @dataclass(frozen=True)
 class AgentSelection:
-    """Which agents a rollout takes: a whole cluster, or agents by name and/or by IP address."""
+    """Which agents a rollout takes: whole clusters (``cluster`` and/or ``clusters``), or agents by name and/or by
+    IP address."""
 
     cluster: str | None = None
     names: tuple[str, ...] = ()
     addresses: tuple[str, ...] = ()
+    clusters: tuple[str, ...] = ()
+
+    @property
+    def all_clusters(self) -> tuple[str, ...]:
+        """Every cluster named, each once, in the order given."""
+        return tuple(dict.fromkeys((*(() if self.cluster is None else (self.cluster,)), *self.clusters)))
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,10 @@ class RolloutSpec:
     start_at: datetime | None = None
     allow_partial_pair: bool = False
     """Under a switch-over policy, upgrade a member of a failover pair without its partner (no switch-over)."""
+    version_choice: VersionChoice = field(default_factory=VersionChoice)
+    """Whether the package may reinstall the version an agent runs, or install an older one."""
+    skip_path_check: bool = False
+    """Plan a jump that breaks the documented upgrade path (``engine.upgrade_paths``) instead of refusing it."""
 
 
 class UpgradeService:
@@ -192,11 +206,25 @@ class UpgradeService:
         """Record what an agent now reports about itself; its version changes only through upgrades."""
         record = self.agent(name)
         _check_facts(facts)
-        if facts.version != record.version:
+        if version_identity(facts.version) != version_identity(record.version):  # notation aside
             raise InvalidInput(f"agent {name} runs {record.version}; facts for {facts.version} do not apply "
                                f"(versions change only through upgrades)")
         self.append(agent_stream_id(name), record.stream_version, [AgentFactsReported(facts=facts)], actor=actor)
         return self.agent(name)
+
+    def set_agent_ports(self, name: str, *, snmp_agent_port: int | None = None,
+                        windows_snmp_port: int | None = None, actor: str) -> AgentRecord:
+        """Set the UDP ports of an agent's SLSNMPAgent and Windows SNMP service (None: keep that one); a change
+        is an ``AgentPortsChanged`` event, setting them to what they are appends nothing."""
+        record = self.agent(name)
+        events = ports_change(record, snmp_agent_port, windows_snmp_port)
+        if events:
+            self.append(agent_stream_id(name), record.stream_version, events, actor=actor)
+        return self.agent(name)
+
+    def upgrade_path(self, query: PathQuery) -> list[PathAdvice]:
+        """The chain of versions to install (per distinct current version), with the packages covering each hop."""
+        return advise(query, self.agents(), self.packages())
 
     def start_agent_manually(self, name: str, *, actor: str) -> AgentRecord:
         """Start the DataMiner of an agent an upgrade left stopped (Auto Start off)."""
@@ -260,15 +288,18 @@ class UpgradeService:
 
     def record_upload(self, *, sha256: str, file_name: str, size: int, manifest: PackageManifest,
                       actor: str, checked_agents: Sequence[AgentRecord] | None = None) -> PackageRecord:
-        """Store a validated package: refused when an agent that refuses unmet prerequisites fails one."""
+        """Store a validated package with the systems that accept it and why the others do not (prerequisites
+        judged per cluster, ``engine.package_acceptance``); refused only when no system accepts it (a package
+        uploaded before any agent reported facts is accepted)."""
         agents = self.agents() if checked_agents is None else checked_agents
-        blocking = [str(f) for a in agents if a.facts is not None
-                    for f in evaluate_prerequisites(manifest, a.name, a.facts) if f.blocking]
-        if blocking:
-            raise PackageRejected(file_name, "; ".join(blocking))
+        clusters = judge_clusters(manifest, agents)
+        refusal = refusal_by_every_system(clusters)
+        if refusal is not None:
+            raise PackageRejected(file_name, refusal)
         try:
             self.append(package_stream_id(sha256), 0,
-                        [PackageUploaded(sha256=sha256, file_name=file_name, size=size, manifest=manifest)],
+                        [PackageUploaded(sha256=sha256, file_name=file_name, size=size, manifest=manifest,
+                                         clusters=clusters)],
                         actor=actor)
         except ConcurrencyConflict:
             existing = self.package(sha256)
@@ -280,13 +311,16 @@ class UpgradeService:
 
     def _select(self, selection: AgentSelection, inventory: list[AgentRecord]) -> list[AgentRecord]:
         """The agents a selection names; an agent given by an unknown IP is asked who it is (not registered)."""
-        if selection.cluster is not None:
+        clusters = selection.all_clusters
+        if clusters:
             if selection.names or selection.addresses:
                 raise InvalidInput("choose either a whole cluster or individual agents, not both")
-            chosen = [a for a in inventory if a.cluster == selection.cluster]
-            if not chosen:
-                raise NotFound(f"unknown cluster {selection.cluster!r}")
-            return chosen
+            known = {a.cluster for a in inventory}
+            unknown = [cluster for cluster in clusters if cluster not in known]
+            if unknown:
+                raise NotFound(f"unknown cluster{'s' if len(unknown) > 1 else ''} "
+                               + ", ".join(repr(cluster) for cluster in unknown))
+            return [a for cluster in clusters for a in inventory if a.cluster == cluster]
         by_name = {a.name: a for a in inventory}
         chosen = []
         for name in selection.names:
@@ -337,11 +371,13 @@ class UpgradeService:
                                  max_concurrent=spec.max_concurrent, max_errors=spec.max_errors,
                                  delayed_start_seconds=int(settings["delayed-start-seconds"]),
                                  step_policy=spec.step_policy, start_at=spec.start_at,
-                                 allow_partial_pair=spec.allow_partial_pair)
+                                 allow_partial_pair=spec.allow_partial_pair, version_choice=spec.version_choice,
+                                 skip_path_check=spec.skip_path_check)
         return plan_rollout(request, self.ids.new_id(), self.ids.new_id), newcomers
 
     def start_rollout(self, spec: RolloutSpec, *, actor: str) -> RolloutPlanned:
-        """Plan and record a rollout, claim its clusters and mark its package used — or change nothing.
+        """Plan and record a rollout and claim its clusters — or change nothing. Its package is marked used once
+        an agent begins installing it (``mark_package_used``).
 
         Agents given by an unknown IP address are registered once the plan has passed every check."""
         planned, newcomers = self._plan(spec)
@@ -352,8 +388,6 @@ class UpgradeService:
         self.append(rollout_stream_id(rollout_id), 0, [planned], actor=actor, correlation_id=rollout_id)
         try:
             self._claim(planned, actor=actor)
-            if not planned.upload_only:
-                self._mark_package_used(planned, actor=actor)
         except Conflict as refusal:
             self._abandon(rollout_id, str(refusal), actor=actor)
             raise
@@ -371,6 +405,7 @@ class UpgradeService:
                     raise Conflict(f"agent {name} is already in active rollout {claim.rollout_id}")
 
     def _claim(self, planned: RolloutPlanned, *, actor: str) -> None:
+        """Claim the rollout's clusters and agents, or ``Conflict`` when another active rollout holds one."""
         claim = RolloutClaimed(rollout_id=planned.rollout_id,
                                clusters=tuple(sorted({a.cluster for a in planned.agents if a.cluster})),
                                agents=tuple(a.name for a in planned.agents))
@@ -383,16 +418,20 @@ class UpgradeService:
             except ConcurrencyConflict:
                 continue
 
-    def _mark_package_used(self, planned: RolloutPlanned, *, actor: str) -> None:
-        record = self.package(planned.package_sha256)
-        if record.used_by is not None:
-            raise Conflict(f"package {record.file_name} was used by rollout {record.used_by} and is completed")
-        try:
-            self.append(package_stream_id(record.sha256), record.stream_version,
-                        [PackageUsed(rollout_id=planned.rollout_id)], actor=actor,
-                        correlation_id=planned.rollout_id)
-        except ConcurrencyConflict:
-            raise Conflict(f"package {record.file_name} was just used by another rollout") from None
+    def mark_package_used(self, planned: RolloutPlanned, agent: str, *, actor: str) -> None:
+        """Mark the rollout's package used (completed) as ``agent`` begins installing it, once per rollout;
+        ``Conflict`` when another rollout used it."""
+        while True:
+            record = self.package(planned.package_sha256)
+            events = package_use(record, planned.rollout_id, agent)
+            if not events:
+                return
+            try:
+                self.append(package_stream_id(record.sha256), record.stream_version, events, actor=actor,
+                            correlation_id=planned.rollout_id)
+                return
+            except ConcurrencyConflict:
+                continue
 
     def _abandon(self, rollout_id: UUID, reason: str, *, actor: str) -> None:
         rollout = self.rollout(rollout_id)
@@ -428,7 +467,9 @@ class UpgradeService:
         return [Rollout.fold(events) for events in streams.values()]
 
     def control(self, rollout_id: UUID, command: str, *, actor: str) -> Rollout:
-        """Pause, resume, cancel or retry-failed a rollout (the engine driving it reacts)."""
+        """Pause, resume, cancel, retry-failed or continue a rollout (the engine driving it reacts)."""
+        if command == "continue":
+            return self.continue_rollout(rollout_id, actor=actor)
         rollout = self.rollout(rollout_id)
         decisions: dict[str, Callable[[], list[Event]]] = {"pause": rollout.pause, "resume": rollout.resume,
                      "cancel": lambda: rollout.cancel(f"cancelled by {actor}"),
@@ -441,6 +482,44 @@ class UpgradeService:
         if command == "cancel" and rollout.state in (RolloutState.PLANNED, RolloutState.FAILED):
             self._wind_up_cancelled(rollout, actor=actor)
         return self.rollout(rollout_id)
+
+    def continue_rollout(self, rollout_id: UUID, *, actor: str) -> Rollout:
+        """Finish a failed or cancelled rollout with its package: the agents that did not complete run again, on
+        the same rollout (its clusters claimed again). Refused (``InvalidTransition``) while it runs or winds up
+        and when every agent completed; ``Conflict`` when another rollout used its package or holds its clusters."""
+        rollout = self.rollout(rollout_id)
+        plan = rollout.plan
+        upgrades = {a.name: self.upgrade(a.upgrade_id) for a in plan.agents}
+        agents = continued_agents(rollout, upgrades)
+        self._refuse_moved_on(plan, {name for name, upgrade in upgrades.items()
+                                     if upgrade.state is not UpgradeState.COMPLETED})
+        held = rollout_id in active_claims(self.store.read_stream(CLAIMS_STREAM))
+        if held and rollout.state is RolloutState.CANCELLED:
+            raise InvalidTransition(rollout.state, "continue the rollout", "its engine is still winding it up")
+        used_by = self.package(plan.package_sha256).used_by
+        if used_by not in (None, rollout_id) and not plan.upload_only:
+            raise Conflict(f"package {plan.package_sha256[:12]} was used by rollout {used_by} and is completed: it "
+                           f"cannot continue rollout {rollout_id}")
+        if not held:
+            self._claim(plan, actor=actor)
+        try:
+            self.append(rollout_stream_id(rollout_id), rollout.version, rollout.continue_rollout(agents),
+                        actor=actor, correlation_id=rollout_id)
+        except ConcurrencyConflict:
+            if not held:
+                self.release(rollout_id, actor=actor)
+            raise Conflict(f"rollout {rollout_id} changed meanwhile; look at it again") from None
+        return self.rollout(rollout_id)
+
+    def _refuse_moved_on(self, plan: RolloutPlanned, names: set[str]) -> None:
+        """Refuse to continue agents that run neither the version planned from nor the package's (``Conflict``):
+        something else upgraded them since, so a new rollout must be planned for them."""
+        versions = {a.name: a.version for a in self.agents()}
+        for agent in plan.agents:
+            now = versions.get(agent.name)
+            if agent.name in names and now not in (agent.current_version, plan.package_version):
+                raise Conflict(f"agent {agent.name} runs {now} since rollout {plan.rollout_id} planned it from "
+                               f"{agent.current_version}: plan a new rollout for it")
 
     def _wind_up_cancelled(self, rollout: Rollout, *, actor: str) -> None:
         """A cancelled rollout that no engine is driving (never started, or failed) ends here."""
@@ -474,11 +553,13 @@ class UpgradeService:
         while True:
             upgrade = self.upgrade(planned.upgrade_id)
             step = upgrade.step_in_progress
-            version_after = rollout.plan.package_version if applied and step is Step.INSTALL else None
+            installed = applied and step is Step.INSTALL
+            version_after = rollout.plan.package_version if installed and not upgrade.plan.web_only else None
             events = upgrade.resolve_doubt(applied, version_after)
             assert step is not None
-            if version_after is not None:
-                self._record_version(agent_name, upgrade, version_after, actor=actor, rollout_id=rollout_id)
+            if installed:  # a new version, or (a Web package) the web upgrade
+                self._record_version(agent_name, upgrade, rollout.plan.package_version, actor=actor,
+                                     rollout_id=rollout_id)
             try:
                 self.append(upgrade_stream_id(planned.upgrade_id), upgrade.version, events, actor=actor,
                             correlation_id=rollout_id)
@@ -492,7 +573,8 @@ class UpgradeService:
 
     def _record_version(self, name: str, upgrade: AgentUpgrade, version: str, *, actor: str,
                         rollout_id: UUID) -> None:
-        """Record on the agent's stream that it runs ``version`` after ``upgrade``'s install (once)."""
+        """Record on the agent's stream that it runs ``version`` after ``upgrade``'s install, or, for a Web package,
+        that its web components were upgraded (once)."""
         while True:
             record = self.agent(name)
             events = version_change(record, upgrade, Step.INSTALL, StepOutcome(version_after=version))

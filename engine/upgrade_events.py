@@ -55,13 +55,32 @@ class AgentUpgradePlan(BaseModel):
     switch_over: bool = False
     delayed_start_seconds: int = Field(default=0, ge=0)
     step_order: StepOrder = StepOrder.SWITCH_WHEN_RUNNING
+    web_only: bool = False
+    """A Web package: only the web components are installed, with DataMiner running (no SNMP stop, reboot,
+    start or switch-over) and its version unchanged."""
+
+    @property
+    def stops_dataminer(self) -> bool:
+        """Whether the install stops DataMiner (a Full package's; not upload-only or web-only runs)."""
+        return not self.upload_only and not self.web_only
+
+    @property
+    def stops_snmp(self) -> bool:
+        return self.options.stop_snmp and self.stops_dataminer
+
+    @property
+    def reboots(self) -> bool:
+        return self.options.reboot and self.stops_dataminer
 
     @property
     def steps(self) -> tuple[Step, ...]:
         """The steps this upgrade runs, in order: a switch-over only once the agent runs the new version
-        (installed, rebooted if the rollout reboots, and started, by the engine or by hand)."""
+        (installed, rebooted if the rollout reboots, and started, by the engine or by hand). A web-only run
+        uploads and installs, nothing else."""
         if self.upload_only:
             return (Step.UPLOAD,)
+        if self.web_only:
+            return (Step.UPLOAD, Step.INSTALL)
         steps = [Step.UPLOAD]
         if self.options.stop_snmp:
             steps.append(Step.STOP_SNMP)

@@ -66,7 +66,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     _t("complete", S.REBOOTING, S.COMPLETED, unless=["switches_over"]),
     _t("complete", S.SWITCHED_OVER, S.COMPLETED, unless=["legacy_switch_first"]),
     _t("fail", [s.value for s in RESUMABLE_STATES], S.FAILED),
-    *[_t("retry", S.FAILED, state, [f"resumes_to_{state.value}"]) for state in RESUMABLE_STATES],
+    *[_t("retry", [S.FAILED.value, S.CANCELLED.value], state, [f"resumes_to_{state.value}"])
+      for state in RESUMABLE_STATES],
     _t("cancel", [s.value for s in CANCELLABLE_STATES], S.CANCELLED),
     # Histories recorded before the safety invariants switched over before the reboot and start:
     _t("switch_over", S.INSTALLING, S.SWITCHED_OVER, ["legacy_switch_first"]),
@@ -76,8 +77,9 @@ TRANSITIONS: list[dict[str, Any]] = [
 ]
 """Every allowed move. A pair member switches over last, once it runs the new version: after the install,
 the reboot if the rollout reboots, and the start (docs/invariants.md), so it passes Rebooting before
-SwitchedOver. Failure is possible from any active state, retry resumes where the upgrade failed, and
-cancellation is refused once the agent's installation has begun. The ``legacy_switch_first`` rows fold
+SwitchedOver. Failure is possible from any active state, retry resumes where the upgrade failed (or, when
+an operator continues its rollout, where it was cancelled), and cancellation is refused once the agent's
+installation has begun. The ``legacy_switch_first`` rows fold
 histories recorded before that order (``StepOrder.LEGACY_SWITCH_BEFORE_REBOOT``); no new plan takes them."""
 
 TRIGGERS: tuple[str, ...] = tuple(dict.fromkeys(row["trigger"] for row in TRANSITIONS))

@@ -1,10 +1,11 @@
-"""DataMiner versions: parsing, ordering, release tracks and the documented upgrade-path rules.
+"""DataMiner versions: parsing, ordering and release tracks (the upgrade-path rules: ``engine.upgrade_paths``).
 
 Accepted forms (surrounding whitespace ignored, ``CU`` in any case):
 
 - ``A.B.C`` or ``A.B.C.D`` (``D`` defaults to 0), e.g. ``10.4.9.0`` or ``10.0.0``;
 - a Cumulative Update in brackets or in prose: ``10.5.5.0(CU0)``, ``10.0.0 CU19``;
-- a build after a dash: ``10.4.9.0-14794``, ``10.5.5.0(CU0)-15664``;
+- a build after a dash: ``10.4.9.0-14794``, ``10.5.5.0(CU0)-15664``, with a prose CU after the build too:
+  ``10.0.0.0-9454 CU20``;
 - the old form with a build date and a suffix: ``8.0.6.3-2304-20140407-release``. The date and suffix
   are checked but not kept: they are not part of a version's identity.
 
@@ -15,26 +16,29 @@ The canonical text, which ``parse_version`` reads back to an equal version, is t
 
 Ordering compares A, B, C, D, then CU, then build, numerically; a missing CU or build counts as 0,
 so ``10.0.0 CU19`` sorts before every build of 10.0.0 CU19. Equality follows the same key, so
-``10.4.9.0 == 10.4.9.0(CU0)``: the order is total and consistent with ``==`` and ``hash``.
+``10.4.9.0 == 10.4.9.0(CU0)``: the order is total and consistent with ``==`` and ``hash``. ``identity`` is a
+text that equal versions share whatever their notation (what comparisons of stored version texts use).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from functools import total_ordering
 
 from engine.errors import InvalidInput
 
-_EXPECTED = "expected A.B.C[.D] with an optional (CUn) or ' CUn' and -build, e.g. 10.4.9.0-14794"
+_EXPECTED = ("expected A.B.C[.D], an optional CU and an optional -build, e.g. 10.4.9.0-14794, "
+             "10.5.5.0(CU0)-15664, 10.0.0 CU19 or 10.0.0.0-9454 CU20")
 
 _VERSION_RE = re.compile(
     r"""
     (?P<major>\d{1,9})\.(?P<minor>\d{1,9})\.(?P<feature>\d{1,9})(?:\.(?P<patch>\d{1,9}))?
     (?:\(CU(?P<bracket_cu>\d{1,9})\)|[ ]+CU(?P<prose_cu>\d{1,9}))?
     (?:-(?P<build>\d{1,9})(?:-(?P<date>\d{8})(?:-[A-Za-z0-9]+)?)?)?
+    (?:[ ]+CU(?P<late_cu>\d{1,9}))?
     """,
     re.VERBOSE | re.ASCII | re.IGNORECASE,
 )
@@ -95,6 +99,13 @@ class DataMinerVersion:
         return f"{self.release_number}{cu}{build}"
 
     @property
+    def identity(self) -> str:
+        """The canonical text without a CU0 or a build 0: equal versions, and only they, share it."""
+        cu = f"(CU{self.cu})" if self.cu else ""
+        build = f"-{self.build}" if self.build else ""
+        return f"{self.release_number}{cu}{build}"
+
+    @property
     def release_number(self) -> str:
         """``A.B.C.D`` alone, without CU or build."""
         return f"{self.major}.{self.minor}.{self.feature}.{self.patch}"
@@ -126,7 +137,9 @@ def parse_version(text: str) -> DataMinerVersion:
             date(int(build_date[:4]), int(build_date[4:6]), int(build_date[6:]))
         except ValueError:
             raise InvalidVersion(text, f"build date {build_date} is not a date (YYYYMMDD)") from None
-    cu = match["bracket_cu"] or match["prose_cu"]
+    if match["late_cu"] is not None and (match["bracket_cu"] or match["prose_cu"]) is not None:
+        raise InvalidVersion(text, "it names a CU twice")
+    cu = match["bracket_cu"] or match["prose_cu"] or match["late_cu"]
     return DataMinerVersion(
         major=int(match["major"]),
         minor=int(match["minor"]),
@@ -135,6 +148,24 @@ def parse_version(text: str) -> DataMinerVersion:
         cu=int(cu) if cu is not None else None,
         build=int(match["build"]) if match["build"] is not None else None,
     )
+
+
+def version_identity(text: str) -> str:
+    """``parse_version(text).identity``, or the text itself (stripped) when it is no version: how stored
+    version texts are grouped, so that ``10.4.0`` and ``10.4.0.0(CU0)`` are one version."""
+    try:
+        return parse_version(text).identity
+    except InvalidVersion:
+        return text.strip()
+
+
+def version_sort_key(text: str) -> tuple[tuple[int, ...], str]:
+    """Sort stored version texts numerically (``10.10`` after ``10.9``); a text that is no version last."""
+    try:
+        version = parse_version(text)
+    except InvalidVersion:
+        return (1 << 31,), text
+    return (version.major, version.minor, version.feature, version.patch, version.cu or 0, version.build or 0), ""
 
 
 def refuses_unmet_prerequisites(version: DataMinerVersion) -> bool:
@@ -167,56 +198,3 @@ def offered(current: DataMinerVersion, target: DataMinerVersion) -> bool:
     Release ``X.Y.0`` with any CU, because ``X.Y.0`` sorts before ``X.Y.n``.
     """
     return target > current
-
-
-_CU19 = DataMinerVersion(10, 0, 0, cu=19)
-_V10_1 = DataMinerVersion(10, 1, 0)
-_V10_5_CU2 = DataMinerVersion(10, 5, 0, cu=2)
-_V10_5_5 = DataMinerVersion(10, 5, 5)
-_V10_6 = DataMinerVersion(10, 6, 0)
-
-
-def _majors_between(current: DataMinerVersion, target: DataMinerVersion) -> list[str]:
-    """The major versions ``A.B`` strictly between those of ``current`` and ``target``."""
-    if current.major == target.major:
-        return [f"{target.major}.{minor}" for minor in range(current.minor + 1, target.minor)]
-    whole = [f"{major}.x" for major in range(current.major + 1, target.major)]
-    return whole + [f"{target.major}.{minor}" for minor in range(target.minor)]
-
-
-def upgrade_path_problems(current: DataMinerVersion, target: DataMinerVersion) -> list[str]:
-    """The documented upgrade-path rules that an upgrade from ``current`` to ``target`` breaks.
-
-    Only upgrades are judged (an empty list when ``target`` is not newer; see ``is_downgrade``).
-    Builds are ignored. A major version is ``A.B`` (one Main Release a year). The rules:
-
-    - anything older than 10.0.0 CU19 (9.6.x, 10.0.0 before CU19, older majors) goes to 10.0.0 CU19
-      before anything newer;
-    - from before 10.1, skip 10.1: a 10.1.x target is flagged, and 10.1 does not count as a major
-      version crossed;
-    - crossing more than one major version is flagged, naming those in between. Across a change of
-      A the current ``A.B`` is taken as the last of its series (how many there are is not known),
-      and every skipped A is named ``A.x``;
-    - 10.6 and later need 10.5.0 CU2 or later CUs, or 10.5.5 or later, first.
-    """
-    if not target > current:
-        return []
-    now = replace(current, build=None)
-    goal = replace(target, build=None)
-    problems: list[str] = []
-    if now < _CU19 < goal:
-        problems.append(f"upgrade {current} to {_CU19} first: every path from before 10.0.0 CU19 "
-                        f"goes through it")
-    if now < _V10_1 and (goal.major, goal.minor) == (10, 1):
-        problems.append(f"skip 10.1 when upgrading from {current}: go to 10.2 or later instead")
-    between = _majors_between(now, goal)
-    if now < _V10_1:
-        between = [major for major in between if major != "10.1"]
-    if between:
-        problems.append(f"upgrade {current} to {target} crosses more than one major version: go "
-                        f"through the latest CU of {', '.join(between)} first")
-    meets_10_5 = now >= _V10_5_5 or (now >= _V10_5_CU2 and now.is_main_release)
-    if goal >= _V10_6 > now and not meets_10_5:
-        problems.append(f"upgrade {current} to 10.5.0 CU2 or 10.5.5 first: 10.6 and later require "
-                        f"one of them")
-    return problems

@@ -1,7 +1,9 @@
 """The agent inventory as tables: every agent as it is now, and how many agents of each cluster run each version.
 
 ``cluster_versions`` holds one row per (cluster, version) with at least one agent, so the clusters on
-mixed versions (``engine.inventory.clusters_on_mixed_versions``) are the clusters with more than one row.
+mixed versions (``engine.inventory.clusters_on_mixed_versions``) are the clusters with more than one row. Its
+version is the parsed version's ``identity`` (``engine.versions.version_identity``), so two notations of one
+version are one row.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from engine.agent_events import (
     AgentVersionChanged,
 )
 from engine.events import Event
+from engine.versions import version_identity
 from projections.base import Recorded
 from projections.tables import ColumnType as C
 from projections.tables import RowAccess, TableSpec
@@ -79,9 +82,10 @@ def _count(rows: RowAccess, cluster: str | None, version: str, delta: int) -> No
     """Add ``delta`` agents to (cluster, version); a row whose count reaches 0 is deleted."""
     if cluster is None:
         return
-    row = rows.get(CLUSTER_VERSIONS.name, (cluster, version))
+    identity = version_identity(version)
+    row = rows.get(CLUSTER_VERSIONS.name, (cluster, identity))
     agents = (row["agents"] if row is not None else 0) + delta
     if agents <= 0:
-        rows.delete(CLUSTER_VERSIONS.name, (cluster, version))
+        rows.delete(CLUSTER_VERSIONS.name, (cluster, identity))
     else:
-        rows.put(CLUSTER_VERSIONS.name, {"cluster": cluster, "version": version, "agents": agents})
+        rows.put(CLUSTER_VERSIONS.name, {"cluster": cluster, "version": identity, "agents": agents})

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.agent_events import AgentRegistered, AgentVersionChanged
+from engine.agent_events import AgentRegistered, AgentVersionChanged, AgentWebUpgraded
 from engine.events import Event
+from engine.inventory import web_upgrade_line
 from engine.rollout_events import (
     FailedAgentsRetried,
     PackageUploaded,
     PackageUsed,
     RolloutCancelled,
     RolloutCompleted,
+    RolloutContinued,
     RolloutFailed,
     RolloutPlanned,
 )
@@ -26,7 +28,7 @@ from projections.tables import RowAccess, TableSpec
 PACKAGES = TableSpec("package_history", ("sha256",), (
     ("sha256", C.TEXT), ("file_name", C.TEXT), ("version", C.TEXT), ("cu", C.INT), ("kind", C.TEXT),
     ("size", C.INT), ("uploaded_by", C.TEXT), ("uploaded_at", C.TIMESTAMP), ("status", C.TEXT),
-    ("rollouts", C.JSON),
+    ("rollouts", C.JSON), ("clusters", C.JSON),
 ))
 PACKAGE_ROLLOUTS = TableSpec("package_rollouts", ("rollout_id",), (
     ("rollout_id", C.TEXT), ("sha256", C.TEXT), ("upload_only", C.BOOL),
@@ -44,7 +46,7 @@ COMPLETED = "completed"
 
 _OUTCOMES: dict[type[Event], str] = {
     RolloutCompleted: "completed", RolloutFailed: "failed", RolloutCancelled: "cancelled",
-    FailedAgentsRetried: "running",
+    FailedAgentsRetried: "running", RolloutContinued: "running",
 }
 
 
@@ -57,20 +59,27 @@ def package_status(used: bool, rollouts: list[dict[str, Any]]) -> str:
     return AVAILABLE
 
 
+def _continued(rollout: dict[str, Any], event: Event, continued: dict[str, str]) -> dict[str, Any]:
+    """A continued rollout's entry lists who continued it and when (each time)."""
+    if not isinstance(event, RolloutContinued):
+        return {}
+    return {"continued": [*rollout.get("continued", []), continued]}
+
+
 class PackageHistoryProjection:
     """Uploaded packages with their status and rollouts, and the versions every agent ran."""
 
     name = "package_history"
     tables: tuple[TableSpec, ...] = (PACKAGES, PACKAGE_ROLLOUTS, VERSION_HISTORY, VERSION_HEADS)
     event_types: frozenset[type[Event]] = frozenset({PackageUploaded, PackageUsed, RolloutPlanned, *_OUTCOMES,
-                                                     AgentRegistered, AgentVersionChanged})
+                                                     AgentRegistered, AgentVersionChanged, AgentWebUpgraded})
 
     def handle(self, recorded: Recorded, rows: RowAccess) -> None:
         event = recorded.event
         if isinstance(event, PackageUploaded):
             self._uploaded(event, recorded, rows)
         elif isinstance(event, PackageUsed):
-            self._used(recorded, rows)
+            self._used(event, recorded, rows)
         elif isinstance(event, RolloutPlanned):
             self._planned(event, rows)
         elif type(event) in _OUTCOMES:
@@ -78,7 +87,9 @@ class PackageHistoryProjection:
         elif isinstance(event, AgentRegistered):
             self._registered(event, recorded, rows)
         elif isinstance(event, AgentVersionChanged) and recorded.stream_id.startswith("agent-"):
-            self._version_changed(event, recorded, rows)
+            self._history_line(event.version, event.upgrade_id, recorded, rows)
+        elif isinstance(event, AgentWebUpgraded) and recorded.stream_id.startswith("agent-"):
+            self._history_line(web_upgrade_line(event.web_version), event.upgrade_id, recorded, rows)
 
     def _uploaded(self, event: PackageUploaded, recorded: Recorded, rows: RowAccess) -> None:
         manifest = event.manifest
@@ -86,13 +97,17 @@ class PackageHistoryProjection:
             "sha256": event.sha256, "file_name": event.file_name, "version": str(manifest.dataminer_version),
             "cu": manifest.cu, "kind": manifest.kind.value, "size": event.size,
             "uploaded_by": recorded.actor, "uploaded_at": recorded.recorded_at, "status": AVAILABLE,
-            "rollouts": [],
+            "rollouts": [], "clusters": [judged.model_dump(mode="json") for judged in event.clusters],
         })
 
-    def _used(self, recorded: Recorded, rows: RowAccess) -> None:
+    def _used(self, event: PackageUsed, recorded: Recorded, rows: RowAccess) -> None:
+        """The package is completed: the rollout's entry says when, by whom and on which agent it was first used."""
         row = rows.get(PACKAGES.name, (recorded.stream_id.removeprefix("package-"),))
         if row is None:
             return
+        first_use = {"used_by": recorded.actor, "used_at": recorded.recorded_at.isoformat(), "used_agent": event.agent}
+        row["rollouts"] = [dict(rollout, **first_use) if rollout["rollout_id"] == str(event.rollout_id)
+                           else dict(rollout) for rollout in row["rollouts"]]
         row["status"] = package_status(True, row["rollouts"])
         rows.put(PACKAGES.name, row)
 
@@ -118,8 +133,9 @@ class PackageHistoryProjection:
         row = rows.get(PACKAGES.name, (link["sha256"],))
         if row is None:
             return
-        row["rollouts"] = [dict(rollout, outcome=outcome) if rollout["rollout_id"] == rollout_id else dict(rollout)
-                           for rollout in row["rollouts"]]
+        continued = {"by": recorded.actor, "at": recorded.recorded_at.isoformat()}
+        row["rollouts"] = [dict(rollout, outcome=outcome, **_continued(rollout, recorded.event, continued))
+                           if rollout["rollout_id"] == rollout_id else dict(rollout) for rollout in row["rollouts"]]
         rows.put(PACKAGES.name, row)
 
     def _registered(self, event: AgentRegistered, recorded: Recorded, rows: RowAccess) -> None:
@@ -131,12 +147,13 @@ class PackageHistoryProjection:
         })
         rows.put(VERSION_HEADS.name, {"agent": event.name, "last_seq": 0})
 
-    def _version_changed(self, event: AgentVersionChanged, recorded: Recorded, rows: RowAccess) -> None:
+    def _history_line(self, version: str, upgrade_id: str | None, recorded: Recorded, rows: RowAccess) -> None:
+        """The next line of the agent's VersionHistory.txt: a new version, or a web upgrade."""
         agent = recorded.stream_id.removeprefix("agent-")
         head = rows.get(VERSION_HEADS.name, (agent,))
         seq = 0 if head is None else head["last_seq"] + 1
         rows.put(VERSION_HISTORY.name, {
-            "agent": agent, "seq": seq, "version": event.version, "recorded_at": recorded.recorded_at,
-            "upgrade_id": event.upgrade_id,
+            "agent": agent, "seq": seq, "version": version, "recorded_at": recorded.recorded_at,
+            "upgrade_id": upgrade_id,
         })
         rows.put(VERSION_HEADS.name, {"agent": agent, "last_seq": seq})

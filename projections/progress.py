@@ -12,6 +12,7 @@ from engine.rollout_events import (
     FailedAgentsRetried,
     RolloutCancelled,
     RolloutCompleted,
+    RolloutContinued,
     RolloutFailed,
     RolloutPaused,
     RolloutPlanned,
@@ -71,6 +72,7 @@ the plan's."""
 _ROLLOUT_STATES: dict[type[Event], str] = {
     RolloutStarted: "Running", RolloutPaused: "Paused", RolloutResumed: "Running", RolloutCancelled: "Cancelled",
     RolloutCompleted: "Completed", RolloutFailed: "Failed", FailedAgentsRetried: "Running",
+    RolloutContinued: "Running",
 }
 _UPGRADE_EVENT_TYPES = frozenset(UPGRADE_EVENTS)
 _BUCKETS = ("waiting", "in_flight", "completed", "failed", "cancelled")
@@ -135,13 +137,15 @@ class ProgressProjection:
         if isinstance(event, RolloutCompleted | RolloutCancelled | RolloutFailed):
             row["ended_at"] = recorded.recorded_at
             row["end_reason"] = getattr(event, "reason", None)
-        if isinstance(event, FailedAgentsRetried | RolloutResumed):
+        if isinstance(event, FailedAgentsRetried | RolloutResumed | RolloutContinued):
             row["ended_at"] = None
             row["end_reason"] = None
         row["last_position"] = recorded.position
         rows.put(ROLLOUTS.name, row)
         if isinstance(event, RolloutCancelled):
             self._cancel_unstarted(row["upgrade_ids"] or [], recorded, rows)
+        if isinstance(event, RolloutContinued):
+            self._uncancel_unscheduled(row["upgrade_ids"] or [], set(event.agents), recorded, rows)
 
     def _cancel_unstarted(self, upgrade_ids: list[str], recorded: Recorded, rows: RowAccess) -> None:
         """A cancelled rollout never starts the agents it had not begun: they show as Cancelled."""
@@ -155,6 +159,21 @@ class ProgressProjection:
             row["last_position"] = recorded.position
             rows.put(AGENTS.name, row)
             self._recount(row["rollout_id"], "waiting", "cancelled", recorded.position, rows)
+
+    def _uncancel_unscheduled(self, upgrade_ids: list[str], retried: set[str], recorded: Recorded,
+                              rows: RowAccess) -> None:
+        """A continued rollout schedules the agents its cancel caught before they were scheduled: they wait again
+        (the others it takes up show their retry)."""
+        for upgrade_id in upgrade_ids:
+            row = rows.get(AGENTS.name, (upgrade_id,))
+            if row is None or row["state"] != UpgradeState.CANCELLED.value or row["agent"] in retried:
+                continue
+            _spend(row, recorded.recorded_at)
+            row["state"] = UpgradeState.SCHEDULED.value
+            row["ended_at"] = None
+            row["last_position"] = recorded.position
+            rows.put(AGENTS.name, row)
+            self._recount(row["rollout_id"], "cancelled", "waiting", recorded.position, rows)
 
     def _upgrade_event(self, event: Event, recorded: Recorded, rows: RowAccess) -> None:
         row = rows.get(AGENTS.name, (recorded.stream_id.removeprefix("upgrade-"),))

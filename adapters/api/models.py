@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,11 +13,13 @@ from adapters.sql.projection_runner import ProjectionStatus
 from engine.addresses import MAX_ADDRESS_LENGTH
 from engine.agent_events import FailoverRole
 from engine.inventory import AgentRecord
+from engine.package_acceptance import ClusterAcceptance
 from engine.packages import AgentFacts
 from engine.records import PackageRecord
 from engine.rollout import Rollout
 from engine.rollout_events import RolloutPlanned
 from engine.service import AgentSelection, DoubtResolution, OptionOverrides, RolloutSpec, UpgradeService
+from engine.version_choice import VersionChoice
 from engine.versions import parse_version
 from projections.tables import Row
 
@@ -91,6 +93,19 @@ class AgentByAddressIn(ApiModel):
     address: str = Field(max_length=MAX_ADDRESS_LENGTH)
 
 
+class AgentPortsIn(ApiModel):
+    """The UDP ports of an agent's SNMP services to set; a port left out keeps its value."""
+
+    snmp_agent_port: int | None = Field(default=None, ge=1, le=65535, description="SLSNMPAgent's UDP port")
+    windows_snmp_port: int | None = Field(default=None, ge=1, le=65535,
+                                          description="the Windows SNMP service's UDP port")
+
+    def apply(self, service: UpgradeService, name: str, *, actor: str) -> AgentRecord:
+        """Set the ports (an ``AgentPortsChanged`` event when they change)."""
+        return service.set_agent_ports(name, snmp_agent_port=self.snmp_agent_port,
+                                       windows_snmp_port=self.windows_snmp_port, actor=actor)
+
+
 class AgentOut(ApiModel):
     """A registered agent: where it is, its version and history, its failover role and facts."""
 
@@ -115,6 +130,26 @@ class AgentOut(ApiModel):
                    facts=FactsModel.of(record.facts) if record.facts is not None else None)
 
 
+class ClusterAcceptanceOut(ApiModel):
+    """Whether one system (a cluster, or an agent in no cluster) accepted a package on upload, and why not."""
+
+    cluster: str | None
+    agents: list[str]
+    accepted: bool
+    refusals: list[str] = Field(description="the failed prerequisite checks that refuse it, one per agent and check")
+
+    @property
+    def label(self) -> str:
+        """``cluster north``, or ``agent dma-9`` for an agent in no cluster."""
+        return f"cluster {self.cluster}" if self.cluster is not None else f"agent {self.agents[0]}"
+
+    @classmethod
+    def of(cls, judged: ClusterAcceptance) -> ClusterAcceptanceOut:
+        """The engine's judgement of one system as a body."""
+        return cls(cluster=judged.cluster, agents=list(judged.agents), accepted=judged.accepted,
+                   refusals=list(judged.refusals))
+
+
 class PackageOut(ApiModel):
     """An uploaded package: its file, what it installs, who uploaded it and whether a rollout uses it."""
 
@@ -130,6 +165,8 @@ class PackageOut(ApiModel):
     uploaded_by: str
     status: str
     used_by: str | None
+    clusters: list[ClusterAcceptanceOut] = Field(default_factory=list, description=(
+        "which systems accepted it on upload (prerequisites judged per cluster); empty when none could be judged"))
 
     @classmethod
     def of(cls, record: PackageRecord) -> PackageOut:
@@ -139,15 +176,28 @@ class PackageOut(ApiModel):
                    build=manifest.build, cu=manifest.cu, full_version=str(manifest.dataminer_version),
                    kind=manifest.kind.value, uploaded_at=record.uploaded_at,
                    uploaded_by=record.uploaded_by, status=record.status,
-                   used_by=str(record.used_by) if record.used_by else None)
+                   used_by=str(record.used_by) if record.used_by else None,
+                   clusters=[ClusterAcceptanceOut.of(judged) for judged in record.clusters])
+
+
+class PackageContinuedOut(ApiModel):
+    """An operator continued a rollout with its package."""
+
+    by: str
+    at: datetime
 
 
 class PackageRolloutOut(ApiModel):
-    """A rollout that used a package, and how it ended."""
+    """A rollout that used a package, and how it ended: when and by whom the package was first
+    used (an agent began installing it: it is then completed), and who continued it."""
 
     rollout_id: str
     upload_only: bool
     outcome: str
+    used_by: str | None = None
+    used_at: datetime | None = None
+    used_agent: str | None = None
+    continued: list[PackageContinuedOut] = Field(default_factory=list)
 
 
 class PackageHistoryOut(ApiModel):
@@ -163,11 +213,15 @@ class PackageHistoryOut(ApiModel):
     uploaded_at: datetime
     status: str
     rollouts: list[PackageRolloutOut]
+    clusters: list[ClusterAcceptanceOut] = Field(default_factory=list, description=(
+        "which systems accepted it on upload (prerequisites judged per cluster); empty when none could be judged"))
 
     @classmethod
     def of(cls, row: Row) -> PackageHistoryOut:
         """A row of the package history projection as a body."""
-        return cls(**{**row, "rollouts": row["rollouts"] or []})
+        clusters = [ClusterAcceptanceOut.of(ClusterAcceptance.model_validate(judged))
+                    for judged in row.get("clusters") or []]
+        return cls(**{**row, "rollouts": row["rollouts"] or [], "clusters": clusters})
 
 
 class VersionHistoryOut(ApiModel):
@@ -187,6 +241,8 @@ class RolloutIn(ApiModel):
 
     package: str = Field(max_length=300, description="SHA-256 (or 8+ leading digits) or file name")
     cluster: str | None = Field(default=None, max_length=100, description="upgrade every agent of this cluster")
+    clusters: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list, max_length=1000, description="upgrade every agent of each of these clusters")
     agents: list[str] = Field(default_factory=list, max_length=10_000)
     addresses: list[str] = Field(default_factory=list, max_length=10_000)
     extract_all: bool | None = None
@@ -202,6 +258,13 @@ class RolloutIn(ApiModel):
     allow_partial_pair: bool = Field(default=False, description=(
         "under a backup-first policy, upgrade a member of a failover pair without its partner (or of an "
         "incomplete pair), on its own and without a switch-over; refused otherwise"))
+    reinstall: bool = Field(default=False, description=(
+        "let a Full package install the version an agent runs already (refused otherwise); recorded on the plan"))
+    allow_downgrade: bool = Field(default=False, description=(
+        "let a Full package install a version older than an agent runs (refused otherwise); recorded on the plan"))
+    skip_path_check: bool = Field(default=False, description=(
+        "plan a jump that breaks the documented upgrade path (refused otherwise, naming the chain to follow); "
+        "recorded on the plan"))
 
     def to_spec(self, now: datetime) -> tuple[RolloutSpec, list[str]]:
         """The engine's rollout spec, and notes on what was adjusted (a start time in the past means now)."""
@@ -211,14 +274,16 @@ class RolloutIn(ApiModel):
             notes.append(f"start_at {start_at.isoformat()} is in the past: the rollout starts now")
             start_at = None
         spec = RolloutSpec(package=self.package, start_at=start_at,
-                           selection=AgentSelection(cluster=self.cluster, names=tuple(self.agents),
-                                                    addresses=tuple(self.addresses)),
+                           selection=AgentSelection(cluster=self.cluster, clusters=tuple(self.clusters),
+                                                    names=tuple(self.agents), addresses=tuple(self.addresses)),
                            overrides=OptionOverrides(extract_all=self.extract_all, delayed_start=self.delayed_start,
                                                      auto_start=self.auto_start, stop_snmp=self.stop_snmp,
                                                      reboot=self.reboot),
                            failover_policy=self.failover_policy, upload_only=self.upload_only,
                            max_concurrent=self.max_concurrent, max_errors=self.max_errors,
-                           allow_partial_pair=self.allow_partial_pair)
+                           allow_partial_pair=self.allow_partial_pair,
+                           version_choice=VersionChoice(reinstall=self.reinstall, allow_downgrade=self.allow_downgrade),
+                           skip_path_check=self.skip_path_check)
         return spec, notes
 
 
@@ -252,6 +317,9 @@ class PlanOut(ApiModel):
     notes: list[str] = Field(default_factory=list, description=(
         "what the request had adjusted (a start time in the past), then what the failover pairs go through"))
     allow_partial_pair: bool = False
+    reinstall: bool = False
+    allow_downgrade: bool = False
+    skip_path_check: bool = False
 
     @classmethod
     def of(cls, planned: RolloutPlanned, *, started: bool, notes: list[str]) -> PlanOut:
@@ -262,7 +330,8 @@ class PlanOut(ApiModel):
                    max_concurrent=planned.max_concurrent, max_errors=planned.max_errors,
                    options=planned.options.model_dump(), upload_only=planned.upload_only,
                    start_at=planned.start_at, warnings=list(planned.warnings), notes=[*notes, *planned.notes],
-                   allow_partial_pair=planned.allow_partial_pair,
+                   allow_partial_pair=planned.allow_partial_pair, reinstall=planned.reinstall,
+                   allow_downgrade=planned.allow_downgrade, skip_path_check=planned.skip_path_check,
                    agents=[PlannedAgentOut(name=a.name, cluster=a.cluster, current_version=a.current_version,
                                            failover_role=a.failover_role, steps=[s.value for s in a.plan.steps],
                                            after=list(a.after), notes=list(a.notes)) for a in planned.agents])

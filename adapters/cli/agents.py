@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from adapters.api.models import AgentIn, FactsModel
+from adapters.api.models import AgentIn, AgentPortsIn, FactsModel
 from adapters.cli.backend import open_backend, request
 from adapters.cli.context import out
 from adapters.cli.errors import reports_errors
@@ -57,6 +57,25 @@ def list_agents(ctx: typer.Context) -> None:
     records = (AgentRecord(name=a.name, address=a.address, cluster=a.cluster, version=a.version) for a in agents)
     for cluster, versions in clusters_on_mixed_versions(records).items():
         out.print(f"[yellow]warning: cluster {cluster} runs mixed versions: {', '.join(versions)}[/]")
+
+
+@app.command("set")
+@reports_errors
+def set_agent(ctx: typer.Context,
+              name: Annotated[str, typer.Argument(help="the agent")],
+              snmp_port: Annotated[int | None, typer.Option(help="UDP port of SLSNMPAgent (DataMiner's SNMP agent)")]
+              = None,
+              windows_snmp_port: Annotated[int | None, typer.Option(help="UDP port of the Windows SNMP service")]
+              = None,
+              ) -> None:
+    """Set an agent's SNMP ports (an event): with Stop SNMP off, a rollout warns while both use one port."""
+    ports = request(AgentPortsIn, snmp_agent_port=snmp_port, windows_snmp_port=windows_snmp_port)
+    with open_backend(ctx) as backend:
+        agent = backend.set_agent_ports(name, ports)
+    facts = agent.facts  # an agent that reported no facts was refused
+    if facts is not None:
+        out.print(f"agent {agent.name}: SLSNMPAgent on UDP {facts.snmp_agent_port}, Windows SNMP on UDP "
+                  f"{facts.windows_snmp_port}")
 
 
 @app.command("start")

@@ -20,6 +20,7 @@ from rich.console import Console
 from adapters.api.models import (
     AgentIn,
     AgentOut,
+    AgentPortsIn,
     AuditVerifyOut,
     DoubtResolvedOut,
     EnginesOut,
@@ -32,6 +33,7 @@ from adapters.api.models import (
     RolloutStateOut,
     VersionHistoryOut,
 )
+from adapters.api.path_models import PathOut
 from adapters.audit_check import check_audit
 from adapters.audit_export import ExportFormat, ExportSummary, Selection, export_records, select_records
 from adapters.cli.context import RealWaiter, Session, actor, gateway_for, server_of, session
@@ -42,6 +44,7 @@ from adapters.package_upload import upload_package
 from adapters.progress_queries import current_progress, progress_as_of
 from adapters.sql.leases import lease_overview
 from engine.errors import InvalidInput
+from engine.path_advice import PathQuery
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -74,6 +77,14 @@ class Backend(Protocol):
 
     def start_agent(self, name: str) -> AgentOut:
         """Start the DataMiner of an agent an upgrade left stopped."""
+        ...
+
+    def set_agent_ports(self, name: str, ports: AgentPortsIn) -> AgentOut:
+        """Set the UDP ports of an agent's SNMP services."""
+        ...
+
+    def upgrade_path(self, query: PathQuery) -> list[PathOut]:
+        """The chain of versions to install, with the packages covering each hop."""
         ...
 
     def packages(self) -> list[PackageOut]:
@@ -172,6 +183,12 @@ class LocalBackend:
     def start_agent(self, name: str) -> AgentOut:
         self._with_gateway()
         return AgentOut.of(self._service.start_agent_manually(name, actor=self._actor))
+
+    def set_agent_ports(self, name: str, ports: AgentPortsIn) -> AgentOut:
+        return AgentOut.of(ports.apply(self._service, name, actor=self._actor))
+
+    def upgrade_path(self, query: PathQuery) -> list[PathOut]:
+        return [PathOut.of(advice) for advice in self._service.upgrade_path(query)]
 
     def packages(self) -> list[PackageOut]:
         return [PackageOut.of(package) for package in self._service.packages()]

@@ -6,10 +6,13 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
+from adapters.api.models import PackageRolloutOut
 from adapters.cli.backend import open_backend
 from adapters.cli.context import out
 from adapters.cli.errors import reports_errors
+from adapters.cli.packages import acceptance
 
 app = typer.Typer(no_args_is_help=True, help="Upgrade history, from the package history projection.")
 
@@ -20,13 +23,24 @@ def packages(ctx: typer.Context) -> None:
     """Every package ever uploaded, with its status and every rollout that used it."""
     with open_backend(ctx) as backend:
         history = backend.package_history()
-    table = Table("sha256", "version", "kind", "size", "uploaded by", "uploaded at", "status", "rollouts")
+    table = Table("sha256", "version", "kind", "size", "uploaded by", "uploaded at", "status", "rollouts",
+                  "accepted by")
     for package in history:
-        rollouts = "\n".join(f"{r.rollout_id[:8]} {'upload only ' if r.upload_only else ''}{r.outcome}"
-                             for r in package.rollouts)
+        rollouts = "\n".join(_rollout_lines(r) for r in package.rollouts)
         table.add_row(package.sha256[:12], package.version, package.kind, str(package.size), package.uploaded_by,
-                      f"{package.uploaded_at:%Y-%m-%d %H:%M:%S}", package.status, rollouts)
+                      f"{package.uploaded_at:%Y-%m-%d %H:%M:%S}", package.status, rollouts,
+                      Text(acceptance(package.clusters)))
     out.print(table)
+
+
+def _rollout_lines(rollout: PackageRolloutOut) -> str:
+    """A rollout of a package: its outcome, then when and by whom it first used the package and was continued."""
+    lines = [f"{rollout.rollout_id[:8]} {'upload only ' if rollout.upload_only else ''}{rollout.outcome}"]
+    if rollout.used_at is not None:
+        agent = f" ({rollout.used_agent} began installing)" if rollout.used_agent else ""
+        lines.append(f"  first used {rollout.used_at:%Y-%m-%d %H:%M:%S} by {rollout.used_by}{agent}")
+    lines.extend(f"  continued {continued.at:%Y-%m-%d %H:%M:%S} by {continued.by}" for continued in rollout.continued)
+    return "\n".join(lines)
 
 
 @app.command("agent")

@@ -20,6 +20,7 @@ from adapters.cli import (
     settings_cmd,
     tokens_cmd,
     upgrade,
+    upgrade_path,
     verify_model_cmd,
 )
 from adapters.cli.context import Server, local_only, out, refuse_server, use_server
@@ -44,6 +45,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(agents.app, name="agents")
 app.add_typer(packages.app, name="packages")
 app.add_typer(upgrade.app, name="upgrade")
+upgrade.app.command("path")(upgrade_path.path)
 app.add_typer(settings_cmd.app, name="settings")
 app.add_typer(progress_cmd.projections_app, name="projections")
 app.command("progress")(progress_cmd.progress)

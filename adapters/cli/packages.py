@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
+from adapters.api.models import ClusterAcceptanceOut
 from adapters.cli.backend import open_backend
 from adapters.cli.context import local_only, out
 from adapters.cli.errors import reports_errors
@@ -26,14 +28,16 @@ def build(ctx: typer.Context,
           output: Annotated[Path, typer.Option(help="folder to write the package into")] = Path("."),
           kind: Annotated[PackageKind, typer.Option(help="Full or Web")] = PackageKind.FULL,
           min_version: Annotated[str | None, typer.Option(help="prerequisite: minimum current version")] = None,
+          force: Annotated[bool, typer.Option(help="overwrite a file of the same name")] = False,
           ) -> None:
-    """Write a real .dmupgrade package with its manifest and prerequisite checks."""
+    """Write a real .dmupgrade package with its manifest and prerequisite checks (an existing file of the same
+    name is refused unless --force)."""
     checks = [PrerequisiteCheck(name=CheckName.DOTNET, comparison=Comparison.INCLUDES, required=("dotnet-8",))]
     if min_version is not None:
         checks.insert(0, PrerequisiteCheck(name=CheckName.MINIMUM_VERSION, comparison=Comparison.AT_LEAST,
                                            required=(min_version,)))
     manifest = PackageManifest.for_version(parse_version(version), kind, prerequisites=tuple(checks))
-    out.print(str(build_package(manifest, output)))
+    out.print(str(build_package(manifest, output, overwrite=force)))
 
 
 @app.command("upload")
@@ -52,7 +56,16 @@ def list_packages(ctx: typer.Context) -> None:
     """Every uploaded package; a package that executed an upgrade stays listed as completed."""
     with open_backend(ctx) as backend:
         packages = backend.packages()
-    table = Table("sha256", "file", "version", "kind", "size", "uploaded by", "status")
+    table = Table("sha256", "file", "version", "kind", "size", "uploaded by", "status", "accepted by")
     for p in packages:
-        table.add_row(p.sha256[:12], p.file_name, p.full_version, p.kind, str(p.size), p.uploaded_by, p.status)
+        table.add_row(p.sha256[:12], p.file_name, p.full_version, p.kind, str(p.size), p.uploaded_by, p.status,
+                      Text(acceptance(p.clusters)))
     out.print(table)
+
+
+def acceptance(clusters: list[ClusterAcceptanceOut]) -> str:
+    """Which systems accepted a package on upload, one a line; those refusing it with the checks they fail."""
+    if not clusters:
+        return "not judged (no agent reported facts)"
+    return "\n".join(f"{c.label}: accepts" if c.accepted else f"{c.label}: refuses ({'; '.join(c.refusals)})"
+                     for c in clusters)

@@ -26,6 +26,7 @@ from rich.console import Console, RenderableType
 from adapters.api.models import (
     AgentIn,
     AgentOut,
+    AgentPortsIn,
     AuditVerifyOut,
     DoubtResolvedOut,
     EnginesOut,
@@ -39,6 +40,7 @@ from adapters.api.models import (
     RolloutStateOut,
     VersionHistoryOut,
 )
+from adapters.api.path_models import PathOut
 from adapters.api.status_table import error_for_kind
 from adapters.audit_check import parse_anchor
 from adapters.audit_export import ExportFormat, ExportSummary, Selection
@@ -55,6 +57,7 @@ from engine.errors import (
     StoreUnavailable,
 )
 from engine.packages import PackageRejected
+from engine.path_advice import PathQuery
 from engine.rollout import RolloutState
 
 T = TypeVar("T")
@@ -153,6 +156,15 @@ class HttpBackend:
 
     def start_agent(self, name: str) -> AgentOut:
         return self._call(AgentOut, "POST", f"/agents/{_segment(name)}/start")
+
+    def set_agent_ports(self, name: str, ports: AgentPortsIn) -> AgentOut:
+        return self._call(AgentOut, "PUT", f"/agents/{_segment(name)}/ports",
+                          json=ports.model_dump(mode="json", exclude_none=True))
+
+    def upgrade_path(self, query: PathQuery) -> list[PathOut]:
+        params = {"to": query.target, "from": query.source, "agent": query.agent, "cluster": query.cluster}
+        return self._call(list[PathOut], "GET", "/upgrade-path",
+                          params={key: value for key, value in params.items() if value is not None})
 
     def packages(self) -> list[PackageOut]:
         return self._call(list[PackageOut], "GET", "/packages")

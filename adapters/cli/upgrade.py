@@ -27,7 +27,8 @@ EXIT_FAILED_ROLLOUT = 9
 @reports_errors
 def start(ctx: typer.Context,
           package: Annotated[str, typer.Option(help="package SHA-256 (or 8+ leading digits) or file name")],
-          all_agents_in_cluster: Annotated[str | None, typer.Option(help="upgrade every agent of a cluster")] = None,
+          all_agents_in_cluster: Annotated[list[str] | None, typer.Option(
+              help="upgrade every agent of a cluster (repeatable: several clusters)")] = None,
           agent: Annotated[list[str] | None, typer.Option(help="an agent by name (repeatable)")] = None,
           ip: Annotated[list[str] | None, typer.Option(help="an agent by IP address (repeatable)")] = None,
           extract_all: Annotated[bool | None, typer.Option("--extract-all/--no-extract-all")] = None,
@@ -41,6 +42,12 @@ def start(ctx: typer.Context,
           allow_partial_pair: Annotated[bool, typer.Option(
               help="under a backup-first policy, upgrade a member of a failover pair without its partner (or of an "
                    "incomplete pair): on its own, without a switch-over")] = False,
+          reinstall: Annotated[bool, typer.Option(
+              help="let a Full package install the version an agent runs already (refused otherwise)")] = False,
+          allow_downgrade: Annotated[bool, typer.Option(
+              help="let a Full package install a version older than an agent runs (refused otherwise)")] = False,
+          skip_path_check: Annotated[bool, typer.Option(
+              help="plan a jump that breaks the documented upgrade path (refused otherwise)")] = False,
           max_concurrent: Annotated[str | None, typer.Option(help="N or P% of the agents at once")] = None,
           max_errors: Annotated[str | None, typer.Option(help="N or P% failures before no new agent starts")] = None,
           at: Annotated[str | None, typer.Option(help="start at this time (ISO 8601, UTC when no zone)")] = None,
@@ -50,11 +57,12 @@ def start(ctx: typer.Context,
           ) -> None:
     """Plan a rollout (shown with --dry-run) or start it."""
     start_at = parse_time(at, "--at") if at is not None else None
-    body = request(RolloutIn, package=package, cluster=all_agents_in_cluster, agents=agent or [],
+    body = request(RolloutIn, package=package, clusters=all_agents_in_cluster or [], agents=agent or [],
                    addresses=ip or [], extract_all=extract_all, delayed_start=delayed_start, auto_start=auto_start,
                    stop_snmp=stop_snmp, reboot=reboot, failover_policy=_policy(failover_policy),
                    upload_only=upload_only, max_concurrent=max_concurrent, max_errors=max_errors, start_at=start_at,
-                   allow_partial_pair=allow_partial_pair)
+                   allow_partial_pair=allow_partial_pair, reinstall=reinstall, allow_downgrade=allow_downgrade,
+                   skip_path_check=skip_path_check)
     with open_backend(ctx) as backend:
         planned = backend.plan(body) if dry_run else backend.start_rollout(body)
         if start_at is not None and planned.start_at is None:
@@ -123,6 +131,13 @@ def retry_failed(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()])
     _control(ctx, rollout, "retry-failed")
 
 
+@app.command("continue")
+@reports_errors
+def continue_(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
+    """Finish a failed or cancelled rollout with its package: the agents that did not complete run again."""
+    _control(ctx, rollout, "continue")
+
+
 @app.command("resolve")
 @reports_errors
 def resolve(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()],
@@ -158,7 +173,10 @@ def show_plan(planned: PlanOut, *, title: str) -> None:
               f"{options['delayed_start']} · auto start {options['auto_start']} · stop SNMP "
               f"{options['stop_snmp']} · reboot {options['reboot']}"
               + (" · upload only" if planned.upload_only else "")
-              + (" · allow partial pair" if planned.allow_partial_pair else ""))
+              + (" · allow partial pair" if planned.allow_partial_pair else "")
+              + (" · reinstall" if planned.reinstall else "")
+              + (" · allow downgrade" if planned.allow_downgrade else "")
+              + (" · skip path check" if planned.skip_path_check else ""))
     pair_notes = dict.fromkeys(note for agent in planned.agents for note in agent.notes)
     for note in pair_notes:
         out.print(Text(f"note: {note}"))

@@ -36,6 +36,7 @@ from engine.decisions import (
     WaitUntil,
     agents_to_start,
     answered,
+    begins_install,
     cancellations,
     conclusion,
     learned,
@@ -48,7 +49,7 @@ from engine.decisions import (
     unanswered,
     version_change,
 )
-from engine.errors import AgentOutcomeUnknown, AgentStepFailed, ConcurrencyConflict
+from engine.errors import AgentOutcomeUnknown, AgentStepFailed, ConcurrencyConflict, Conflict
 from engine.events import Event
 from engine.inventory import AgentRecord
 from engine.ports import AgentAddress, AgentGateway, PackageRef
@@ -110,7 +111,7 @@ class _Drive:
         self.plan = plan
         self.lease = lease
         self.address = AgentAddress(agent.name, agent.address)
-        self.package = PackageRef(plan.package_sha256, plan.package_version)
+        self.package = PackageRef(plan.package_sha256, plan.package_version, agent.plan.options)
         self.record = AgentRecord(name=agent.name, address=agent.address, cluster=agent.cluster,
                                   version=agent.current_version)
         self.intent_fresh = False
@@ -346,7 +347,7 @@ class RolloutRunner:
                         case Finished():
                             return upgrade
                         case Record(events=events):
-                            self._record(upgrade, events, plan.rollout_id)
+                            self._record(upgrade, self._using_package(upgrade, events, drive), plan.rollout_id)
                             drive.intent_fresh = any(isinstance(event, StepStarted) for event in events)
                         case LeaveStopped():
                             self._record_on_agent(agent.name, functools.partial(left_stopped, upgrade),
@@ -363,6 +364,17 @@ class RolloutRunner:
                     upgrade = self.service.upgrade(agent.upgrade_id)  # someone else wrote to it: reload, decide
                     drive.intent_fresh = False
                 seen = watch.mark()  # after this action
+
+    def _using_package(self, upgrade: AgentUpgrade, events: tuple[Event, ...], drive: _Drive) -> Sequence[Event]:
+        """``events``, after marking the package used when they begin an install (the package is completed iff
+        some agent began installing it); the upgrade fails instead when another rollout used the package."""
+        if not begins_install(events):
+            return events
+        try:
+            self.service.mark_package_used(drive.plan, drive.agent.name, actor=self.actor)
+        except Conflict as refusal:
+            return upgrade.fail(str(refusal))
+        return events
 
     def _facts(self, upgrade: AgentUpgrade, drive: _Drive, watch: _RolloutWatch, seen: int) -> UpgradeFacts:
         """What the next decision reads: the rollout and the agent's record are read only when it needs them."""

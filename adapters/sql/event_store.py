@@ -318,7 +318,9 @@ class SqlEventStore:
         self._sqlite = is_sqlite(engine)
         self._group_commit = GroupCommit(self._write_group)
         self._writer: PoolProxiedConnection | None = None
-        """The connection appends are written on, kept between them (``_write``)."""
+        """The connection appends are written on, kept between them (``_write``); closed when the engine is
+        disposed (``_drop_writer``), as the pool's own connections are."""
+        sa.event.listen(engine, "engine_disposed", self._drop_writer)
         self._uuid: Callable[[Any], UUID] = _uuid_from_text if self._sqlite else _as_given
         self._correlation: Callable[[Any], UUID] = self._shared_uuid if self._sqlite else _as_given
         """A correlation id of a row: one a rollout's events share, parsed once from SQLite's text."""
@@ -333,6 +335,13 @@ class SqlEventStore:
     @property
     def engine(self) -> Engine:
         return self._engine
+
+    def _drop_writer(self, _: Engine) -> None:
+        """Close the kept writer's connection: ``Engine.dispose`` closes only the connections in its pool, and a
+        disposed engine (closed at the end of a command, or before a fork) must leave none open."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.invalidate()
 
     def append(self, stream_id: str, expected_version: int, events_: Sequence[NewEvent]) -> AppendResult:
         if not events_:

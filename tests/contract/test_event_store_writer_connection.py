@@ -101,3 +101,21 @@ def test_a_large_group_with_a_stale_append_in_it_is_written_in_order_and_chained
         assert verify_chain(store.read_records()).ok
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_disposing_the_engine_closes_the_kept_writer_connection(engine: sa.Engine, postgres_url: str) -> None:
+    store = SqlEventStore(engine, default_codec(), FakeClock())
+    store.append("agent-a", 0, registered("a"))
+    pid = writer_pid(store)
+
+    engine.dispose()
+
+    watcher = create_db_engine(postgres_url)
+    try:
+        with watcher.connect() as conn:
+            alive = conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid})
+            assert alive.scalar_one() == 0, "the writer's server process outlived the disposed engine"
+    finally:
+        watcher.dispose()
+    assert store.append("agent-b", 0, registered("b")).positions == (2,)  # a disposed engine connects again

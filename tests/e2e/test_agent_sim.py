@@ -21,12 +21,14 @@ from adapters.simulated_gateway import SimulatedAgent
 from engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
 from engine.packages import INSTALL_PHASES
 from engine.ports import AgentAddress, PackageRef, StepOutcome, StepStatus
-from engine.upgrade_events import Step
+from engine.upgrade_events import Step, UpgradeOptions
 from tests.e2e.cli import ROOT, run_cli, stop_process
 from tests.e2e.engine_cluster import OLD, AgentSimProcess, free_port
 
 NEW = "10.5.0.0-15000"
 PACKAGE = PackageRef(sha256="cd" * 32, version=NEW)
+DEFAULT_OPTIONS = UpgradeOptions().model_dump()
+CHANGED_FILES_ONLY = PackageRef(sha256="cd" * 32, version=NEW, options=UpgradeOptions(extract_all=False))
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGKILL")
 
@@ -54,7 +56,7 @@ def test_the_simulator_remembers_its_steps_across_a_sigkill(simulator: AgentSimP
         identity = gateway.identify(simulator.address)
         assert (identity.name, identity.cluster, identity.version) == ("dma-01", "north", OLD)
         assert gateway.perform(agent, Step.UPLOAD, "u1:upload:1", PACKAGE) == StepOutcome()
-        outcome = gateway.perform(agent, Step.INSTALL, "u1:install:1", PACKAGE,
+        outcome = gateway.perform(agent, Step.INSTALL, "u1:install:1", CHANGED_FILES_ONLY,
                                   on_phase=lambda phase, index, count: phases.append(phase))
         assert outcome == StepOutcome(version_after=NEW)
         assert phases == list(INSTALL_PHASES)
@@ -65,8 +67,10 @@ def test_the_simulator_remembers_its_steps_across_a_sigkill(simulator: AgentSimP
         simulator.start()
 
         journal = httpx.get(f"http://{simulator.address}/journal", timeout=5).json()
-        assert journal == [{"step": "upload", "key": "u1:upload:1", "package_version": NEW},
-                           {"step": "install", "key": "u1:install:1", "package_version": NEW}]
+        assert journal == [  # the options each step came with, remembered across the restart
+            {"step": "upload", "key": "u1:upload:1", "package_version": NEW, "options": DEFAULT_OPTIONS},
+            {"step": "install", "key": "u1:install:1", "package_version": NEW,
+             "options": {**DEFAULT_OPTIONS, "extract_all": False}}]
         assert gateway.identify(simulator.address).version == NEW
         assert gateway.identify(simulator.address).facts.version == NEW
         assert gateway.step_status(agent, "u1:install:1") is StepStatus.SUCCEEDED
@@ -205,7 +209,8 @@ def test_an_install_whose_caller_was_killed_is_picked_up_by_the_next_caller(
         assert phases, "the second caller was told none of the remaining phases"
         assert phases == list(range(phases[0], len(INSTALL_PHASES))), phases  # the rest of the install, in order
         assert phases[0] >= reached[-1]
-        assert simulator.journal() == [{"step": "install", "key": "u1:install:1", "package_version": NEW}]
+        assert simulator.journal() == [{"step": "install", "key": "u1:install:1", "package_version": NEW,
+                                      "options": DEFAULT_OPTIONS}]
     finally:
         if caller is not None:
             stop_process(caller)
@@ -250,4 +255,5 @@ def test_gateway_retries_outlast_an_agent_restart(simulator: AgentSimProcess) ->
     assert result["outcome"] == StepOutcome(version_after=NEW)
     assert phases == [0, 1, 2, 3, *range(len(INSTALL_PHASES))], phases
     assert simulator.starts == 2
-    assert simulator.journal() == [{"step": "install", "key": "u1:install:1", "package_version": NEW}]
+    assert simulator.journal() == [{"step": "install", "key": "u1:install:1", "package_version": NEW,
+                                      "options": DEFAULT_OPTIONS}]

@@ -289,3 +289,17 @@ def test_engines_through_the_server_names_the_serving_engine_and_the_role_it_pla
     for listed in (remote, local):
         row = next((line for line in listed.splitlines() if instance.group(1) in line), None)
         assert row is not None and "projections" in row, listed
+
+
+def test_snmp_ports_and_the_upgrade_path_through_the_server(served: Served) -> None:
+    shown = served.ok(served.remote("agents", "set", "dma-solo", "--snmp-port", "1161"))
+    assert "agent dma-solo: SLSNMPAgent on UDP 1161, Windows SNMP on UDP 161" in shown
+    _one_error_line(served.remote("agents", "set", "dma-solo", "--snmp-port", "1", role="viewer"), 10)
+
+    advice = served.ok(served.remote("upgrade", "path", "--agent", "dma-solo", "--to", SPARE, role="viewer"))
+    assert f"from {OLD} (dma-solo) to {SPARE}: direct" in advice
+    assert package_file(SPARE) in advice
+    advice = served.ok(served.remote("upgrade", "path", "--from", "10.2.0 CU5", "--to", SPARE, role="viewer"))
+    assert "3 hops" in advice and "10.3.0 with its latest CU" in advice and "10.4.0 with its latest CU" in advice
+    _one_error_line(served.remote("upgrade", "path", "--from", "x", "--to", SPARE), 2, "invalid DataMiner version")
+    _one_error_line(served.remote("upgrade", "path", "--agent", "nobody", "--to", SPARE), 3, "unknown agent")

@@ -607,11 +607,26 @@ def test_a_completed_upgrade_refuses_every_command(name: str) -> None:
     assert_refused(upgrade, command, "Completed", attempted)
 
 
-@pytest.mark.parametrize("name", list(AFTER_THE_END))
-def test_a_cancelled_upgrade_refuses_every_command(name: str) -> None:
+@pytest.mark.parametrize("name", [name for name in AFTER_THE_END if name != "retry"])
+def test_a_cancelled_upgrade_refuses_every_command_but_a_retry(name: str) -> None:
     upgrade = upgrade_after(DEFAULT, *run_steps(Step.UPLOAD), cancel())
     command, attempted = AFTER_THE_END[name]
     assert_refused(upgrade, command, "Cancelled", attempted)
+
+
+def test_a_cancelled_upgrade_retried_when_its_rollout_is_continued_resumes_where_it_was_cancelled() -> None:
+    upgrade = upgrade_after(DEFAULT, *run_steps(Step.UPLOAD), cancel())
+    execute(upgrade, retry())
+    assert upgrade.state is UpgradeState.UPLOADED
+    assert upgrade.next_step is Step.STOP_SNMP
+    assert upgrade.retries == 1
+
+
+def test_a_failed_upgrade_cancelled_then_retried_resumes_where_it_failed() -> None:
+    upgrade = upgrade_after(DEFAULT, *run_steps(Step.UPLOAD, Step.STOP_SNMP), start(Step.INSTALL), fail(), cancel())
+    execute(upgrade, retry())
+    assert upgrade.state is UpgradeState.INSTALLING
+    assert upgrade.next_step is Step.INSTALL
 
 
 def test_an_upgrade_that_was_never_scheduled_refuses_commands() -> None:

@@ -260,7 +260,7 @@ def expected_to_be_accepted(command: Command, u: AgentUpgrade) -> bool:
         case Fail():
             return active
         case Retry():
-            return u.state == S.FAILED
+            return u.state in (S.FAILED, S.CANCELLED)  # a cancelled one is taken up again when its rollout continues
         case Cancel():
             return u.state == S.FAILED or (u.state in (S.SCHEDULED, S.UPLOADED, S.SNMP_STOPPED) and idle)
         case Reschedule():

@@ -1,4 +1,4 @@
-"""DataMiner versions: parsing, canonical text, ordering, tracks and upgrade-path rules."""
+"""DataMiner versions: parsing, canonical text, ordering, identity and tracks (paths: test_upgrade_paths.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from engine.versions import (
     offered,
     parse_version,
     refuses_unmet_prerequisites,
-    upgrade_path_problems,
+    version_identity,
+    version_sort_key,
 )
 
 V = parse_version
@@ -30,6 +31,9 @@ V = parse_version
         ("10.0.0 CU19-9999", (10, 0, 0, 0, 19, 9999)),
         ("8.0.6.3-2304-20140407-release", (8, 0, 6, 3, None, 2304)),
         ("8.0.6.3-2304-20140407", (8, 0, 6, 3, None, 2304)),
+        ("10.0.0.0-9454 CU20", (10, 0, 0, 0, 20, 9454)),
+        ("10.4.0.0-14112 CU5", (10, 4, 0, 0, 5, 14112)),
+        ("10.4.0.0-14112 cu5", (10, 4, 0, 0, 5, 14112)),
         ("10.4.9.0", (10, 4, 9, 0, None, None)),
         ("10.4.9", (10, 4, 9, 0, None, None)),
         ("10.4.0.0-14000", (10, 4, 0, 0, None, 14000)),
@@ -72,6 +76,10 @@ def test_parse_accepts_every_documented_form(text: str, fields: tuple[int | None
         "10.4.9.0-1234567890",
         "\u0661\u0660.\u0664.\u0669",
         "10.4.9.0\n10.4.9.1",
+        "10.4.0.0(CU1)-14112 CU5",
+        "10.4.0 CU1-14112 CU5",
+        "10.4.0.0-14112CU5",
+        "10.4.0.0-14112 CU",
     ],
 )
 def test_parse_rejects_anything_else_naming_the_text(text: str) -> None:
@@ -91,7 +99,7 @@ def test_parse_rejects_an_impossible_build_date() -> None:
 def test_invalid_version_message_truncates_a_huge_text() -> None:
     with pytest.raises(InvalidVersion) as caught:
         V("9" * 5000)
-    assert len(str(caught.value)) < 200
+    assert len(str(caught.value)) < 300
 
 
 def test_negative_numbers_are_refused_on_construction() -> None:
@@ -109,6 +117,7 @@ def test_negative_numbers_are_refused_on_construction() -> None:
         ("8.0.6.3-2304-20140407-release", "8.0.6.3-2304"),
         ("10.4.9", "10.4.9.0"),
         ("010.04.9.0", "10.4.9.0"),
+        ("10.0.0.0-9454 CU20", "10.0.0.0(CU20)-9454"),
     ],
 )
 def test_str_is_canonical_and_round_trips(text: str, canonical: str) -> None:
@@ -134,6 +143,10 @@ def test_str_is_canonical_and_round_trips(text: str, canonical: str) -> None:
         ("10.4.12", "10.5.0"),
         ("8.0.6.3-2304-20140407-release", "9.6.0"),
         ("10.4.0.0(CU1)-100", "10.4.0.0(CU2)-50"),
+        ("10.9.0", "10.10.0"),
+        ("10.4.9", "10.4.10"),
+        ("10.4.12", "10.5.0 CU0"),
+        ("10.0.0.0-9454 CU20", "10.0.0.0(CU21)-9000"),
     ],
 )
 def test_ordering_compares_a_b_c_d_then_cu_then_build(lower: str, higher: str) -> None:
@@ -152,12 +165,17 @@ def test_ordering_compares_a_b_c_d_then_cu_then_build(lower: str, higher: str) -
         ("10.4.9.0", "10.4.9.0-0"),
         ("10.0.0 CU19", "10.0.0.0(CU19)"),
         ("8.0.6.3-2304-20140407-release", "8.0.6.3-2304"),
+        ("10.4.0.0-14112", "10.4.0.0(CU0)-14112"),
+        ("10.4.0", "10.4.0.0"),
+        ("10.0.0.0-9454 CU20", "10.0.0.0(CU20)-9454"),
+        ("10.0.0 CU20-9454", "10.0.0.0-9454 CU20"),
     ],
 )
 def test_missing_cu_and_build_equal_zero(one: str, other: str) -> None:
     assert V(one) == V(other)
     assert hash(V(one)) == hash(V(other))
     assert V(one) <= V(other) <= V(one)
+    assert V(one).identity == V(other).identity == version_identity(other)
 
 
 def test_sorting_a_mixed_list() -> None:
@@ -246,50 +264,36 @@ def test_downgrades_are_never_offered(current: str, target: str, downgrade: bool
     assert offered(V(current), V(target)) is is_offered
 
 
+def test_a_cu_named_twice_is_refused_saying_so() -> None:
+    with pytest.raises(InvalidVersion, match="names a CU twice"):
+        V("10.4.0.0(CU1)-14112 CU5")
+
+
+def test_the_refusal_names_the_forms_expected() -> None:
+    with pytest.raises(InvalidVersion) as caught:
+        V("garbage")
+    assert str(caught.value) == ("invalid DataMiner version 'garbage': expected A.B.C[.D], an optional CU and an "
+                                 "optional -build, e.g. 10.4.9.0-14794, 10.5.5.0(CU0)-15664, 10.0.0 CU19 or "
+                                 "10.0.0.0-9454 CU20")
+
+
 @pytest.mark.parametrize(
-    ("current", "target", "expected"),
+    ("one", "other", "same"),
     [
-        ("10.0.0 CU19", "10.0.0 CU20", []),
-        ("9.6.0 CU13", "10.0.0 CU19", []),
-        ("9.6.13", "10.0.0.0(CU19)-9999", []),
-        ("10.0.0 CU18", "10.0.0 CU19", []),
-        ("10.0.0 CU10", "10.0.0 CU21", ["to 10.0.0.0(CU19) first"]),
-        ("9.6.0 CU13", "10.0.0 CU25", ["to 10.0.0.0(CU19) first"]),
-        ("9.6.0 CU13", "10.2.0", ["to 10.0.0.0(CU19) first", "latest CU of 10.0 first"]),
-        ("8.0.6.3-2304-20140407-release", "10.0.0 CU19", ["latest CU of 9.x first"]),
-        ("10.0.0 CU19", "10.1.0 CU5", ["skip 10.1"]),
-        ("10.0.13", "10.1.12", ["skip 10.1"]),
-        ("10.0.0 CU19", "10.2.0", []),
-        ("10.1.0 CU9", "10.2.0", []),
-        ("10.1.0 CU9", "10.3.0", ["latest CU of 10.2 first"]),
-        ("10.2.0 CU5", "10.5.0", ["latest CU of 10.3, 10.4 first"]),
-        ("10.3.0 CU20", "10.4.0 CU5", []),
-        ("10.4.9", "10.5.0 CU2", []),
-        ("10.5.0 CU2", "10.6.0", []),
-        ("10.5.0.0(CU3)-15200", "10.6.2", []),
-        ("10.5.5", "10.6.0", []),
-        ("10.5.8", "10.6.1", []),
-        ("10.5.0 CU1", "10.6.0", ["10.5.0 CU2 or 10.5.5 first"]),
-        ("10.5.4", "10.6.0", ["10.5.0 CU2 or 10.5.5 first"]),
-        ("10.4.9", "10.6.0", ["latest CU of 10.5 first", "10.5.0 CU2 or 10.5.5 first"]),
-        ("10.6.0", "10.6.3", []),
-        ("10.9.0", "11.0.0", []),
-        ("10.9.0", "11.2.0", ["latest CU of 11.0, 11.1 first"]),
-        ("9.6.0", "11.0.0", ["to 10.0.0.0(CU19) first", "latest CU of 10.x first",
-                             "10.5.0 CU2 or 10.5.5 first"]),
-        ("10.6.0", "10.5.0 CU2", []),
-        ("10.4.9.0-14794", "10.4.9.0-14794", []),
+        ("10.4.0.0-14112", "10.4.0.0(CU0)-14112", True),
+        ("10.4.0", "10.4.0.0", True),
+        ("10.4.0.0(CU3)", "10.4.0 CU3", True),
+        ("10.4.0.0(CU3)", "10.4.0.0(CU4)", False),
+        ("10.4.0.0-14112", "10.4.0.0-14113", False),
+        ("not a version", " not a version ", True),
+        ("not a version", "10.4.0", False),
     ],
 )
-def test_upgrade_path_problems(current: str, target: str, expected: list[str]) -> None:
-    problems = upgrade_path_problems(V(current), V(target))
-    assert len(problems) == len(expected), problems
-    for problem, fragment in zip(problems, expected, strict=True):
-        assert fragment in problem
-        assert str(V(current)) in problem
+def test_version_identity_ignores_notation_only(one: str, other: str, same: bool) -> None:
+    assert (version_identity(one) == version_identity(other)) is same
 
 
-def test_path_problem_names_both_versions_when_crossing_majors() -> None:
-    [problem] = upgrade_path_problems(V("10.2.0.0(CU5)-12000"), V("10.4.0.0(CU1)-14000"))
-    assert problem == ("upgrade 10.2.0.0(CU5)-12000 to 10.4.0.0(CU1)-14000 crosses more than one major "
-                       "version: go through the latest CU of 10.3 first")
+def test_version_sort_key_is_numeric_with_text_that_is_no_version_last() -> None:
+    texts = ["10.10.0", "garbage", "10.9.0", "10.0.0.0-9454 CU20", "9.6.13", "10.4.0.0(CU2)"]
+    assert sorted(texts, key=version_sort_key) == ["9.6.13", "10.0.0.0-9454 CU20", "10.4.0.0(CU2)", "10.9.0",
+                                                  "10.10.0", "garbage"]

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from adapters.api.context import Context, Operator, Viewer
 from adapters.api.errors import ERROR_RESPONSES
-from adapters.api.models import AgentByAddressIn, AgentIn, AgentOut, FactsModel, VersionHistoryOut
+from adapters.api.models import AgentByAddressIn, AgentIn, AgentOut, AgentPortsIn, FactsModel, VersionHistoryOut
 from adapters.history_queries import version_history as version_history_rows
 from engine.errors import NotFound
 
@@ -55,6 +55,13 @@ def get_facts(name: str, context: Context, _: Viewer) -> FactsModel:
 def report_facts(name: str, body: FactsModel, context: Context, caller: Operator) -> AgentOut:
     """Record new facts for an agent (an event), e.g. after a component was installed."""
     return AgentOut.of(context.service.report_facts(name, body.to_engine(), actor=caller.name))
+
+
+@router.put("/{name}/ports")
+def set_ports(name: str, body: AgentPortsIn, context: Context, caller: Operator) -> AgentOut:
+    """Set the UDP ports of the agent's SLSNMPAgent and Windows SNMP service (an event when they change): with Stop
+    SNMP off, a rollout warns while both use the same port."""
+    return AgentOut.of(body.apply(context.service, name, actor=caller.name))
 
 
 @router.post("/{name}/start")

@@ -16,7 +16,7 @@ from adapters.api.models import DoubtResolvedOut, PlanOut, ResolveIn, RolloutIn,
 
 router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"], responses=ERROR_RESPONSES)
 
-Command = Literal["pause", "resume", "cancel", "retry-failed"]
+Command = Literal["pause", "resume", "cancel", "retry-failed", "continue"]
 T = TypeVar("T")
 
 
@@ -71,5 +71,7 @@ def resolve(rollout_id: UUID, body: ResolveIn, context: Context, caller: Operato
 
 @router.post("/{rollout_id}/{command}")
 def control(rollout_id: UUID, command: Command, context: Context, caller: Operator) -> RolloutStateOut:
-    """Pause (no new agent starts), resume, cancel (agents not yet installing), or retry the failed agents."""
+    """Pause (no new agent starts), resume, cancel (agents not yet installing), retry the failed agents, or continue
+    a failed or cancelled rollout with its package (the agents that did not complete run again; 409 while it runs
+    or when every agent completed)."""
     return RolloutStateOut.of(context.service.control(rollout_id, command, actor=caller.name))

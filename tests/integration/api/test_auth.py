@@ -34,6 +34,8 @@ ROUTE_ROLES: dict[Route, Role | None] = {
     ("GET", "/api/v1/agents/{name}/facts"): VIEWER,
     ("PUT", "/api/v1/agents/{name}/facts"): OPERATOR,
     ("POST", "/api/v1/agents/{name}/start"): OPERATOR,
+    ("PUT", "/api/v1/agents/{name}/ports"): OPERATOR,
+    ("GET", "/api/v1/upgrade-path"): VIEWER,
     ("GET", "/api/v1/agents/{name}/history"): VIEWER,
     ("POST", "/api/v1/packages"): OPERATOR,
     ("GET", "/api/v1/packages"): VIEWER,
