@@ -61,6 +61,8 @@ class StepRequest(BaseModel):
     package_version: str = Field(min_length=1)
     options: UpgradeOptions = UpgradeOptions()
     """The upgrade's options (absent: the documented defaults); an unknown option is refused (422)."""
+    web_only: bool = False
+    """A Web package: the install leaves DataMiner running, on its version."""
     agent: str | None = None
     """The name the engine believes it is talking to; another name is refused (409)."""
     phase_acks: bool = False
@@ -264,7 +266,8 @@ class _ServedAgent:
             created = record is None
             if created:
                 self._records[key] = KeyRecord(request.step, request.package_sha256, StepStatus.RUNNING)
-        package = PackageRef(sha256=request.package_sha256, version=request.package_version, options=request.options)
+        package = PackageRef(sha256=request.package_sha256, version=request.package_version, options=request.options,
+                             web_only=request.web_only)
         try:
             outcome = self.simulation.perform(self.address, request.step, key, package, on_phase)
         except AgentUnreachable:

@@ -272,7 +272,7 @@ class HttpAgentGateway:
         """
         path = f"/steps/{quote(idempotency_key, safe='')}"
         body = {"step": step.value, "package_sha256": package.sha256, "package_version": package.version,
-                "options": package.options.model_dump(mode="json"), "agent": agent.name,
+                "options": package.options.model_dump(mode="json"), "web_only": package.web_only, "agent": agent.name,
                 "phase_acks": on_phase is not None}
 
         def attempt() -> StepOutcome:

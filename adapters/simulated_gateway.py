@@ -412,7 +412,7 @@ class SimulatedAgentGateway:
         for index, phase in enumerate(INSTALL_PHASES):
             if on_phase is not None:
                 on_phase(phase, index, len(INSTALL_PHASES))
-            if phase == "Disable":
+            if phase == "Disable" and not package.web_only:
                 with target.state:
                     target.dma_running = False
             if breaking is not None and phase == breaking.value:
@@ -420,9 +420,12 @@ class SimulatedAgentGateway:
             self._sleep(per_phase)
         with target.state:
             wrong = target.wrong_version
-            version = wrong.value if wrong is not None and wrong.fire() else package.version
-            target.version = version
-            target.dma_running = False
+            if package.web_only:  # the web components only: DataMiner runs on, on its version
+                version = target.version
+            else:
+                version = wrong.value if wrong is not None and wrong.fire() else package.version
+                target.version = version
+                target.dma_running = False
             self._record(target, Step.INSTALL, key, package)
             outcome = StepOutcome(version_after=version)
             self._succeed(target, key, outcome)

@@ -25,6 +25,7 @@ from engine.rollout import Rollout, RolloutState
 from engine.rollout_events import PlannedAgent, RolloutPlanned, StepPolicy
 from engine.upgrade_events import Step, StepStarted
 from engine.upgrade_machine import CANCELLABLE_STATES, STOPPED_STATES, TERMINAL_STATES, UpgradeState
+from engine.versions import version_identity
 
 
 @dataclass(frozen=True)
@@ -177,9 +178,10 @@ def version_change(agent: AgentRecord, upgrade: AgentUpgrade, step: Step, outcom
         upgrade_id = _upgrade_id(upgrade)
         return [] if agent.last_web_upgrade == upgrade_id else [
             AgentWebUpgraded(web_version=upgrade.scheduled.target_version, upgrade_id=upgrade_id)]
-    if not reports_version(step, outcome) or outcome.version_after == agent.version:
+    after = outcome.version_after if reports_version(step, outcome) else None
+    if after is None or version_identity(after) == version_identity(agent.version):  # notation is no change
         return []
-    return [AgentVersionChanged(version=outcome.version_after, previous_version=agent.version,
+    return [AgentVersionChanged(version=after, previous_version=agent.version,
                                 upgrade_id=_upgrade_id(upgrade))]
 
 

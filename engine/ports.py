@@ -99,6 +99,8 @@ class PackageRef:
     sha256: str
     version: str
     options: UpgradeOptions = field(default_factory=UpgradeOptions)
+    web_only: bool = False
+    """A Web package: the install updates the web components only, DataMiner keeps running and its version."""
 
 
 @dataclass(frozen=True)

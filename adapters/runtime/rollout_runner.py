@@ -111,7 +111,8 @@ class _Drive:
         self.plan = plan
         self.lease = lease
         self.address = AgentAddress(agent.name, agent.address)
-        self.package = PackageRef(plan.package_sha256, plan.package_version, agent.plan.options)
+        self.package = PackageRef(plan.package_sha256, plan.package_version, agent.plan.options,
+                                  agent.plan.web_only)
         self.record = AgentRecord(name=agent.name, address=agent.address, cluster=agent.cluster,
                                   version=agent.current_version)
         self.intent_fresh = False

@@ -82,3 +82,17 @@ def test_an_unknown_option_is_a_malformed_body_and_nothing_is_applied(
             "options": {"extract_all": False, "turbo": True}}
     assert httpx.post(f"http://{address.address}/steps/k1", json=body, timeout=5).status_code == 422
     assert simulation.journal_of("dma-01") == []
+
+
+@pytest.mark.parametrize("web_only", [True, False], ids=["web", "full"])
+def test_a_web_package_is_said_so_over_http_and_leaves_dataminer_running_on_its_version(
+        agent: tuple[SimulatedAgentGateway, AgentAddress], web_only: bool) -> None:
+    simulation, address = agent
+    package = PackageRef(sha256=SHA, version=NEW, web_only=web_only)
+    with HttpAgentGateway(timeout_seconds=5) as gateway:
+        gateway.perform(address, Step.UPLOAD, "u1:upload:1", package)
+        outcome = gateway.perform(address, Step.INSTALL, "u1:install:1", package)
+    state = simulation.agent("dma-01")
+    expected = (OLD, True) if web_only else (NEW, False)
+    assert (outcome.version_after, state.dma_running) == expected
+    assert state.version == expected[0]

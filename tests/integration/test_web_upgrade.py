@@ -63,6 +63,9 @@ def test_a_web_rollout_keeps_dataminer_and_its_version(harness: RolloutHarness) 
     assert sorted(e.web_version for e in appended if isinstance(e, AgentWebUpgraded)) == [PACKAGE_VERSION] * 4
     steps = {step for _, step in harness.gateway.journal()}
     assert steps == {Step.UPLOAD, Step.INSTALL}
+    for agent in planned.agents:  # the agents were told: DataMiner ran on, on its version
+        simulated = harness.gateway.agent(agent.name)
+        assert (simulated.version, simulated.dma_running) == (START_VERSION, True)
     assert {MAIN, BACKUP} <= {name for name, _ in harness.gateway.journal()}
 
 

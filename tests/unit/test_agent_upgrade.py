@@ -13,9 +13,13 @@ from uuid import UUID
 
 import pytest
 
+from engine.agent_events import AgentVersionChanged
 from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from engine.decisions import version_change
 from engine.errors import InvalidTransition
 from engine.events import Event
+from engine.inventory import AgentRecord
+from engine.ports import StepOutcome
 from engine.upgrade_events import (
     AgentUpgradeCancelled,
     AgentUpgradeCompleted,
@@ -638,3 +642,13 @@ def test_an_upgrade_that_was_never_scheduled_refuses_commands() -> None:
 def test_the_fold_refuses_a_history_that_breaks_the_state_table() -> None:
     with pytest.raises(InvalidTransition, match="Scheduled"):
         given(scheduled(), AgentUpgradeCompleted())
+
+
+@pytest.mark.parametrize(("running", "reported", "changes"), [
+    ("10.4.0.0-14000", "10.4.0.0(CU0)-14000", False), ("10.4.0", "10.4.0.0", False),
+    ("10.3.0.0-13000", "10.4.0.0-14000", True)])
+def test_an_install_reporting_the_running_version_in_another_notation_changes_no_version(
+        running: str, reported: str, changes: bool) -> None:
+    agent = AgentRecord(name="dma-01", address="10.0.0.1", cluster="north", version=running)
+    events = version_change(agent, given(scheduled()), Step.INSTALL, StepOutcome(version_after=reported))
+    assert [type(e) for e in events] == ([AgentVersionChanged] if changes else [])
