@@ -55,7 +55,11 @@ def run_leased(leases: SqlLeases, lease: HeldLease, work: Callable[[], T], what:
     except LeaseLost:
         _log.warning("%s was taken over by another engine process; this one stops", what)
     except OUTAGES as error:
-        _log.warning("%s paused: the database cannot be reached (%s)", what, first_line(error))
+        if lease.expired:  # paused or hung past its lease, its transaction ended by the server meanwhile
+            _log.warning("%s was taken over by another engine process; this one stops (%s)", what,
+                         first_line(error))
+        else:
+            _log.warning("%s paused: the database cannot be reached (%s)", what, first_line(error))
     except BaseException as error:  # a bug: reported, and the work is left for a later claim
         on_error(error)
     give_back(leases, lease)

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from adapters.leased_work import run_leased
 from adapters.sql.database import create_db_engine
 from adapters.sql.leases import MARGIN, ROLE, ROLLOUT, UPGRADE, SqlLeases, owner_identity
-from engine.errors import LeaseLost
+from engine.errors import LeaseLost, StoreUnavailable
 from tests.conftest import FakeClock
 
 SECONDS = 10.0
@@ -175,3 +176,23 @@ def test_an_engine_announces_itself_once_and_the_presence_of_one_long_gone_is_cl
     alive.release_all()
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM leases")).scalar() == 0
+
+
+@pytest.mark.parametrize(("paused_past_the_lease", "logged"), [
+    (True, "was taken over by another engine process; this one stops"),
+    (False, "paused: the database cannot be reached")])
+def test_a_drive_whose_database_call_failed_says_whether_it_was_paused_past_its_lease(
+        engine: sa.Engine, clock: FakeClock, caplog: pytest.LogCaptureFixture, paused_past_the_lease: bool,
+        logged: str) -> None:
+    monotonic = FakeMonotonic()
+    leases = process(engine, clock, "a", monotonic)
+    [held] = leases.claim(ROLLOUT, ["r"])
+
+    def work() -> None:
+        if paused_past_the_lease:  # SIGSTOPped mid-append: the server ended its transaction meanwhile
+            monotonic.now += SECONDS
+        raise StoreUnavailable("server closed the connection unexpectedly")
+
+    assert run_leased(leases, held, work, "rollout r", on_error=pytest.fail) is None
+    assert [r.getMessage() for r in caplog.records if "rollout r" in r.getMessage()] == [
+        f"rollout r {logged} (server closed the connection unexpectedly)"]
