@@ -35,7 +35,8 @@ from tests.e2e.engine_cluster import CLUSTER, NEW, OLD, EngineProcessRunner, Sto
 pytestmark = [pytest.mark.slow, pytest.mark.postgres,
               pytest.mark.skipif(sys.platform == "win32", reason="uses SIGKILL and SIGSTOP")]
 
-AGENTS = 32
+AGENTS = 48
+"""Enough that work is left for the survivors after the takeover, however fast the engines are."""
 STEP_SECONDS = 0.25
 LEASE_SECONDS = 3.0
 DEADLINE = 240.0
@@ -122,7 +123,7 @@ def test_three_engines_survive_a_sigkill_and_a_sigstop_and_apply_every_step_once
                    lambda: f"another engine to take the rollout over\n{logs()}")
         busy: list[int] = []
         eventually(lambda: bool(busy.extend(pid for pid in holders("upgrade") if pid != runner_pid) or busy),
-                   lambda: f"a surviving engine driving upgrades\n{logs()}")
+                   lambda: f"a surviving engine driving upgrades ({completed()} of {AGENTS} agents done)\n{logs()}")
         paused = by_pid(busy[0])
         paused.pause()  # SIGSTOP an engine holding upgrades, for longer than its leases last
         taken_over = watch.position
