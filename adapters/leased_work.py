@@ -47,19 +47,14 @@ def run_leased(leases: SqlLeases, lease: HeldLease, work: Callable[[], T], what:
         result = work()
         leases.release(lease, done=True)
         return result
-    except Stopping:
-        if lease.expired:  # it was paused or hung past its lease: the work may be another's by now
-            _log.warning("%s was taken over by another engine process; this one stops", what)
-        else:
+    except (LeaseLost, Stopping, *OUTAGES) as error:
+        reason = f" ({first_line(error)})" if isinstance(error, OUTAGES) else ""
+        if isinstance(error, LeaseLost) or lease.expired:  # paused or hung past its lease: the work may be another's
+            _log.warning("%s was taken over by another engine process; this one stops%s", what, reason)
+        elif isinstance(error, Stopping):
             _log.info("%s: this engine process stops; the work is given back", what)
-    except LeaseLost:
-        _log.warning("%s was taken over by another engine process; this one stops", what)
-    except OUTAGES as error:
-        if lease.expired:  # paused or hung past its lease, its transaction ended by the server meanwhile
-            _log.warning("%s was taken over by another engine process; this one stops (%s)", what,
-                         first_line(error))
         else:
-            _log.warning("%s paused: the database cannot be reached (%s)", what, first_line(error))
+            _log.warning("%s paused: the database cannot be reached%s", what, reason)
     except BaseException as error:  # a bug: reported, and the work is left for a later claim
         on_error(error)
     give_back(leases, lease)

@@ -22,6 +22,7 @@ from engine.errors import AgentOutcomeUnknown, AgentStepFailed, AgentUnreachable
 from engine.packages import INSTALL_PHASES
 from engine.ports import AgentAddress, PackageRef, StepOutcome, StepStatus
 from engine.upgrade_events import Step
+from tests.contract.served_agent import served_agent
 
 OLD = "10.4.0.0-14112"
 NEW = "10.5.0.0-15000"
@@ -75,20 +76,8 @@ def free_closed_port() -> int:
 
 @pytest.fixture
 def agent() -> Iterator[tuple[SimulatedAgentGateway, AgentAddress]]:
-    """One simulated agent served on a loopback port; its address is where it is served."""
-    holder: dict[str, Any] = {}
-
-    class Late:
-        """The agent reports the address it is served at: serve first, build the agent for it then."""
-
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            await holder["app"](scope, receive, send)
-
-    with serve_in_thread(Late()) as address:
-        simulation = SimulatedAgentGateway([SimulatedAgent(name="dma-01", address=address, cluster="north",
-                                                           version=OLD)])
-        holder["app"] = agent_app(simulation, "dma-01", heartbeat_seconds=0.05, phase_ack_timeout=5)
-        yield simulation, AgentAddress(name="dma-01", address=address)
+    with served_agent(OLD) as served:
+        yield served
 
 
 def test_a_closed_port_is_retried_with_exponential_backoff_then_unreachable() -> None:

@@ -3,40 +3,26 @@ and journals them, a body without them means the documented defaults, and an unk
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from adapters.agent_sim import agent_app, serve_in_thread
 from adapters.http_gateway import HttpAgentGateway
 from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
 from engine.ports import AgentAddress, PackageRef
 from engine.upgrade_events import Step, UpgradeOptions
+from tests.contract.served_agent import served_agent
 
 OLD = "10.4.0.0-14112"
 NEW = "10.5.0.0-15000"
 SHA = "ab" * 32
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 @pytest.fixture
 def agent() -> Iterator[tuple[SimulatedAgentGateway, AgentAddress]]:
-    """One simulated agent served on a loopback port."""
-    holder: dict[str, Any] = {}
-
-    class Late:
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            await holder["app"](scope, receive, send)
-
-    with serve_in_thread(Late()) as address:
-        simulation = SimulatedAgentGateway([SimulatedAgent(name="dma-01", address=address, cluster="north",
-                                                           version=OLD)])
-        holder["app"] = agent_app(simulation, "dma-01", heartbeat_seconds=0.05, phase_ack_timeout=5)
-        yield simulation, AgentAddress(name="dma-01", address=address)
+    with served_agent(OLD) as served:
+        yield served
 
 
 @pytest.mark.parametrize("options", [
