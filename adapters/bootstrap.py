@@ -6,17 +6,17 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from adapters.clock import SystemClock, UuidFactory
-from adapters.settings import Settings
-from adapters.sql.database import create_db_engine, ensure_schema, is_sqlite
-from adapters.sql.event_store import SqlEventStore
-from adapters.sql.projection_runner import ProjectionRunner
-from engine.addresses import AddressPolicy
-from engine.catalog import default_codec
-from engine.codec import EventCodec
-from engine.ports import Clock, IdFactory
-from engine.rollout_events import ROLLOUT_STREAMS
-from projections.catalog import all_projections
+from dma_upgrade.adapters.clock import SystemClock, UuidFactory
+from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.adapters.sql.database import create_db_engine, ensure_schema, is_sqlite
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner
+from dma_upgrade.engine.addresses import AddressPolicy
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.codec import EventCodec
+from dma_upgrade.engine.ports import Clock, IdFactory
+from dma_upgrade.engine.rollout_events import ROLLOUT_STREAMS
+from dma_upgrade.projections.catalog import all_projections
 
 
 @dataclass

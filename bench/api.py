@@ -57,9 +57,9 @@ from bench.replay import (
     upgrade_appends,
     upload_package,
 )
-from engine.agent_upgrade import upgrade_stream_id
-from engine.events import Event
-from engine.rollout_events import (
+from dma_upgrade.engine.agent_upgrade import upgrade_stream_id
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.rollout_events import (
     CLAIMS_STREAM,
     FailoverPolicy,
     PackageUsed,
@@ -70,7 +70,7 @@ from engine.rollout_events import (
     package_stream_id,
     rollout_stream_id,
 )
-from engine.upgrade_events import AgentUpgradePlan, AgentUpgradeScheduled, UpgradeOptions
+from dma_upgrade.engine.upgrade_events import AgentUpgradePlan, AgentUpgradeScheduled, UpgradeOptions
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SEED = 20_261_130
@@ -151,8 +151,8 @@ class Generated:
 
 def generate(url: str, agent_count: int, history: int, in_flight: int) -> Generated:
     """Fill a fresh store with the fleet, the finished rollouts and the upgrades in flight."""
-    from adapters.sql.database import create_db_engine, migrate
-    from engine.catalog import default_codec
+    from dma_upgrade.adapters.sql.database import create_db_engine, migrate
+    from dma_upgrade.engine.catalog import default_codec
 
     engine = create_db_engine(url)
     migrate(engine)
@@ -181,10 +181,10 @@ class Writer:
     """Appends the upgrades' next events at ``rate`` events a second in a thread, as a busy engine would."""
 
     def __init__(self, url: str, generated: Generated, rate: float) -> None:
-        from adapters.clock import SystemClock
-        from adapters.sql.database import create_db_engine
-        from adapters.sql.event_store import SqlEventStore
-        from engine.catalog import default_codec
+        from dma_upgrade.adapters.clock import SystemClock
+        from dma_upgrade.adapters.sql.database import create_db_engine
+        from dma_upgrade.adapters.sql.event_store import SqlEventStore
+        from dma_upgrade.engine.catalog import default_codec
 
         self._engine = create_db_engine(url)
         self._store = SqlEventStore(self._engine, default_codec(), SystemClock())
@@ -208,7 +208,7 @@ class Writer:
         self._engine.dispose()
 
     def _write(self) -> None:
-        from engine.events import EventMetadata, NewEvent
+        from dma_upgrade.engine.events import EventMetadata, NewEvent
 
         start = time.perf_counter()
         for pending in self._pending:
@@ -227,15 +227,15 @@ class Writer:
 
 def serve(url: str, data_dir: Path) -> None:
     """Serve the API as ``dma-upgrade serve`` wires it (no engine); print the port, run until stdin closes."""
-    from adapters.api.app import create_app
-    from adapters.api.auth import TokenFile
-    from adapters.api.context import ApiContext
-    from adapters.api.server import ApiServer
-    from adapters.bootstrap import bootstrap
-    from adapters.metrics import instrument
-    from adapters.package_store import FilePackageStore
-    from adapters.settings import Settings
-    from engine.service import UpgradeService
+    from dma_upgrade.adapters.api.app import create_app
+    from dma_upgrade.adapters.api.auth import TokenFile
+    from dma_upgrade.adapters.api.context import ApiContext
+    from dma_upgrade.adapters.api.server import ApiServer
+    from dma_upgrade.adapters.bootstrap import bootstrap
+    from dma_upgrade.adapters.metrics import instrument
+    from dma_upgrade.adapters.packages.store import FilePackageStore
+    from dma_upgrade.adapters.settings import Settings
+    from dma_upgrade.engine.service import UpgradeService
 
     settings = Settings(database_url=url, data_dir=data_dir)
     container = bootstrap(settings)
@@ -316,7 +316,7 @@ def main() -> None:
 
 
 def run(tmp: Path, args: argparse.Namespace) -> None:
-    from adapters.api.auth import Role, TokenFile
+    from dma_upgrade.adapters.api.auth import Role, TokenFile
 
     url = f"sqlite:///{tmp / 'store.db'}"
     progress(f"generating {args.agents} agents, {args.history} finished rollouts, {args.in_flight} upgrades in flight")

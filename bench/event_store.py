@@ -48,18 +48,18 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, DomainEventProtocol, event
 from sqlalchemy.engine import Engine, make_url
 
-from adapters.clock import SystemClock, UuidFactory
-from adapters.sql.database import create_db_engine, migrate, normalise_url
-from adapters.sql.event_store import SqlEventStore
-from adapters.sql.schema import events as events_table
 from bench._common import Measurement, measure, peak_rss_mib, print_table, progress, ratio, vm_hwm_mib
-from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from engine.catalog import default_codec
-from engine.codec import EventCodec
-from engine.event_log import build_records
-from engine.events import Event, EventMetadata, NewEvent, StoredRecord
-from engine.hashchain import GENESIS_HASH, verify_chain
-from engine.upgrade_events import (
+from dma_upgrade.adapters.clock import SystemClock, UuidFactory
+from dma_upgrade.adapters.sql.database import create_db_engine, migrate, normalise_url
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.adapters.sql.schema import events as events_table
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.codec import EventCodec
+from dma_upgrade.engine.event_log import build_records
+from dma_upgrade.engine.events import Event, EventMetadata, NewEvent, StoredRecord
+from dma_upgrade.engine.hashchain import GENESIS_HASH, verify_chain
+from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeCompleted,
     AgentUpgradePlan,
     AgentUpgradeScheduled,
@@ -69,7 +69,7 @@ from engine.upgrade_events import (
     StepSucceeded,
     UpgradeOptions,
 )
-from engine.upgrade_machine import UpgradeState
+from dma_upgrade.engine.upgrade_machine import UpgradeState
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EVENTS_PER_STREAM = 8

@@ -57,33 +57,46 @@ import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
-from adapters.clock import SystemClock, UuidFactory
-from adapters.engine_process import EngineProcess, FoldedIndex, ProjectionIndex, RolloutIndex
-from adapters.settings import Settings
-from adapters.simulated_gateway import DEFAULT_VERSION, SimulatedAgent, SimulatedAgentGateway, modern_facts
-from adapters.sql.database import create_db_engine, migrate
-from adapters.sql.event_store import SqlEventStore
-from adapters.sql.leases import SqlLeases
-from adapters.sql.projection_runner import ProjectionRunner
-from adapters.sql.schema import events as events_table
 from bench._common import print_table, progress, ratio
-from engine.agent_events import (
+from dma_upgrade.adapters.agents.simulated_gateway import (
+    DEFAULT_VERSION,
+    SimulatedAgent,
+    SimulatedAgentGateway,
+    modern_facts,
+)
+from dma_upgrade.adapters.clock import SystemClock, UuidFactory
+from dma_upgrade.adapters.runtime.engine_process import EngineProcess, FoldedIndex, ProjectionIndex, RolloutIndex
+from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.adapters.sql.database import create_db_engine, migrate
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.adapters.sql.leases import SqlLeases
+from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner
+from dma_upgrade.adapters.sql.schema import events as events_table
+from dma_upgrade.engine.agent_events import (
     AgentFactsReported,
     AgentRegistered,
     AgentVersionChanged,
     FailoverRole,
     agent_stream_id,
 )
-from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from engine.catalog import default_codec
-from engine.codec import EventCodec
-from engine.event_log import build_records
-from engine.events import Event, EventMetadata, NewEvent, StoredRecord
-from engine.hashchain import GENESIS_HASH, verify_chain
-from engine.packages import INSTALL_PHASES, PackageKind, PackageManifest
-from engine.ports import AgentAddress, AgentGateway, AgentIdentity, PackageRef, PhaseReporter, StepOutcome, StepStatus
-from engine.rollout import RolloutState
-from engine.rollout_events import (
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.codec import EventCodec
+from dma_upgrade.engine.event_log import build_records
+from dma_upgrade.engine.events import Event, EventMetadata, NewEvent, StoredRecord
+from dma_upgrade.engine.hashchain import GENESIS_HASH, verify_chain
+from dma_upgrade.engine.packages import INSTALL_PHASES, PackageKind, PackageManifest
+from dma_upgrade.engine.ports import (
+    AgentAddress,
+    AgentGateway,
+    AgentIdentity,
+    PackageRef,
+    PhaseReporter,
+    StepOutcome,
+    StepStatus,
+)
+from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.rollout_events import (
     CLAIMS_STREAM,
     FailoverPolicy,
     PackageUploaded,
@@ -94,11 +107,11 @@ from engine.rollout_events import (
     package_stream_id,
     rollout_stream_id,
 )
-from engine.service import UpgradeService
-from engine.upgrade_events import AgentUpgradePlan, AgentUpgradeScheduled, Step, UpgradeOptions
-from engine.versions import parse_version
-from projections.progress import ProgressProjection
-from projections.timers import PendingTimersProjection
+from dma_upgrade.engine.service import UpgradeService
+from dma_upgrade.engine.upgrade_events import AgentUpgradePlan, AgentUpgradeScheduled, Step, UpgradeOptions
+from dma_upgrade.engine.versions import parse_version
+from dma_upgrade.projections.progress import ProgressProjection
+from dma_upgrade.projections.timers import PendingTimersProjection
 
 ACTOR = "engine"
 OLD_VERSION = DEFAULT_VERSION

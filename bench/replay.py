@@ -14,7 +14,7 @@ a. ``ProjectionRunner.rebuild()`` of every projection, in a process of its own (
    own: the process is started from a small launcher, not forked from this one), with one worker process
    per core as ``dma-upgrade projections rebuild`` does (the peak RSS reported is the largest of the
    rebuild process and the children it forked);
-b. an audit export of everything, as JSON lines and as CSV (``adapters.audit_export``);
+b. an audit export of everything, as JSON lines and as CSV (``adapters.audit.export``);
 c. a raw scan of the events table: a Core select of every column, paged by position;
 d. the ``eventsourcing`` library rebuilding N / 25 aggregates of 25 events each from its SQLite
    store with ``app.repository.get`` (storing them is setup, not timed).
@@ -53,24 +53,30 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 from sqlalchemy.engine import Engine
 
-from adapters.audit_export import ExportFormat, Selection, atomic_output, export_records, select_records
-from adapters.clock import SystemClock
-from adapters.sql.database import create_db_engine, migrate
-from adapters.sql.event_store import SqlEventStore
-from adapters.sql.projection_runner import ProjectionRunner
-from adapters.sql.read_models import sql_table
-from adapters.sql.schema import events as events_table
 from bench._common import Measurement, measure, peak_rss_mib, print_table, progress, ratio, vm_hwm_mib
-from engine.agent_events import AgentFactsReported, AgentRegistered, AgentVersionChanged, FailoverRole, agent_stream_id
-from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from engine.catalog import default_codec
-from engine.codec import EventCodec
-from engine.event_log import build_records
-from engine.events import Event, EventMetadata, NewEvent, StoredRecord
-from engine.hashchain import GENESIS_HASH, verify_chain
-from engine.packages import INSTALL_PHASES, AgentFacts, PackageKind, PackageManifest, package_file_name
-from engine.rollout import Rollout, RolloutState
-from engine.rollout_events import (
+from dma_upgrade.adapters.audit.export import ExportFormat, Selection, atomic_output, export_records, select_records
+from dma_upgrade.adapters.clock import SystemClock
+from dma_upgrade.adapters.sql.database import create_db_engine, migrate
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner
+from dma_upgrade.adapters.sql.read_models import sql_table
+from dma_upgrade.adapters.sql.schema import events as events_table
+from dma_upgrade.engine.agent_events import (
+    AgentFactsReported,
+    AgentRegistered,
+    AgentVersionChanged,
+    FailoverRole,
+    agent_stream_id,
+)
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.codec import EventCodec
+from dma_upgrade.engine.event_log import build_records
+from dma_upgrade.engine.events import Event, EventMetadata, NewEvent, StoredRecord
+from dma_upgrade.engine.hashchain import GENESIS_HASH, verify_chain
+from dma_upgrade.engine.packages import INSTALL_PHASES, AgentFacts, PackageKind, PackageManifest, package_file_name
+from dma_upgrade.engine.rollout import Rollout, RolloutState
+from dma_upgrade.engine.rollout_events import (
     CLAIMS_STREAM,
     SETTINGS_STREAM,
     FailoverPolicy,
@@ -88,7 +94,7 @@ from engine.rollout_events import (
     package_stream_id,
     rollout_stream_id,
 )
-from engine.upgrade_events import (
+from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeCancelled,
     AgentUpgradeCompleted,
     AgentUpgradeFailed,
@@ -102,8 +108,8 @@ from engine.upgrade_events import (
     StepSucceeded,
     UpgradeOptions,
 )
-from engine.upgrade_machine import UpgradeState
-from projections.catalog import all_projections
+from dma_upgrade.engine.upgrade_machine import UpgradeState
+from dma_upgrade.projections.catalog import all_projections
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SEED = 20_251_130

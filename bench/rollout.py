@@ -36,20 +36,20 @@ if __package__ in (None, ""):  # run as a script: make the project root importab
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
-from adapters.clock import SystemClock, UuidFactory
-from adapters.package_archive import build_package, inspect_package
-from adapters.runtime.rollout_runner import RolloutRunner
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
-from adapters.sql.database import create_db_engine, migrate, normalise_url
-from adapters.sql.event_store import SqlEventStore
 from bench._common import Measurement, measure, print_table, progress, ratio
-from engine.agent_events import AgentFactsReported, AgentRegistered, agent_stream_id
-from engine.catalog import default_codec
-from engine.events import EventMetadata, NewEvent, RecordedEvent
-from engine.packages import PackageKind, PackageManifest
-from engine.rollout import RolloutState
-from engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
-from engine.versions import parse_version
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
+from dma_upgrade.adapters.clock import SystemClock, UuidFactory
+from dma_upgrade.adapters.packages.archive import build_package, inspect_package
+from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
+from dma_upgrade.adapters.sql.database import create_db_engine, migrate, normalise_url
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.engine.agent_events import AgentFactsReported, AgentRegistered, agent_stream_id
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.events import EventMetadata, NewEvent, RecordedEvent
+from dma_upgrade.engine.packages import PackageKind, PackageManifest
+from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
+from dma_upgrade.engine.versions import parse_version
 
 CLUSTER = "bench"
 ACTOR = "bench"

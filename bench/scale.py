@@ -31,18 +31,18 @@ if __package__ in (None, ""):  # run as a script: make the project root importab
 
 import sqlalchemy as sa
 
-from adapters.clock import SystemClock, UuidFactory
-from adapters.package_archive import build_package, inspect_package
-from adapters.sql.database import normalise_url
-from adapters.sql.event_store import SqlEventStore
 from bench._common import print_table, progress, ratio
 from bench.rollout import CLUSTER, TARGET_VERSION, PostgresBackend, migrated_engine, register_agents
-from engine.catalog import default_codec
-from engine.packages import PackageKind, PackageManifest
-from engine.rollout import RolloutState
-from engine.rollout_events import RolloutCancelled, RolloutCompleted, RolloutFailed, rollout_stream_id
-from engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
-from engine.versions import parse_version
+from dma_upgrade.adapters.clock import SystemClock, UuidFactory
+from dma_upgrade.adapters.packages.archive import build_package, inspect_package
+from dma_upgrade.adapters.sql.database import normalise_url
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.packages import PackageKind, PackageManifest
+from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.rollout_events import RolloutCancelled, RolloutCompleted, RolloutFailed, rollout_stream_id
+from dma_upgrade.engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
+from dma_upgrade.engine.versions import parse_version
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SPEED_UP = 1.4
@@ -149,7 +149,7 @@ def start_engines(url: str, count: int, capacity: int, data_dir: Path) -> list[s
     engines = []
     for index in range(count):
         log = open(data_dir / f"engine-{index}.log", "w")  # noqa: SIM115 (closed with the process)
-        engines.append(subprocess.Popen([sys.executable, "-m", "adapters.cli.main", "serve", "--no-api",
+        engines.append(subprocess.Popen([sys.executable, "-m", "dma_upgrade", "serve", "--no-api",
                                          "--poll-seconds", "0.2"], cwd=ROOT, env=env, stdout=log,
                                         stderr=subprocess.STDOUT))
     for index, engine in enumerate(engines):

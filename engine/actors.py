@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.errors import InvalidInput
+from dma_upgrade.engine.errors import InvalidInput
 
 MAX_ACTOR_LENGTH = 100
 """The longest actor or token name (characters)."""

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from engine.addresses import canonical_address
-from engine.events import Event
-from engine.packages import AgentFacts
+from dma_upgrade.engine.addresses import canonical_address
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.packages import AgentFacts
 
 
 class FailoverRole(StrEnum):

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from uuid import UUID
 
-from engine.errors import InvalidTransition
-from engine.events import Event
-from engine.upgrade_events import (
+from dma_upgrade.engine.errors import InvalidTransition
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeCancelled,
     AgentUpgradeCompleted,
     AgentUpgradeFailed,
@@ -28,7 +28,7 @@ from engine.upgrade_events import (
     StepStatusLearned,
     StepSucceeded,
 )
-from engine.upgrade_machine import STOPPED_STATES, MachineFlags, UpgradeState, next_state
+from dma_upgrade.engine.upgrade_machine import STOPPED_STATES, MachineFlags, UpgradeState, next_state
 
 ENTERED_ON_START = {Step.INSTALL: "install", Step.REBOOT: "reboot"}
 """Steps whose state is entered when they begin (the state means "in progress")."""

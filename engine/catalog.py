@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from engine.agent_events import AGENT_EVENTS, AGENT_UPCASTERS
-from engine.codec import EventCodec
-from engine.rollout_events import ROLLOUT_EVENTS
-from engine.upgrade_events import UPGRADE_EVENTS, UPGRADE_UPCASTERS
+from dma_upgrade.engine.agent_events import AGENT_EVENTS, AGENT_UPCASTERS
+from dma_upgrade.engine.codec import EventCodec
+from dma_upgrade.engine.rollout_events import ROLLOUT_EVENTS
+from dma_upgrade.engine.upgrade_events import UPGRADE_EVENTS, UPGRADE_UPCASTERS
 
 
 def default_codec() -> EventCodec:

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.errors import DmaUpgradeError, EventDecodeError, UnknownEventType
-from engine.events import Event, RecordedEvent, StoredRecord
+from dma_upgrade.engine.errors import DmaUpgradeError, EventDecodeError, UnknownEventType
+from dma_upgrade.engine.events import Event, RecordedEvent, StoredRecord
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns a payload stored at schema version N into the payload of version N + 1."""

@@ -15,17 +15,17 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from engine.agent_events import AgentLeftStopped, AgentVersionChanged, AgentWebUpgraded
-from engine.agent_upgrade import AgentUpgrade
-from engine.errors import InvalidTransition
-from engine.events import Event
-from engine.inventory import AgentRecord
-from engine.ports import StepOutcome, StepStatus
-from engine.rollout import Rollout, RolloutState
-from engine.rollout_events import PlannedAgent, RolloutPlanned, StepPolicy
-from engine.upgrade_events import Step, StepStarted
-from engine.upgrade_machine import CANCELLABLE_STATES, STOPPED_STATES, TERMINAL_STATES, UpgradeState
-from engine.versions import version_identity
+from dma_upgrade.engine.agent_events import AgentLeftStopped, AgentVersionChanged, AgentWebUpgraded
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade
+from dma_upgrade.engine.errors import InvalidTransition
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.inventory import AgentRecord
+from dma_upgrade.engine.ports import StepOutcome, StepStatus
+from dma_upgrade.engine.rollout import Rollout, RolloutState
+from dma_upgrade.engine.rollout_events import PlannedAgent, RolloutPlanned, StepPolicy
+from dma_upgrade.engine.upgrade_events import Step, StepStarted
+from dma_upgrade.engine.upgrade_machine import CANCELLABLE_STATES, STOPPED_STATES, TERMINAL_STATES, UpgradeState
+from dma_upgrade.engine.versions import version_identity
 
 
 @dataclass(frozen=True)

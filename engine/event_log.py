@@ -7,11 +7,11 @@ from datetime import datetime
 from typing import NamedTuple
 from uuid import UUID
 
-from engine.codec import EventCodec
-from engine.errors import ConcurrencyConflict, DuplicateEventId
-from engine.events import NewEvent, StoredRecord
-from engine.hashchain import canonical_texts, chain_hash, json_str, utc_timestamp
-from engine.ports import AppendResult
+from dma_upgrade.engine.codec import EventCodec
+from dma_upgrade.engine.errors import ConcurrencyConflict, DuplicateEventId
+from dma_upgrade.engine.events import NewEvent, StoredRecord
+from dma_upgrade.engine.hashchain import canonical_texts, chain_hash, json_str, utc_timestamp
+from dma_upgrade.engine.ports import AppendResult
 
 Encoded = tuple[str, int, str]
 """An event as stored: its type name, schema version and payload JSON."""

@@ -14,7 +14,7 @@ from hashlib import sha256
 from json.encoder import encode_basestring
 from uuid import UUID
 
-from engine.events import EventMetadata, StoredRecord
+from dma_upgrade.engine.events import EventMetadata, StoredRecord
 
 GENESIS_HASH = "0" * 64
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.agent_events import (
+from dma_upgrade.engine.agent_events import (
     AgentFactsReported,
     AgentLeftStopped,
     AgentPortsChanged,
@@ -15,10 +15,10 @@ from engine.agent_events import (
     AgentWebUpgraded,
     FailoverRole,
 )
-from engine.errors import Conflict, InvalidInput
-from engine.events import Event
-from engine.packages import AgentFacts
-from engine.versions import version_identity, version_sort_key
+from dma_upgrade.engine.errors import Conflict, InvalidInput
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.packages import AgentFacts
+from dma_upgrade.engine.versions import version_identity, version_sort_key
 
 
 @dataclass

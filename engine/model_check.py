@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from uuid import UUID
 
-from engine.agent_events import AgentStartedManually, FailoverRole
-from engine.agent_upgrade import AgentUpgrade
-from engine.decisions import (
+from dma_upgrade.engine.agent_events import AgentStartedManually, FailoverRole
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade
+from dma_upgrade.engine.decisions import (
     Ask,
     AwaitManualStart,
     Finished,
@@ -53,16 +53,16 @@ from engine.decisions import (
     unanswered,
     version_change,
 )
-from engine.errors import InvalidTransition
-from engine.events import Event
-from engine.inventory import AgentRecord, apply_agent_event
-from engine.packages import PackageKind, PackageManifest
-from engine.planning import RolloutRequest, plan_rollout
-from engine.ports import StepOutcome, StepStatus
-from engine.rollout import Rollout, RolloutState
-from engine.rollout_events import FailoverPolicy, RolloutPlanned, StepPolicy
-from engine.upgrade_events import AgentUpgradeScheduled, Step, StepOrder, StepStarted, UpgradeOptions
-from engine.upgrade_machine import STOPPED_STATES
+from dma_upgrade.engine.errors import InvalidTransition
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.inventory import AgentRecord, apply_agent_event
+from dma_upgrade.engine.packages import PackageKind, PackageManifest
+from dma_upgrade.engine.planning import RolloutRequest, plan_rollout
+from dma_upgrade.engine.ports import StepOutcome, StepStatus
+from dma_upgrade.engine.rollout import Rollout, RolloutState
+from dma_upgrade.engine.rollout_events import FailoverPolicy, RolloutPlanned, StepPolicy
+from dma_upgrade.engine.upgrade_events import AgentUpgradeScheduled, Step, StepOrder, StepStarted, UpgradeOptions
+from dma_upgrade.engine.upgrade_machine import STOPPED_STATES
 
 OLD_VERSION = "10.4.0.0-14000"
 NEW_VERSION = "10.5.0.0-15000"

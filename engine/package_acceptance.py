@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.inventory import AgentRecord
-from engine.packages import PackageManifest, evaluate_prerequisites
+from dma_upgrade.engine.inventory import AgentRecord
+from dma_upgrade.engine.packages import PackageManifest, evaluate_prerequisites
 
 
 class ClusterAcceptance(BaseModel):

@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from engine.errors import InvalidInput
-from engine.versions import DataMinerVersion, InvalidVersion, parse_version, refuses_unmet_prerequisites
+from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.versions import DataMinerVersion, InvalidVersion, parse_version, refuses_unmet_prerequisites
 
 INSTALL_PHASES: tuple[str, ...] = (
     "Lock", "Disable", "Kill", "IIS Stop", "Delete", "Update files", "Upgrade database", "Register",

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.errors import InvalidInput, NotFound
-from engine.inventory import AgentRecord
-from engine.packages import PackageKind
-from engine.records import PackageRecord
-from engine.upgrade_paths import Hop, UpgradePath, upgrade_path
-from engine.versions import DataMinerVersion, parse_version
+from dma_upgrade.engine.errors import InvalidInput, NotFound
+from dma_upgrade.engine.inventory import AgentRecord
+from dma_upgrade.engine.packages import PackageKind
+from dma_upgrade.engine.records import PackageRecord
+from dma_upgrade.engine.upgrade_paths import Hop, UpgradePath, upgrade_path
+from dma_upgrade.engine.versions import DataMinerVersion, parse_version
 
 
 @dataclass(frozen=True)

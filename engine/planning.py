@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from engine.agent_events import FailoverRole
-from engine.errors import InvalidInput
-from engine.inventory import AgentRecord, cluster_label, clusters_on_mixed_versions
-from engine.packages import PackageKind, PackageManifest, PackageRejected, evaluate_prerequisites
-from engine.rollout_events import FailoverPolicy, PlannedAgent, RolloutPlanned, StepPolicy
-from engine.upgrade_events import AgentUpgradePlan, UpgradeOptions
-from engine.upgrade_paths import check_upgrade_path, upgrade_path_problems
-from engine.version_choice import VersionChoice, judge_versions
-from engine.versions import DataMinerVersion, parse_version
+from dma_upgrade.engine.agent_events import FailoverRole
+from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.inventory import AgentRecord, cluster_label, clusters_on_mixed_versions
+from dma_upgrade.engine.packages import PackageKind, PackageManifest, PackageRejected, evaluate_prerequisites
+from dma_upgrade.engine.rollout_events import FailoverPolicy, PlannedAgent, RolloutPlanned, StepPolicy
+from dma_upgrade.engine.upgrade_events import AgentUpgradePlan, UpgradeOptions
+from dma_upgrade.engine.upgrade_paths import check_upgrade_path, upgrade_path_problems
+from dma_upgrade.engine.version_choice import VersionChoice, judge_versions
+from dma_upgrade.engine.versions import DataMinerVersion, parse_version
 
 _LIMIT = re.compile(r"\s*(\d{1,9})\s*(%?)\s*")
 

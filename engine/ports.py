@@ -12,9 +12,9 @@ from enum import StrEnum
 from typing import Protocol
 from uuid import UUID
 
-from engine.events import NewEvent, RecordedEvent, StoredRecord
-from engine.packages import AgentFacts
-from engine.upgrade_events import Step, UpgradeOptions
+from dma_upgrade.engine.events import NewEvent, RecordedEvent, StoredRecord
+from dma_upgrade.engine.packages import AgentFacts
+from dma_upgrade.engine.upgrade_events import Step, UpgradeOptions
 
 
 class Clock(Protocol):

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from engine.errors import Conflict
-from engine.events import Event, RecordedEvent
-from engine.package_acceptance import ClusterAcceptance
-from engine.packages import PackageManifest
-from engine.rollout_events import (
+from dma_upgrade.engine.errors import Conflict
+from dma_upgrade.engine.events import Event, RecordedEvent
+from dma_upgrade.engine.package_acceptance import ClusterAcceptance
+from dma_upgrade.engine.packages import PackageManifest
+from dma_upgrade.engine.rollout_events import (
     PackageUploaded,
     PackageUsed,
     RolloutClaimed,

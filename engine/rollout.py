@@ -9,9 +9,9 @@ from functools import cache
 
 from transitions import Machine
 
-from engine.errors import InvalidTransition
-from engine.events import Event
-from engine.rollout_events import (
+from dma_upgrade.engine.errors import InvalidTransition
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.rollout_events import (
     FailedAgentsRetried,
     RolloutCancelled,
     RolloutCompleted,
@@ -22,7 +22,7 @@ from engine.rollout_events import (
     RolloutResumed,
     RolloutStarted,
 )
-from engine.state_table import destination
+from dma_upgrade.engine.state_table import destination
 
 
 class RolloutState(StrEnum):

@@ -8,11 +8,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.agent_events import FailoverRole
-from engine.events import Event
-from engine.package_acceptance import ClusterAcceptance
-from engine.packages import PackageManifest
-from engine.upgrade_events import AgentUpgradePlan, UpgradeOptions
+from dma_upgrade.engine.agent_events import FailoverRole
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.package_acceptance import ClusterAcceptance
+from dma_upgrade.engine.packages import PackageManifest
+from dma_upgrade.engine.upgrade_events import AgentUpgradePlan, UpgradeOptions
 
 CLAIMS_STREAM = "rollout-claims"
 SETTINGS_STREAM = "settings"

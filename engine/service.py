@@ -8,24 +8,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from engine.addresses import AddressPolicy, AgentEndpoint, parse_address
-from engine.agent_events import (
+from dma_upgrade.engine.addresses import AddressPolicy, AgentEndpoint, parse_address
+from dma_upgrade.engine.agent_events import (
     AgentFactsReported,
     AgentRegistered,
     AgentStartedManually,
     FailoverRole,
     agent_stream_id,
 )
-from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from engine.decisions import cancellations, continued_agents, version_change
-from engine.errors import ConcurrencyConflict, Conflict, InvalidInput, InvalidTransition, NotFound
-from engine.events import Event, EventMetadata, NewEvent, RecordedEvent
-from engine.inventory import AgentRecord, cluster_label, fold_agent, ports_change
-from engine.package_acceptance import judge_clusters, refusal_by_every_system
-from engine.packages import AgentFacts, PackageManifest, PackageRejected
-from engine.path_advice import PathAdvice, PathQuery, advise
-from engine.planning import RolloutRequest, plan_rollout
-from engine.ports import (
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from dma_upgrade.engine.decisions import cancellations, continued_agents, version_change
+from dma_upgrade.engine.errors import ConcurrencyConflict, Conflict, InvalidInput, InvalidTransition, NotFound
+from dma_upgrade.engine.events import Event, EventMetadata, NewEvent, RecordedEvent
+from dma_upgrade.engine.inventory import AgentRecord, cluster_label, fold_agent, ports_change
+from dma_upgrade.engine.package_acceptance import judge_clusters, refusal_by_every_system
+from dma_upgrade.engine.packages import AgentFacts, PackageManifest, PackageRejected
+from dma_upgrade.engine.path_advice import PathAdvice, PathQuery, advise
+from dma_upgrade.engine.planning import RolloutRequest, plan_rollout
+from dma_upgrade.engine.ports import (
     AgentAddress,
     AgentGateway,
     AppendResult,
@@ -35,9 +35,9 @@ from engine.ports import (
     PackageRef,
     StepOutcome,
 )
-from engine.records import PackageRecord, active_claims, fold_packages, fold_settings, package_use
-from engine.rollout import Rollout, RolloutState
-from engine.rollout_events import (
+from dma_upgrade.engine.records import PackageRecord, active_claims, fold_packages, fold_settings, package_use
+from dma_upgrade.engine.rollout import Rollout, RolloutState
+from dma_upgrade.engine.rollout_events import (
     CLAIMS_STREAM,
     SETTINGS_STREAM,
     FailoverPolicy,
@@ -50,10 +50,10 @@ from engine.rollout_events import (
     package_stream_id,
     rollout_stream_id,
 )
-from engine.upgrade_events import Step, UpgradeOptions
-from engine.upgrade_machine import UpgradeState
-from engine.version_choice import VersionChoice
-from engine.versions import parse_version, version_identity
+from dma_upgrade.engine.upgrade_events import Step, UpgradeOptions
+from dma_upgrade.engine.upgrade_machine import UpgradeState
+from dma_upgrade.engine.version_choice import VersionChoice
+from dma_upgrade.engine.versions import parse_version, version_identity
 
 _FULL_SHA256 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.events import Event
+from dma_upgrade.engine.events import Event
 
 
 class Step(StrEnum):

@@ -14,7 +14,7 @@ from typing import Any
 
 from transitions import Machine
 
-from engine.state_table import destination
+from dma_upgrade.engine.state_table import destination
 
 
 class UpgradeState(StrEnum):

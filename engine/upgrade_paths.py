@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from engine.errors import InvalidInput
-from engine.versions import DataMinerVersion
+from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.versions import DataMinerVersion
 
 V = DataMinerVersion
 

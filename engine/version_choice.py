@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from engine.errors import InvalidInput
-from engine.inventory import AgentRecord
-from engine.versions import DataMinerVersion, parse_version
+from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.inventory import AgentRecord
+from dma_upgrade.engine.versions import DataMinerVersion, parse_version
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from datetime import date
 from enum import StrEnum
 from functools import total_ordering
 
-from engine.errors import InvalidInput
+from dma_upgrade.engine.errors import InvalidInput
 
 _EXPECTED = ("expected A.B.C[.D], an optional CU and an optional -build, e.g. 10.4.9.0-14794, "
              "10.5.5.0(CU0)-15664, 10.0.0 CU19 or 10.0.0.0-9454 CU20")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from engine.events import Event
-from projections.tables import RowAccess, TableSpec
+from dma_upgrade.engine.events import Event
+from dma_upgrade.projections.tables import RowAccess, TableSpec
 
 
 class Recorded(Protocol):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from projections.base import Projection
-from projections.inventory import InventoryProjection
-from projections.package_history import PackageHistoryProjection
-from projections.progress import ProgressProjection
-from projections.timers import PendingTimersProjection
+from dma_upgrade.projections.base import Projection
+from dma_upgrade.projections.inventory import InventoryProjection
+from dma_upgrade.projections.package_history import PackageHistoryProjection
+from dma_upgrade.projections.progress import ProgressProjection
+from dma_upgrade.projections.timers import PendingTimersProjection
 
 
 def all_projections() -> list[Projection]:

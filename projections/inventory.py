@@ -8,18 +8,18 @@ version are one row.
 
 from __future__ import annotations
 
-from engine.agent_events import (
+from dma_upgrade.engine.agent_events import (
     AgentFactsReported,
     AgentLeftStopped,
     AgentRegistered,
     AgentStartedManually,
     AgentVersionChanged,
 )
-from engine.events import Event
-from engine.versions import version_identity
-from projections.base import Recorded
-from projections.tables import ColumnType as C
-from projections.tables import RowAccess, TableSpec
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.versions import version_identity
+from dma_upgrade.projections.base import Recorded
+from dma_upgrade.projections.tables import ColumnType as C
+from dma_upgrade.projections.tables import RowAccess, TableSpec
 
 AGENTS = TableSpec("agent_inventory", ("agent",), (
     ("agent", C.TEXT), ("address", C.TEXT), ("cluster", C.TEXT), ("version", C.TEXT), ("dataminer_id", C.INT),

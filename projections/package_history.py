@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.agent_events import AgentRegistered, AgentVersionChanged, AgentWebUpgraded
-from engine.events import Event
-from engine.inventory import web_upgrade_line
-from engine.rollout_events import (
+from dma_upgrade.engine.agent_events import AgentRegistered, AgentVersionChanged, AgentWebUpgraded
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.inventory import web_upgrade_line
+from dma_upgrade.engine.rollout_events import (
     FailedAgentsRetried,
     PackageUploaded,
     PackageUsed,
@@ -21,9 +21,9 @@ from engine.rollout_events import (
     RolloutFailed,
     RolloutPlanned,
 )
-from projections.base import Recorded
-from projections.tables import ColumnType as C
-from projections.tables import RowAccess, TableSpec
+from dma_upgrade.projections.base import Recorded
+from dma_upgrade.projections.tables import ColumnType as C
+from dma_upgrade.projections.tables import RowAccess, TableSpec
 
 PACKAGES = TableSpec("package_history", ("sha256",), (
     ("sha256", C.TEXT), ("file_name", C.TEXT), ("version", C.TEXT), ("cu", C.INT), ("kind", C.TEXT),

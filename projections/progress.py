@@ -6,9 +6,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from engine.agent_upgrade import ENTERED_ON_START, ENTERED_ON_SUCCESS, TRIGGER_STATES
-from engine.events import Event
-from engine.rollout_events import (
+from dma_upgrade.engine.agent_upgrade import ENTERED_ON_START, ENTERED_ON_SUCCESS, TRIGGER_STATES
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.rollout_events import (
     FailedAgentsRetried,
     RolloutCancelled,
     RolloutCompleted,
@@ -20,7 +20,7 @@ from engine.rollout_events import (
     RolloutStarted,
     start_lateness_seconds,
 )
-from engine.upgrade_events import (
+from dma_upgrade.engine.upgrade_events import (
     UPGRADE_EVENTS,
     AgentUpgradeCancelled,
     AgentUpgradeCompleted,
@@ -38,10 +38,10 @@ from engine.upgrade_events import (
     StepStatusLearned,
     StepSucceeded,
 )
-from engine.upgrade_machine import UpgradeState
-from projections.base import Recorded
-from projections.tables import ColumnType as C
-from projections.tables import Row, RowAccess, TableSpec
+from dma_upgrade.engine.upgrade_machine import UpgradeState
+from dma_upgrade.projections.base import Recorded
+from dma_upgrade.projections.tables import ColumnType as C
+from dma_upgrade.projections.tables import Row, RowAccess, TableSpec
 
 ROLLOUTS = TableSpec("progress_rollouts", ("rollout_id",), (
     ("rollout_id", C.TEXT), ("package_version", C.TEXT), ("failover_policy", C.TEXT), ("state", C.TEXT),

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from engine.events import Event
-from engine.rollout_events import (
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.rollout_events import (
     RolloutCancelled,
     RolloutCompleted,
     RolloutFailed,
@@ -17,16 +17,16 @@ from engine.rollout_events import (
     RolloutStarted,
     rollout_stream_id,
 )
-from engine.upgrade_events import (
+from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeCancelled,
     AgentUpgradeCompleted,
     AgentUpgradeFailed,
     StepDelayed,
     StepStarted,
 )
-from projections.base import Recorded
-from projections.tables import ColumnType as C
-from projections.tables import RowAccess, TableSpec
+from dma_upgrade.projections.base import Recorded
+from dma_upgrade.projections.tables import ColumnType as C
+from dma_upgrade.projections.tables import RowAccess, TableSpec
 
 TIMERS = TableSpec("pending_timers", ("timer_id",), (
     ("timer_id", C.TEXT), ("kind", C.TEXT), ("due_at", C.TIMESTAMP), ("stream_id", C.TEXT), ("step", C.TEXT),

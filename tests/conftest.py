@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from adapters.memory_event_store import InMemoryEventStore
-from adapters.sql.database import create_db_engine, migrate
-from adapters.sql.event_store import SqlEventStore
-from engine.catalog import default_codec
-from engine.codec import EventCodec
+from dma_upgrade.adapters.memory.event_store import InMemoryEventStore
+from dma_upgrade.adapters.sql.database import create_db_engine, migrate
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.codec import EventCodec
 
 POSTGRES_ENV = "DMA_UPGRADE_TEST_POSTGRES_URL"
 SKIP_POSTGRES = f"PostgreSQL tests need {POSTGRES_ENV} (a server URL); it is not set"

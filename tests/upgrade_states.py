@@ -4,12 +4,12 @@ start. The rollout itself is left as recorded (Planned); an engine that runs it 
 
 from __future__ import annotations
 
-from engine.agent_events import AgentLeftStopped, agent_stream_id
-from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from engine.events import Event
-from engine.rollout_events import PlannedAgent, RolloutPlanned
-from engine.service import UpgradeService
-from engine.upgrade_events import AgentUpgradeScheduled, Step
+from dma_upgrade.engine.agent_events import AgentLeftStopped, agent_stream_id
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.rollout_events import PlannedAgent, RolloutPlanned
+from dma_upgrade.engine.service import UpgradeService
+from dma_upgrade.engine.upgrade_events import AgentUpgradeScheduled, Step
 
 ENGINE = "engine-test"
 """The actor of the events an engine would have recorded."""

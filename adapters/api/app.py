@@ -9,11 +9,11 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from adapters.api import page
-from adapters.api.context import ApiContext, needed_role
-from adapters.api.errors import install_error_handlers
-from adapters.api.guard import BodyGuard
-from adapters.api.routes import admin, agents, health, packages, paths, progress, rollouts
+from dma_upgrade.adapters.api import page
+from dma_upgrade.adapters.api.context import ApiContext, needed_role
+from dma_upgrade.adapters.api.errors import install_error_handlers
+from dma_upgrade.adapters.api.guard import BodyGuard
+from dma_upgrade.adapters.api.routes import admin, agents, health, packages, paths, progress, rollouts
 
 
 def create_app(context: ApiContext, registry: CollectorRegistry | None = None) -> FastAPI:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from adapters.private_files import private_directory
-from engine.actors import check_actor_name
-from engine.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from dma_upgrade.adapters.private_files import private_directory
+from dma_upgrade.engine.actors import check_actor_name
+from dma_upgrade.engine.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 
 _log = logging.getLogger("dma_upgrade.api")
 

@@ -14,12 +14,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import Match
 from starlette.types import Scope
 
-from adapters.api.auth import Principal, Role, TokenFile
-from adapters.api.limits import Admission
-from adapters.api.progress_cache import ProgressCache
-from adapters.bootstrap import Container
-from adapters.package_store import FilePackageStore
-from engine.service import UpgradeService
+from dma_upgrade.adapters.api.auth import Principal, Role, TokenFile
+from dma_upgrade.adapters.api.limits import Admission
+from dma_upgrade.adapters.api.progress_cache import ProgressCache
+from dma_upgrade.adapters.bootstrap import Container
+from dma_upgrade.adapters.packages.store import FilePackageStore
+from dma_upgrade.engine.service import UpgradeService
 
 PROBE_THREADS = 4
 """Worker threads of their own for ``/readyz`` and ``/metrics`` (they read the database)."""

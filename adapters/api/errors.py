@@ -35,10 +35,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapters.api.models import ErrorOut
-from adapters.api.status_table import STATUS_CODES, status_for
-from adapters.sql.database import first_line
-from engine.errors import DmaUpgradeError
+from dma_upgrade.adapters.api.models import ErrorOut
+from dma_upgrade.adapters.api.status_table import STATUS_CODES, status_for
+from dma_upgrade.adapters.sql.database import first_line
+from dma_upgrade.engine.errors import DmaUpgradeError
 
 _log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.api.auth import Role, TokenFile, TokenFileUnreadable
-from adapters.api.errors import error_response
-from adapters.api.limits import Admission
+from dma_upgrade.adapters.api.auth import Role, TokenFile, TokenFileUnreadable
+from dma_upgrade.adapters.api.errors import error_response
+from dma_upgrade.adapters.api.limits import Admission
 
 JSON_LIMIT = 8 * 1024 * 1024
 """The largest body of any route but the upload (a rollout naming 10,000 agents is well under 2 MiB)."""

@@ -7,21 +7,21 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.audit_check import AuditReport
-from adapters.sql.leases import LeaseOverview
-from adapters.sql.projection_runner import ProjectionStatus
-from engine.addresses import MAX_ADDRESS_LENGTH
-from engine.agent_events import FailoverRole
-from engine.inventory import AgentRecord
-from engine.package_acceptance import ClusterAcceptance
-from engine.packages import AgentFacts
-from engine.records import PackageRecord
-from engine.rollout import Rollout
-from engine.rollout_events import RolloutPlanned
-from engine.service import AgentSelection, DoubtResolution, OptionOverrides, RolloutSpec, UpgradeService
-from engine.version_choice import VersionChoice
-from engine.versions import parse_version
-from projections.tables import Row
+from dma_upgrade.adapters.audit.check import AuditReport
+from dma_upgrade.adapters.sql.leases import LeaseOverview
+from dma_upgrade.adapters.sql.projection_runner import ProjectionStatus
+from dma_upgrade.engine.addresses import MAX_ADDRESS_LENGTH
+from dma_upgrade.engine.agent_events import FailoverRole
+from dma_upgrade.engine.inventory import AgentRecord
+from dma_upgrade.engine.package_acceptance import ClusterAcceptance
+from dma_upgrade.engine.packages import AgentFacts
+from dma_upgrade.engine.records import PackageRecord
+from dma_upgrade.engine.rollout import Rollout
+from dma_upgrade.engine.rollout_events import RolloutPlanned
+from dma_upgrade.engine.service import AgentSelection, DoubtResolution, OptionOverrides, RolloutSpec, UpgradeService
+from dma_upgrade.engine.version_choice import VersionChoice
+from dma_upgrade.engine.versions import parse_version
+from dma_upgrade.projections.tables import Row
 
 
 def as_utc(moment: datetime | None) -> datetime | None:

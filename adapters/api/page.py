@@ -12,7 +12,7 @@ from importlib.resources import files
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
-_STATIC = files("adapters.api") / "static"
+_STATIC = files("dma_upgrade.adapters.api") / "static"
 _MEDIA_TYPES = {"index.html": "text/html", "progress.js": "text/javascript", "progress.css": "text/css"}
 _FILES = {name: (_STATIC / name).read_bytes() for name in _MEDIA_TYPES}
 _ASSETS = ("progress.js", "progress.css")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from adapters.api.models import ApiModel
-from engine.path_advice import HopAdvice, PathAdvice
-from engine.records import PackageRecord
+from dma_upgrade.adapters.api.models import ApiModel
+from dma_upgrade.engine.path_advice import HopAdvice, PathAdvice
+from dma_upgrade.engine.records import PackageRecord
 
 
 class CoveringPackageOut(ApiModel):

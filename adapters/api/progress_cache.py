@@ -15,12 +15,12 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from adapters.api.models import AgentProgressOut, RolloutProgressOut
-from adapters.bootstrap import Container
-from adapters.sql.read_models import from_sql, sql_table
-from engine.errors import NotFound
-from projections.progress import AGENTS, ROLLOUTS
-from projections.tables import Row, TableSpec
+from dma_upgrade.adapters.api.models import AgentProgressOut, RolloutProgressOut
+from dma_upgrade.adapters.bootstrap import Container
+from dma_upgrade.adapters.sql.read_models import from_sql, sql_table
+from dma_upgrade.engine.errors import NotFound
+from dma_upgrade.projections.progress import AGENTS, ROLLOUTS
+from dma_upgrade.projections.tables import Row, TableSpec
 
 
 class ProgressCache:

@@ -3,8 +3,8 @@ back (kept free of the web stack, so the CLI can import it without loading FastA
 
 from __future__ import annotations
 
-from adapters.sql.projection_runner import ProjectionStopped
-from engine.errors import (
+from dma_upgrade.adapters.sql.projection_runner import ProjectionStopped
+from dma_upgrade.engine.errors import (
     AgentStepFailed,
     ConcurrencyConflict,
     Conflict,

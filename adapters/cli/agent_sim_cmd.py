@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from adapters.cli.context import out
-from adapters.cli.errors import reports_errors
-from adapters.settings import Settings
-from adapters.simulated_gateway import DEFAULT_VERSION, SimulatedAgent
-from engine.errors import InvalidInput
-from engine.versions import parse_version
+from dma_upgrade.adapters.agents.simulated_gateway import DEFAULT_VERSION, SimulatedAgent
+from dma_upgrade.adapters.cli.context import out
+from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.versions import parse_version
 
 
 @reports_errors
@@ -44,7 +44,7 @@ def agent_sim(
     # The web stack is imported here, not at the top: every other command starts without it.
     import uvicorn
 
-    from adapters.agent_sim import create_agent_app, parse_fail
+    from dma_upgrade.adapters.agents.simulator import create_agent_app, parse_fail
 
     app = create_agent_app(spec, folder / "state.json", step_seconds, parse_fail(fail or []))
     memory = app.state.served.memory()

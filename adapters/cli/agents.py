@@ -7,12 +7,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from adapters.api.models import AgentIn, AgentPortsIn, FactsModel
-from adapters.cli.backend import open_backend, request
-from adapters.cli.context import out
-from adapters.cli.errors import reports_errors
-from engine.agent_events import FailoverRole
-from engine.inventory import AgentRecord, clusters_on_mixed_versions
+from dma_upgrade.adapters.api.models import AgentIn, AgentPortsIn, FactsModel
+from dma_upgrade.adapters.cli.backend import open_backend, request
+from dma_upgrade.adapters.cli.context import out
+from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.engine.agent_events import FailoverRole
+from dma_upgrade.engine.inventory import AgentRecord, clusters_on_mixed_versions
 
 app = typer.Typer(no_args_is_help=True, help="The agents (DMAs) that can be upgraded.")
 

@@ -12,11 +12,11 @@ from typing import Annotated, TextIO
 
 import typer
 
-from adapters.api.models import AuditVerifyOut
-from adapters.audit_export import ExportFormat, Selection, atomic_output, parse_rollout, parse_time
-from adapters.cli.backend import open_backend
-from adapters.cli.context import out
-from adapters.cli.errors import fail, reports_errors, stderr
+from dma_upgrade.adapters.api.models import AuditVerifyOut
+from dma_upgrade.adapters.audit.export import ExportFormat, Selection, atomic_output, parse_rollout, parse_time
+from dma_upgrade.adapters.cli.backend import open_backend
+from dma_upgrade.adapters.cli.context import out
+from dma_upgrade.adapters.cli.errors import fail, reports_errors, stderr
 
 app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
 

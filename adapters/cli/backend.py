@@ -17,7 +17,7 @@ import pydantic
 import typer
 from rich.console import Console
 
-from adapters.api.models import (
+from dma_upgrade.adapters.api.models import (
     AgentIn,
     AgentOut,
     AgentPortsIn,
@@ -33,18 +33,18 @@ from adapters.api.models import (
     RolloutStateOut,
     VersionHistoryOut,
 )
-from adapters.api.path_models import PathOut
-from adapters.audit_check import check_audit
-from adapters.audit_export import ExportFormat, ExportSummary, Selection, export_records, select_records
-from adapters.cli.context import RealWaiter, Session, actor, gateway_for, server_of, session
-from adapters.cli.live import run_in_foreground
-from adapters.cli.remote import HttpBackend
-from adapters.history_queries import package_history, version_history
-from adapters.package_upload import upload_package
-from adapters.progress_queries import current_progress, progress_as_of
-from adapters.sql.leases import lease_overview
-from engine.errors import InvalidInput
-from engine.path_advice import PathQuery
+from dma_upgrade.adapters.api.path_models import PathOut
+from dma_upgrade.adapters.audit.check import check_audit
+from dma_upgrade.adapters.audit.export import ExportFormat, ExportSummary, Selection, export_records, select_records
+from dma_upgrade.adapters.cli.context import RealWaiter, Session, actor, gateway_for, server_of, session
+from dma_upgrade.adapters.cli.live import run_in_foreground
+from dma_upgrade.adapters.cli.remote import HttpBackend
+from dma_upgrade.adapters.packages.upload import upload_package
+from dma_upgrade.adapters.read.history_queries import package_history, version_history
+from dma_upgrade.adapters.read.progress_queries import current_progress, progress_as_of
+from dma_upgrade.adapters.sql.leases import lease_overview
+from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.path_advice import PathQuery
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 

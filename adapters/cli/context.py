@@ -16,19 +16,19 @@ from typing import ParamSpec, TypeVar, cast
 import typer
 from rich.console import Console
 
-from adapters.bootstrap import Container, bootstrap
-from adapters.cli.errors import fail, stderr
-from adapters.http_gateway import HttpAgentGateway
-from adapters.package_store import FilePackageStore
-from adapters.private_files import PRIVATE_DIRECTORY, private_directory
-from adapters.settings import Settings
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
-from engine.actors import check_actor_name
-from engine.errors import StoreUnavailable
-from engine.inventory import AgentRecord
-from engine.ports import AgentGateway
-from engine.service import UpgradeService
-from engine.upgrade_events import Step
+from dma_upgrade.adapters.agents.http_gateway import HttpAgentGateway
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
+from dma_upgrade.adapters.bootstrap import Container, bootstrap
+from dma_upgrade.adapters.cli.errors import fail, stderr
+from dma_upgrade.adapters.packages.store import FilePackageStore
+from dma_upgrade.adapters.private_files import PRIVATE_DIRECTORY, private_directory
+from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.engine.actors import check_actor_name
+from dma_upgrade.engine.errors import StoreUnavailable
+from dma_upgrade.engine.inventory import AgentRecord
+from dma_upgrade.engine.ports import AgentGateway
+from dma_upgrade.engine.service import UpgradeService
+from dma_upgrade.engine.upgrade_events import Step
 
 out = Console(highlight=False, soft_wrap=True)
 

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 import typer
 from rich.console import Console
 
-from adapters.sql.database import first_line
-from engine.errors import (
+from dma_upgrade.adapters.sql.database import first_line
+from dma_upgrade.engine.errors import (
     ConcurrencyConflict,
     Conflict,
     DmaUpgradeError,

@@ -8,11 +8,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from adapters.api.models import PackageRolloutOut
-from adapters.cli.backend import open_backend
-from adapters.cli.context import out
-from adapters.cli.errors import reports_errors
-from adapters.cli.packages import acceptance
+from dma_upgrade.adapters.api.models import PackageRolloutOut
+from dma_upgrade.adapters.cli.backend import open_backend
+from dma_upgrade.adapters.cli.context import out
+from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.cli.packages import acceptance
 
 app = typer.Typer(no_args_is_help=True, help="Upgrade history, from the package history projection.")
 

@@ -10,19 +10,19 @@ from uuid import UUID
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from adapters.api.models import RolloutProgressOut
-from adapters.bootstrap import Container
-from adapters.engine_process import ACTIVE, engine_actor
-from adapters.leased_work import OUTAGES, Heartbeat, run_leased
-from adapters.progress_queries import current_progress
-from adapters.progress_view import progress_table
-from adapters.runtime.ports import Waiter
-from adapters.runtime.rollout_runner import RolloutRunner
-from adapters.sql.leases import ROLLOUT, SqlLeases
-from engine.ports import AgentGateway
-from engine.rollout import Rollout
-from engine.service import UpgradeService
-from projections.tables import Row
+from dma_upgrade.adapters.api.models import RolloutProgressOut
+from dma_upgrade.adapters.bootstrap import Container
+from dma_upgrade.adapters.read.progress_queries import current_progress
+from dma_upgrade.adapters.read.progress_view import progress_table
+from dma_upgrade.adapters.runtime.engine_process import ACTIVE, engine_actor
+from dma_upgrade.adapters.runtime.leased_work import OUTAGES, Heartbeat, run_leased
+from dma_upgrade.adapters.runtime.ports import Waiter
+from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
+from dma_upgrade.adapters.sql.leases import ROLLOUT, SqlLeases
+from dma_upgrade.engine.ports import AgentGateway
+from dma_upgrade.engine.rollout import Rollout
+from dma_upgrade.engine.service import UpgradeService
+from dma_upgrade.projections.tables import Row
 
 
 def rows_of(view: RolloutProgressOut) -> tuple[Row, list[Row]]:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from adapters.cli import (
+from dma_upgrade.adapters.cli import (
     agent_sim_cmd,
     agents,
     audit,
@@ -23,12 +23,12 @@ from adapters.cli import (
     upgrade_path,
     verify_model_cmd,
 )
-from adapters.cli.context import Server, local_only, out, refuse_server, use_server
-from adapters.cli.errors import fail, reports_errors
-from adapters.diagram import mermaid_diagram
-from adapters.settings import Settings
-from adapters.sql.database import create_db_engine, describe, head_revision, migrate
-from engine.upgrade_machine import TRANSITIONS
+from dma_upgrade.adapters.cli.context import Server, local_only, out, refuse_server, use_server
+from dma_upgrade.adapters.cli.diagram import mermaid_diagram
+from dma_upgrade.adapters.cli.errors import fail, reports_errors
+from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.adapters.sql.database import create_db_engine, describe, head_revision, migrate
+from dma_upgrade.engine.upgrade_machine import TRANSITIONS
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Upgrade DataMiner Agents with a full audit trail, crash recovery and metrics.")
@@ -120,7 +120,7 @@ def demo(ctx: typer.Context,
              help="where the demo's fresh database goes (default: a new temporary folder)")] = None,
          speed: Annotated[float, typer.Option(help="step duration scale: 0 runs instantly")] = 1.0) -> None:
     """Upgrade a simulated 6-agent cluster (with a failover pair) end to end on a fresh database."""
-    from adapters.demo import run_demo
+    from dma_upgrade.adapters.cli.demo import run_demo
 
     target = data_dir or Path(tempfile.mkdtemp(prefix="dma-upgrade-demo-"))
     if (target / "dma-upgrade.db").exists():
@@ -128,6 +128,3 @@ def demo(ctx: typer.Context,
     if not run_demo(target, out, step_scale=speed):
         raise typer.Exit(1)
 
-
-if __name__ == "__main__":
-    app()

@@ -12,14 +12,14 @@ from uuid import UUID
 import typer
 from rich.table import Table
 
-from adapters.api.models import RolloutProgressOut
-from adapters.audit_export import parse_time
-from adapters.cli.backend import Backend, open_backend
-from adapters.cli.context import local_only, out, session
-from adapters.cli.errors import reports_errors
-from adapters.cli.live import rows_of, show_live
-from adapters.progress_view import as_json, progress_table
-from engine.errors import InvalidInput
+from dma_upgrade.adapters.api.models import RolloutProgressOut
+from dma_upgrade.adapters.audit.export import parse_time
+from dma_upgrade.adapters.cli.backend import Backend, open_backend
+from dma_upgrade.adapters.cli.context import local_only, out, session
+from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.cli.live import rows_of, show_live
+from dma_upgrade.adapters.read.progress_view import as_json, progress_table
+from dma_upgrade.engine.errors import InvalidInput
 
 projections_app = typer.Typer(no_args_is_help=True, help="The read models built from the events.")
 

@@ -23,7 +23,7 @@ import httpx
 import pydantic
 from rich.console import Console, RenderableType
 
-from adapters.api.models import (
+from dma_upgrade.adapters.api.models import (
     AgentIn,
     AgentOut,
     AgentPortsIn,
@@ -40,15 +40,15 @@ from adapters.api.models import (
     RolloutStateOut,
     VersionHistoryOut,
 )
-from adapters.api.path_models import PathOut
-from adapters.api.status_table import error_for_kind
-from adapters.audit_check import parse_anchor
-from adapters.audit_export import ExportFormat, ExportSummary, Selection
-from adapters.cli.context import Server
-from adapters.cli.errors import NotAuthorised, ServerRefusal, ServerUnreachable
-from adapters.cli.live import rows_of, show_live
-from adapters.progress_view import progress_table
-from engine.errors import (
+from dma_upgrade.adapters.api.path_models import PathOut
+from dma_upgrade.adapters.api.status_table import error_for_kind
+from dma_upgrade.adapters.audit.check import parse_anchor
+from dma_upgrade.adapters.audit.export import ExportFormat, ExportSummary, Selection
+from dma_upgrade.adapters.cli.context import Server
+from dma_upgrade.adapters.cli.errors import NotAuthorised, ServerRefusal, ServerUnreachable
+from dma_upgrade.adapters.cli.live import rows_of, show_live
+from dma_upgrade.adapters.read.progress_view import progress_table
+from dma_upgrade.engine.errors import (
     AgentStepFailed,
     Conflict,
     DmaUpgradeError,
@@ -56,9 +56,9 @@ from engine.errors import (
     NotFound,
     StoreUnavailable,
 )
-from engine.packages import PackageRejected
-from engine.path_advice import PathQuery
-from engine.rollout import RolloutState
+from dma_upgrade.engine.packages import PackageRejected
+from dma_upgrade.engine.path_advice import PathQuery
+from dma_upgrade.engine.rollout import RolloutState
 
 T = TypeVar("T")
 

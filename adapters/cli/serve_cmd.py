@@ -12,21 +12,26 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from adapters.api.auth import TokenFile
-from adapters.cli.context import RealWaiter, gateway_for, out, session
-from adapters.cli.errors import fail, reports_errors
-from adapters.engine_process import FOLLOWER_ROLE, EngineProcess, ProjectionIndex, planned_resumptions
-from adapters.leased_work import playing
-from adapters.metrics import instrument
-from adapters.metrics.chain import ChainWatch
-from adapters.sql.database import is_sqlite
-from adapters.sql.leases import SqlLeases
-from adapters.sql.projection_runner import ProjectionRunner
-from adapters.sql.wakeups import PgListener
-from engine.service import UpgradeService
+from dma_upgrade.adapters.api.auth import TokenFile
+from dma_upgrade.adapters.cli.context import RealWaiter, gateway_for, out, session
+from dma_upgrade.adapters.cli.errors import fail, reports_errors
+from dma_upgrade.adapters.metrics import instrument
+from dma_upgrade.adapters.metrics.chain import ChainWatch
+from dma_upgrade.adapters.runtime.engine_process import (
+    FOLLOWER_ROLE,
+    EngineProcess,
+    ProjectionIndex,
+    planned_resumptions,
+)
+from dma_upgrade.adapters.runtime.leased_work import playing
+from dma_upgrade.adapters.sql.database import is_sqlite
+from dma_upgrade.adapters.sql.leases import SqlLeases
+from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner
+from dma_upgrade.adapters.sql.wakeups import PgListener
+from dma_upgrade.engine.service import UpgradeService
 
 if TYPE_CHECKING:
-    from adapters.api.server import ApiServer
+    from dma_upgrade.adapters.api.server import ApiServer
 
 
 @reports_errors
@@ -54,9 +59,9 @@ def serve(ctx: typer.Context,
         server: ApiServer | None = None
         if api:
             # The web stack is imported here, not at the top: every other command starts without it.
-            from adapters.api.app import create_app
-            from adapters.api.context import ApiContext
-            from adapters.api.server import ApiServer
+            from dma_upgrade.adapters.api.app import create_app
+            from dma_upgrade.adapters.api.context import ApiContext
+            from dma_upgrade.adapters.api.server import ApiServer
 
             tokens = TokenFile(settings.resolved_tokens_file)
             if not tokens.principals():
@@ -114,8 +119,8 @@ def recover(ctx: typer.Context,
             ) -> None:
     """List every unfinished rollout and agent upgrade and the state each would resume from (a rollout waiting for
     its scheduled start: when, or how long ago it came due)."""
-    from adapters.progress_view import scheduled_start  # only recover uses these two
-    from engine.rollout import RolloutState
+    from dma_upgrade.adapters.read.progress_view import scheduled_start  # only recover uses these two
+    from dma_upgrade.engine.rollout import RolloutState
 
     if not dry_run:
         raise typer.BadParameter("recovery happens when `dma-upgrade serve` starts; use --dry-run to preview it")

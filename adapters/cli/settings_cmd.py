@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from adapters.cli.backend import open_backend
-from adapters.cli.context import out
-from adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.cli.backend import open_backend
+from dma_upgrade.adapters.cli.context import out
+from dma_upgrade.adapters.cli.errors import reports_errors
 
 app = typer.Typer(no_args_is_help=True, help="System settings (each change is an event).")
 

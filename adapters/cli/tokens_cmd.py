@@ -13,11 +13,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from adapters.api.auth import Role, TokenFile
-from adapters.cli.context import out
-from adapters.cli.errors import reports_errors
-from adapters.settings import Settings
-from engine.errors import StoreUnavailable
+from dma_upgrade.adapters.api.auth import Role, TokenFile
+from dma_upgrade.adapters.cli.context import out
+from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.engine.errors import StoreUnavailable
 
 app = typer.Typer(no_args_is_help=True, help="API tokens: viewer (read), operator (run rollouts), admin (settings).")
 

@@ -9,14 +9,14 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from adapters.api.models import PlanOut, ResolveIn, RolloutIn
-from adapters.audit_export import parse_time
-from adapters.cli.backend import Backend, open_backend, request
-from adapters.cli.context import out
-from adapters.cli.errors import reports_errors
-from engine.errors import InvalidInput
-from engine.rollout import RolloutState
-from engine.rollout_events import FailoverPolicy
+from dma_upgrade.adapters.api.models import PlanOut, ResolveIn, RolloutIn
+from dma_upgrade.adapters.audit.export import parse_time
+from dma_upgrade.adapters.cli.backend import Backend, open_backend, request
+from dma_upgrade.adapters.cli.context import out
+from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.rollout_events import FailoverPolicy
 
 app = typer.Typer(no_args_is_help=True, help="Rollouts: upgrade agents with a package.")
 

@@ -8,11 +8,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from adapters.api.path_models import PathOut
-from adapters.cli.backend import open_backend
-from adapters.cli.context import out
-from adapters.cli.errors import reports_errors
-from engine.path_advice import PathQuery
+from dma_upgrade.adapters.api.path_models import PathOut
+from dma_upgrade.adapters.cli.backend import open_backend
+from dma_upgrade.adapters.cli.context import out
+from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.engine.path_advice import PathQuery
 
 
 @reports_errors

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from adapters.cli.context import out
-from engine.model_check import ALL_CONFIGURATIONS, SEEDED_FAULTS, Budgets, Core, Explorer, Verdict
+from dma_upgrade.adapters.cli.context import out
+from dma_upgrade.engine.model_check import ALL_CONFIGURATIONS, SEEDED_FAULTS, Budgets, Core, Explorer, Verdict
 
 _FAULTS = ", ".join(SEEDED_FAULTS)
 

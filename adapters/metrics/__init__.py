@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from adapters.bootstrap import Container
-from adapters.leased_work import playing
-from adapters.metrics.chain import ChainWatch
-from adapters.metrics.engine_instance import FLEET_ROLE, EngineInstanceCollector
-from adapters.metrics.fleet import FleetCollector
-from adapters.metrics.instrumented_store import InstrumentedEventStore
-from adapters.sql.leases import SqlLeases
+from dma_upgrade.adapters.bootstrap import Container
+from dma_upgrade.adapters.metrics.chain import ChainWatch
+from dma_upgrade.adapters.metrics.engine_instance import FLEET_ROLE, EngineInstanceCollector
+from dma_upgrade.adapters.metrics.fleet import FleetCollector
+from dma_upgrade.adapters.metrics.instrumented_store import InstrumentedEventStore
+from dma_upgrade.adapters.runtime.leased_work import playing
+from dma_upgrade.adapters.sql.leases import SqlLeases
 
 
 @dataclass(frozen=True)

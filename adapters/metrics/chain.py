@@ -6,8 +6,8 @@ import threading
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from engine.hashchain import GENESIS_HASH, ChainVerdict, verify_chain
-from engine.ports import EventStore
+from dma_upgrade.engine.hashchain import GENESIS_HASH, ChainVerdict, verify_chain
+from dma_upgrade.engine.ports import EventStore
 
 
 class ChainWatch:

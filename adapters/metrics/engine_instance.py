@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from adapters.sql.leases import ENGINE, ROLE, ROLLOUT, UPGRADE, SqlLeases
+from dma_upgrade.adapters.sql.leases import ENGINE, ROLE, ROLLOUT, UPGRADE, SqlLeases
 
 FLEET_ROLE = "fleet-gauges"
 KINDS = (ENGINE, ROLLOUT, UPGRADE, ROLE)

@@ -14,12 +14,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
-from adapters.sql.projection_runner import ProjectionRunner
-from adapters.sql.read_models import sql_table
-from engine.errors import DmaUpgradeError
-from engine.rollout import RolloutState
-from engine.upgrade_machine import RESUMABLE_STATES, UpgradeState
-from projections import inventory, progress, timers
+from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner
+from dma_upgrade.adapters.sql.read_models import sql_table
+from dma_upgrade.engine.errors import DmaUpgradeError
+from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.upgrade_machine import RESUMABLE_STATES, UpgradeState
+from dma_upgrade.projections import inventory, progress, timers
 
 
 def _database_up() -> GaugeMetricFamily:

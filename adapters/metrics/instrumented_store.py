@@ -8,11 +8,11 @@ from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from adapters.metrics.rollout_starts import RolloutStartMetrics
-from adapters.metrics.upgrade_metrics import UpgradeMetrics
-from engine.errors import ConcurrencyConflict
-from engine.events import NewEvent, RecordedEvent, StoredRecord
-from engine.ports import AppendResult, Clock, EventStore
+from dma_upgrade.adapters.metrics.rollout_starts import RolloutStartMetrics
+from dma_upgrade.adapters.metrics.upgrade_metrics import UpgradeMetrics
+from dma_upgrade.engine.errors import ConcurrencyConflict
+from dma_upgrade.engine.events import NewEvent, RecordedEvent, StoredRecord
+from dma_upgrade.engine.ports import AppendResult, Clock, EventStore
 
 APPEND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Seconds: an append is a short transaction, slow when writers queue or the database struggles."""

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from engine.events import Event
-from engine.rollout_events import ROLLOUT_STREAMS, RolloutStarted
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.rollout_events import ROLLOUT_STREAMS, RolloutStarted
 
 LATENESS_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
 """Seconds: on time is well under a second; an engine down at the time makes it minutes to days."""

@@ -15,8 +15,8 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from engine.events import Event, RecordedEvent
-from engine.upgrade_events import (
+from dma_upgrade.engine.events import Event, RecordedEvent
+from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeCancelled,
     AgentUpgradeCompleted,
     AgentUpgradeFailed,
@@ -26,8 +26,8 @@ from engine.upgrade_events import (
     StepStarted,
     StepSucceeded,
 )
-from engine.upgrade_machine import STOPPED_STATES, UpgradeState
-from projections.progress import state_entered
+from dma_upgrade.engine.upgrade_machine import STOPPED_STATES, UpgradeState
+from dma_upgrade.projections.progress import state_entered
 
 STEP_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
 """Seconds: a step takes from a second (stop SNMP) to most of an hour (a big install)."""

@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from typing import Protocol
 from uuid import UUID
 
-from engine.agent_upgrade import AgentUpgrade
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade
 
 
 class Stopping(Exception):

@@ -6,9 +6,9 @@ import threading
 from collections.abc import Iterable
 from uuid import UUID
 
-from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from engine.events import Event
-from engine.service import UpgradeService
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.service import UpgradeService
 
 UPGRADE_CATEGORY = "upgrade-"
 

@@ -19,13 +19,13 @@ from datetime import datetime
 from queue import Empty, SimpleQueue
 from uuid import UUID
 
-from adapters.progress_view import seconds_text, utc_text
-from adapters.runtime.ports import Lease, Stopping, Waiter, WorkQueue
-from adapters.runtime.preloaded import PreloadedUpgrades
-from adapters.runtime.turns import FIRST, NEXT, Place, Turns
-from engine.agent_events import agent_stream_id
-from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from engine.decisions import (
+from dma_upgrade.adapters.read.progress_view import seconds_text, utc_text
+from dma_upgrade.adapters.runtime.ports import Lease, Stopping, Waiter, WorkQueue
+from dma_upgrade.adapters.runtime.preloaded import PreloadedUpgrades
+from dma_upgrade.adapters.runtime.turns import FIRST, NEXT, Place, Turns
+from dma_upgrade.engine.agent_events import agent_stream_id
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from dma_upgrade.engine.decisions import (
     Ask,
     AwaitManualStart,
     Finished,
@@ -49,15 +49,20 @@ from engine.decisions import (
     unanswered,
     version_change,
 )
-from engine.errors import AgentOutcomeUnknown, AgentStepFailed, ConcurrencyConflict, Conflict
-from engine.events import Event
-from engine.inventory import AgentRecord
-from engine.ports import AgentAddress, AgentGateway, PackageRef
-from engine.rollout import Rollout, RolloutState
-from engine.rollout_events import LATE_START_TOLERANCE_SECONDS, PlannedAgent, RolloutPlanned, start_lateness_seconds
-from engine.service import UpgradeService
-from engine.upgrade_events import AgentUpgradeScheduled, Step, StepStarted
-from engine.upgrade_machine import CANCELLABLE_STATES, STOPPED_STATES, UpgradeState
+from dma_upgrade.engine.errors import AgentOutcomeUnknown, AgentStepFailed, ConcurrencyConflict, Conflict
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.inventory import AgentRecord
+from dma_upgrade.engine.ports import AgentAddress, AgentGateway, PackageRef
+from dma_upgrade.engine.rollout import Rollout, RolloutState
+from dma_upgrade.engine.rollout_events import (
+    LATE_START_TOLERANCE_SECONDS,
+    PlannedAgent,
+    RolloutPlanned,
+    start_lateness_seconds,
+)
+from dma_upgrade.engine.service import UpgradeService
+from dma_upgrade.engine.upgrade_events import AgentUpgradeScheduled, Step, StepStarted
+from dma_upgrade.engine.upgrade_machine import CANCELLABLE_STATES, STOPPED_STATES, UpgradeState
 
 _Decision = Callable[[Rollout], list[Event]]
 _log = logging.getLogger("dma_upgrade.engine")

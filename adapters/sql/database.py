@@ -17,8 +17,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 
-from adapters.private_files import PRIVATE_FILE, private_directory
-from engine.errors import InvalidInput, SchemaNotMigrated, StoreUnavailable
+from dma_upgrade.adapters.private_files import PRIVATE_FILE, private_directory
+from dma_upgrade.engine.errors import InvalidInput, SchemaNotMigrated, StoreUnavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 WRITE = "dma_write"

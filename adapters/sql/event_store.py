@@ -28,16 +28,16 @@ from psycopg.pq import Escaping
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
-from adapters.sql.database import describe, is_sqlite
-from adapters.sql.group_commit import GroupCommit, PendingAppend
-from adapters.sql.schema import events
-from adapters.sql.wakeups import CHANNEL
-from engine.codec import EventCodec
-from engine.errors import DmaUpgradeError, StoreUnavailable
-from engine.event_log import duplicate_ids, prepare_events, resolve_stale_append
-from engine.events import Event, EventMetadata, NewEvent, RecordedEvent, StoredRecord
-from engine.hashchain import GENESIS_HASH, chain_hash, utc_timestamp
-from engine.ports import AppendResult, Clock
+from dma_upgrade.adapters.sql.database import describe, is_sqlite
+from dma_upgrade.adapters.sql.group_commit import GroupCommit, PendingAppend
+from dma_upgrade.adapters.sql.schema import events
+from dma_upgrade.adapters.sql.wakeups import CHANNEL
+from dma_upgrade.engine.codec import EventCodec
+from dma_upgrade.engine.errors import DmaUpgradeError, StoreUnavailable
+from dma_upgrade.engine.event_log import duplicate_ids, prepare_events, resolve_stale_append
+from dma_upgrade.engine.events import Event, EventMetadata, NewEvent, RecordedEvent, StoredRecord
+from dma_upgrade.engine.hashchain import GENESIS_HASH, chain_hash, utc_timestamp
+from dma_upgrade.engine.ports import AppendResult, Clock
 
 APPEND_LOCK_KEY = 0x444D4155  # "DMAU": the PostgreSQL advisory lock that serialises appends
 _APPEND_IDLE_LIMIT_MS = "5000"

@@ -15,9 +15,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from engine.event_log import PreparedEvent
-from engine.events import NewEvent
-from engine.ports import AppendResult
+from dma_upgrade.engine.event_log import PreparedEvent
+from dma_upgrade.engine.events import NewEvent
+from dma_upgrade.engine.ports import AppendResult
 
 
 @dataclass(eq=False)

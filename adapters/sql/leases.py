@@ -29,11 +29,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
-from adapters.sql.database import WRITE, is_sqlite
-from adapters.sql.schema import leases
-from adapters.sql.wakeups import notify
-from engine.errors import LeaseLost
-from engine.ports import Clock
+from dma_upgrade.adapters.sql.database import WRITE, is_sqlite
+from dma_upgrade.adapters.sql.schema import leases
+from dma_upgrade.adapters.sql.wakeups import notify
+from dma_upgrade.engine.errors import LeaseLost
+from dma_upgrade.engine.ports import Clock
 
 ROLLOUT = "rollout"
 """A rollout's lease: its holder runs the rollout (starts it, hands out its upgrades, ends it)."""

@@ -21,15 +21,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from adapters.sql.database import WRITE
-from adapters.sql.event_store import ProjectedEvent, SqlEventStore
-from adapters.sql.read_models import checkpoints, from_sql, sql_table
-from adapters.sql.row_cache import SqlRows
-from engine.errors import DmaUpgradeError, NotFound
-from engine.events import Event
-from engine.ports import Clock
-from projections.base import Projection
-from projections.tables import Row, TableSpec
+from dma_upgrade.adapters.sql.database import WRITE
+from dma_upgrade.adapters.sql.event_store import ProjectedEvent, SqlEventStore
+from dma_upgrade.adapters.sql.read_models import checkpoints, from_sql, sql_table
+from dma_upgrade.adapters.sql.row_cache import SqlRows
+from dma_upgrade.engine.errors import DmaUpgradeError, NotFound
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.ports import Clock
+from dma_upgrade.projections.base import Projection
+from dma_upgrade.projections.tables import Row, TableSpec
 
 PAGE_SIZE = 5000
 """Events per read of the log (a batch may span several pages)."""

@@ -10,8 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from adapters.sql.schema import metadata
-from projections.tables import ColumnType, Row, TableSpec
+from dma_upgrade.adapters.sql.schema import metadata
+from dma_upgrade.projections.tables import ColumnType, Row, TableSpec
 
 _SQL_TYPES: dict[ColumnType, Any] = {
     ColumnType.TEXT: sa.Text(), ColumnType.INT: sa.BigInteger(), ColumnType.FLOAT: sa.Float(),

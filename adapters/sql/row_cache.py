@@ -19,8 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from adapters.sql.read_models import from_sql, sql_table, table_writer
-from projections.tables import Key, Row, TableSpec
+from dma_upgrade.adapters.sql.read_models import from_sql, sql_table, table_writer
+from dma_upgrade.projections.tables import Key, Row, TableSpec
 
 _UNKNOWN: Any = object()
 """Not cached: the row may or may not exist in SQL."""

@@ -16,7 +16,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from adapters.sql.database import first_line
+from dma_upgrade.adapters.sql.database import first_line
 
 CHANNEL = "dma_upgrade"
 _log = logging.getLogger("dma_upgrade.wakeups")

@@ -6,9 +6,9 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
-from adapters.agent_sim import agent_app, serve_in_thread
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
-from engine.ports import AgentAddress
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
+from dma_upgrade.adapters.agents.simulator import agent_app, serve_in_thread
+from dma_upgrade.engine.ports import AgentAddress
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

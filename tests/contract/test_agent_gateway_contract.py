@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from adapters.agent_sim import LoopbackRoutes, serve_simulation
-from adapters.http_gateway import HttpAgentGateway
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, Sleeper, no_sleep
-from engine.errors import AgentOutcomeUnknown, AgentStepFailed, AgentUnreachable
-from engine.packages import INSTALL_PHASES
-from engine.ports import AgentAddress, AgentGateway, PackageRef, StepOutcome, StepStatus
-from engine.upgrade_events import Step
+from dma_upgrade.adapters.agents.http_gateway import HttpAgentGateway
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, Sleeper, no_sleep
+from dma_upgrade.adapters.agents.simulator import LoopbackRoutes, serve_simulation
+from dma_upgrade.engine.errors import AgentOutcomeUnknown, AgentStepFailed, AgentUnreachable
+from dma_upgrade.engine.packages import INSTALL_PHASES
+from dma_upgrade.engine.ports import AgentAddress, AgentGateway, PackageRef, StepOutcome, StepStatus
+from dma_upgrade.engine.upgrade_events import Step
 
 OLD = "10.4.0.0-14112"
 NEW = "10.5.0.0-15000"

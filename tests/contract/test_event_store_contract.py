@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from engine.agent_events import AgentRegistered
-from engine.errors import ConcurrencyConflict, DuplicateEventId
-from engine.events import EventMetadata, NewEvent
-from engine.hashchain import GENESIS_HASH, record_hash, verify_chain
-from engine.ports import EventStore
+from dma_upgrade.engine.agent_events import AgentRegistered
+from dma_upgrade.engine.errors import ConcurrencyConflict, DuplicateEventId
+from dma_upgrade.engine.events import EventMetadata, NewEvent
+from dma_upgrade.engine.hashchain import GENESIS_HASH, record_hash, verify_chain
+from dma_upgrade.engine.ports import EventStore
 from tests.conftest import FakeClock
 
 

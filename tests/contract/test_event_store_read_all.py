@@ -9,12 +9,12 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from adapters.sql.event_store import SqlEventStore, envelope, metadata_of, stored_record
-from engine.codec import EventCodec
-from engine.events import EventMetadata, NewEvent, RecordedEvent, StoredRecord
-from engine.hashchain import verify_chain
-from engine.ports import EventStore
-from engine.upgrade_events import InstallPhaseReported, Step, StepStarted
+from dma_upgrade.adapters.sql.event_store import SqlEventStore, envelope, metadata_of, stored_record
+from dma_upgrade.engine.codec import EventCodec
+from dma_upgrade.engine.events import EventMetadata, NewEvent, RecordedEvent, StoredRecord
+from dma_upgrade.engine.hashchain import verify_chain
+from dma_upgrade.engine.ports import EventStore
+from dma_upgrade.engine.upgrade_events import InstallPhaseReported, Step, StepStarted
 from tests.conftest import FakeClock
 
 

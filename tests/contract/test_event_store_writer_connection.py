@@ -11,15 +11,15 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from adapters.sql.database import create_db_engine
-from adapters.sql.event_store import SqlEventStore
-from adapters.sql.group_commit import PendingAppend
-from engine.agent_events import AgentRegistered
-from engine.catalog import default_codec
-from engine.errors import ConcurrencyConflict, StoreUnavailable
-from engine.event_log import prepare_events
-from engine.events import NewEvent
-from engine.hashchain import verify_chain
+from dma_upgrade.adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.adapters.sql.group_commit import PendingAppend
+from dma_upgrade.engine.agent_events import AgentRegistered
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.errors import ConcurrencyConflict, StoreUnavailable
+from dma_upgrade.engine.event_log import prepare_events
+from dma_upgrade.engine.events import NewEvent
+from dma_upgrade.engine.hashchain import verify_chain
 from tests.conftest import FakeClock
 
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from adapters.agent_sim import serve_in_thread
-from adapters.http_gateway import MAX_LINE_BYTES, HttpAgentGateway, agent_said
-from adapters.simulated_gateway import modern_facts
-from engine.addresses import AddressPolicy, IPAddress
-from engine.errors import AgentOutcomeUnknown, AgentStepFailed, AgentUnreachable
-from engine.ports import AgentAddress, PackageRef
-from engine.upgrade_events import Step
+from dma_upgrade.adapters.agents.http_gateway import MAX_LINE_BYTES, HttpAgentGateway, agent_said
+from dma_upgrade.adapters.agents.simulated_gateway import modern_facts
+from dma_upgrade.adapters.agents.simulator import serve_in_thread
+from dma_upgrade.engine.addresses import AddressPolicy, IPAddress
+from dma_upgrade.engine.errors import AgentOutcomeUnknown, AgentStepFailed, AgentUnreachable
+from dma_upgrade.engine.ports import AgentAddress, PackageRef
+from dma_upgrade.engine.upgrade_events import Step
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.agent_sim import agent_app, serve_in_thread
-from adapters.http_gateway import HttpAgentGateway
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
-from engine.errors import AgentOutcomeUnknown, AgentStepFailed, AgentUnreachable
-from engine.packages import INSTALL_PHASES
-from engine.ports import AgentAddress, PackageRef, StepOutcome, StepStatus
-from engine.upgrade_events import Step
+from dma_upgrade.adapters.agents.http_gateway import HttpAgentGateway
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
+from dma_upgrade.adapters.agents.simulator import agent_app, serve_in_thread
+from dma_upgrade.engine.errors import AgentOutcomeUnknown, AgentStepFailed, AgentUnreachable
+from dma_upgrade.engine.packages import INSTALL_PHASES
+from dma_upgrade.engine.ports import AgentAddress, PackageRef, StepOutcome, StepStatus
+from dma_upgrade.engine.upgrade_events import Step
 from tests.contract.served_agent import served_agent
 
 OLD = "10.4.0.0-14112"

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from adapters.http_gateway import STOPPING, HttpAgentGateway, backoff_bound
-from adapters.settings import Settings
-from engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
-from engine.ports import AgentAddress, PackageRef
-from engine.upgrade_events import Step
+from dma_upgrade.adapters.agents.http_gateway import STOPPING, HttpAgentGateway, backoff_bound
+from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
+from dma_upgrade.engine.ports import AgentAddress, PackageRef
+from dma_upgrade.engine.upgrade_events import Step
 
 AGENT = AgentAddress(name="dma-01", address="10.0.0.11:8101")
 PACKAGE = PackageRef(sha256="ab" * 32, version="10.5.0.0-15000")

@@ -12,13 +12,13 @@ from datetime import datetime
 import pytest
 import sqlalchemy as sa
 
-from adapters.clock import SystemClock
-from adapters.sql.database import create_db_engine
-from adapters.sql.event_store import SqlEventStore
-from engine.catalog import default_codec
-from engine.errors import StoreUnavailable
-from engine.events import EventMetadata, NewEvent
-from engine.rollout_events import RolloutReleased
+from dma_upgrade.adapters.clock import SystemClock
+from dma_upgrade.adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.errors import StoreUnavailable
+from dma_upgrade.engine.events import EventMetadata, NewEvent
+from dma_upgrade.engine.rollout_events import RolloutReleased
 
 pytestmark = pytest.mark.postgres
 

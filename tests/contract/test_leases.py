@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from adapters.leased_work import run_leased
-from adapters.sql.database import create_db_engine
-from adapters.sql.leases import MARGIN, ROLE, ROLLOUT, UPGRADE, SqlLeases, owner_identity
-from engine.errors import LeaseLost, StoreUnavailable
+from dma_upgrade.adapters.runtime.leased_work import run_leased
+from dma_upgrade.adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.leases import MARGIN, ROLE, ROLLOUT, UPGRADE, SqlLeases, owner_identity
+from dma_upgrade.engine.errors import LeaseLost, StoreUnavailable
 from tests.conftest import FakeClock
 
 SECONDS = 10.0

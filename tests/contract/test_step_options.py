@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from adapters.http_gateway import HttpAgentGateway
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
-from engine.ports import AgentAddress, PackageRef
-from engine.upgrade_events import Step, UpgradeOptions
+from dma_upgrade.adapters.agents.http_gateway import HttpAgentGateway
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
+from dma_upgrade.engine.ports import AgentAddress, PackageRef
+from dma_upgrade.engine.upgrade_events import Step, UpgradeOptions
 from tests.contract.served_agent import served_agent
 
 OLD = "10.4.0.0-14112"

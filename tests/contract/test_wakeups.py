@@ -9,14 +9,14 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from adapters.clock import SystemClock
-from adapters.sql.database import create_db_engine
-from adapters.sql.event_store import SqlEventStore
-from adapters.sql.leases import SqlLeases
-from adapters.sql.wakeups import PgListener, Wakeup
-from engine.catalog import default_codec
-from engine.events import EventMetadata, NewEvent
-from engine.rollout_events import ROLLOUT_STREAMS, RolloutReleased
+from dma_upgrade.adapters.clock import SystemClock
+from dma_upgrade.adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.adapters.sql.leases import SqlLeases
+from dma_upgrade.adapters.sql.wakeups import PgListener, Wakeup
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.events import EventMetadata, NewEvent
+from dma_upgrade.engine.rollout_events import ROLLOUT_STREAMS, RolloutReleased
 
 pytestmark = pytest.mark.postgres
 

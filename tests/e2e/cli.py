@@ -19,7 +19,7 @@ def run_cli(*args: str, database_url: str | None = None, env: dict[str, str] | N
     if database_url is not None:
         full_env["DMA_UPGRADE_DATABASE_URL"] = database_url
     full_env.setdefault("COLUMNS", "160")
-    return subprocess.run([sys.executable, "-m", "adapters.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "dma_upgrade", *args], capture_output=True, text=True,
                           env=full_env, cwd=ROOT, timeout=timeout, check=False)
 
 

@@ -25,13 +25,13 @@ from typing import Any, TextIO
 
 import httpx
 
-from adapters.clock import SystemClock
-from adapters.sql.database import create_db_engine
-from adapters.sql.event_store import SqlEventStore
-from engine.catalog import default_codec
-from engine.events import RecordedEvent
-from engine.rollout_events import RolloutCompleted, RolloutFailed
-from engine.upgrade_events import (
+from dma_upgrade.adapters.clock import SystemClock
+from dma_upgrade.adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.events import RecordedEvent
+from dma_upgrade.engine.rollout_events import RolloutCompleted, RolloutFailed
+from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeResumed,
     AgentUpgradeScheduled,
     StepFailed,
@@ -55,7 +55,7 @@ def free_port() -> int:
 
 
 def _cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "adapters.cli.main", *args]
+    return [sys.executable, "-m", "dma_upgrade", *args]
 
 
 class AgentSimProcess:

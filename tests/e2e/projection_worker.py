@@ -16,13 +16,13 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from adapters.clock import SystemClock
-from adapters.sql.database import create_db_engine
-from adapters.sql.event_store import SqlEventStore
-from adapters.sql.projection_runner import ProjectionRunner
-from adapters.sql.read_models import sql_table
-from engine.catalog import default_codec
-from projections.catalog import all_projections
+from dma_upgrade.adapters.clock import SystemClock
+from dma_upgrade.adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner
+from dma_upgrade.adapters.sql.read_models import sql_table
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.projections.catalog import all_projections
 
 
 def main(url: str, batch_size: int, seed: int) -> int:

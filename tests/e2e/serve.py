@@ -46,7 +46,7 @@ def serving(log: Path, *options: str, env: dict[str, str] | None = None, databas
     if database_url is not None:
         full_env["DMA_UPGRADE_DATABASE_URL"] = database_url
     with log.open("w") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "adapters.cli.main", "serve", "--port", "0", *options],
+        process = subprocess.Popen([sys.executable, "-m", "dma_upgrade", "serve", "--port", "0", *options],
                                    cwd=ROOT, env=full_env, stdout=sink, stderr=subprocess.STDOUT)
     try:
         served = Serving(_listening_url(process, log, time.monotonic() + timeout), log)

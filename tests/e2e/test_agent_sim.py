@@ -15,13 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.agent_sim import AgentMemory, create_agent_app, load_memory, serve_in_thread
-from adapters.http_gateway import HttpAgentGateway
-from adapters.simulated_gateway import SimulatedAgent
-from engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
-from engine.packages import INSTALL_PHASES
-from engine.ports import AgentAddress, PackageRef, StepOutcome, StepStatus
-from engine.upgrade_events import Step, UpgradeOptions
+from dma_upgrade.adapters.agents.http_gateway import HttpAgentGateway
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent
+from dma_upgrade.adapters.agents.simulator import AgentMemory, create_agent_app, load_memory, serve_in_thread
+from dma_upgrade.engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
+from dma_upgrade.engine.packages import INSTALL_PHASES
+from dma_upgrade.engine.ports import AgentAddress, PackageRef, StepOutcome, StepStatus
+from dma_upgrade.engine.upgrade_events import Step, UpgradeOptions
 from tests.e2e.cli import ROOT, run_cli, stop_process
 from tests.e2e.engine_cluster import OLD, AgentSimProcess, free_port
 
@@ -156,9 +156,9 @@ def test_a_state_file_of_another_agent_or_unreadable_is_refused(tmp_path: Path) 
 
 CALLER = textwrap.dedent("""
     import sys
-    from adapters.http_gateway import HttpAgentGateway
-    from engine.ports import AgentAddress, PackageRef
-    from engine.upgrade_events import Step
+    from dma_upgrade.adapters.agents.http_gateway import HttpAgentGateway
+    from dma_upgrade.engine.ports import AgentAddress, PackageRef
+    from dma_upgrade.engine.upgrade_events import Step
 
     address, key, sha256, version = sys.argv[1:5]
 

@@ -15,12 +15,12 @@ from uuid import UUID
 import pytest
 import sqlalchemy as sa
 
-from adapters.sql.database import create_db_engine
-from adapters.sql.event_store import SqlEventStore
-from engine.agent_events import AgentRegistered
-from engine.catalog import default_codec
-from engine.events import EventMetadata, NewEvent, StoredRecord
-from engine.hashchain import record_hash, verify_chain
+from dma_upgrade.adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.engine.agent_events import AgentRegistered
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.events import EventMetadata, NewEvent, StoredRecord
+from dma_upgrade.engine.hashchain import record_hash, verify_chain
 from tests.conftest import FakeClock
 from tests.e2e.cli import run_cli
 

@@ -7,12 +7,12 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from adapters.clock import SystemClock
-from adapters.sql.database import create_db_engine
-from adapters.sql.event_store import SqlEventStore
-from engine.agent_events import AgentRegistered
-from engine.catalog import default_codec
-from engine.events import NewEvent
+from dma_upgrade.adapters.clock import SystemClock
+from dma_upgrade.adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.engine.agent_events import AgentRegistered
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.events import NewEvent
 from tests.e2e.cli import run_cli
 
 

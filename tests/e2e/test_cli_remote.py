@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.api.auth import Role, TokenFile
-from adapters.package_archive import build_package
-from engine.packages import PackageKind, PackageManifest
-from engine.versions import parse_version
+from dma_upgrade.adapters.api.auth import Role, TokenFile
+from dma_upgrade.adapters.packages.archive import build_package
+from dma_upgrade.engine.packages import PackageKind, PackageManifest
+from dma_upgrade.engine.versions import parse_version
 from tests.e2e.cli import run_cli
 from tests.e2e.engine_cluster import free_port
 from tests.e2e.serve import serving

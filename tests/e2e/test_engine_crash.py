@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import pytest
 
-from engine.upgrade_events import (
+from dma_upgrade.engine.upgrade_events import (
     InstallPhaseReported,
     StepFailed,
     StepInDoubt,

@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from adapters.agent_sim import serve_simulation
-from adapters.bootstrap import bootstrap
-from adapters.settings import Settings
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
-from engine.rollout_events import RolloutCompleted
-from engine.service import UpgradeService
-from engine.upgrade_events import AgentUpgradeCompleted, AgentUpgradeScheduled, Step
-from engine.upgrade_machine import UpgradeState
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
+from dma_upgrade.adapters.agents.simulator import serve_simulation
+from dma_upgrade.adapters.bootstrap import bootstrap
+from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.engine.rollout_events import RolloutCompleted
+from dma_upgrade.engine.service import UpgradeService
+from dma_upgrade.engine.upgrade_events import AgentUpgradeCompleted, AgentUpgradeScheduled, Step
+from dma_upgrade.engine.upgrade_machine import UpgradeState
 from tests.e2e.cli import run_cli
 from tests.e2e.engine_cluster import CLUSTER, NEW, OLD, EngineProcessRunner, StoreWatch
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.database import create_db_engine
 from tests.e2e.cli import run_cli
 
 ADD_AGENT = ("agents", "add", "dma-01", "--address", "10.0.0.11", "--version", "10.4.0.0-14112")

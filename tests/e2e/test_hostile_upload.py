@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.api.auth import Role, TokenFile
-from adapters.package_archive import build_package
+from dma_upgrade.adapters.api.auth import Role, TokenFile
+from dma_upgrade.adapters.packages.archive import build_package
 from tests.e2e.cli import run_cli
 from tests.e2e.serve import serving
 from tests.integration.test_hostile_archives import BOMB, DEEP, package, with_bomb

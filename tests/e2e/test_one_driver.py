@@ -80,7 +80,7 @@ def test_upgrade_start_wait_drives_under_its_lease_and_serve_started_later_leave
         db_url: str, tmp_path: Path, setup: dict[str, str]) -> None:
     env = {**os.environ, **setup, "DMA_UPGRADE_DATABASE_URL": db_url, "COLUMNS": "160"}
     waiting = subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli.main", "upgrade", "start", "--package", PACKAGE,
+        [sys.executable, "-m", "dma_upgrade", "upgrade", "start", "--package", PACKAGE,
          "--all-agents-in-cluster", "north", "--no-delayed-start", "--wait"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -130,7 +130,7 @@ def test_upgrade_run_follows_a_rollout_serve_drives_and_exits_by_its_outcome(
 def _serve(db_url: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     full = {**os.environ, **env, "DMA_UPGRADE_DATABASE_URL": db_url}
     with log.open("w") as sink:
-        return subprocess.Popen([sys.executable, "-m", "adapters.cli.main", "serve", "--no-api", "--poll-seconds",
+        return subprocess.Popen([sys.executable, "-m", "dma_upgrade", "serve", "--no-api", "--poll-seconds",
                                  "0.2"], cwd=ROOT, env=full, stdout=sink, stderr=subprocess.STDOUT)
 
 

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from adapters.sql.projection_runner import read_rows
-from adapters.sql.read_models import checkpoints, sql_table
-from engine.events import RecordedEvent
-from engine.upgrade_events import Step
-from projections.base import Projection
-from projections.catalog import all_projections
-from projections.tables import MemoryRows, Row, TableSpec
+from dma_upgrade.adapters.sql.projection_runner import read_rows
+from dma_upgrade.adapters.sql.read_models import checkpoints, sql_table
+from dma_upgrade.engine.events import RecordedEvent
+from dma_upgrade.engine.upgrade_events import Step
+from dma_upgrade.projections.base import Projection
+from dma_upgrade.projections.catalog import all_projections
+from dma_upgrade.projections.tables import MemoryRows, Row, TableSpec
 from tests.conftest import FakeClock
 from tests.e2e.cli import ROOT
 from tests.integration.rollout_harness import ACTOR, RolloutHarness

@@ -110,7 +110,7 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 
 
 def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "adapters.cli.main", *args]
+    return [sys.executable, "-m", "dma_upgrade", *args]
 
 
 def prepare(processes: Processes, tmp_path: Path, database_url: str, env: dict[str, str]) -> str:

@@ -20,13 +20,18 @@ from pathlib import Path
 
 import pytest
 
-from adapters.clock import SystemClock, UuidFactory
-from adapters.progress_view import seconds_text, utc_text
-from adapters.sql.database import create_db_engine
-from adapters.sql.event_store import SqlEventStore
-from engine.catalog import default_codec
-from engine.rollout_events import LATE_START_TOLERANCE_SECONDS, RolloutCompleted, RolloutStarted, rollout_stream_id
-from engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
+from dma_upgrade.adapters.clock import SystemClock, UuidFactory
+from dma_upgrade.adapters.read.progress_view import seconds_text, utc_text
+from dma_upgrade.adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.rollout_events import (
+    LATE_START_TOLERANCE_SECONDS,
+    RolloutCompleted,
+    RolloutStarted,
+    rollout_stream_id,
+)
+from dma_upgrade.engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
 from tests.e2e.cli import ROOT, run_cli, stop_process
 from tests.e2e.engine_cluster import CLUSTER, NEW, OLD
 
@@ -71,7 +76,7 @@ def test_a_start_scheduled_while_no_engine_runs_fires_late_once_serve_runs_and_t
 
         log = tmp_path / "serve.log"
         with log.open("w") as sink:
-            serve = subprocess.Popen([sys.executable, "-m", "adapters.cli.main", "serve", "--no-api",
+            serve = subprocess.Popen([sys.executable, "-m", "dma_upgrade", "serve", "--no-api",
                                       "--poll-seconds", "0.2"], cwd=ROOT, env=_full_env(env), stdout=sink,
                                      stderr=subprocess.STDOUT)
         try:

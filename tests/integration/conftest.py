@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.upgrade_events import Step
+from dma_upgrade.engine.upgrade_events import Step
 from tests.conftest import FakeClock
 from tests.integration.metrics_harness import INSTALL_SECONDS, Wired, wire
 from tests.integration.rollout_harness import RolloutHarness

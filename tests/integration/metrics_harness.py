@@ -7,13 +7,13 @@ from uuid import UUID
 
 from prometheus_client import generate_latest
 
-from adapters.bootstrap import Container, bootstrap
-from adapters.clock import UuidFactory
-from adapters.metrics import Metrics, instrument
-from adapters.settings import Settings
-from engine.rollout import RolloutState
-from engine.service import UpgradeService
-from engine.upgrade_events import Step
+from dma_upgrade.adapters.bootstrap import Container, bootstrap
+from dma_upgrade.adapters.clock import UuidFactory
+from dma_upgrade.adapters.metrics import Metrics, instrument
+from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.service import UpgradeService
+from dma_upgrade.engine.upgrade_events import Step
 from tests.conftest import FakeClock
 from tests.exposition import Scrape
 from tests.integration.rollout_harness import RolloutHarness

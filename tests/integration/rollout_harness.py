@@ -14,24 +14,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
-from adapters.clock import UuidFactory
-from adapters.package_archive import build_package, inspect_package
-from adapters.runtime.rollout_runner import RolloutRunner
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts, no_sleep
-from adapters.sql.database import create_db_engine
-from adapters.sql.event_store import SqlEventStore
-from engine.agent_events import FailoverRole
-from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from engine.catalog import default_codec
-from engine.events import RecordedEvent
-from engine.packages import AgentFacts, PackageKind, PackageManifest, PrerequisiteCheck
-from engine.records import PackageRecord
-from engine.rollout import Rollout
-from engine.rollout_events import RolloutPlanned
-from engine.service import AgentSelection, RolloutSpec, UpgradeService
-from engine.upgrade_events import AgentUpgradeScheduled, Step
-from engine.upgrade_machine import UpgradeState
-from engine.versions import parse_version
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts, no_sleep
+from dma_upgrade.adapters.clock import UuidFactory
+from dma_upgrade.adapters.packages.archive import build_package, inspect_package
+from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
+from dma_upgrade.adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.engine.agent_events import FailoverRole
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.events import RecordedEvent
+from dma_upgrade.engine.packages import AgentFacts, PackageKind, PackageManifest, PrerequisiteCheck
+from dma_upgrade.engine.records import PackageRecord
+from dma_upgrade.engine.rollout import Rollout
+from dma_upgrade.engine.rollout_events import RolloutPlanned
+from dma_upgrade.engine.service import AgentSelection, RolloutSpec, UpgradeService
+from dma_upgrade.engine.upgrade_events import AgentUpgradeScheduled, Step
+from dma_upgrade.engine.upgrade_machine import UpgradeState
+from dma_upgrade.engine.versions import parse_version
 from tests.conftest import FakeClock
 
 ACTOR = "alice"

@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
-from adapters.simulated_gateway import modern_facts
-from engine.agent_events import AgentPortsChanged, agent_stream_id
-from engine.errors import Conflict, InvalidInput, NotFound
-from engine.service import OptionOverrides
-from engine.upgrade_paths import UpgradePathRefused
+from dma_upgrade.adapters.agents.simulated_gateway import modern_facts
+from dma_upgrade.engine.agent_events import AgentPortsChanged, agent_stream_id
+from dma_upgrade.engine.errors import Conflict, InvalidInput, NotFound
+from dma_upgrade.engine.service import OptionOverrides
+from dma_upgrade.engine.upgrade_paths import UpgradePathRefused
 from tests.integration.rollout_harness import ACTOR, AgentSpec, RolloutHarness
 
 CONFLICT = "Stop SNMP is off and SLSNMPAgent and Windows SNMP both use UDP port"

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import pytest
 
-from adapters.audit_export import (
+from dma_upgrade.adapters.audit.export import (
     FIELDS,
     ExportFormat,
     Selection,
@@ -24,15 +24,15 @@ from adapters.audit_export import (
     parse_time,
     select_records,
 )
-from adapters.sql.database import create_db_engine, migrate
-from adapters.sql.event_store import SqlEventStore
-from engine.agent_events import AgentRegistered
-from engine.catalog import default_codec
-from engine.codec import EventCodec
-from engine.errors import EventDecodeError, InvalidInput
-from engine.events import EventMetadata, NewEvent, StoredRecord
-from engine.hashchain import verify_chain
-from engine.ports import EventStore
+from dma_upgrade.adapters.sql.database import create_db_engine, migrate
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.engine.agent_events import AgentRegistered
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.codec import EventCodec
+from dma_upgrade.engine.errors import EventDecodeError, InvalidInput
+from dma_upgrade.engine.events import EventMetadata, NewEvent, StoredRecord
+from dma_upgrade.engine.hashchain import verify_chain
+from dma_upgrade.engine.ports import EventStore
 from tests.conftest import FakeClock
 
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.database import create_db_engine
 
 SUFFIXES = ("", "-wal", "-shm")
 

@@ -25,23 +25,23 @@ from apscheduler.triggers.date import DateTrigger
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from adapters.agent_sim import LoopbackRoutes, serve_in_thread, serve_simulation
-from adapters.clock import SystemClock, UuidFactory
-from adapters.engine_process import EngineProcess, Resumption, planned_resumptions
-from adapters.http_gateway import HttpAgentGateway
-from adapters.runtime.ports import Stopping
-from adapters.runtime.preloaded import PreloadedUpgrades
-from adapters.runtime.rollout_runner import RolloutRunner
-from adapters.runtime.turns import Turns
-from engine.agent_events import AgentLeftStopped, AgentVersionChanged
-from engine.agent_upgrade import upgrade_stream_id
-from engine.errors import StoreUnavailable
-from engine.events import NewEvent
-from engine.ports import AgentAddress, AgentGateway, PackageRef, PhaseReporter, StepOutcome, StepStatus
-from engine.rollout import RolloutState
-from engine.rollout_events import RolloutPlanned, RolloutStarted
-from engine.service import OptionOverrides, UpgradeService
-from engine.upgrade_events import (
+from dma_upgrade.adapters.agents.http_gateway import HttpAgentGateway
+from dma_upgrade.adapters.agents.simulator import LoopbackRoutes, serve_in_thread, serve_simulation
+from dma_upgrade.adapters.clock import SystemClock, UuidFactory
+from dma_upgrade.adapters.runtime.engine_process import EngineProcess, Resumption, planned_resumptions
+from dma_upgrade.adapters.runtime.ports import Stopping
+from dma_upgrade.adapters.runtime.preloaded import PreloadedUpgrades
+from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
+from dma_upgrade.adapters.runtime.turns import Turns
+from dma_upgrade.engine.agent_events import AgentLeftStopped, AgentVersionChanged
+from dma_upgrade.engine.agent_upgrade import upgrade_stream_id
+from dma_upgrade.engine.errors import StoreUnavailable
+from dma_upgrade.engine.events import NewEvent
+from dma_upgrade.engine.ports import AgentAddress, AgentGateway, PackageRef, PhaseReporter, StepOutcome, StepStatus
+from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.rollout_events import RolloutPlanned, RolloutStarted
+from dma_upgrade.engine.service import OptionOverrides, UpgradeService
+from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeResumed,
     Step,
     StepDelayed,
@@ -50,7 +50,7 @@ from engine.upgrade_events import (
     StepStarted,
     StepSucceeded,
 )
-from engine.upgrade_machine import UpgradeState
+from dma_upgrade.engine.upgrade_machine import UpgradeState
 from tests.conftest import FakeClock
 from tests.e2e.cli import run_cli
 from tests.integration.rollout_harness import (

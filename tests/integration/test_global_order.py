@@ -10,13 +10,13 @@ from datetime import datetime
 
 import pytest
 
-from adapters.clock import SystemClock
-from adapters.sql.database import create_db_engine
-from adapters.sql.event_store import SqlEventStore
-from engine.agent_events import AgentRegistered
-from engine.codec import EventCodec
-from engine.errors import ConcurrencyConflict
-from engine.events import NewEvent
+from dma_upgrade.adapters.clock import SystemClock
+from dma_upgrade.adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.engine.agent_events import AgentRegistered
+from dma_upgrade.engine.codec import EventCodec
+from dma_upgrade.engine.errors import ConcurrencyConflict
+from dma_upgrade.engine.events import NewEvent
 
 WRITERS = 8
 APPENDS_PER_WRITER = 25

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.package_archive import MEMORY_BOUND, ArchiveLimits, build_package, inspect_package
-from adapters.package_store import FilePackageStore
-from adapters.package_upload import upload_package
-from engine.errors import Conflict, InvalidInput
-from engine.packages import PackageRejected, check_from_json, manifest_from_json
-from engine.records import PackageRecord
+from dma_upgrade.adapters.packages.archive import MEMORY_BOUND, ArchiveLimits, build_package, inspect_package
+from dma_upgrade.adapters.packages.store import FilePackageStore
+from dma_upgrade.adapters.packages.upload import upload_package
+from dma_upgrade.engine.errors import Conflict, InvalidInput
+from dma_upgrade.engine.packages import PackageRejected, check_from_json, manifest_from_json
+from dma_upgrade.engine.records import PackageRecord
 from tests.integration.rollout_harness import ACTOR, RolloutHarness
 from tests.integration.test_package_archive import MANIFEST, NAME, entries_of, rejected, zip_bytes
 

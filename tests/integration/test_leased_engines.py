@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from adapters.clock import SystemClock
-from adapters.engine_process import EngineProcess
-from adapters.runtime.rollout_runner import RolloutRunner
-from adapters.sql.leases import ROLLOUT, UPGRADE, SqlLeases
-from engine.agent_upgrade import upgrade_stream_id
-from engine.errors import ConcurrencyConflict, LeaseLost
-from engine.ports import AgentAddress, PackageRef, PhaseReporter, StepOutcome
-from engine.rollout import RolloutState
-from engine.rollout_events import RolloutPlanned, RolloutStarted
-from engine.upgrade_events import AgentUpgradeScheduled, Step
-from engine.upgrade_machine import UpgradeState
+from dma_upgrade.adapters.clock import SystemClock
+from dma_upgrade.adapters.runtime.engine_process import EngineProcess
+from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
+from dma_upgrade.adapters.sql.leases import ROLLOUT, UPGRADE, SqlLeases
+from dma_upgrade.engine.agent_upgrade import upgrade_stream_id
+from dma_upgrade.engine.errors import ConcurrencyConflict, LeaseLost
+from dma_upgrade.engine.ports import AgentAddress, PackageRef, PhaseReporter, StepOutcome
+from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.rollout_events import RolloutPlanned, RolloutStarted
+from dma_upgrade.engine.upgrade_events import AgentUpgradeScheduled, Step
+from dma_upgrade.engine.upgrade_machine import UpgradeState
 from tests.conftest import FakeClock
 from tests.integration.rollout_harness import RolloutHarness
 

@@ -14,15 +14,15 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import generate_latest
 
-from adapters.bootstrap import bootstrap
-from adapters.metrics import instrument
-from adapters.settings import Settings
-from adapters.sql.leases import SqlLeases
-from adapters.sql.schema import events
-from engine.events import Event, NewEvent
-from engine.rollout import RolloutState
-from engine.upgrade_events import AgentUpgradePlan, AgentUpgradeScheduled, Step, StepStarted, StepSucceeded
-from engine.upgrade_machine import UpgradeState
+from dma_upgrade.adapters.bootstrap import bootstrap
+from dma_upgrade.adapters.metrics import instrument
+from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.adapters.sql.leases import SqlLeases
+from dma_upgrade.adapters.sql.schema import events
+from dma_upgrade.engine.events import Event, NewEvent
+from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.upgrade_events import AgentUpgradePlan, AgentUpgradeScheduled, Step, StepStarted, StepSucceeded
+from dma_upgrade.engine.upgrade_machine import UpgradeState
 from tests.conftest import FakeClock
 from tests.exposition import Scrape
 from tests.integration.metrics_harness import AGENTS, INSTALL_SECONDS, Wired, run_with_failures, wire

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.package_archive import ArchiveLimits, build_package, inspect_package
-from engine.errors import InvalidInput
-from engine.packages import (
+from dma_upgrade.adapters.packages.archive import ArchiveLimits, build_package, inspect_package
+from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.packages import (
     CheckName,
     Comparison,
     PackageKind,

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from adapters.api.auth import Role
-from adapters.package_archive import build_package, inspect_package
-from adapters.sql.database import create_db_engine
-from adapters.sql.event_store import SqlEventStore
-from engine.catalog import default_codec
-from engine.packages import PackageKind, PackageManifest, PackageRejected, check_identity
-from engine.versions import parse_version
+from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.packages.archive import build_package, inspect_package
+from dma_upgrade.adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.packages import PackageKind, PackageManifest, PackageRejected, check_identity
+from dma_upgrade.engine.versions import parse_version
 from tests.conftest import FakeClock
 from tests.e2e.cli import run_cli
 from tests.integration.api.harness import ApiHarness

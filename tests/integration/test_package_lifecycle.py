@@ -9,21 +9,21 @@ from uuid import UUID
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from adapters.engine_process import planned_resumptions
-from adapters.sql.projection_runner import ProjectionRunner, read_rows
-from engine.errors import Conflict, InvalidTransition, NotFound
-from engine.rollout import RolloutState
-from engine.rollout_events import (
+from dma_upgrade.adapters.runtime.engine_process import planned_resumptions
+from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner, read_rows
+from dma_upgrade.engine.errors import Conflict, InvalidTransition, NotFound
+from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.rollout_events import (
     PackageUsed,
     RolloutClaimed,
     RolloutContinued,
     package_stream_id,
     rollout_stream_id,
 )
-from engine.service import AgentSelection, RolloutSpec
-from engine.upgrade_events import AgentUpgradeRetried, Step, StepStarted
-from engine.upgrade_machine import UpgradeState
-from projections.catalog import all_projections
+from dma_upgrade.engine.service import AgentSelection, RolloutSpec
+from dma_upgrade.engine.upgrade_events import AgentUpgradeRetried, Step, StepStarted
+from dma_upgrade.engine.upgrade_machine import UpgradeState
+from dma_upgrade.projections.catalog import all_projections
 from tests.conftest import FakeClock
 from tests.integration.rollout_harness import (
     ACTOR,

@@ -11,13 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from adapters.api.auth import Role
-from adapters.package_archive import build_package
-from adapters.simulated_gateway import modern_facts
-from engine.package_acceptance import ClusterAcceptance
-from engine.packages import CheckName, Comparison, PackageKind, PackageManifest, PackageRejected, PrerequisiteCheck
-from engine.rollout_events import PackageUploaded
-from engine.versions import parse_version
+from dma_upgrade.adapters.agents.simulated_gateway import modern_facts
+from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.packages.archive import build_package
+from dma_upgrade.engine.package_acceptance import ClusterAcceptance
+from dma_upgrade.engine.packages import (
+    CheckName,
+    Comparison,
+    PackageKind,
+    PackageManifest,
+    PackageRejected,
+    PrerequisiteCheck,
+)
+from dma_upgrade.engine.rollout_events import PackageUploaded
+from dma_upgrade.engine.versions import parse_version
 from tests.conftest import FakeClock
 from tests.e2e.cli import run_cli
 from tests.integration.api.harness import ApiHarness

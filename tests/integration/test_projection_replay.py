@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from adapters.sql.projection_runner import ProjectionRunner, ProjectionStopped, read_rows
-from engine.events import RecordedEvent
-from engine.service import OptionOverrides
-from engine.upgrade_events import Step, StepInDoubt, StepStatusLearned
-from projections.base import Recorded
-from projections.catalog import all_projections
-from projections.progress import AGENTS, ROLLOUTS, ProgressProjection
-from projections.tables import MemoryRows, Row, RowAccess, TableSpec
-from projections.timers import PendingTimersProjection
+from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner, ProjectionStopped, read_rows
+from dma_upgrade.engine.events import RecordedEvent
+from dma_upgrade.engine.service import OptionOverrides
+from dma_upgrade.engine.upgrade_events import Step, StepInDoubt, StepStatusLearned
+from dma_upgrade.projections.base import Recorded
+from dma_upgrade.projections.catalog import all_projections
+from dma_upgrade.projections.progress import AGENTS, ROLLOUTS, ProgressProjection
+from dma_upgrade.projections.tables import MemoryRows, Row, RowAccess, TableSpec
+from dma_upgrade.projections.timers import PendingTimersProjection
 from tests.conftest import FakeClock
 from tests.integration.rollout_harness import ACTOR, BACKUP, RolloutHarness
 from tests.upgrade_states import put_in_doubt

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.agent_events import AgentVersionChanged, agent_stream_id
-from engine.service import OptionOverrides
-from engine.upgrade_events import Step, StepDoubtResolved
+from dma_upgrade.engine.agent_events import AgentVersionChanged, agent_stream_id
+from dma_upgrade.engine.service import OptionOverrides
+from dma_upgrade.engine.upgrade_events import Step, StepDoubtResolved
 from tests.e2e.cli import run_cli
 from tests.integration.rollout_harness import BACKUP, MAIN, PACKAGE_VERSION, START_VERSION, RolloutHarness
 from tests.upgrade_states import await_manual_start, put_in_doubt

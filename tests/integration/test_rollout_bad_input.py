@@ -6,13 +6,13 @@ from collections.abc import Callable
 
 import pytest
 
-from adapters.package_archive import inspect_package
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
-from engine.agent_events import FailoverRole
-from engine.errors import AgentUnreachable, Conflict, InvalidInput, InvalidTransition, NotFound
-from engine.packages import CheckName, Comparison, PackageRejected, PrerequisiteCheck
-from engine.rollout import RolloutState
-from engine.service import AgentSelection, RolloutSpec
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
+from dma_upgrade.adapters.packages.archive import inspect_package
+from dma_upgrade.engine.agent_events import FailoverRole
+from dma_upgrade.engine.errors import AgentUnreachable, Conflict, InvalidInput, InvalidTransition, NotFound
+from dma_upgrade.engine.packages import CheckName, Comparison, PackageRejected, PrerequisiteCheck
+from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.service import AgentSelection, RolloutSpec
 from tests.integration.rollout_harness import ACTOR, BACKUP, MAIN, START_VERSION, AgentSpec, RolloutHarness
 
 NEWER = "10.4.10.0-14900"

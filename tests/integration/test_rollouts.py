@@ -9,11 +9,17 @@ from datetime import timedelta
 
 import pytest
 
-from engine.errors import Conflict, InvalidTransition
-from engine.rollout import RolloutState
-from engine.rollout_events import FailoverPolicy, RolloutPaused, RolloutPlanned, RolloutResumed, RolloutStarted
-from engine.service import OptionOverrides
-from engine.upgrade_events import (
+from dma_upgrade.engine.errors import Conflict, InvalidTransition
+from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.rollout_events import (
+    FailoverPolicy,
+    RolloutPaused,
+    RolloutPlanned,
+    RolloutResumed,
+    RolloutStarted,
+)
+from dma_upgrade.engine.service import OptionOverrides
+from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeCompleted,
     AgentUpgradeFailed,
     AgentUpgradeScheduled,
@@ -21,7 +27,7 @@ from engine.upgrade_events import (
     StepStarted,
     StepSucceeded,
 )
-from engine.upgrade_machine import UpgradeState
+from dma_upgrade.engine.upgrade_machine import UpgradeState
 from tests.integration.rollout_harness import (
     ACTOR,
     BACKUP,

@@ -10,12 +10,12 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.api.auth import Role
-from engine.errors import InvalidInput
-from engine.rollout_events import RolloutPlanned
-from engine.upgrade_events import UpgradeOptions
-from engine.version_choice import VersionChoice
-from engine.versions import parse_version
+from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.rollout_events import RolloutPlanned
+from dma_upgrade.engine.upgrade_events import UpgradeOptions
+from dma_upgrade.engine.version_choice import VersionChoice
+from dma_upgrade.engine.versions import parse_version
 from tests.conftest import FakeClock
 from tests.e2e.cli import run_cli
 from tests.integration.api.harness import ApiHarness

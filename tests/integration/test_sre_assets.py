@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from adapters.sql.leases import SqlLeases
+from dma_upgrade.adapters.sql.leases import SqlLeases
 from tests.conftest import FakeClock
 from tests.e2e.cli import ROOT
 from tests.exposition import Scrape

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from adapters.sql.database import create_db_engine, migrate
+from dma_upgrade.adapters.sql.database import create_db_engine, migrate
 
 
 def test_the_inventory_is_reset_and_nothing_else(tmp_path: Path) -> None:

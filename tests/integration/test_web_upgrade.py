@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.api.auth import Role
-from adapters.package_archive import build_package, inspect_package
-from engine.agent_events import AgentVersionChanged, AgentWebUpgraded
-from engine.packages import PackageKind, PackageManifest
-from engine.records import PackageRecord
-from engine.service import OptionOverrides
-from engine.upgrade_events import AgentUpgradePlan, Step, UpgradeOptions
-from engine.upgrade_machine import UpgradeState
-from engine.versions import parse_version
+from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.packages.archive import build_package, inspect_package
+from dma_upgrade.engine.agent_events import AgentVersionChanged, AgentWebUpgraded
+from dma_upgrade.engine.packages import PackageKind, PackageManifest
+from dma_upgrade.engine.records import PackageRecord
+from dma_upgrade.engine.service import OptionOverrides
+from dma_upgrade.engine.upgrade_events import AgentUpgradePlan, Step, UpgradeOptions
+from dma_upgrade.engine.upgrade_machine import UpgradeState
+from dma_upgrade.engine.versions import parse_version
 from tests.conftest import FakeClock
 from tests.e2e.cli import run_cli
 from tests.integration.api.harness import ApiHarness

@@ -7,14 +7,14 @@ import ipaddress
 
 import pytest
 
-from adapters.clock import UuidFactory
-from adapters.memory_event_store import InMemoryEventStore
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
-from engine.addresses import AddressPolicy, AgentEndpoint, canonical_address, parse_address
-from engine.agent_events import AgentRegistered
-from engine.catalog import default_codec
-from engine.errors import Conflict, InvalidInput
-from engine.service import UpgradeService
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
+from dma_upgrade.adapters.clock import UuidFactory
+from dma_upgrade.adapters.memory.event_store import InMemoryEventStore
+from dma_upgrade.engine.addresses import AddressPolicy, AgentEndpoint, canonical_address, parse_address
+from dma_upgrade.engine.agent_events import AgentRegistered
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.errors import Conflict, InvalidInput
+from dma_upgrade.engine.service import UpgradeService
 from tests.conftest import FakeClock
 
 OLD = "10.4.0.0-14112"

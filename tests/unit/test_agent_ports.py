@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.simulated_gateway import modern_facts
-from engine.agent_events import AgentFactsReported, AgentPortsChanged, AgentRegistered
-from engine.catalog import default_codec
-from engine.errors import Conflict, InvalidInput
-from engine.inventory import AgentRecord, fold_agent, ports_change
+from dma_upgrade.adapters.agents.simulated_gateway import modern_facts
+from dma_upgrade.engine.agent_events import AgentFactsReported, AgentPortsChanged, AgentRegistered
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.errors import Conflict, InvalidInput
+from dma_upgrade.engine.inventory import AgentRecord, fold_agent, ports_change
 
 VERSION = "10.4.0.0-14112"
 

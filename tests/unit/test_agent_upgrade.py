@@ -13,14 +13,14 @@ from uuid import UUID
 
 import pytest
 
-from engine.agent_events import AgentVersionChanged
-from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from engine.decisions import version_change
-from engine.errors import InvalidTransition
-from engine.events import Event
-from engine.inventory import AgentRecord
-from engine.ports import StepOutcome
-from engine.upgrade_events import (
+from dma_upgrade.engine.agent_events import AgentVersionChanged
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from dma_upgrade.engine.decisions import version_change
+from dma_upgrade.engine.errors import InvalidTransition
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.inventory import AgentRecord
+from dma_upgrade.engine.ports import StepOutcome
+from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeCancelled,
     AgentUpgradeCompleted,
     AgentUpgradeFailed,
@@ -35,7 +35,7 @@ from engine.upgrade_events import (
     StepSucceeded,
     UpgradeOptions,
 )
-from engine.upgrade_machine import UpgradeState
+from dma_upgrade.engine.upgrade_machine import UpgradeState
 
 S = UpgradeState
 UPGRADE_ID = UUID("00000000-0000-4000-8000-000000000001")

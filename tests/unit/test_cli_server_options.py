@@ -9,10 +9,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from adapters.cli.context import Server
-from adapters.cli.errors import exit_code_for
-from adapters.cli.main import app
-from adapters.cli.remote import refusal
+from dma_upgrade.adapters.cli.context import Server
+from dma_upgrade.adapters.cli.errors import exit_code_for
+from dma_upgrade.adapters.cli.main import app
+from dma_upgrade.adapters.cli.remote import refusal
 
 LOCAL_ONLY = {
     "db upgrade": (),

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.memory_event_store import InMemoryEventStore
-from engine.agent_events import AgentRegistered, FailoverRole
-from engine.codec import EventCodec
-from engine.errors import EventDecodeError, UnknownEventType
-from engine.events import Event, NewEvent, StoredRecord
-from engine.rollout_events import RolloutStarted
+from dma_upgrade.adapters.memory.event_store import InMemoryEventStore
+from dma_upgrade.engine.agent_events import AgentRegistered, FailoverRole
+from dma_upgrade.engine.codec import EventCodec
+from dma_upgrade.engine.errors import EventDecodeError, UnknownEventType
+from dma_upgrade.engine.events import Event, NewEvent, StoredRecord
+from dma_upgrade.engine.rollout_events import RolloutStarted
 from tests.conftest import FakeClock
 
 V1_PAYLOAD = json.dumps(

@@ -8,16 +8,16 @@ import json
 
 import pytest
 
-from adapters.clock import UuidFactory
-from adapters.memory_event_store import InMemoryEventStore
-from engine.agent_events import AgentRegistered, FailoverRole
-from engine.catalog import default_codec
-from engine.errors import InvalidInput
-from engine.packages import PackageKind, PackageManifest
-from engine.rollout_events import RolloutPlanned, rollout_stream_id
-from engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
-from engine.upgrade_events import Step
-from engine.versions import parse_version
+from dma_upgrade.adapters.clock import UuidFactory
+from dma_upgrade.adapters.memory.event_store import InMemoryEventStore
+from dma_upgrade.engine.agent_events import AgentRegistered, FailoverRole
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.packages import PackageKind, PackageManifest
+from dma_upgrade.engine.rollout_events import RolloutPlanned, rollout_stream_id
+from dma_upgrade.engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
+from dma_upgrade.engine.upgrade_events import Step
+from dma_upgrade.engine.versions import parse_version
 from tests.conftest import FakeClock
 
 OLD = "10.4.0.0-14112"

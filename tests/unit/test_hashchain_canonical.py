@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from engine.catalog import default_codec
-from engine.event_log import build_records
-from engine.events import EventMetadata, NewEvent
-from engine.hashchain import GENESIS_HASH, event_hash, utc_timestamp
-from engine.rollout_events import RolloutReleased
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.event_log import build_records
+from dma_upgrade.engine.events import EventMetadata, NewEvent
+from dma_upgrade.engine.hashchain import GENESIS_HASH, event_hash, utc_timestamp
+from dma_upgrade.engine.rollout_events import RolloutReleased
 
 TEXTS = ["plain", "", 'quote " and backslash \\', "control \x00\x01\x1f\t\n\r", "unicode é ü 漢字 🚀",
          "\u2028\u2029 separators", "</script>", '{"nested": "json", "n": [1, 2.5, null]}']

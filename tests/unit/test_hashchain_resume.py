@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from adapters.memory_event_store import InMemoryEventStore
-from engine.agent_events import AgentRegistered
-from engine.catalog import default_codec
-from engine.events import NewEvent, StoredRecord
-from engine.hashchain import verify_chain
+from dma_upgrade.adapters.memory.event_store import InMemoryEventStore
+from dma_upgrade.engine.agent_events import AgentRegistered
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.events import NewEvent, StoredRecord
+from dma_upgrade.engine.hashchain import verify_chain
 from tests.conftest import FakeClock
 
 

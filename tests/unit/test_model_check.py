@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.model_check import (
+from dma_upgrade.engine.model_check import (
     ALL_CONFIGURATIONS,
     SEEDED_FAULTS,
     Budgets,
@@ -13,7 +13,7 @@ from engine.model_check import (
     Core,
     Explorer,
 )
-from engine.rollout_events import FailoverPolicy
+from dma_upgrade.engine.rollout_events import FailoverPolicy
 
 CI_RUNS = {
     "all four agents at once": (Budgets(faults=0, crashes=0, operator=0), 4),

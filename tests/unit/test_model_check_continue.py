@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from engine.model_check import Budgets, Configuration, Explorer
-from engine.rollout_events import FailoverPolicy
+from dma_upgrade.engine.model_check import Budgets, Configuration, Explorer
+from dma_upgrade.engine.rollout_events import FailoverPolicy
 
 CONTINUES = "operator: continues the rollout"
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from engine.errors import InvalidInput
-from engine.packages import (
+from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.packages import (
     AgentFacts,
     CheckName,
     Comparison,
@@ -22,7 +22,7 @@ from engine.packages import (
     package_file_name,
     parse_package_file_name,
 )
-from engine.versions import parse_version
+from dma_upgrade.engine.versions import parse_version
 
 ALL_CHECKS = (
     PrerequisiteCheck(name=CheckName.MINIMUM_VERSION, comparison=Comparison.AT_LEAST, required=("10.3.0.0",)),

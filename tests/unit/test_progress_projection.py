@@ -8,11 +8,17 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from adapters.progress_view import activity, scheduled_start, start_line, utc_text
-from engine.events import Event
-from engine.rollout import Rollout
-from engine.rollout_events import FailoverPolicy, RolloutCancelled, RolloutPlanned, RolloutStarted, rollout_stream_id
-from engine.upgrade_events import (
+from dma_upgrade.adapters.read.progress_view import activity, scheduled_start, start_line, utc_text
+from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.rollout import Rollout
+from dma_upgrade.engine.rollout_events import (
+    FailoverPolicy,
+    RolloutCancelled,
+    RolloutPlanned,
+    RolloutStarted,
+    rollout_stream_id,
+)
+from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeFailed,
     AgentUpgradePlan,
     AgentUpgradeScheduled,
@@ -27,8 +33,8 @@ from engine.upgrade_events import (
     StepSucceeded,
     UpgradeOptions,
 )
-from projections.progress import AGENTS, ROLLOUTS, ProgressProjection
-from projections.tables import MemoryRows, Row
+from dma_upgrade.projections.progress import AGENTS, ROLLOUTS, ProgressProjection
+from dma_upgrade.projections.tables import MemoryRows, Row
 from tests.unit.test_projections_history_inventory_timers import T0, Feed, planned, run, table
 
 

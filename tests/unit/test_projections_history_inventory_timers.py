@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 import pytest
 import sqlalchemy as sa
 
-from engine.agent_events import (
+from dma_upgrade.engine.agent_events import (
     AgentFactsReported,
     AgentLeftStopped,
     AgentRegistered,
@@ -20,10 +20,10 @@ from engine.agent_events import (
     FailoverRole,
     agent_stream_id,
 )
-from engine.events import Event, EventMetadata, RecordedEvent
-from engine.inventory import AgentRecord, clusters_on_mixed_versions
-from engine.packages import AgentFacts, PackageKind, PackageManifest
-from engine.rollout_events import (
+from dma_upgrade.engine.events import Event, EventMetadata, RecordedEvent
+from dma_upgrade.engine.inventory import AgentRecord, clusters_on_mixed_versions
+from dma_upgrade.engine.packages import AgentFacts, PackageKind, PackageManifest
+from dma_upgrade.engine.rollout_events import (
     CLAIMS_STREAM,
     SETTINGS_STREAM,
     FailedAgentsRetried,
@@ -44,7 +44,7 @@ from engine.rollout_events import (
     package_stream_id,
     rollout_stream_id,
 )
-from engine.upgrade_events import (
+from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeCancelled,
     AgentUpgradeCompleted,
     AgentUpgradeFailed,
@@ -59,12 +59,12 @@ from engine.upgrade_events import (
     StepSucceeded,
     UpgradeOptions,
 )
-from projections.base import Projection
-from projections.catalog import all_projections
-from projections.inventory import InventoryProjection
-from projections.package_history import PackageHistoryProjection
-from projections.tables import ColumnType, MemoryRows, Row, TableSpec
-from projections.timers import PendingTimersProjection
+from dma_upgrade.projections.base import Projection
+from dma_upgrade.projections.catalog import all_projections
+from dma_upgrade.projections.inventory import InventoryProjection
+from dma_upgrade.projections.package_history import PackageHistoryProjection
+from dma_upgrade.projections.tables import ColumnType, MemoryRows, Row, TableSpec
+from dma_upgrade.projections.timers import PendingTimersProjection
 
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 SHA = "a" * 64
@@ -647,7 +647,7 @@ _ADDED_LATER = {"package_history": ("clusters",)}
 
 
 def test_migration_0003_creates_every_table_exactly_as_its_spec(monkeypatch: pytest.MonkeyPatch) -> None:
-    migration = importlib.import_module("adapters.sql.migrations.versions.0003_read_models")
+    migration = importlib.import_module("dma_upgrade.adapters.sql.migrations.versions.0003_read_models")
     assert (migration.revision, migration.down_revision) == ("0003_read_models", "0002_progress")
     op = RecordingOp()
     monkeypatch.setattr(migration, "op", op)

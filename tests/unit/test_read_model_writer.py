@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import DATETIME
 
-from adapters.sql.read_models import sqlite_time
+from dma_upgrade.adapters.sql.read_models import sqlite_time
 
 
 @pytest.mark.parametrize("value", [

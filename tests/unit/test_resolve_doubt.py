@@ -10,21 +10,21 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.clock import UuidFactory
-from adapters.memory_event_store import InMemoryEventStore
-from engine.agent_events import AgentVersionChanged, agent_stream_id
-from engine.agent_upgrade import upgrade_stream_id
-from engine.catalog import default_codec
-from engine.decisions import Send, UpgradeFacts, next_action
-from engine.errors import InvalidTransition, NotFound
-from engine.events import NewEvent
-from engine.packages import PackageKind, PackageManifest
-from engine.ports import AppendResult
-from engine.rollout_events import RolloutPlanned, StepPolicy
-from engine.service import AgentSelection, RolloutSpec, UpgradeService
-from engine.upgrade_events import Step, StepDoubtResolved, StepStatusLearned
-from engine.upgrade_machine import UpgradeState
-from engine.versions import parse_version
+from dma_upgrade.adapters.clock import UuidFactory
+from dma_upgrade.adapters.memory.event_store import InMemoryEventStore
+from dma_upgrade.engine.agent_events import AgentVersionChanged, agent_stream_id
+from dma_upgrade.engine.agent_upgrade import upgrade_stream_id
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.decisions import Send, UpgradeFacts, next_action
+from dma_upgrade.engine.errors import InvalidTransition, NotFound
+from dma_upgrade.engine.events import NewEvent
+from dma_upgrade.engine.packages import PackageKind, PackageManifest
+from dma_upgrade.engine.ports import AppendResult
+from dma_upgrade.engine.rollout_events import RolloutPlanned, StepPolicy
+from dma_upgrade.engine.service import AgentSelection, RolloutSpec, UpgradeService
+from dma_upgrade.engine.upgrade_events import Step, StepDoubtResolved, StepStatusLearned
+from dma_upgrade.engine.upgrade_machine import UpgradeState
+from dma_upgrade.engine.versions import parse_version
 from tests.conftest import FakeClock
 from tests.upgrade_states import planned_agent, put_in_doubt, record
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from adapters.runtime.turns import FIRST, NEXT, Place, Turns
+from dma_upgrade.adapters.runtime.turns import FIRST, NEXT, Place, Turns
 
 JOIN_SECONDS = 10.0
 

@@ -6,11 +6,11 @@ import threading
 
 import pytest
 
-from adapters.simulated_gateway import JournalEntry, SimulatedAgent, SimulatedAgentGateway
-from engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
-from engine.packages import INSTALL_PHASES, AgentFacts
-from engine.ports import AgentAddress, AgentGateway, PackageRef, StepOutcome, StepStatus
-from engine.upgrade_events import Step
+from dma_upgrade.adapters.agents.simulated_gateway import JournalEntry, SimulatedAgent, SimulatedAgentGateway
+from dma_upgrade.engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
+from dma_upgrade.engine.packages import INSTALL_PHASES, AgentFacts
+from dma_upgrade.engine.ports import AgentAddress, AgentGateway, PackageRef, StepOutcome, StepStatus
+from dma_upgrade.engine.upgrade_events import Step
 
 OLD = "10.4.0.0-14112"
 NEW = "10.5.0.0-15000"

@@ -27,16 +27,16 @@ from hypothesis import event as hypothesis_event
 from hypothesis import note as hypothesis_note
 from hypothesis import strategies as st
 
-from adapters.clock import SystemClock
-from adapters.memory_event_store import InMemoryEventStore
-from adapters.sql.database import create_db_engine, migrate
-from adapters.sql.event_store import SqlEventStore
-from engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from engine.catalog import default_codec
-from engine.errors import InvalidTransition
-from engine.events import Event, NewEvent
-from engine.ports import EventStore
-from engine.upgrade_events import (
+from dma_upgrade.adapters.clock import SystemClock
+from dma_upgrade.adapters.memory.event_store import InMemoryEventStore
+from dma_upgrade.adapters.sql.database import create_db_engine, migrate
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.engine.errors import InvalidTransition
+from dma_upgrade.engine.events import Event, NewEvent
+from dma_upgrade.engine.ports import EventStore
+from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeCancelled,
     AgentUpgradeCompleted,
     AgentUpgradeFailed,
@@ -48,7 +48,7 @@ from engine.upgrade_events import (
     StepSucceeded,
     UpgradeOptions,
 )
-from engine.upgrade_machine import (
+from dma_upgrade.engine.upgrade_machine import (
     RESUMABLE_STATES,
     TRANSITIONS,
     MachineFlags,

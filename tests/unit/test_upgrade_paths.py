@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import upgrade_paths
-from engine.upgrade_paths import (
+from dma_upgrade.engine import upgrade_paths
+from dma_upgrade.engine.upgrade_paths import (
     RULES,
     RuleKind,
     UpgradePathRefused,
@@ -15,7 +15,7 @@ from engine.upgrade_paths import (
     upgrade_path,
     upgrade_path_problems,
 )
-from engine.versions import parse_version
+from dma_upgrade.engine.versions import parse_version
 
 V = parse_version
 

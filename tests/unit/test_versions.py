@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import InvalidInput
-from engine.versions import (
+from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.versions import (
     DataMinerVersion,
     InvalidVersion,
     ReleaseTrack,

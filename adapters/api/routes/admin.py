@@ -11,12 +11,12 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from adapters.api.context import Admin, Context, Viewer
-from adapters.api.errors import ERROR_RESPONSES
-from adapters.api.models import AuditVerifyOut, EnginesOut, ProjectionStatusOut, SettingIn, as_utc
-from adapters.audit_check import check_audit
-from adapters.audit_export import ExportFormat, ExportSummary, Selection, export_lines, select_records
-from adapters.sql.leases import lease_overview
+from dma_upgrade.adapters.api.context import Admin, Context, Viewer
+from dma_upgrade.adapters.api.errors import ERROR_RESPONSES
+from dma_upgrade.adapters.api.models import AuditVerifyOut, EnginesOut, ProjectionStatusOut, SettingIn, as_utc
+from dma_upgrade.adapters.audit.check import check_audit
+from dma_upgrade.adapters.audit.export import ExportFormat, ExportSummary, Selection, export_lines, select_records
+from dma_upgrade.adapters.sql.leases import lease_overview
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 

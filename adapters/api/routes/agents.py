@@ -6,11 +6,18 @@ from functools import partial
 
 from fastapi import APIRouter
 
-from adapters.api.context import Context, Operator, Viewer
-from adapters.api.errors import ERROR_RESPONSES
-from adapters.api.models import AgentByAddressIn, AgentIn, AgentOut, AgentPortsIn, FactsModel, VersionHistoryOut
-from adapters.history_queries import version_history as version_history_rows
-from engine.errors import NotFound
+from dma_upgrade.adapters.api.context import Context, Operator, Viewer
+from dma_upgrade.adapters.api.errors import ERROR_RESPONSES
+from dma_upgrade.adapters.api.models import (
+    AgentByAddressIn,
+    AgentIn,
+    AgentOut,
+    AgentPortsIn,
+    FactsModel,
+    VersionHistoryOut,
+)
+from dma_upgrade.adapters.read.history_queries import version_history as version_history_rows
+from dma_upgrade.engine.errors import NotFound
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RESPONSES)
 

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from adapters.api.context import ApiContext, Context
-from adapters.api.models import ProjectionStatusOut, ReadinessOut
-from adapters.sql.database import first_line
+from dma_upgrade.adapters.api.context import ApiContext, Context
+from dma_upgrade.adapters.api.models import ProjectionStatusOut, ReadinessOut
+from dma_upgrade.adapters.sql.database import first_line
 
 router = APIRouter(tags=["health"])
 _log = logging.getLogger("dma_upgrade.api")

@@ -8,14 +8,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
 
-from adapters.api.context import Context, Operator, Viewer
-from adapters.api.errors import ERROR_RESPONSES
-from adapters.api.models import PackageHistoryOut, PackageOut
-from adapters.api.status_table import PayloadTooLarge
-from adapters.history_queries import package_history as package_history_rows
-from adapters.package_upload import upload_package
-from adapters.private_files import private_directory
-from engine.errors import InvalidInput
+from dma_upgrade.adapters.api.context import Context, Operator, Viewer
+from dma_upgrade.adapters.api.errors import ERROR_RESPONSES
+from dma_upgrade.adapters.api.models import PackageHistoryOut, PackageOut
+from dma_upgrade.adapters.api.status_table import PayloadTooLarge
+from dma_upgrade.adapters.packages.upload import upload_package
+from dma_upgrade.adapters.private_files import private_directory
+from dma_upgrade.adapters.read.history_queries import package_history as package_history_rows
+from dma_upgrade.engine.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1/packages", tags=["packages"], responses=ERROR_RESPONSES)
 

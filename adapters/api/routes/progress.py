@@ -9,11 +9,11 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from adapters.api.context import Context, Viewer
-from adapters.api.errors import ERROR_RESPONSES
-from adapters.api.models import AgentProgressOut, RolloutProgressOut, as_utc
-from adapters.progress_queries import progress_as_of
-from engine.errors import InvalidInput
+from dma_upgrade.adapters.api.context import Context, Viewer
+from dma_upgrade.adapters.api.errors import ERROR_RESPONSES
+from dma_upgrade.adapters.api.models import AgentProgressOut, RolloutProgressOut, as_utc
+from dma_upgrade.adapters.read.progress_queries import progress_as_of
+from dma_upgrade.engine.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1/progress", tags=["progress"], responses=ERROR_RESPONSES)
 

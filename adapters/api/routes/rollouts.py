@@ -9,10 +9,10 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException
 from starlette.concurrency import run_in_threadpool
 
-from adapters.api.auth import Role
-from adapters.api.context import ApiContext, Context, Operator, Viewer
-from adapters.api.errors import ERROR_RESPONSES
-from adapters.api.models import DoubtResolvedOut, PlanOut, ResolveIn, RolloutIn, RolloutStateOut
+from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.api.context import ApiContext, Context, Operator, Viewer
+from dma_upgrade.adapters.api.errors import ERROR_RESPONSES
+from dma_upgrade.adapters.api.models import DoubtResolvedOut, PlanOut, ResolveIn, RolloutIn, RolloutStateOut
 
 router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"], responses=ERROR_RESPONSES)
 

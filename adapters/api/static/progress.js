@@ -94,7 +94,7 @@
     return row;
   }
 
-  // Whole seconds from 10 s, else to the tenth (as adapters/progress_view.py seconds_text).
+  // Whole seconds from 10 s, else to the tenth (as adapters/read/progress_view.py seconds_text).
   function seconds(value) {
     return value >= 10 ? value.toFixed(0) : String(Number(value.toFixed(1)));
   }

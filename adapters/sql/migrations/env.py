@@ -7,8 +7,8 @@ import os
 
 from alembic import context
 
-from adapters.sql.database import create_db_engine
-from adapters.sql.schema import metadata
+from dma_upgrade.adapters.sql.database import create_db_engine
+from dma_upgrade.adapters.sql.schema import metadata
 
 config = context.config
 

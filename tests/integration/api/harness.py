@@ -17,21 +17,21 @@ from uuid import UUID
 import httpx
 from prometheus_client import CollectorRegistry
 
-from adapters.api.app import create_app
-from adapters.api.auth import Role, TokenFile
-from adapters.api.context import ApiContext
-from adapters.api.server import ApiServer
-from adapters.bootstrap import bootstrap
-from adapters.package_archive import build_package
-from adapters.package_store import FilePackageStore
-from adapters.runtime.rollout_runner import RolloutRunner
-from adapters.settings import Settings
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
-from engine.events import StoredRecord
-from engine.packages import PackageKind, PackageManifest
-from engine.rollout import Rollout
-from engine.service import UpgradeService
-from engine.versions import parse_version
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
+from dma_upgrade.adapters.api.app import create_app
+from dma_upgrade.adapters.api.auth import Role, TokenFile
+from dma_upgrade.adapters.api.context import ApiContext
+from dma_upgrade.adapters.api.server import ApiServer
+from dma_upgrade.adapters.bootstrap import bootstrap
+from dma_upgrade.adapters.packages.archive import build_package
+from dma_upgrade.adapters.packages.store import FilePackageStore
+from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
+from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.engine.events import StoredRecord
+from dma_upgrade.engine.packages import PackageKind, PackageManifest
+from dma_upgrade.engine.rollout import Rollout
+from dma_upgrade.engine.service import UpgradeService
+from dma_upgrade.engine.versions import parse_version
 from tests.conftest import FakeClock
 from tests.integration.rollout_harness import PACKAGE_VERSION, START_VERSION, FakeWaiter
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
-from adapters.api.auth import Role
+from dma_upgrade.adapters.api.auth import Role
 from tests.integration.api.harness import ApiHarness
 
 Route = tuple[str, str]

@@ -9,8 +9,8 @@ from uuid import uuid4
 
 import httpx
 
-from adapters.api.auth import Role
-from adapters.api.guard import JSON_LIMIT
+from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.api.guard import JSON_LIMIT
 from tests.integration.api.harness import CLUSTER, ApiHarness
 from tests.integration.rollout_harness import START_VERSION
 

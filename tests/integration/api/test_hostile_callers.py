@@ -20,9 +20,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from adapters.api.auth import Role
-from adapters.api.server import ApiServer, RequestTimeouts
-from adapters.http_gateway import HttpAgentGateway
+from dma_upgrade.adapters.agents.http_gateway import HttpAgentGateway
+from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.api.server import ApiServer, RequestTimeouts
 from tests.conftest import FakeClock
 from tests.integration.api.harness import CLUSTER, ApiHarness
 

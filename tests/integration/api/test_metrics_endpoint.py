@@ -6,13 +6,13 @@ from collections.abc import Callable
 
 import httpx
 
-from adapters.api.app import create_app
-from adapters.api.context import ApiContext
-from adapters.api.server import ApiServer
-from adapters.metrics import instrument
-from adapters.package_store import FilePackageStore
-from adapters.runtime.rollout_runner import RolloutRunner
-from engine.service import UpgradeService
+from dma_upgrade.adapters.api.app import create_app
+from dma_upgrade.adapters.api.context import ApiContext
+from dma_upgrade.adapters.api.server import ApiServer
+from dma_upgrade.adapters.metrics import instrument
+from dma_upgrade.adapters.packages.store import FilePackageStore
+from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
+from dma_upgrade.engine.service import UpgradeService
 from tests.exposition import Scrape
 from tests.integration.api.harness import ApiHarness
 from tests.integration.rollout_harness import FakeWaiter

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from adapters.api.auth import Role
-from adapters.sql.database import create_db_engine, migrate
+from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.sql.database import create_db_engine, migrate
 from tests.conftest import FakeClock
 from tests.integration.api.harness import ApiHarness
 

@@ -12,13 +12,13 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from adapters.api.auth import Role
-from adapters.cli.context import Server
-from adapters.cli.errors import ServerRefusal, exit_code_for
-from adapters.cli.remote import HttpBackend
-from adapters.simulated_gateway import SimulatedAgent
-from adapters.sql.leases import ROLLOUT, UPGRADE, SqlLeases
-from engine.upgrade_events import Step
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent
+from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.cli.context import Server
+from dma_upgrade.adapters.cli.errors import ServerRefusal, exit_code_for
+from dma_upgrade.adapters.cli.remote import HttpBackend
+from dma_upgrade.adapters.sql.leases import ROLLOUT, UPGRADE, SqlLeases
+from dma_upgrade.engine.upgrade_events import Step
 from tests.integration.api.harness import ACTORS, CLUSTER, UNREGISTERED, ApiHarness
 from tests.integration.rollout_harness import PACKAGE_VERSION, START_VERSION
 from tests.upgrade_states import put_in_doubt

@@ -34,11 +34,11 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
-from engine.packages import INSTALL_PHASES, AgentFacts
-from engine.ports import AgentAddress, AgentIdentity, PackageRef, PhaseReporter, StepOutcome, StepStatus
-from engine.upgrade_events import Step, UpgradeOptions
-from engine.versions import parse_version
+from dma_upgrade.engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
+from dma_upgrade.engine.packages import INSTALL_PHASES, AgentFacts
+from dma_upgrade.engine.ports import AgentAddress, AgentIdentity, PackageRef, PhaseReporter, StepOutcome, StepStatus
+from dma_upgrade.engine.upgrade_events import Step, UpgradeOptions
+from dma_upgrade.engine.versions import parse_version
 
 Sleeper = Callable[[float], None]
 """Lets simulated time pass: called with a number of seconds (``time.sleep`` in the demo)."""

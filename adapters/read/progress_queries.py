@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from adapters.bootstrap import Container
-from adapters.sql.projection_runner import read_rows
-from engine.errors import InvalidInput, NotFound
-from engine.ports import EventStore
-from projections.progress import AGENTS, ROLLOUTS, ProgressProjection
-from projections.tables import MemoryRows, Row
+from dma_upgrade.adapters.bootstrap import Container
+from dma_upgrade.adapters.sql.projection_runner import read_rows
+from dma_upgrade.engine.errors import InvalidInput, NotFound
+from dma_upgrade.engine.ports import EventStore
+from dma_upgrade.projections.progress import AGENTS, ROLLOUTS, ProgressProjection
+from dma_upgrade.projections.tables import MemoryRows, Row
 
 
 def current_progress(container: Container, rollout_id: UUID | None = None) -> list[tuple[Row, list[Row]]]:

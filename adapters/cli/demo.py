@@ -9,20 +9,20 @@ from uuid import UUID
 from rich.console import Console
 from rich.table import Table
 
-from adapters.bootstrap import Container, bootstrap
-from adapters.cli.context import RealWaiter
-from adapters.cli.live import run_in_foreground
-from adapters.package_archive import build_package, inspect_package
-from adapters.package_store import FilePackageStore
-from adapters.progress_queries import current_progress
-from adapters.settings import Settings
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
-from engine.agent_events import FailoverRole
-from engine.hashchain import verify_chain
-from engine.packages import CheckName, Comparison, PackageKind, PackageManifest, PrerequisiteCheck
-from engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
-from engine.upgrade_events import Step
-from engine.versions import parse_version
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
+from dma_upgrade.adapters.bootstrap import Container, bootstrap
+from dma_upgrade.adapters.cli.context import RealWaiter
+from dma_upgrade.adapters.cli.live import run_in_foreground
+from dma_upgrade.adapters.packages.archive import build_package, inspect_package
+from dma_upgrade.adapters.packages.store import FilePackageStore
+from dma_upgrade.adapters.read.progress_queries import current_progress
+from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.engine.agent_events import FailoverRole
+from dma_upgrade.engine.hashchain import verify_chain
+from dma_upgrade.engine.packages import CheckName, Comparison, PackageKind, PackageManifest, PrerequisiteCheck
+from dma_upgrade.engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
+from dma_upgrade.engine.upgrade_events import Step
+from dma_upgrade.engine.versions import parse_version
 
 CLUSTER = "dms-demo"
 FROM_VERSION = "10.4.0.0-14112"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transitions.extensions import GraphMachine
 
-from engine.upgrade_machine import TRANSITIONS, UpgradeState
+from dma_upgrade.engine.upgrade_machine import TRANSITIONS, UpgradeState
 
 
 class _Drawing:

@@ -20,13 +20,13 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from adapters.runtime.ports import Stopping
-from adapters.runtime.rollout_runner import RolloutRunner
-from adapters.sql.database import first_line
-from adapters.sql.leases import UPGRADE, HeldLease, SqlLeases
-from adapters.sql.wakeups import Wakeup
-from engine.agent_upgrade import AgentUpgrade
-from engine.errors import LeaseLost, StoreUnavailable
+from dma_upgrade.adapters.runtime.ports import Stopping
+from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
+from dma_upgrade.adapters.sql.database import first_line
+from dma_upgrade.adapters.sql.leases import UPGRADE, HeldLease, SqlLeases
+from dma_upgrade.adapters.sql.wakeups import Wakeup
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade
+from dma_upgrade.engine.errors import LeaseLost, StoreUnavailable
 
 _log = logging.getLogger("dma_upgrade.engine")
 

@@ -21,23 +21,23 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.engine import Engine
 
-from adapters.leased_work import OUTAGES, Heartbeat, LeasedWorkQueue, UpgradeDrivers, run_leased
-from adapters.runtime.ports import Stopping, Waiter
-from adapters.runtime.preloaded import PreloadedUpgrades
-from adapters.runtime.rollout_runner import RolloutRunner
-from adapters.runtime.turns import Turns
-from adapters.sql.database import first_line
-from adapters.sql.leases import ROLLOUT, HeldLease, SqlLeases
-from adapters.sql.projection_runner import ProjectionRunner, read_rows
-from adapters.sql.wakeups import Wakeup
-from engine.agent_upgrade import AgentUpgrade
-from engine.decisions import started_by_hand
-from engine.ports import AgentGateway
-from engine.rollout import Rollout, RolloutState
-from engine.service import UpgradeService
-from engine.upgrade_machine import STOPPED_STATES
-from projections.progress import ROLLOUTS
-from projections.timers import SCHEDULED_START, TIMERS
+from dma_upgrade.adapters.runtime.leased_work import OUTAGES, Heartbeat, LeasedWorkQueue, UpgradeDrivers, run_leased
+from dma_upgrade.adapters.runtime.ports import Stopping, Waiter
+from dma_upgrade.adapters.runtime.preloaded import PreloadedUpgrades
+from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
+from dma_upgrade.adapters.runtime.turns import Turns
+from dma_upgrade.adapters.sql.database import first_line
+from dma_upgrade.adapters.sql.leases import ROLLOUT, HeldLease, SqlLeases
+from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner, read_rows
+from dma_upgrade.adapters.sql.wakeups import Wakeup
+from dma_upgrade.engine.agent_upgrade import AgentUpgrade
+from dma_upgrade.engine.decisions import started_by_hand
+from dma_upgrade.engine.ports import AgentGateway
+from dma_upgrade.engine.rollout import Rollout, RolloutState
+from dma_upgrade.engine.service import UpgradeService
+from dma_upgrade.engine.upgrade_machine import STOPPED_STATES
+from dma_upgrade.projections.progress import ROLLOUTS
+from dma_upgrade.projections.timers import SCHEDULED_START, TIMERS
 
 _log = logging.getLogger("dma_upgrade.engine")
 

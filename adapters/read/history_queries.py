@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from adapters.bootstrap import Container
-from adapters.sql.projection_runner import read_rows
-from engine.errors import NotFound
-from projections.package_history import PACKAGES, VERSION_HISTORY
-from projections.tables import Row
+from dma_upgrade.adapters.bootstrap import Container
+from dma_upgrade.adapters.sql.projection_runner import read_rows
+from dma_upgrade.engine.errors import NotFound
+from dma_upgrade.projections.package_history import PACKAGES, VERSION_HISTORY
+from dma_upgrade.projections.tables import Row
 
 
 def package_history(container: Container) -> list[Row]:

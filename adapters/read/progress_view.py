@@ -9,8 +9,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from engine.rollout_events import LATE_START_TOLERANCE_SECONDS
-from projections.tables import Row
+from dma_upgrade.engine.rollout_events import LATE_START_TOLERANCE_SECONDS
+from dma_upgrade.projections.tables import Row
 
 _STYLE = {"Completed": "green", "Failed": "red", "Cancelled": "yellow"}
 BAR_WIDTH = 24

@@ -41,10 +41,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.types import Receive, Scope, Send
 
-from adapters.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
-from engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
-from engine.ports import PackageRef, PhaseReporter, StepOutcome, StepStatus
-from engine.upgrade_events import Step, UpgradeOptions
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
+from dma_upgrade.engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
+from dma_upgrade.engine.ports import PackageRef, PhaseReporter, StepOutcome, StepStatus
+from dma_upgrade.engine.upgrade_events import Step, UpgradeOptions
 
 NDJSON = "application/x-ndjson"
 CALLER_HEADER = "X-Step-Caller"

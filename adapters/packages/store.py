@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from adapters.private_files import private_directory
+from dma_upgrade.adapters.private_files import private_directory
 
 
 class FilePackageStore:

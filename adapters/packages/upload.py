@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.package_archive import inspect_package
-from adapters.package_store import FilePackageStore
-from engine.records import PackageRecord
-from engine.service import UpgradeService
+from dma_upgrade.adapters.packages.archive import inspect_package
+from dma_upgrade.adapters.packages.store import FilePackageStore
+from dma_upgrade.engine.records import PackageRecord
+from dma_upgrade.engine.service import UpgradeService
 
 
 def upload_package(service: UpgradeService, packages: FilePackageStore, file: Path, *, actor: str) -> PackageRecord:

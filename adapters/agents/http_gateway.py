@@ -46,15 +46,15 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, Field, ValidationError
 
-from engine.addresses import AddressPolicy, AgentEndpoint, IPAddress, parse_address
-from engine.errors import AgentOutcomeUnknown, AgentStepFailed, AgentUnreachable, InvalidInput
-from engine.packages import AgentFacts
-from engine.ports import AgentAddress, AgentIdentity, PackageRef, PhaseReporter, StepOutcome, StepStatus
-from engine.upgrade_events import Step
-from engine.versions import InvalidVersion, parse_version
+from dma_upgrade.engine.addresses import AddressPolicy, AgentEndpoint, IPAddress, parse_address
+from dma_upgrade.engine.errors import AgentOutcomeUnknown, AgentStepFailed, AgentUnreachable, InvalidInput
+from dma_upgrade.engine.packages import AgentFacts
+from dma_upgrade.engine.ports import AgentAddress, AgentIdentity, PackageRef, PhaseReporter, StepOutcome, StepStatus
+from dma_upgrade.engine.upgrade_events import Step
+from dma_upgrade.engine.versions import InvalidVersion, parse_version
 
 if TYPE_CHECKING:
-    from adapters.settings import Settings
+    from dma_upgrade.adapters.settings import Settings
 
 T = TypeVar("T")
 

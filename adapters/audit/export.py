@@ -41,12 +41,12 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from adapters.sql.event_store import SqlEventStore
-from adapters.sql.schema import events
-from engine.errors import EventDecodeError, InvalidInput
-from engine.events import StoredRecord
-from engine.hashchain import utc_timestamp
-from engine.ports import EventStore
+from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.adapters.sql.schema import events
+from dma_upgrade.engine.errors import EventDecodeError, InvalidInput
+from dma_upgrade.engine.events import StoredRecord
+from dma_upgrade.engine.hashchain import utc_timestamp
+from dma_upgrade.engine.ports import EventStore
 
 FIELDS = ("position", "recorded_at", "actor", "stream_id", "stream_version", "event_type", "schema_version",
           "event_id", "correlation_id", "causation_id", "hash", "payload")

@@ -39,8 +39,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import IO
 
-from engine.errors import Conflict, InvalidInput
-from engine.packages import (
+from dma_upgrade.engine.errors import Conflict, InvalidInput
+from dma_upgrade.engine.packages import (
     INSTALL_PHASES,
     PackageManifest,
     PackageRejected,

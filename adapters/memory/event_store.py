@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 
-from engine.codec import EventCodec
-from engine.event_log import build_records, duplicate_ids, resolve_stale_append
-from engine.events import NewEvent, RecordedEvent, StoredRecord
-from engine.hashchain import GENESIS_HASH
-from engine.ports import AppendResult, Clock
+from dma_upgrade.engine.codec import EventCodec
+from dma_upgrade.engine.event_log import build_records, duplicate_ids, resolve_stale_append
+from dma_upgrade.engine.events import NewEvent, RecordedEvent, StoredRecord
+from dma_upgrade.engine.hashchain import GENESIS_HASH
+from dma_upgrade.engine.ports import AppendResult, Clock
 
 
 class InMemoryEventStore:

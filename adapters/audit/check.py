@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from engine.errors import InvalidInput
-from engine.hashchain import ChainVerdict, verify_chain
-from engine.ports import EventStore
+from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.hashchain import ChainVerdict, verify_chain
+from dma_upgrade.engine.ports import EventStore
 
 _ANCHOR = re.compile(r"([0-9a-f]{64})@([0-9]{1,19})")
 MAX_POSITION = 2**63 - 1

@@ -1,0 +1,1 @@
+"""Talking to DataMiner Agents: the HTTP gateway, the simulated gateway and the agent simulator."""
