@@ -181,13 +181,11 @@ class Writer:
     """Appends the upgrades' next events at ``rate`` events a second in a thread, as a busy engine would."""
 
     def __init__(self, url: str, generated: Generated, rate: float) -> None:
-        from dma_upgrade.adapters.clock import SystemClock
-        from dma_upgrade.adapters.sql.database import create_db_engine
-        from dma_upgrade.adapters.sql.event_store import SqlEventStore
-        from dma_upgrade.engine.catalog import default_codec
+        from dma_upgrade.adapters.bootstrap import bootstrap
+        from dma_upgrade.adapters.settings import Settings
 
-        self._engine = create_db_engine(url)
-        self._store = SqlEventStore(self._engine, default_codec(), SystemClock())
+        self._app = bootstrap(Settings(database_url=url))
+        self._store = self._app.store
         self._pending = generated.pending
         self._versions = dict(generated.versions)
         self._rate = rate
@@ -205,7 +203,7 @@ class Writer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        self._engine.dispose()
+        self._app.close()
 
     def _write(self) -> None:
         from dma_upgrade.engine.events import EventMetadata, NewEvent
@@ -227,23 +225,18 @@ class Writer:
 
 def serve(url: str, data_dir: Path) -> None:
     """Serve the API as ``dma-upgrade serve`` wires it (no engine); print the port, run until stdin closes."""
+    from dma_upgrade.adapters.access.tokens import TokenFile
     from dma_upgrade.adapters.api.app import create_app
-    from dma_upgrade.adapters.api.auth import TokenFile
     from dma_upgrade.adapters.api.context import ApiContext
     from dma_upgrade.adapters.api.server import ApiServer
     from dma_upgrade.adapters.bootstrap import bootstrap
-    from dma_upgrade.adapters.metrics import instrument
-    from dma_upgrade.adapters.packages.store import FilePackageStore
     from dma_upgrade.adapters.settings import Settings
-    from dma_upgrade.engine.service import UpgradeService
 
     settings = Settings(database_url=url, data_dir=data_dir)
-    container = bootstrap(settings)
-    metrics = instrument(container)
-    service = UpgradeService(metrics.store, container.clock, container.ids)
-    context = ApiContext(container, service, FilePackageStore(data_dir / "packages"),
-                         TokenFile(settings.resolved_tokens_file))
-    server = ApiServer(create_app(context, metrics.registry))
+    container = bootstrap(settings, metrics=True)
+    metrics = container.metrics
+    assert metrics is not None
+    server = ApiServer(create_app(ApiContext(container, TokenFile(settings.resolved_tokens_file)), metrics.registry))
     container.projections.catch_up()
     metrics.chain.verify_new()
     stop = threading.Event()
@@ -316,7 +309,7 @@ def main() -> None:
 
 
 def run(tmp: Path, args: argparse.Namespace) -> None:
-    from dma_upgrade.adapters.api.auth import Role, TokenFile
+    from dma_upgrade.adapters.access.tokens import Role, TokenFile
 
     url = f"sqlite:///{tmp / 'store.db'}"
     progress(f"generating {args.agents} agents, {args.history} finished rollouts, {args.in_flight} upgrades in flight")

@@ -8,6 +8,8 @@ Each backend (SQLite in a temporary directory, PostgreSQL when ``--postgres-url`
   validation or head lookups), and through an ``eventsourcing`` application, each into a database
   of its own;
 - a read of every event in global order, in pages of the same size, by each of the three;
+- an audit export of every event as JSON lines (``adapters.audit.export``), against a raw scan that selects
+  the same rows with Core and writes the same bytes with the standard library (checked identical);
 - the peak RSS of a separate process that only iterates ``SqlEventStore.read_all`` over
   ``--read-events`` events (bulk inserted once into SQLite, hash chain included, and copied to
   PostgreSQL).
@@ -49,6 +51,7 @@ from eventsourcing.domain import Aggregate, DomainEventProtocol, event
 from sqlalchemy.engine import Engine, make_url
 
 from bench._common import Measurement, measure, peak_rss_mib, print_table, progress, ratio, vm_hwm_mib
+from dma_upgrade.adapters.audit.export import ExportFormat, ExportSummary, Selection, export_lines, select_records
 from dma_upgrade.adapters.clock import SystemClock, UuidFactory
 from dma_upgrade.adapters.sql.database import create_db_engine, migrate, normalise_url
 from dma_upgrade.adapters.sql.event_store import SqlEventStore
@@ -58,7 +61,7 @@ from dma_upgrade.engine.catalog import default_codec
 from dma_upgrade.engine.codec import EventCodec
 from dma_upgrade.engine.event_log import build_records
 from dma_upgrade.engine.events import Event, EventMetadata, NewEvent, StoredRecord
-from dma_upgrade.engine.hashchain import GENESIS_HASH, verify_chain
+from dma_upgrade.engine.hashchain import GENESIS_HASH, utc_timestamp, verify_chain
 from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeCompleted,
     AgentUpgradePlan,
@@ -81,6 +84,7 @@ ROWS_PER_BULK_INSERT = 8000
 APPEND_TARGET = 0.8
 """Of raw Core's rate; and ``ES_TARGET`` of eventsourcing's, for the appends and the read alike (issue 17)."""
 READ_TARGET = 0.7
+EXPORT_TARGET = 0.6
 ES_TARGET = 1.2
 RSS_TARGET_MIB = 200.0
 
@@ -389,6 +393,64 @@ def eventsourcing_reads(url: str) -> Steps:
         app.close()
 
 
+def store_export(url: str, path: Path) -> Steps:
+    """``dma-upgrade audit export --format jsonl`` of every event into ``path``, a page of lines per step."""
+    engine = create_db_engine(url)
+    summary = ExportSummary()
+    try:
+        store = SqlEventStore(engine, default_codec(), SystemClock())
+        with path.open("w", encoding="utf-8", newline="") as out:
+            lines = export_lines(select_records(store, Selection()), ExportFormat.JSONL, summary)
+            yield 0
+            counted = 0
+            while chunk := list(islice(lines, PAGE_SIZE)):
+                out.writelines(chunk)
+                exported = summary.exported  # counted as the lines are made
+                yield exported - counted
+                counted = exported
+    finally:
+        engine.dispose()
+
+
+def raw_export(url: str, path: Path) -> Steps:
+    """The same rows selected with Core, paged by position, and the same lines written with ``json.dumps``."""
+    engine = create_db_engine(url)
+    position = exported = 0
+    last: Any = None
+    try:
+        with path.open("w", encoding="utf-8", newline="") as out:
+            yield 0
+            while True:
+                query = (sa.select(*events_table.c).where(events_table.c.position > position)
+                         .order_by(events_table.c.position).limit(PAGE_SIZE))
+                with engine.connect() as conn:
+                    rows = conn.execute(query).all()
+                if not rows:
+                    break
+                out.writelines(json.dumps(export_fields(row), ensure_ascii=False) + "\n" for row in rows)
+                position, last, exported = rows[-1].position, rows[-1], exported + len(rows)
+                yield len(rows)
+            anchor = None if last is None else f"{last.hash}@{last.position}"
+            out.write(json.dumps({"anchor": anchor, "exported": exported}) + "\n")
+    finally:
+        engine.dispose()
+
+
+def export_fields(row: sa.Row[Any]) -> dict[str, Any]:
+    """An ``events`` row as the audit export's ``jsonl`` writes it."""
+    return {"position": row.position, "recorded_at": utc_timestamp(row.recorded_at), "actor": row.actor,
+            "stream_id": row.stream_id, "stream_version": row.stream_version, "event_type": row.event_type,
+            "schema_version": row.schema_version, "event_id": str(row.event_id),
+            "correlation_id": None if row.correlation_id is None else str(row.correlation_id),
+            "causation_id": None if row.causation_id is None else str(row.causation_id), "hash": row.hash,
+            "payload": json.loads(row.payload)}
+
+
+def same_bytes(first: Path, second: Path) -> None:
+    if first.read_bytes() != second.read_bytes():
+        raise RuntimeError(f"{first} and {second} differ: the raw export does not write what the store's does")
+
+
 def migrated_engine(url: str) -> Engine:
     engine = create_db_engine(url)
     migrate(engine)
@@ -579,6 +641,8 @@ class Results:
     appends: dict[str, dict[str, Measurement]] = field(default_factory=dict)
     """By granularity, then by system."""
     reads: dict[str, Measurement] = field(default_factory=dict)
+    exports: dict[str, Measurement] = field(default_factory=dict)
+    """The store's audit export and the raw one."""
     reader: ReaderMemory | None = None
     load_average: float = field(default_factory=lambda: os.getloadavg()[0])
 
@@ -611,11 +675,22 @@ def run_backend(backend: Backend, workloads: dict[str, Workload], reader_source:
                     "raw": raw_reads(urls["store"]),
                     "eventsourcing": eventsourcing_reads(urls["eventsourcing"]),
                 }, workload.event_count)
+                results.exports = measure_exports(backend.name, urls["store"], workload.event_count)
     with backend.reader_database(reader_source) as url:
         progress(f"{backend.name} peak RSS of a process that reads every event ...")
         results.reader = measure_reader_memory(url)
         progress(f"{backend.name} reader: {results.reader}")
     return results
+
+
+def measure_exports(backend_name: str, url: str, expected: int) -> dict[str, Measurement]:
+    """The store's audit export and the raw one of the store at ``url``, interleaved; their files compared."""
+    with tempfile.TemporaryDirectory(prefix="dma_upgrade_bench_export_") as directory:
+        files = {name: Path(directory) / f"{name}.jsonl" for name in ("store", "raw")}
+        measured = interleave(f"{backend_name} audit export, jsonl", {
+            "store": store_export(url, files["store"]), "raw": raw_export(url, files["raw"])}, expected)
+        same_bytes(files["store"], files["raw"])
+    return measured
 
 
 def verdict(value: float, target: float) -> str:
@@ -632,6 +707,14 @@ def report(backend_name: str, results: Results) -> None:
                    "eventsourcing": "eventsourcing notifications, decoded"}
     rows += rate_rows("read all", results.reads, read_labels)
     rows += ratio_rows("read all", results.reads, READ_TARGET, ES_TARGET)
+    exports = results.exports
+    to_raw = ratio(exports["store"].rate, exports["raw"].rate)
+    rows += [["audit export jsonl: store's export", f"{exports['store'].count:,}", f"{exports['store'].rate:,.0f}",
+              "", "", ""],
+             ["audit export jsonl: raw Core + json.dumps", f"{exports['raw'].count:,}", f"{exports['raw'].rate:,.0f}",
+              "", "", ""],
+             ["audit export jsonl: store / raw", "", "", f"{to_raw:.2f}x", f">= {EXPORT_TARGET:.2f}x",
+              verdict(to_raw, EXPORT_TARGET)]]
     print_table(f"{backend_name}: streams of {EVENTS_PER_STREAM} events, reads in pages of {PAGE_SIZE}; "
                 f"load average {results.load_average:.1f} at the start, on {os.cpu_count()} cores",
                 ["measure", "events", "events/s", "ratio", "target", "verdict"], rows)

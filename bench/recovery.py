@@ -5,9 +5,9 @@ On fresh SQLite files (in a temporary directory):
 - **Resume.** ``--upgrades`` agent upgrades, in rollouts of ``--agents-per-rollout`` agents (every one
   in Running state: ``RolloutStarted`` recorded), whose histories stop at seeded random points:
   Scheduled; upload in flight; upload failed and backing off (a ``StepDelayed`` past due); Uploaded;
-  SNMPStopped; install in flight with some ``InstallPhaseReported``; installed with a switchover to
-  come; switchover in flight; switched over with the delayed start past due; installed with the
-  delayed start past due; start in flight. For half of the steps in flight the agent had already
+  SNMPStopped; install in flight with some ``InstallPhaseReported``; installed with the delayed start
+  past due (with or without a switchover after it); started with the switchover next; switchover in
+  flight; start in flight. For half of the steps in flight the agent had already
   applied the step before the engine died. Histories are built with the ``AgentUpgrade`` aggregate's
   own decisions and written in bulk (``build_records``: stream versions and hash chain as an append
   writes them; the chain is verified before the run). Timed from "engine start" (an ``EngineProcess``
@@ -64,12 +64,12 @@ from dma_upgrade.adapters.agents.simulated_gateway import (
     SimulatedAgentGateway,
     modern_facts,
 )
-from dma_upgrade.adapters.clock import SystemClock, UuidFactory
-from dma_upgrade.adapters.runtime.engine_process import EngineProcess, FoldedIndex, ProjectionIndex, RolloutIndex
+from dma_upgrade.adapters.bootstrap import bootstrap
+from dma_upgrade.adapters.clock import SystemClock
+from dma_upgrade.adapters.runtime.engine_process import FoldedIndex, ProjectionIndex, RolloutIndex
 from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.adapters.sql.database import create_db_engine, migrate
 from dma_upgrade.adapters.sql.event_store import SqlEventStore
-from dma_upgrade.adapters.sql.leases import SqlLeases
 from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner
 from dma_upgrade.adapters.sql.schema import events as events_table
 from dma_upgrade.engine.agent_events import (
@@ -135,20 +135,20 @@ class Cut(StrEnum):
     UPLOADED = "Uploaded"
     SNMP_STOPPED = "SNMPStopped"
     INSTALL_IN_FLIGHT = "install in flight (phases reported)"
-    INSTALLED = "installed, switchover next"
+    SWITCHING_START_DELAYED = "installed, delayed start past due, switchover after it"
+    STARTED = "started on the new version, switchover next"
     SWITCH_OVER_IN_FLIGHT = "switchover in flight"
-    SWITCHED_OVER = "SwitchedOver, delayed start past due"
     START_DELAYED = "installed, delayed start past due"
     START_IN_FLIGHT = "start in flight"
 
 
 CUT_WEIGHTS: dict[Cut, int] = {
     Cut.SCHEDULED: 15, Cut.UPLOAD_IN_FLIGHT: 8, Cut.UPLOAD_BACKOFF: 5, Cut.UPLOADED: 10, Cut.SNMP_STOPPED: 10,
-    Cut.INSTALL_IN_FLIGHT: 20, Cut.INSTALLED: 5, Cut.SWITCH_OVER_IN_FLIGHT: 5, Cut.SWITCHED_OVER: 7,
+    Cut.INSTALL_IN_FLIGHT: 20, Cut.SWITCHING_START_DELAYED: 7, Cut.STARTED: 5, Cut.SWITCH_OVER_IN_FLIGHT: 5,
     Cut.START_DELAYED: 10, Cut.START_IN_FLIGHT: 5,
 }
-SWITCHING_CUTS = (Cut.INSTALLED, Cut.SWITCH_OVER_IN_FLIGHT, Cut.SWITCHED_OVER)
-"""Cuts only a switchover plan has (the others never switch over, so they reach Start after Installing)."""
+SWITCHING_CUTS = (Cut.SWITCHING_START_DELAYED, Cut.STARTED, Cut.SWITCH_OVER_IN_FLIGHT)
+"""Cuts only a switchover plan has (the switch-over comes once the agent runs the new version: after Start)."""
 IN_FLIGHT_CUTS = (Cut.UPLOAD_IN_FLIGHT, Cut.INSTALL_IN_FLIGHT, Cut.SWITCH_OVER_IN_FLIGHT, Cut.START_IN_FLIGHT)
 
 
@@ -266,12 +266,11 @@ def interrupted_history(agent: PlannedAgent, rollout_id: UUID, cut: Cut, rng: ra
                 record(upgrade.report_phase(INSTALL_PHASES[index], index, len(INSTALL_PHASES)))
         elif cut not in (Cut.UPLOADED, Cut.SNMP_STOPPED):
             run(Step.INSTALL)
+            record(upgrade.delay_step(Step.START, past_due, "delayed start"))
+            if cut in (Cut.STARTED, Cut.SWITCH_OVER_IN_FLIGHT):
+                run(Step.START)
             if cut is Cut.SWITCH_OVER_IN_FLIGHT:
                 record(upgrade.start_step(Step.SWITCH_OVER))
-            elif cut is Cut.SWITCHED_OVER:
-                run(Step.SWITCH_OVER)
-            if cut in (Cut.SWITCHED_OVER, Cut.START_DELAYED, Cut.START_IN_FLIGHT):
-                record(upgrade.delay_step(Step.START, past_due, "delayed start"))
             if cut is Cut.START_IN_FLIGHT:
                 record(upgrade.start_step(Step.START))
     applied = None
@@ -453,11 +452,11 @@ def bench_resume(directory: Path, upgrade_count: int, per_rollout: int, seed: in
     if profiler is not None:
         profiler.start()
     started, cpu_started = time.perf_counter(), time.process_time()
-    engine = create_db_engine(url)
+    app = bootstrap(Settings(database_url=url), gateway=gateway, waiter=waiter)
+    engine = app.engine
     try:
-        service = UpgradeService(SqlEventStore(engine, default_codec(), SystemClock()), SystemClock(), UuidFactory())
-        leases = SqlLeases(engine, SystemClock()) if leased else None  # as `serve` runs it: one of several
-        process = EngineProcess(service, gateway, waiter, leases=leases, capacity=Settings().engine_capacity)
+        service = app.service
+        process = app.engine_process(leases=app.leases() if leased else None)  # leased: as `serve` runs, one of several
         server = threading.Thread(target=process.serve, args=(stop,), name="engine-process", daemon=True)
         server.start()
         if not gateway.all_called.wait(COMPLETION_TIMEOUT_SECONDS):
@@ -482,7 +481,7 @@ def bench_resume(directory: Path, upgrade_count: int, per_rollout: int, seed: in
             head = conn.execute(sa.select(sa.func.max(events_table.c.position))).scalar_one()
     finally:
         stop.set()
-        engine.dispose()
+        app.close()
     return ResumeResult(
         upgrades=len(world.upgrades), rollouts=len(world.rollouts), setup_events=world.events,
         chain_verified=world.chain_verified, cuts=Counter(u.cut for u in world.upgrades),
@@ -560,14 +559,11 @@ class Rearm:
 def rearm(url: str, index_of: Callable[[UpgradeService, Engine], RolloutIndex]) -> Rearm:
     """Engine start -> ``EngineProcess.tick`` armed every pending start on a paused scheduler; then one more tick."""
     started, cpu_started = time.perf_counter(), time.process_time()
-    engine = create_db_engine(url)
+    app = bootstrap(Settings(database_url=url), waiter=CountingWaiter())
     scheduler = paused_scheduler()
     try:
-        clock = SystemClock()
-        service = UpgradeService(SqlEventStore(engine, default_codec(), clock), clock, UuidFactory())
-        index = NotingIndex(index_of(service, engine))
-        process = EngineProcess(service, SimulatedAgentGateway([]), CountingWaiter(), scheduler=scheduler,
-                                index=index)
+        index = NotingIndex(index_of(app.service, app.engine))
+        process = app.engine_process(scheduler=scheduler, index=index)
         process.tick()
         ticked, cpu = time.perf_counter(), time.process_time() - cpu_started
         process.tick()
@@ -575,7 +571,7 @@ def rearm(url: str, index_of: Callable[[UpgradeService, Engine], RolloutIndex]) 
         jobs = len(scheduler.get_jobs())
     finally:
         scheduler.shutdown(wait=False)
-        engine.dispose()
+        app.close()
     assert index.asked_for_active is not None
     return Rearm(armed_seconds=index.asked_for_active - started, tick_seconds=ticked - started, tick_cpu_seconds=cpu,
                  next_tick_seconds=next_tick, jobs=jobs)

@@ -38,9 +38,10 @@ from sqlalchemy.engine import URL, Engine
 
 from bench._common import Measurement, measure, print_table, progress, ratio
 from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
+from dma_upgrade.adapters.bootstrap import bootstrap
 from dma_upgrade.adapters.clock import SystemClock, UuidFactory
 from dma_upgrade.adapters.packages.archive import build_package, inspect_package
-from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
+from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.adapters.sql.database import create_db_engine, migrate, normalise_url
 from dma_upgrade.adapters.sql.event_store import SqlEventStore
 from dma_upgrade.engine.agent_events import AgentFactsReported, AgentRegistered, agent_stream_id
@@ -132,28 +133,33 @@ class RolloutResult:
     profile: str | None
 
 
-def register_agents(service: UpgradeService, names: list[str]) -> None:
+def fleet(agent_count: int) -> list[SimulatedAgent]:
+    """The simulated agents of the cluster, each with its own address."""
+    version = modern_facts().version
+    return [SimulatedAgent(name=f"dma-{index:05d}", address=f"10.{index // 65536}.{index // 256 % 256}.{index % 256}",
+                           cluster=CLUSTER, version=version) for index in range(agent_count)]
+
+
+def register_agents(service: UpgradeService, agents: list[SimulatedAgent]) -> None:
     """The events ``register_agent`` records, appended directly: it re-reads the whole inventory per
     agent, which is quadratic and only setup here."""
     facts = modern_facts()
-    for index, name in enumerate(names):
-        registered = AgentRegistered(name=name, address=f"10.{index // 65536}.{index // 256 % 256}.{index % 256}",
-                                     cluster=CLUSTER, version=facts.version, dataminer_id=None,
-                                     failover_partner=None, failover_role=None)
-        service.append(agent_stream_id(name), 0, [registered, AgentFactsReported(facts=facts)], actor=ACTOR)
+    for agent in agents:
+        registered = AgentRegistered(name=agent.name, address=agent.address, cluster=CLUSTER, version=facts.version,
+                                     dataminer_id=None, failover_partner=None, failover_role=None)
+        service.append(agent_stream_id(agent.name), 0, [registered, AgentFactsReported(facts=facts)], actor=ACTOR)
 
 
 def run_rollout(url: str, agent_count: int, max_concurrent: str | None, profile: bool) -> RolloutResult:
-    engine = migrated_engine(url, pool_size=min(int(max_concurrent or agent_count), 80) + 1)
+    simulated = fleet(agent_count)
+    app = bootstrap(Settings(database_url=url), check_schema=False,
+                    pool_size=min(int(max_concurrent or agent_count), 80) + 1,
+                    gateway=SimulatedAgentGateway(simulated), waiter=NoWait())
     try:
-        store = SqlEventStore(engine, default_codec(), SystemClock())
-        service = UpgradeService(store, SystemClock(), UuidFactory())
-        names = [f"dma-{i:05d}" for i in range(agent_count)]
-        register_agents(service, names)
+        migrate(app.engine)
+        store, service = app.store, app.service
+        register_agents(service, simulated)
         agents = service.agents()
-        gateway = SimulatedAgentGateway(SimulatedAgent(name=a.name, address=a.address, cluster=CLUSTER,
-                                                       version=a.version) for a in agents)
-        service.gateway = gateway
         manifest = PackageManifest.for_version(parse_version(TARGET_VERSION), PackageKind.FULL)
         with tempfile.TemporaryDirectory(prefix="dma_upgrade_bench_pkg_") as directory:
             inspected = inspect_package(build_package(manifest, Path(directory)))
@@ -162,7 +168,7 @@ def run_rollout(url: str, agent_count: int, max_concurrent: str | None, profile:
         spec = RolloutSpec(package=inspected.sha256, selection=AgentSelection(cluster=CLUSTER),
                            overrides=OptionOverrides(delayed_start=False), max_concurrent=max_concurrent)
         planned = service.start_rollout(spec, actor=ACTOR)
-        runner = RolloutRunner(service, gateway, NoWait())
+        runner = app.runner()
 
         before = store.head_position()
         profiler = cProfile.Profile() if profile else None
@@ -188,7 +194,7 @@ def run_rollout(url: str, agent_count: int, max_concurrent: str | None, profile:
             recorded=recorded, profile=None if profiler is None else top_cumulative(profiler),
         )
     finally:
-        engine.dispose()
+        app.close()
 
 
 def top_cumulative(profiler: cProfile.Profile, limit: int = 10) -> str:

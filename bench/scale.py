@@ -32,12 +32,11 @@ if __package__ in (None, ""):  # run as a script: make the project root importab
 import sqlalchemy as sa
 
 from bench._common import print_table, progress, ratio
-from bench.rollout import CLUSTER, TARGET_VERSION, PostgresBackend, migrated_engine, register_agents
-from dma_upgrade.adapters.clock import SystemClock, UuidFactory
+from bench.rollout import CLUSTER, TARGET_VERSION, PostgresBackend, fleet, register_agents
+from dma_upgrade.adapters.bootstrap import bootstrap
 from dma_upgrade.adapters.packages.archive import build_package, inspect_package
-from dma_upgrade.adapters.sql.database import normalise_url
-from dma_upgrade.adapters.sql.event_store import SqlEventStore
-from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.adapters.sql.database import migrate, normalise_url
 from dma_upgrade.engine.packages import PackageKind, PackageManifest
 from dma_upgrade.engine.rollout import RolloutState
 from dma_upgrade.engine.rollout_events import RolloutCancelled, RolloutCompleted, RolloutFailed, rollout_stream_id
@@ -130,10 +129,10 @@ class Run:
 
 def prepare(url: str, agents: int) -> tuple[UpgradeService, str]:
     """Register the agents and upload the package; returns the service and the package's SHA-256."""
-    engine = migrated_engine(url, pool_size=5)
-    store = SqlEventStore(engine, default_codec(), SystemClock())
-    service = UpgradeService(store, SystemClock(), UuidFactory())
-    register_agents(service, [f"dma-{i:05d}" for i in range(agents)])
+    app = bootstrap(Settings(database_url=url), check_schema=False)
+    migrate(app.engine)
+    service = app.service
+    register_agents(service, fleet(agents))
     manifest = PackageManifest.for_version(parse_version(TARGET_VERSION), PackageKind.FULL)
     with tempfile.TemporaryDirectory(prefix="dma_upgrade_bench_pkg_") as directory:
         inspected = inspect_package(build_package(manifest, Path(directory)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.errors import InvalidInput, shown
 
 MAX_ACTOR_LENGTH = 100
 """The longest actor or token name (characters)."""
@@ -13,7 +13,6 @@ def check_actor_name(name: str, *, what: str = "actor name") -> str:
     otherwise raise ``InvalidInput`` naming ``what`` (control characters, newlines and escapes are refused,
     so a name can never forge a line of a log or an export)."""
     if not name or len(name) > MAX_ACTOR_LENGTH or not name.isprintable() or name != name.strip():
-        shown = name if len(name) <= 40 else name[:40] + "…"
-        raise InvalidInput(f"invalid {what} {shown!r}: use 1 to {MAX_ACTOR_LENGTH} printable characters, "
+        raise InvalidInput(f"invalid {what} {shown(name)}: use 1 to {MAX_ACTOR_LENGTH} printable characters, "
                            f"with no space at either end")
     return name

@@ -13,7 +13,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.errors import InvalidInput, shown
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -172,5 +172,4 @@ def _what_is_wrong(text: str) -> str:
 
 
 def _invalid(text: str, why: str) -> InvalidInput:
-    shown = text if len(text) <= 60 else text[:60] + "…"
-    return InvalidInput(f"invalid address {shown!r}: {why}; {_GRAMMAR}")
+    return InvalidInput(f"invalid address {shown(text, 60)}: {why}; {_GRAMMAR}")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
-from dma_upgrade.engine.errors import DmaUpgradeError, EventDecodeError, UnknownEventType
+from dma_upgrade.engine.errors import DmaUpgradeError, EventDecodeError, UnknownEventType, describe_validation
 from dma_upgrade.engine.events import Event, RecordedEvent, StoredRecord
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -46,8 +46,8 @@ class EventCodec:
         if cls is None:
             raise UnknownEventType(event_type, position)
         try:
-            if schema_version == cls.schema_version:
-                return cls.model_validate_json(payload)
+            if schema_version == cls.schema_version:  # model_validate_json without its wrapper: a µs less a call
+                return cast(Event, cls.__pydantic_validator__.validate_json(payload))
             data = json.loads(payload)
             if not isinstance(data, dict):
                 raise EventDecodeError(position, event_type, "payload is not a JSON object")
@@ -64,9 +64,7 @@ class EventCodec:
                                        f"schema version {schema_version} is newer than this code knows")
             return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "payload"
-            raise EventDecodeError(position, event_type, f"{where}: {first['msg']}") from None
+            raise EventDecodeError(position, event_type, describe_validation(exc)) from None
         except ValueError as exc:
             raise EventDecodeError(position, event_type, str(exc)) from None
 

@@ -1,7 +1,9 @@
 """The one error tree of dma-upgrade.
 
-Every error the product raises on purpose derives from ``DmaUpgradeError``; the CLI and the HTTP API
-map these classes to exit codes and status codes in one table each.
+Every error the product raises on purpose derives from ``DmaUpgradeError``; the CLI and the HTTP API answer
+each class with one row of one table (``adapters/errors.py``: its HTTP status, its kind and its exit code).
+Each class of the product is drawn once: here, or (the errors only the edges raise) in the subtree drawn in
+``adapters/errors.py``. A class defined outside this module names its module.
 
     DmaUpgradeError
     ├── ConcurrencyConflict        a stale expected version; nothing was written
@@ -16,12 +18,23 @@ map these classes to exit codes and status codes in one table each.
     ├── NotFound                   an unknown agent, cluster, package, rollout or projection
     ├── Conflict                   a reused package, a busy cluster, an agent in two rollouts
     ├── InvalidInput               a malformed version, package, option or time
+    │   ├── InvalidVersion         a text that is no DataMiner version (engine/versions.py)
+    │   ├── PackageRejected        a package that is not accepted, and why (engine/packages.py)
+    │   └── UpgradePathRefused     a jump off the documented upgrade path (engine/upgrade_paths.py)
     └── AgentStepFailed            an agent could not perform a step (it said so: the step is not applied)
         └── AgentOutcomeUnknown    no answer that tells: the step is in doubt until the agent is asked
             └── AgentUnreachable   the agent did not answer
+
+Two helpers keep messages one line and short: ``shown`` quotes a text a caller gave (cut, control characters
+escaped), ``describe_validation`` names the invalid fields of a pydantic validation error.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
 
 
 class DmaUpgradeError(Exception):
@@ -124,3 +137,28 @@ class AgentOutcomeUnknown(AgentStepFailed):
 
 class AgentUnreachable(AgentOutcomeUnknown):
     """The agent did not answer at all."""
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a one-line message, cut to ``limit`` characters (control characters escaped)."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+DESCRIBED_PROBLEMS = 10
+"""How many invalid fields a validation message names; it counts the rest."""
+
+
+def describe_validation(error: ValidationError | Sequence[Mapping[str, Any]]) -> str:
+    """The problems of a pydantic validation error (or of its ``errors()``, e.g. FastAPI's) as one line:
+    ``field 'where': what`` for each of the first ``DESCRIBED_PROBLEMS``, then how many more (the input itself is
+    left out; a problem of the whole value has no ``field`` part)."""
+    problems = error.errors(include_url=False, include_input=False) if isinstance(error, ValidationError) else error
+    parts = []
+    for problem in problems[:DESCRIBED_PROBLEMS]:
+        message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
+        loc = problem.get("loc", ())
+        where = ".".join(str(part) for part in loc) if isinstance(loc, list | tuple) else str(loc)
+        parts.append(f"field {shown(where, 80)}: {message}" if where else message)
+    if len(problems) > DESCRIBED_PROBLEMS:
+        parts.append(f"and {len(problems) - DESCRIBED_PROBLEMS} more")
+    return "; ".join(parts) or "the input is not valid"

@@ -16,7 +16,7 @@ from dma_upgrade.engine.agent_events import (
     FailoverRole,
 )
 from dma_upgrade.engine.errors import Conflict, InvalidInput
-from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.events import Event, RecordedEvent
 from dma_upgrade.engine.packages import AgentFacts
 from dma_upgrade.engine.versions import version_identity, version_sort_key
 
@@ -40,6 +40,15 @@ class AgentRecord:
     version_history: list[str] = field(default_factory=list)
     last_web_upgrade: str | None = None
     """The upgrade that last upgraded the agent's web components (a Web package)."""
+
+
+def registered_agents(recorded: Iterable[RecordedEvent]) -> list[AgentRecord]:
+    """Every registered agent, by name, from the events of the agent streams (``agent-*``) in global order."""
+    streams: dict[str, list[Event]] = {}
+    for event in recorded:
+        streams.setdefault(event.stream_id, []).append(event.event)
+    records = [fold_agent(events) for events in streams.values()]
+    return sorted((r for r in records if r is not None), key=lambda r: r.name)
 
 
 def fold_agent(events: Iterable[Event]) -> AgentRecord | None:

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.errors import InvalidInput, describe_validation
 from dma_upgrade.engine.versions import DataMinerVersion, InvalidVersion, parse_version, refuses_unmet_prerequisites
 
 INSTALL_PHASES: tuple[str, ...] = (
@@ -362,22 +362,6 @@ def check_identity(file_name: str, description: str, manifest: PackageManifest) 
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
-_DESCRIBED_ERRORS = 10
-"""How many invalid fields a message names; it counts the rest."""
-
-
-def _describe(error: ValidationError) -> str:
-    """One line naming the invalid fields of a pydantic error (the first ``_DESCRIBED_ERRORS``)."""
-    parts = []
-    for item in error.errors(include_url=False, include_input=False)[:_DESCRIBED_ERRORS]:
-        message = str(item["msg"]).removeprefix("Value error, ")
-        field = ".".join(str(part) for part in item["loc"])
-        parts.append(f"field {field!r}: {message}" if field else message)
-    if error.error_count() > _DESCRIBED_ERRORS:
-        parts.append(f"and {error.error_count() - _DESCRIBED_ERRORS} more")
-    return "; ".join(parts)
-
-
 def _load_json(model: type[_Model], raw: bytes | str, source: str) -> _Model:
     try:
         data = json.loads(raw)
@@ -388,7 +372,7 @@ def _load_json(model: type[_Model], raw: bytes | str, source: str) -> _Model:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise InvalidInput(f"{source}: {_describe(error)}") from None
+        raise InvalidInput(f"{source}: {describe_validation(error)}") from None
 
 
 def manifest_from_json(raw: bytes | str, source: str = "manifest") -> PackageManifest:

@@ -58,6 +58,19 @@ _EVENT_TRIGGERS: dict[type[Event], str] = {
 }
 
 
+def _only_destination(trigger: str) -> RolloutState:
+    (dest,) = {str(t["dest"]) for t in ROLLOUT_TRANSITIONS if t["trigger"] == trigger}
+    return RolloutState(dest)
+
+
+STATE_AFTER: dict[type[Event], RolloutState] = {
+    event: _only_destination(trigger) for event, trigger in _EVENT_TRIGGERS.items()
+}
+"""The state each event of a rollout's stream (but its ``RolloutPlanned``, which leaves it ``PLANNED``) leads to:
+each trigger of the table has one destination, whatever state it leaves. What read models show as a rollout's
+state."""
+
+
 class _Model:
     state: str
 
@@ -96,11 +109,6 @@ class Rollout:
         if self.planned is None:
             raise InvalidTransition("none", "use a rollout", "it was never planned")
         return self.planned
-
-    def plan_rollout(self, planned: RolloutPlanned) -> list[Event]:
-        if self.planned is not None:
-            raise InvalidTransition(self.state, "plan", "the rollout exists already")
-        return [planned]
 
     def start(self, *, scheduled_at: datetime | None = None, started_at: datetime | None = None) -> list[Event]:
         """Start the rollout: ``scheduled_at`` is when its plan said to (its ``start_at``), ``started_at`` the

@@ -9,12 +9,16 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from dma_upgrade.engine.agent_events import FailoverRole
+from dma_upgrade.engine.errors import InvalidInput, shown
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.package_acceptance import ClusterAcceptance
 from dma_upgrade.engine.packages import PackageManifest
 from dma_upgrade.engine.upgrade_events import AgentUpgradePlan, UpgradeOptions
 
-CLAIMS_STREAM = "rollout-claims"
+ROLLOUT_STREAMS = "rollout-"
+"""The prefix of every rollout's stream (and of the claims stream), spelled here only: ``rollout_stream_id`` and
+``rollout_id_of_stream`` go between a rollout id and its stream."""
+CLAIMS_STREAM = f"{ROLLOUT_STREAMS}claims"
 SETTINGS_STREAM = "settings"
 
 
@@ -25,6 +29,20 @@ class FailoverPolicy(StrEnum):
     SIMULTANEOUS = "simultaneous"
     BACKUP_FIRST = "backup-first"
     BACKUP_FIRST_SWITCH_BACK = "backup-first-switch-back"
+
+    @classmethod
+    def parse(cls, text: str, *, allow_default: bool = True) -> FailoverPolicy:
+        """The policy named ``text``; ``InvalidInput`` for another name, and for ``default`` where a policy must be
+        named (the setting ``default`` resolves to). The one check of a policy's name: the CLI and the engine call
+        it, the API's request model takes this type."""
+        try:
+            policy = cls(text)
+        except ValueError:
+            raise InvalidInput(f"unknown failover policy {shown(text)}; use " + "|".join(p.value for p in cls)) \
+                from None
+        if policy is cls.DEFAULT and not allow_default:
+            raise InvalidInput("the default failover policy must name a policy, not 'default'")
+        return policy
 
 
 class StepPolicy(BaseModel):
@@ -60,13 +78,14 @@ def package_stream_id(sha256: str) -> str:
     return f"package-{sha256}"
 
 
-ROLLOUT_STREAMS = "rollout-"
-"""The prefix of every rollout's stream (and of the claims stream)."""
-
-
 def rollout_stream_id(rollout_id: UUID) -> str:
     """The event stream of one rollout."""
     return f"{ROLLOUT_STREAMS}{rollout_id}"
+
+
+def rollout_id_of_stream(stream_id: str) -> str:
+    """The rollout id (as text) of a rollout's stream id: what ``rollout_stream_id`` was given."""
+    return stream_id.removeprefix(ROLLOUT_STREAMS)
 
 
 class PackageUploaded(Event):

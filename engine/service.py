@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import assert_never
 from uuid import UUID
 
 from dma_upgrade.engine.addresses import AddressPolicy, AgentEndpoint, parse_address
@@ -17,10 +18,18 @@ from dma_upgrade.engine.agent_events import (
     agent_stream_id,
 )
 from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from dma_upgrade.engine.commands import (
+    CancelRollout,
+    ContinueRollout,
+    PauseRollout,
+    ResumeRollout,
+    RetryFailedAgents,
+    RolloutCommand,
+)
 from dma_upgrade.engine.decisions import cancellations, continued_agents, version_change
-from dma_upgrade.engine.errors import ConcurrencyConflict, Conflict, InvalidInput, InvalidTransition, NotFound
+from dma_upgrade.engine.errors import ConcurrencyConflict, Conflict, InvalidInput, InvalidTransition, NotFound, shown
 from dma_upgrade.engine.events import Event, EventMetadata, NewEvent, RecordedEvent
-from dma_upgrade.engine.inventory import AgentRecord, cluster_label, fold_agent, ports_change
+from dma_upgrade.engine.inventory import AgentRecord, cluster_label, fold_agent, ports_change, registered_agents
 from dma_upgrade.engine.package_acceptance import judge_clusters, refusal_by_every_system
 from dma_upgrade.engine.packages import AgentFacts, PackageManifest, PackageRejected
 from dma_upgrade.engine.path_advice import PathAdvice, PathQuery, advise
@@ -39,6 +48,7 @@ from dma_upgrade.engine.records import PackageRecord, active_claims, fold_packag
 from dma_upgrade.engine.rollout import Rollout, RolloutState
 from dma_upgrade.engine.rollout_events import (
     CLAIMS_STREAM,
+    ROLLOUT_STREAMS,
     SETTINGS_STREAM,
     FailoverPolicy,
     PackageUploaded,
@@ -131,14 +141,16 @@ class RolloutSpec:
 class UpgradeService:
     """Commands and queries of dma-upgrade on the event store; every change is an appended event.
 
-    ``address_policy`` says which IP addresses agents may be registered at (default: any but link-local)."""
+    ``gateway`` is how the commands that ask an agent (adding one by IP address, a manual start) reach it; without
+    one they refuse. ``address_policy`` says which IP addresses agents may be registered at (default: any but
+    link-local). Both are fixed at construction (``adapters/bootstrap.py`` wires them)."""
 
     def __init__(self, store: EventStore, clock: Clock, ids: IdFactory, gateway: AgentGateway | None = None,
                  address_policy: AddressPolicy = AddressPolicy()) -> None:
         self.store = store
         self.clock = clock
         self.ids = ids
-        self.gateway = gateway
+        self._agent_gateway = gateway
         self.address_policy = address_policy
 
     # -- appending ----------------------------------------------------------------------------
@@ -155,11 +167,7 @@ class UpgradeService:
 
     def agents(self) -> list[AgentRecord]:
         """Every registered agent, by name."""
-        streams: dict[str, list[Event]] = {}
-        for recorded in self.store.read_category("agent-"):
-            streams.setdefault(recorded.stream_id, []).append(recorded.event)
-        records = [fold_agent(events) for events in streams.values()]
-        return sorted((r for r in records if r is not None), key=lambda r: r.name)
+        return registered_agents(self.store.read_category("agent-"))
 
     def agent(self, name: str) -> AgentRecord:
         record = fold_agent(e.event for e in self.store.read_stream(agent_stream_id(name)))
@@ -249,7 +257,7 @@ class UpgradeService:
             raise InvalidInput(f"unknown setting {key!r}; known: {', '.join(SETTING_DEFAULTS)}")
         value = value.strip().lower()
         if key == "failover-default-policy":
-            _policy(value, allow_default=False)
+            FailoverPolicy.parse(value, allow_default=False)
         elif key == "delayed-start-seconds":
             if not value.isdigit() or int(value) > 3600:
                 raise InvalidInput(f"delayed-start-seconds must be 0..3600, got {value!r}")
@@ -356,7 +364,7 @@ class UpgradeService:
             raise Conflict(f"package {record.file_name} was used by rollout {record.used_by} and is completed: "
                            f"it cannot execute another upgrade")
         settings = self.settings()
-        policy = _policy(spec.failover_policy, allow_default=True)
+        policy = FailoverPolicy.parse(spec.failover_policy)
         if policy is FailoverPolicy.DEFAULT:
             policy = FailoverPolicy(settings["failover-default-policy"])
         inventory = self.agents()
@@ -461,25 +469,32 @@ class UpgradeService:
     def rollouts(self) -> list[Rollout]:
         """Every rollout, oldest first."""
         streams: dict[str, list[Event]] = {}
-        for recorded in self.store.read_category("rollout-"):
+        for recorded in self.store.read_category(ROLLOUT_STREAMS):
             if recorded.stream_id != CLAIMS_STREAM:
                 streams.setdefault(recorded.stream_id, []).append(recorded.event)
         return [Rollout.fold(events) for events in streams.values()]
 
-    def control(self, rollout_id: UUID, command: str, *, actor: str) -> Rollout:
-        """Pause, resume, cancel, retry-failed or continue a rollout (the engine driving it reacts)."""
-        if command == "continue":
+    def control(self, command: RolloutCommand, *, actor: str) -> Rollout:
+        """Carry out an operator's control of a rollout: the one dispatcher of the commands of
+        ``engine/commands.py`` (pause, resume, cancel, retry-failed, continue); the engine driving it reacts."""
+        rollout_id = command.rollout_id
+        if isinstance(command, ContinueRollout):
             return self.continue_rollout(rollout_id, actor=actor)
         rollout = self.rollout(rollout_id)
-        decisions: dict[str, Callable[[], list[Event]]] = {"pause": rollout.pause, "resume": rollout.resume,
-                     "cancel": lambda: rollout.cancel(f"cancelled by {actor}"),
-                     "retry-failed": lambda: rollout.retry_failed(self._failed_agents(rollout))}
-        if command not in decisions:
-            raise InvalidInput(f"unknown rollout command {command!r}")
-        events = decisions[command]()
+        match command:
+            case PauseRollout():
+                events = rollout.pause()
+            case ResumeRollout():
+                events = rollout.resume()
+            case CancelRollout():
+                events = rollout.cancel(f"cancelled by {actor}")
+            case RetryFailedAgents():
+                events = rollout.retry_failed(self._failed_agents(rollout))
+            case _:
+                assert_never(command)
         self.append(rollout_stream_id(rollout_id), rollout.version, events, actor=actor,
                     correlation_id=rollout_id)
-        if command == "cancel" and rollout.state in (RolloutState.PLANNED, RolloutState.FAILED):
+        if isinstance(command, CancelRollout) and rollout.state in (RolloutState.PLANNED, RolloutState.FAILED):
             self._wind_up_cancelled(rollout, actor=actor)
         return self.rollout(rollout_id)
 
@@ -533,7 +548,7 @@ class UpgradeService:
         self.release(rollout_id, actor=actor)
 
     def _failed_agents(self, rollout: Rollout) -> tuple[str, ...]:
-        return tuple(a.name for a in rollout.plan.agents if self.upgrade(a.upgrade_id).state == "Failed")
+        return tuple(a.name for a in rollout.plan.agents if self.upgrade(a.upgrade_id).is_failed)
 
     def resolve_doubt(self, rollout_id: UUID, agent_name: str, applied: bool, *, actor: str) -> DoubtResolution:
         """An operator's decision on the step in doubt of ``agent_name``'s upgrade in a rollout: ``applied`` (done on
@@ -595,9 +610,9 @@ class UpgradeService:
         return self.address_policy.check(parse_address(address))
 
     def _gateway(self) -> AgentGateway:
-        if self.gateway is None:
+        if self._agent_gateway is None:
             raise InvalidInput("no agent gateway is configured")
-        return self.gateway
+        return self._agent_gateway
 
 
 def _check_new_agent(name: str, endpoint: AgentEndpoint, version: str, cluster: str | None,
@@ -605,11 +620,11 @@ def _check_new_agent(name: str, endpoint: AgentEndpoint, version: str, cluster: 
     """Refuse a registration with a malformed name, version or cluster, or a name or address in use (the address
     is parsed already)."""
     if not _NAME.fullmatch(name):
-        raise InvalidInput(f"invalid agent name {_shown(name)}: use 1 to 100 letters, digits, '.', '_' or '-', "
+        raise InvalidInput(f"invalid agent name {shown(name)}: use 1 to 100 letters, digits, '.', '_' or '-', "
                            f"starting with a letter or digit")
     if cluster is not None and (not cluster or len(cluster) > MAX_CLUSTER_LENGTH or not cluster.isprintable()
                                 or cluster != cluster.strip()):
-        raise InvalidInput(f"invalid cluster name {_shown(cluster)}: use 1 to {MAX_CLUSTER_LENGTH} printable "
+        raise InvalidInput(f"invalid cluster name {shown(cluster)}: use 1 to {MAX_CLUSTER_LENGTH} printable "
                            f"characters, with no space at either end")
     parse_version(version)
     for agent in existing:
@@ -629,11 +644,6 @@ def _registered_at(endpoint: AgentEndpoint, agents: Iterable[AgentRecord]) -> Ag
         except InvalidInput:
             continue  # an older address that does not parse is no place an agent can be registered at now
     return None
-
-
-def _shown(text: str) -> str:
-    """``text`` quoted for a message, cut to 40 characters (control characters escaped)."""
-    return repr(text if len(text) <= 40 else text[:40] + "…")
 
 
 PAIR_HOW_TO = ("to form a pair, register the first member naming the second (--failover-partner and "
@@ -668,14 +678,3 @@ def _check_facts(facts: AgentFacts) -> None:
     names = [facts.os, facts.database, *facts.components, *facts.legacy_features]
     if not all(name.isprintable() for name in names):
         raise InvalidInput("an agent's facts (OS, database, components, features) must be printable text")
-
-
-def _policy(value: str, *, allow_default: bool) -> FailoverPolicy:
-    try:
-        policy = FailoverPolicy(value)
-    except ValueError:
-        raise InvalidInput(f"unknown failover policy {value!r}; use "
-                           + "|".join(p.value for p in FailoverPolicy)) from None
-    if policy is FailoverPolicy.DEFAULT and not allow_default:
-        raise InvalidInput("the default failover policy must name a policy, not 'default'")
-    return policy

@@ -28,7 +28,7 @@ from datetime import date
 from enum import StrEnum
 from functools import total_ordering
 
-from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.errors import InvalidInput, shown
 
 _EXPECTED = ("expected A.B.C[.D], an optional CU and an optional -build, e.g. 10.4.9.0-14794, "
              "10.5.5.0(CU0)-15664, 10.0.0 CU19 or 10.0.0.0-9454 CU20")
@@ -48,8 +48,7 @@ class InvalidVersion(InvalidInput):
     """A text that is not a DataMiner version."""
 
     def __init__(self, text: str, reason: str = _EXPECTED) -> None:
-        shown = text if len(text) <= 60 else text[:57] + "..."
-        super().__init__(f"invalid DataMiner version {shown!r}: {reason}")
+        super().__init__(f"invalid DataMiner version {shown(text, 60)}: {reason}")
         self.text = text
 
 

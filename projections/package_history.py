@@ -20,6 +20,7 @@ from dma_upgrade.engine.rollout_events import (
     RolloutContinued,
     RolloutFailed,
     RolloutPlanned,
+    rollout_id_of_stream,
 )
 from dma_upgrade.projections.base import Recorded
 from dma_upgrade.projections.tables import ColumnType as C
@@ -126,7 +127,7 @@ class PackageHistoryProjection:
         rows.put(PACKAGES.name, row)
 
     def _outcome(self, outcome: str, recorded: Recorded, rows: RowAccess) -> None:
-        rollout_id = recorded.stream_id.removeprefix("rollout-")
+        rollout_id = rollout_id_of_stream(recorded.stream_id)
         link = rows.get(PACKAGE_ROLLOUTS.name, (rollout_id,))
         if link is None:
             return

@@ -8,16 +8,17 @@ from typing import Any
 
 from dma_upgrade.engine.agent_upgrade import ENTERED_ON_START, ENTERED_ON_SUCCESS, TRIGGER_STATES
 from dma_upgrade.engine.events import Event
+from dma_upgrade.engine.rollout import STATE_AFTER, RolloutState
 from dma_upgrade.engine.rollout_events import (
     FailedAgentsRetried,
     RolloutCancelled,
     RolloutCompleted,
     RolloutContinued,
     RolloutFailed,
-    RolloutPaused,
     RolloutPlanned,
     RolloutResumed,
     RolloutStarted,
+    rollout_id_of_stream,
     start_lateness_seconds,
 )
 from dma_upgrade.engine.upgrade_events import (
@@ -69,13 +70,7 @@ AGENTS = TableSpec("progress_agents", ("upgrade_id",), (
 start; ``notes`` are its plan's notes (what its failover pair goes through), as ``notes`` of a rollout row are
 the plan's."""
 
-_ROLLOUT_STATES: dict[type[Event], str] = {
-    RolloutStarted: "Running", RolloutPaused: "Paused", RolloutResumed: "Running", RolloutCancelled: "Cancelled",
-    RolloutCompleted: "Completed", RolloutFailed: "Failed", FailedAgentsRetried: "Running",
-    RolloutContinued: "Running",
-}
 _UPGRADE_EVENT_TYPES = frozenset(UPGRADE_EVENTS)
-_BUCKETS = ("waiting", "in_flight", "completed", "failed", "cancelled")
 
 
 _ENDED_BUCKETS: dict[str, str] = {
@@ -93,7 +88,7 @@ class ProgressProjection:
 
     name = "progress"
     tables: tuple[TableSpec, ...] = (ROLLOUTS, AGENTS)
-    event_types: frozenset[type[Event]] = frozenset({RolloutPlanned, *_ROLLOUT_STATES, *UPGRADE_EVENTS})
+    event_types: frozenset[type[Event]] = frozenset({RolloutPlanned, *STATE_AFTER, *UPGRADE_EVENTS})
 
     def handle(self, recorded: Recorded, rows: RowAccess) -> None:
         event = recorded.event
@@ -102,16 +97,17 @@ class ProgressProjection:
                 self._upgrade_event(event, recorded, rows)
         elif isinstance(event, RolloutPlanned):
             self._planned(event, recorded, rows)
-        elif type(event) in _ROLLOUT_STATES:
+        elif type(event) in STATE_AFTER:
             self._rollout_moved(event, recorded, rows)
 
     def _planned(self, event: RolloutPlanned, recorded: Recorded, rows: RowAccess) -> None:
         rows.put(ROLLOUTS.name, {
             "rollout_id": str(event.rollout_id), "package_version": event.package_version,
-            "failover_policy": event.failover_policy.value, "state": "Planned", "upload_only": event.upload_only,
-            "agents_total": len(event.agents), "waiting": len(event.agents), "in_flight": 0, "completed": 0,
-            "failed": 0, "cancelled": 0, "warnings": list(event.warnings), "planned_at": recorded.recorded_at,
-            "started_at": None, "ended_at": None, "end_reason": None, "planned_by": recorded.actor,
+            "failover_policy": event.failover_policy.value, "state": RolloutState.PLANNED.value,
+            "upload_only": event.upload_only, "agents_total": len(event.agents), "waiting": len(event.agents),
+            "in_flight": 0, "completed": 0, "failed": 0, "cancelled": 0, "warnings": list(event.warnings),
+            "planned_at": recorded.recorded_at, "started_at": None, "ended_at": None, "end_reason": None,
+            "planned_by": recorded.actor,
             "last_position": recorded.position, "upgrade_ids": [str(a.upgrade_id) for a in event.agents],
             "notes": list(event.notes), "start_at": event.start_at, "start_lateness_seconds": None,
         })
@@ -128,10 +124,10 @@ class ProgressProjection:
             })
 
     def _rollout_moved(self, event: Event, recorded: Recorded, rows: RowAccess) -> None:
-        row = rows.get(ROLLOUTS.name, (recorded.stream_id.removeprefix("rollout-"),))
+        row = rows.get(ROLLOUTS.name, (rollout_id_of_stream(recorded.stream_id),))
         if row is None:
             return
-        row["state"] = _ROLLOUT_STATES[type(event)]
+        row["state"] = STATE_AFTER[type(event)].value
         if isinstance(event, RolloutStarted) and row["started_at"] is None:
             _started(row, event, recorded.recorded_at)
         if isinstance(event, RolloutCompleted | RolloutCancelled | RolloutFailed):

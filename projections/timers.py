@@ -10,6 +10,7 @@ from datetime import datetime
 
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.rollout_events import (
+    ROLLOUT_STREAMS,
     RolloutCancelled,
     RolloutCompleted,
     RolloutFailed,
@@ -66,7 +67,7 @@ class PendingTimersProjection:
                 stream_id = rollout_stream_id(event.rollout_id)
                 _arm(rows, stream_id, f"{stream_id}:start", SCHEDULED_START, event.start_at, None,
                      recorded.recorded_at)
-        elif isinstance(event, _ROLLOUT_DISARMS) and stream_id.startswith("rollout-"):
+        elif isinstance(event, _ROLLOUT_DISARMS) and stream_id.startswith(ROLLOUT_STREAMS):
             _disarm(rows, stream_id)
         elif not stream_id.startswith("upgrade-"):
             return

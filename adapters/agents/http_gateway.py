@@ -47,7 +47,13 @@ import httpx
 from pydantic import BaseModel, Field, ValidationError
 
 from dma_upgrade.engine.addresses import AddressPolicy, AgentEndpoint, IPAddress, parse_address
-from dma_upgrade.engine.errors import AgentOutcomeUnknown, AgentStepFailed, AgentUnreachable, InvalidInput
+from dma_upgrade.engine.errors import (
+    AgentOutcomeUnknown,
+    AgentStepFailed,
+    AgentUnreachable,
+    InvalidInput,
+    describe_validation,
+)
 from dma_upgrade.engine.packages import AgentFacts
 from dma_upgrade.engine.ports import AgentAddress, AgentIdentity, PackageRef, PhaseReporter, StepOutcome, StepStatus
 from dma_upgrade.engine.upgrade_events import Step
@@ -194,7 +200,8 @@ class HttpAgentGateway:
     seconds the sleeper was asked to wait, so a fake sleeper means fake time). A set ``stopping`` ends
     a backoff at once with ``AgentUnreachable`` (reason ``stopping``).
 
-    ``client`` replaces the gateway's own ``httpx.Client`` (which ``close`` then leaves open).
+    ``client`` replaces the gateway's own ``httpx.Client`` (which ``close`` then leaves open); its own is made at
+    the first call, so a gateway that is wired but never used costs nothing.
 
     ``policy`` says which IP addresses agents may have (default: any but link-local); ``resolver`` turns
     a host name into IP addresses (``socket.getaddrinfo``); ``max_answer_bytes`` bounds every answer.
@@ -234,7 +241,8 @@ class HttpAgentGateway:
         else:
             self._clock = time.monotonic
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.Client(timeout=self._timeout)
+        self._http = client
+        self._client_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, stopping: Stopping | None = None) -> HttpAgentGateway:
@@ -249,8 +257,19 @@ class HttpAgentGateway:
 
     def close(self) -> None:
         """Close the gateway's own connection pool (not an injected client)."""
-        if self._owns_client:
-            self._client.close()
+        with self._client_lock:
+            if self._owns_client and self._http is not None:
+                self._http.close()
+
+    def _client(self) -> httpx.Client:
+        """The connection pool: the injected client, or this gateway's own, made at the first call."""
+        client = self._http
+        if client is None:
+            with self._client_lock:
+                if self._http is None:
+                    self._http = httpx.Client(timeout=self._timeout)
+                client = self._http
+        return client
 
     def __enter__(self) -> HttpAgentGateway:
         return self
@@ -308,7 +327,7 @@ class HttpAgentGateway:
                 found = _IdentityBody.model_validate(message)
             except ValidationError as error:
                 raise AgentStepFailed(who, "identify", "the agent's answer is not an identity: "
-                                      f"{error.errors()[0]['loc']} {error.errors()[0]['msg']}") from None
+                                      f"{describe_validation(error)}") from None
             facts = found.facts.model_copy(update={"version": found.version})
             return AgentIdentity(name=found.name, address=found.address, cluster=found.cluster,
                                  version=found.version, facts=facts)
@@ -351,10 +370,11 @@ class HttpAgentGateway:
         target = self._target(who, operation, address)
         headers = {"Host": target.host, "Accept-Encoding": "identity"}
         for number, origin in enumerate(target.origins, start=1):
-            request = self._client.build_request(method, f"{origin}{path}", headers=headers, timeout=self._timeout,
+            client = self._client()
+            request = client.build_request(method, f"{origin}{path}", headers=headers, timeout=self._timeout,
                                                  **options)
             try:
-                response = self._client.send(request, stream=True)
+                response = client.send(request, stream=True)
             except httpx.ConnectError:
                 if number == len(target.origins):
                     raise
@@ -534,7 +554,7 @@ class HttpAgentGateway:
         if caller is not None:
             body["caller"] = caller
         headers = {"Host": sent.host, "Accept-Encoding": "identity"}
-        with contextlib.suppress(httpx.HTTPError), self._client.stream(
+        with contextlib.suppress(httpx.HTTPError), self._client().stream(
                 "POST", f"{sent.url}/phases/{index}", json=body, headers=headers, timeout=self._timeout):
             pass
 

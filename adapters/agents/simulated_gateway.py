@@ -311,6 +311,11 @@ class SimulatedAgentGateway:
             target.failures.clear()
             target.install_break = target.wrong_version = target.down = None
 
+    def add(self, spec: SimulatedAgent) -> None:
+        """Start simulating one more agent (one that answers but is not registered yet, say)."""
+        with self._registry_lock:
+            self._register(spec)
+
     # -- inspection ----------------------------------------------------------------------------
 
     def agent(self, name: str) -> SimulatedAgentState:

@@ -13,7 +13,7 @@ from dma_upgrade.adapters.api import page
 from dma_upgrade.adapters.api.context import ApiContext, needed_role
 from dma_upgrade.adapters.api.errors import install_error_handlers
 from dma_upgrade.adapters.api.guard import BodyGuard
-from dma_upgrade.adapters.api.routes import admin, agents, health, packages, paths, progress, rollouts
+from dma_upgrade.adapters.api.routes import admin, agents, clusters, health, packages, paths, progress, rollouts, whoami
 
 
 def create_app(context: ApiContext, registry: CollectorRegistry | None = None) -> FastAPI:
@@ -25,7 +25,7 @@ def create_app(context: ApiContext, registry: CollectorRegistry | None = None) -
     install_error_handlers(app)
     app.add_middleware(BodyGuard, tokens=context.tokens, role_for=partial(needed_role, app),
                        max_upload_bytes=context.container.settings.max_upload_bytes, uploads=context.uploads)
-    for module in (agents, packages, rollouts, paths, progress, admin, health):
+    for module in (agents, clusters, packages, rollouts, paths, progress, admin, whoami, health):
         app.include_router(module.router)
     app.include_router(page.router)
     if registry is not None:

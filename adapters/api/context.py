@@ -14,10 +14,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import Match
 from starlette.types import Scope
 
-from dma_upgrade.adapters.api.auth import Principal, Role, TokenFile
+from dma_upgrade.adapters.access.tokens import Principal, Role, TokenFile
 from dma_upgrade.adapters.api.limits import Admission
 from dma_upgrade.adapters.api.progress_cache import ProgressCache
-from dma_upgrade.adapters.bootstrap import Container
+from dma_upgrade.adapters.bootstrap import App
 from dma_upgrade.adapters.packages.store import FilePackageStore
 from dma_upgrade.engine.service import UpgradeService
 
@@ -29,9 +29,8 @@ PROBE_THREADS = 4
 class ApiContext:
     """One serving process's services, shared by every request, and the caps on what holds the server long."""
 
-    container: Container
-    service: UpgradeService
-    packages: FilePackageStore
+    container: App
+    """The process as ``bootstrap`` wired it."""
     tokens: TokenFile
     progress: ProgressCache = field(init=False)
     agent_calls: Admission = field(init=False)
@@ -40,6 +39,14 @@ class ApiContext:
     """Package uploads (``DMA_UPGRADE_API_CONCURRENT_UPLOADS``)."""
     probes: anyio.CapacityLimiter = field(init=False)
     """The threads of ``/readyz`` and ``/metrics``, apart from the ones every other route shares."""
+
+    @property
+    def service(self) -> UpgradeService:
+        return self.container.service
+
+    @property
+    def packages(self) -> FilePackageStore:
+        return self.container.packages
 
     def __post_init__(self) -> None:
         settings = self.container.settings

@@ -18,9 +18,10 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dma_upgrade.adapters.api.auth import Role, TokenFile, TokenFileUnreadable
+from dma_upgrade.adapters.access.tokens import Role, TokenFile
 from dma_upgrade.adapters.api.errors import error_response
 from dma_upgrade.adapters.api.limits import Admission
+from dma_upgrade.adapters.errors import FORBIDDEN, TOO_LARGE, UNAUTHORIZED, UNAVAILABLE, TokenFileUnreadable, outcome_of
 
 JSON_LIMIT = 8 * 1024 * 1024
 """The largest body of any route but the upload (a rollout naming 10,000 agents is well under 2 MiB)."""
@@ -69,9 +70,9 @@ class BodyGuard:
                 return caller
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            return error_response(413, "too_large", f"the body is {declared} bytes, over the limit of {limit} bytes")
+            return error_response(TOO_LARGE, f"the body is {declared} bytes, over the limit of {limit} bytes")
         busy = self.uploads.refusal() if upload else None
-        return None if busy is None else error_response(503, "unavailable", busy)
+        return None if busy is None else error_response(UNAVAILABLE, busy)
 
     def _caller_refusal(self, scope: Scope, authorization: str) -> Response | None:
         """401 (no valid token), 403 (a role below the route's) or 503 (a broken token file); None for a caller
@@ -81,12 +82,12 @@ class BodyGuard:
         try:
             principal = self.tokens.authenticate(token) if token else None
         except TokenFileUnreadable as error:
-            return error_response(503, "unavailable", str(error))
+            return error_response(outcome_of(error), str(error))
         if principal is None:
-            return error_response(401, "unauthorized", "a valid bearer token is required to send a body",
+            return error_response(UNAUTHORIZED, "a valid bearer token is required to send a body",
                                   headers={"WWW-Authenticate": "Bearer"})
         forbidden = principal.refusal(self.role_for(scope))
-        return None if forbidden is None else error_response(403, "forbidden", forbidden)
+        return None if forbidden is None else error_response(FORBIDDEN, forbidden)
 
 
 def _counting(receive: Receive, limit: int) -> Receive:

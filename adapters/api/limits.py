@@ -15,7 +15,7 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
-from dma_upgrade.adapters.api.status_table import ServerBusy
+from dma_upgrade.adapters.errors import ServerBusy
 
 T = TypeVar("T")
 

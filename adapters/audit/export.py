@@ -25,8 +25,6 @@ quote gives the stored value (to recompute the hash chain, say). ``jsonl`` holds
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import os
 import stat
@@ -35,6 +33,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, TextIO
 from uuid import UUID
@@ -113,6 +112,11 @@ class Selection:
         if self.start is not None and self.end is not None and self.start > self.end:
             raise InvalidInput(f"--from {utc_timestamp(self.start)} is after --to {utc_timestamp(self.end)}")
 
+    @property
+    def everything(self) -> bool:
+        """Whether every record matches (no side closed): nothing to check record by record."""
+        return self.start is None and self.end is None and self.rollout is None
+
     def matches(self, record: StoredRecord) -> bool:
         """Whether ``record`` belongs in the export."""
         if self.start is not None and record.recorded_at < self.start:
@@ -143,69 +147,129 @@ class ExportSummary:
         self.last_hash = record.hash
 
 
-def export_row(record: StoredRecord) -> dict[str, Any]:
-    """The exported fields of one record, with the payload parsed into a JSON value."""
+def _parsed(record: StoredRecord) -> Any:
     try:
-        payload = json.loads(record.payload)
+        return json.loads(record.payload)
     except ValueError as error:
         raise EventDecodeError(record.position, record.event_type, f"payload is not JSON: {error}") from None
-    return _fields(record, payload)
 
 
-def _fields(record: StoredRecord, payload: Any) -> dict[str, Any]:
-    meta = record.metadata
-    return {
-        "position": record.position,
-        "recorded_at": utc_timestamp(record.recorded_at),
-        "actor": meta.actor,
-        "stream_id": record.stream_id,
-        "stream_version": record.stream_version,
-        "event_type": record.event_type,
-        "schema_version": record.schema_version,
-        "event_id": str(record.event_id),
-        "correlation_id": str(meta.correlation_id) if meta.correlation_id is not None else None,
-        "causation_id": str(meta.causation_id) if meta.causation_id is not None else None,
-        "hash": record.hash,
-        "payload": payload,
-    }
+_JSON = json.JSONEncoder(ensure_ascii=False)
+"""What ``json.dumps(value, ensure_ascii=False)`` encodes with, made once."""
+_JSON_TEXT = encode_basestring
+"""A string as JSON text, as ``_JSON`` writes it."""
+_JSONL_ROW = ('{"position": %d, "recorded_at": "%s", "actor": %s, "stream_id": %s, "stream_version": %d, '
+              '"event_type": %s, "schema_version": %d, "event_id": "%s", "correlation_id": %s, '
+              '"causation_id": %s, "hash": %s, "payload": %s}\n')
+"""A ``jsonl`` line: what ``json.dumps({field: value, ...}, ensure_ascii=False)`` writes of the fields, in the order
+of ``FIELDS``, field by field (times and ids as strings need no escaping: digits, letters, dashes)."""
+_CSV_ROW = '"' + '","'.join(["%s"] * len(FIELDS)) + '"\n'
+"""A row as ``csv.writer(quoting=csv.QUOTE_ALL)`` writes it: every cell quoted (quotes in it doubled)."""
+_REMEMBERED = 4096
+"""How many correlation ids and payloads an export remembers as text (a rollout's events share the one, install
+phases and steps succeeded repeat the other)."""
+
+
+class _Writer:
+    """One export's lines: each record's fields as text, with what repeats (times, correlation ids, payloads)
+    turned into text once."""
+
+    def __init__(self) -> None:
+        self._payloads: dict[str, str] = {}
+        self._ids: dict[UUID, str] = {}
+        self._time: tuple[datetime | None, str] = (None, "")
+
+    def jsonl(self, record: StoredRecord) -> str:
+        meta = record.metadata
+        return _JSONL_ROW % (
+            record.position, self._recorded_at(record.recorded_at), _JSON_TEXT(meta.actor),
+            _JSON_TEXT(record.stream_id), record.stream_version, _JSON_TEXT(record.event_type),
+            record.schema_version, record.event_id, self._json_id(meta.correlation_id),
+            "null" if meta.causation_id is None else f'"{meta.causation_id}"', _JSON_TEXT(record.hash),
+            self._payload_json(record))
+
+    def csv(self, record: StoredRecord) -> str:
+        """The CSV row of ``record`` (``_CSV_ROW``); ids and times are formatted here, and need neither doubled
+        quotes nor a guard."""
+        meta = record.metadata
+        return _CSV_ROW % (
+            _csv_text(str(record.position)), self._recorded_at(record.recorded_at), _csv_text(meta.actor),
+            _csv_text(record.stream_id), _csv_text(str(record.stream_version)), _csv_text(record.event_type),
+            _csv_text(str(record.schema_version)), record.event_id, self._id(meta.correlation_id),
+            "" if meta.causation_id is None else meta.causation_id, _csv_text(record.hash),
+            _csv_text(record.payload))
+
+    def _recorded_at(self, moment: datetime) -> str:
+        """``utc_timestamp(moment)``; the text of the previous record's time reused (an append's events share it)."""
+        last, text = self._time
+        if moment != last:
+            text = _utc_text(moment)
+            self._time = (moment, text)
+        return text
+
+    def _id(self, value: UUID | None) -> str:
+        """A correlation id's text ("" for None), remembered: a rollout's events share it."""
+        if value is None:
+            return ""
+        text = self._ids.get(value)
+        if text is None:
+            if len(self._ids) >= _REMEMBERED:
+                self._ids.clear()
+            text = self._ids[value] = str(value)
+        return text
+
+    def _json_id(self, value: UUID | None) -> str:
+        return "null" if value is None else f'"{self._id(value)}"'
+
+    def _payload_json(self, record: StoredRecord) -> str:
+        """The payload as ``json.dumps`` writes its parsed value: decoded and encoded once per distinct payload."""
+        payload = record.payload
+        text = self._payloads.get(payload)
+        if text is None:
+            text = _JSON.encode(_parsed(record))
+            if len(self._payloads) >= _REMEMBERED:
+                self._payloads.clear()
+            self._payloads[payload] = text
+        return text
+
+
+def _utc_text(moment: datetime) -> str:
+    """``utc_timestamp(moment)``, through ``isoformat`` (a few times faster than ``strftime``) for times in UTC."""
+    if moment.tzinfo is UTC and moment.year >= 1000:  # strftime does not pad a year below 1000
+        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+    return utc_timestamp(moment)
+
+
+def _csv_text(text: str) -> str:
+    """``text`` in a quoted CSV cell: a ``'`` in front of what begins as ``NEUTRALISED``, quotes doubled."""
+    if text.startswith(NEUTRALISED):
+        text = "'" + text
+    return text.replace('"', '""') if '"' in text else text
 
 
 def export_lines(records: Iterable[StoredRecord], export_format: ExportFormat,
                  summary: ExportSummary) -> Iterator[str]:
     """The export as lines of text, one record at a time, ending with the anchor; counts into ``summary``."""
+    writer = _Writer()
+    line = writer.csv if export_format is ExportFormat.CSV else writer.jsonl
     if export_format is ExportFormat.CSV:
-        yield _csv_line(FIELDS)
-        for record in records:
-            row = _fields(record, record.payload)
-            yield _csv_line([csv_cell(row[name]) for name in FIELDS])
-            summary.count(record)
-        yield f"# anchor {summary.anchor or 'none'} exported {summary.exported}\n"
-        return
+        yield _CSV_ROW % FIELDS
     for record in records:
-        yield json.dumps(export_row(record), ensure_ascii=False) + "\n"
+        yield line(record)
         summary.count(record)
-    yield json.dumps({"anchor": summary.anchor, "exported": summary.exported}) + "\n"
-
-
-def csv_cell(value: Any) -> str:
-    """``value`` as the text of a CSV cell: ``None`` empty, and a ``'`` in front of what begins as ``NEUTRALISED``."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(NEUTRALISED) else text
-
-
-def _csv_line(values: Iterable[Any]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL).writerow(values)
-    return buffer.getvalue()
+    if export_format is ExportFormat.CSV:
+        yield f"# anchor {summary.anchor or 'none'} exported {summary.exported}\n"
+    else:
+        yield json.dumps({"anchor": summary.anchor, "exported": summary.exported}) + "\n"
 
 
 def export_records(records: Iterable[StoredRecord], stream: TextIO, export_format: ExportFormat,
                    selection: Selection | None = None) -> ExportSummary:
     """Write the records ``selection`` matches to ``stream`` in ``export_format``, one at a time."""
-    chosen = selection or Selection()
     summary = ExportSummary()
-    for line in export_lines((record for record in records if chosen.matches(record)), export_format, summary):
-        stream.write(line)
+    if selection is not None and not selection.everything:
+        records = filter(selection.matches, records)
+    stream.writelines(export_lines(records, export_format, summary))
     return summary
 
 
@@ -242,10 +306,11 @@ def select_records(store: EventStore, selection: Selection, page_size: int = PAG
     if bounds is None:
         return
     first, last = bounds
+    keep = None if selection.everything else selection.matches
     for record in store.read_records(after=first - 1, page_size=page_size):
         if record.position > last:
             return
-        if selection.matches(record):
+        if keep is None or keep(record):
             yield record
 
 

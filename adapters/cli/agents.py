@@ -7,10 +7,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dma_upgrade.adapters.api.models import AgentIn, AgentPortsIn, FactsModel
 from dma_upgrade.adapters.cli.backend import open_backend, request
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.shapes.models import AgentIn, AgentPortsIn, FactsModel
 from dma_upgrade.engine.agent_events import FailoverRole
 from dma_upgrade.engine.inventory import AgentRecord, clusters_on_mixed_versions
 

@@ -12,11 +12,11 @@ from typing import Annotated, TextIO
 
 import typer
 
-from dma_upgrade.adapters.api.models import AuditVerifyOut
 from dma_upgrade.adapters.audit.export import ExportFormat, Selection, atomic_output, parse_rollout, parse_time
 from dma_upgrade.adapters.cli.backend import open_backend
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import fail, reports_errors, stderr
+from dma_upgrade.adapters.shapes.models import AuditVerifyOut
 
 app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
 

@@ -1,7 +1,10 @@
 """Where a command's work happens: the local database, or an API server (``--server``), behind one interface.
 
-Both implementations answer with the API's models (``adapters/api/models.py``), so every command
-renders one kind of data whichever way it came, and prints the same lines.
+Both implementations answer with the public data shapes (``adapters/shapes``): the local one builds them
+straight from the service and the queries, the remote one parses the server's JSON into them. So every
+command renders one kind of data whichever way it came, and prints the same lines. Reads of a read model
+answer with how far behind it was (``Reading``); on the local database the command catches the projections
+up first (it is the only process that would: the queries themselves only read).
 """
 
 from __future__ import annotations
@@ -17,7 +20,19 @@ import pydantic
 import typer
 from rich.console import Console
 
-from dma_upgrade.adapters.api.models import (
+from dma_upgrade.adapters.audit.check import check_audit
+from dma_upgrade.adapters.audit.export import ExportFormat, ExportSummary, Selection, export_records, select_records
+from dma_upgrade.adapters.bootstrap import App
+from dma_upgrade.adapters.cli.context import actor, server_of, session
+from dma_upgrade.adapters.cli.errors import stderr
+from dma_upgrade.adapters.cli.live import run_in_foreground
+from dma_upgrade.adapters.cli.remote import HttpBackend
+from dma_upgrade.adapters.errors import ProjectionStopped
+from dma_upgrade.adapters.packages.upload import upload_package
+from dma_upgrade.adapters.read.freshness import Reading
+from dma_upgrade.adapters.read.history_queries import PACKAGE_HISTORY, package_history, version_history
+from dma_upgrade.adapters.read.progress_queries import PROGRESS, current_progress, progress_as_of
+from dma_upgrade.adapters.shapes.models import (
     AgentIn,
     AgentOut,
     AgentPortsIn,
@@ -33,34 +48,29 @@ from dma_upgrade.adapters.api.models import (
     RolloutStateOut,
     VersionHistoryOut,
 )
-from dma_upgrade.adapters.api.path_models import PathOut
-from dma_upgrade.adapters.audit.check import check_audit
-from dma_upgrade.adapters.audit.export import ExportFormat, ExportSummary, Selection, export_records, select_records
-from dma_upgrade.adapters.cli.context import RealWaiter, Session, actor, gateway_for, server_of, session
-from dma_upgrade.adapters.cli.live import run_in_foreground
-from dma_upgrade.adapters.cli.remote import HttpBackend
-from dma_upgrade.adapters.packages.upload import upload_package
-from dma_upgrade.adapters.read.history_queries import package_history, version_history
-from dma_upgrade.adapters.read.progress_queries import current_progress, progress_as_of
+from dma_upgrade.adapters.shapes.paths import PathOut
 from dma_upgrade.adapters.sql.leases import lease_overview
-from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.commands import RolloutCommand
+from dma_upgrade.engine.errors import InvalidInput, describe_validation
 from dma_upgrade.engine.path_advice import PathQuery
 
 M = TypeVar("M", bound=pydantic.BaseModel)
+R = TypeVar("R")
 
 
 def request(model: type[M], **fields: Any) -> M:
-    """A request body from a command's options; ``InvalidInput`` naming the first field that is wrong."""
+    """A request body from a command's options; ``InvalidInput`` naming the fields that are wrong (spelled as
+    options are: ``max-concurrent``)."""
     try:
         return model(**fields)
     except pydantic.ValidationError as error:
-        problem = error.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        raise InvalidInput(f"{where.replace('_', '-')}: {problem['msg']}") from None
+        problems = [{**problem, "loc": tuple(str(part).replace("_", "-") for part in problem["loc"])}
+                    for problem in error.errors(include_url=False, include_input=False)]
+        raise InvalidInput(describe_validation(problems)) from None
 
 
 class Backend(Protocol):
-    """What the command line asks of the product; each answer is the API model of the same data."""
+    """What the command line asks of the product; each answer is the public data shape of the same data."""
 
     @property
     def location(self) -> str:
@@ -103,8 +113,8 @@ class Backend(Protocol):
         """Plan and start a rollout."""
         ...
 
-    def control(self, rollout_id: UUID, command: str) -> RolloutStateOut:
-        """Pause, resume, cancel or retry-failed."""
+    def control(self, command: RolloutCommand) -> RolloutStateOut:
+        """Pause, resume, cancel, retry-failed or continue a rollout."""
         ...
 
     def resolve(self, rollout_id: UUID, agent: str, applied: bool) -> DoubtResolvedOut:
@@ -123,8 +133,8 @@ class Backend(Protocol):
         """Change one setting; returns every setting."""
         ...
 
-    def progress(self, rollout_id: UUID | None = None) -> list[RolloutProgressOut]:
-        """Every rollout's progress now (or one rollout's)."""
+    def progress(self, rollout_id: UUID | None = None) -> Reading[list[RolloutProgressOut]]:
+        """Every rollout's progress now (or one rollout's), and how far behind the progress read model is."""
         ...
 
     def progress_at(self, rollout_id: UUID, *, at_time: datetime | None,
@@ -132,12 +142,12 @@ class Backend(Protocol):
         """One rollout's progress as it was at a time or a log position."""
         ...
 
-    def package_history(self) -> list[PackageHistoryOut]:
-        """Every package ever uploaded, with its rollouts."""
+    def package_history(self) -> Reading[list[PackageHistoryOut]]:
+        """Every package ever uploaded, with its rollouts (and the package history read model's lag)."""
         ...
 
-    def version_history(self, agent: str) -> list[VersionHistoryOut]:
-        """One agent's VersionHistory.txt."""
+    def version_history(self, agent: str) -> Reading[list[VersionHistoryOut]]:
+        """One agent's VersionHistory.txt (and the package history read model's lag)."""
         ...
 
     def verify_audit(self, anchor: str | None) -> AuditVerifyOut:
@@ -157,22 +167,25 @@ class Backend(Protocol):
         ...
 
 
+def noted(reading: Reading[R]) -> R:
+    """What was read; first a note on stderr when its read model was behind (stdout stays the data)."""
+    note = reading.lag.note() if reading.lag is not None else None
+    if note is not None:
+        stderr.print(note, markup=False)
+    return reading.value
+
+
 class LocalBackend:
     """The product on the configured database, in this process (the engine runs here for ``run``)."""
 
-    def __init__(self, session: Session, actor: str) -> None:
-        self._session = session
-        self._container = session.container
-        self._service = session.service
+    def __init__(self, app: App, actor: str) -> None:
+        self._container = app
+        self._service = app.service
         self._actor = actor
 
     @property
     def location(self) -> str:
-        return str(self._session.packages.root)
-
-    def _with_gateway(self) -> None:
-        if self._service.gateway is None:
-            self._service.gateway = gateway_for(self._container.settings, self._service)
+        return str(self._container.packages.root)
 
     def agents(self) -> list[AgentOut]:
         return [AgentOut.of(agent) for agent in self._service.agents()]
@@ -181,7 +194,6 @@ class LocalBackend:
         return AgentOut.of(agent.register(self._service, actor=self._actor))
 
     def start_agent(self, name: str) -> AgentOut:
-        self._with_gateway()
         return AgentOut.of(self._service.start_agent_manually(name, actor=self._actor))
 
     def set_agent_ports(self, name: str, ports: AgentPortsIn) -> AgentOut:
@@ -194,29 +206,24 @@ class LocalBackend:
         return [PackageOut.of(package) for package in self._service.packages()]
 
     def upload(self, file: Path) -> PackageOut:
-        return PackageOut.of(upload_package(self._service, self._session.packages, file, actor=self._actor))
+        return PackageOut.of(upload_package(self._service, self._container.packages, file, actor=self._actor))
 
     def plan(self, request: RolloutIn) -> PlanOut:
-        self._with_gateway()
         spec, notes = request.to_spec(self._container.clock.now())
         return PlanOut.of(self._service.plan(spec), started=False, notes=notes)
 
     def start_rollout(self, request: RolloutIn) -> PlanOut:
-        self._with_gateway()
         spec, notes = request.to_spec(self._container.clock.now())
         return PlanOut.of(self._service.start_rollout(spec, actor=self._actor), started=True, notes=notes)
 
-    def control(self, rollout_id: UUID, command: str) -> RolloutStateOut:
-        return RolloutStateOut.of(self._service.control(rollout_id, command, actor=self._actor))
+    def control(self, command: RolloutCommand) -> RolloutStateOut:
+        return RolloutStateOut.of(self._service.control(command, actor=self._actor))
 
     def resolve(self, rollout_id: UUID, agent: str, applied: bool) -> DoubtResolvedOut:
         return DoubtResolvedOut.of(self._service.resolve_doubt(rollout_id, agent, applied, actor=self._actor))
 
     def run(self, rollout_id: UUID, console: Console) -> RolloutStateOut:
-        self._with_gateway()
-        assert self._service.gateway is not None
-        return RolloutStateOut.of(run_in_foreground(self._container, self._service, self._service.gateway,
-                                                    RealWaiter(), rollout_id, console))
+        return RolloutStateOut.of(run_in_foreground(self._container, rollout_id, console))
 
     def settings(self) -> dict[str, str]:
         return self._service.settings()
@@ -225,19 +232,33 @@ class LocalBackend:
         self._service.set_setting(key, value, actor=self._actor)
         return self._service.settings()
 
-    def progress(self, rollout_id: UUID | None = None) -> list[RolloutProgressOut]:
-        return [RolloutProgressOut.of(*view) for view in current_progress(self._container, rollout_id)]
+    def _caught_up(self, projection: str) -> None:
+        """The one-shot catch-up of a command on the local database, before it reads ``projection``: a stopped
+        projection is warned about, and the read then shows it as it is, with its lag."""
+        try:
+            self._container.projections.catch_up([projection])
+        except ProjectionStopped as stopped:
+            stderr.print(f"warning: {stopped}", markup=False)
+
+    def progress(self, rollout_id: UUID | None = None) -> Reading[list[RolloutProgressOut]]:
+        self._caught_up(PROGRESS)
+        reading = current_progress(self._container, rollout_id)
+        return Reading([RolloutProgressOut.of(*view) for view in reading.value], reading.lag)
 
     def progress_at(self, rollout_id: UUID, *, at_time: datetime | None,
                     at_position: int | None) -> RolloutProgressOut:
         return RolloutProgressOut.of(*progress_as_of(self._container.store, rollout_id, at_time=at_time,
                                                      at_position=at_position, now=self._container.clock.now()))
 
-    def package_history(self) -> list[PackageHistoryOut]:
-        return [PackageHistoryOut.of(row) for row in package_history(self._container)]
+    def package_history(self) -> Reading[list[PackageHistoryOut]]:
+        self._caught_up(PACKAGE_HISTORY)
+        reading = package_history(self._container)
+        return Reading([PackageHistoryOut.of(row) for row in reading.value], reading.lag)
 
-    def version_history(self, agent: str) -> list[VersionHistoryOut]:
-        return [VersionHistoryOut.of(row) for row in version_history(self._container, agent)]
+    def version_history(self, agent: str) -> Reading[list[VersionHistoryOut]]:
+        self._caught_up(PACKAGE_HISTORY)
+        reading = version_history(self._container, agent)
+        return Reading([VersionHistoryOut.of(row) for row in reading.value], reading.lag)
 
     def verify_audit(self, anchor: str | None) -> AuditVerifyOut:
         return AuditVerifyOut.of(check_audit(self._container.store, anchor))
@@ -260,5 +281,5 @@ def open_backend(ctx: typer.Context) -> Iterator[Backend]:
         with HttpBackend(server) as remote:
             yield remote
         return
-    with session(ctx) as s:
-        yield LocalBackend(s, actor())
+    with session(ctx) as app:
+        yield LocalBackend(app, actor())

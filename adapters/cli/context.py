@@ -7,7 +7,6 @@ import functools
 import os
 import stat
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,37 +15,17 @@ from typing import ParamSpec, TypeVar, cast
 import typer
 from rich.console import Console
 
-from dma_upgrade.adapters.agents.http_gateway import HttpAgentGateway
-from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
-from dma_upgrade.adapters.bootstrap import Container, bootstrap
+from dma_upgrade.adapters.bootstrap import App, bootstrap
 from dma_upgrade.adapters.cli.errors import fail, stderr
-from dma_upgrade.adapters.packages.store import FilePackageStore
 from dma_upgrade.adapters.private_files import PRIVATE_DIRECTORY, private_directory
 from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.engine.actors import check_actor_name
 from dma_upgrade.engine.errors import StoreUnavailable
-from dma_upgrade.engine.inventory import AgentRecord
-from dma_upgrade.engine.ports import AgentGateway
-from dma_upgrade.engine.service import UpgradeService
-from dma_upgrade.engine.upgrade_events import Step
 
 out = Console(highlight=False, soft_wrap=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class RealWaiter:
-    """Waits in real time; a set ``stop`` (the process's shutdown) ends any wait at once."""
-
-    def __init__(self, stop: threading.Event | None = None) -> None:
-        self._stop = stop
-
-    def wait(self, seconds: float) -> None:
-        if self._stop is None:
-            time.sleep(seconds)
-        else:
-            self._stop.wait(seconds)
 
 
 def actor() -> str:
@@ -111,26 +90,17 @@ def local_only(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-@dataclass
-class Session:
-    """One command's services."""
-
-    container: Container
-    service: UpgradeService
-    packages: FilePackageStore
-
-
 @contextlib.contextmanager
-def session(ctx: typer.Context, gateway: AgentGateway | None = None) -> Iterator[Session]:
-    """Open the configured database for one command and close it afterwards."""
+def session(ctx: typer.Context, *, stopping: threading.Event | None = None, metrics: bool = False) -> Iterator[App]:
+    """The process wired on the configured database for one command (``bootstrap``), closed afterwards;
+    ``stopping`` is the process's shutdown event, ``metrics`` counts what it appends (``serve``)."""
     settings: Settings = ctx.obj
     private_data_dir(settings.data_dir)
-    container = bootstrap(settings)
+    app = bootstrap(settings, stopping=stopping, metrics=metrics)
     try:
-        service = UpgradeService(container.store, container.clock, container.ids, gateway, container.address_policy)
-        yield Session(container, service, FilePackageStore(settings.data_dir / "packages"))
+        yield app
     finally:
-        container.close()
+        app.close()
 
 
 def private_data_dir(path: Path) -> None:
@@ -153,27 +123,3 @@ def private_data_dir(path: Path) -> None:
     stderr.print(f"warning: the data directory {path} is open to other users (mode {mode:o}) and shared or not this "
                  f"user's, so it is left as it is: give dma-upgrade a directory of its own (DMA_UPGRADE_DATA_DIR)",
                  markup=False)
-
-
-def gateway_for(settings: Settings, service: UpgradeService, stopping: threading.Event | None = None) -> AgentGateway:
-    """The agent gateway the settings choose (``DMA_UPGRADE_AGENT_GATEWAY``); ``stopping`` (the process's
-    shutdown event) cuts the HTTP gateway's retry backoffs short."""
-    if settings.agent_gateway == "http":
-        return HttpAgentGateway.from_settings(settings, stopping=stopping)
-    return simulated_gateway_for(service, settings.simulated_step_seconds)
-
-
-def simulated_gateway_for(service: UpgradeService, step_seconds: float) -> SimulatedAgentGateway:
-    """A simulation of the inventory, for trying the engine without agents; each step takes ``step_seconds``.
-
-    Agents registered later are simulated from their first call on."""
-
-    def simulated(agent: AgentRecord) -> SimulatedAgent:
-        return SimulatedAgent(name=agent.name, address=agent.address, cluster=agent.cluster, version=agent.version,
-                              facts=agent.facts)
-
-    def discover(address: str) -> SimulatedAgent | None:
-        return next((simulated(a) for a in service.agents() if a.address == address), None)
-
-    return SimulatedAgentGateway([simulated(a) for a in service.agents()], sleeper=time.sleep,
-                                 step_seconds=dict.fromkeys(Step, step_seconds), discover=discover)

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from uuid import UUID
 
 from rich.console import Console
 from rich.table import Table
 
-from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
-from dma_upgrade.adapters.bootstrap import Container, bootstrap
-from dma_upgrade.adapters.cli.context import RealWaiter
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, modern_facts
+from dma_upgrade.adapters.bootstrap import App, Simulation, bootstrap
 from dma_upgrade.adapters.cli.live import run_in_foreground
 from dma_upgrade.adapters.packages.archive import build_package, inspect_package
-from dma_upgrade.adapters.packages.store import FilePackageStore
-from dma_upgrade.adapters.read.progress_queries import current_progress
+from dma_upgrade.adapters.read.progress_queries import PROGRESS, current_progress
 from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.engine.agent_events import FailoverRole
 from dma_upgrade.engine.hashchain import verify_chain
 from dma_upgrade.engine.packages import CheckName, Comparison, PackageKind, PackageManifest, PrerequisiteCheck
-from dma_upgrade.engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
+from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.service import AgentSelection, OptionOverrides, RolloutSpec
 from dma_upgrade.engine.upgrade_events import Step
 from dma_upgrade.engine.versions import parse_version
 
@@ -46,10 +44,8 @@ def run_demo(data_dir: Path, console: Console, *, step_scale: float = 1.0) -> bo
     """Register 6 simulated agents, build and upload a package, upgrade the whole cluster, verify."""
     settings = Settings(database_url=None, data_dir=data_dir)
     console.print(f"[bold]dma-upgrade demo[/] · embedded database {settings.resolved_database_url}")
-    container = bootstrap(settings)
-    gateway = SimulatedAgentGateway(AGENTS, sleeper=time.sleep,
-                                    step_seconds={s: d * step_scale for s, d in STEP_SECONDS.items()})
-    service = UpgradeService(container.store, container.clock, container.ids, gateway)
+    app = bootstrap(settings, simulation=Simulation(AGENTS, {s: d * step_scale for s, d in STEP_SECONDS.items()}))
+    service = app.service
     try:
         for agent in AGENTS:
             role, partner = ROLES.get(agent.name, (None, None))
@@ -64,7 +60,7 @@ def run_demo(data_dir: Path, console: Console, *, step_scale: float = 1.0) -> bo
             PrerequisiteCheck(name=CheckName.DOTNET, comparison=Comparison.INCLUDES, required=("dotnet-8",))))
         path = build_package(manifest, data_dir / "built")
         inspected = inspect_package(path)
-        FilePackageStore(data_dir / "packages").put(path, inspected.sha256)
+        app.packages.put(path, inspected.sha256)
         service.record_upload(sha256=inspected.sha256, file_name=path.name, size=inspected.size,
                               manifest=inspected.manifest, actor="demo")
         console.print(f"built and uploaded {path.name} (sha256 {inspected.sha256[:12]}, {inspected.size} bytes)")
@@ -73,19 +69,21 @@ def run_demo(data_dir: Path, console: Console, *, step_scale: float = 1.0) -> bo
             package=inspected.sha256, selection=AgentSelection(cluster=CLUSTER),
             overrides=OptionOverrides(reboot=True), failover_policy="backup-first"), actor="demo")
         console.print(f"rollout {planned.rollout_id}: whole cluster, policy backup-first, reboot after upgrade")
-        ended = run_in_foreground(container, service, gateway, RealWaiter(), planned.rollout_id, console)
+        ended = run_in_foreground(app, planned.rollout_id, console)
         console.print()
-        _summary(container, service, planned.rollout_id, console)
-        verdict = verify_chain(container.store.read_records(page_size=5000))
+        _summary(app, planned.rollout_id, console)
+        verdict = verify_chain(app.store.read_records(page_size=5000))
         console.print(f"audit verify: {verdict.verified} events, hash chain "
                       + ("intact" if verdict.ok else f"BROKEN at {verdict.broken_at}"))
-        return ended.state.value == "Completed" and verdict.ok
+        return ended.state is RolloutState.COMPLETED and verdict.ok
     finally:
-        container.close()
+        app.close()
 
 
-def _summary(container: Container, service: UpgradeService, rollout_id: UUID, console: Console) -> None:
-    [(_, agents)] = current_progress(container, rollout_id)
+def _summary(app: App, rollout_id: UUID, console: Console) -> None:
+    service = app.service
+    app.projections.catch_up([PROGRESS])  # the demo is the only process: keeping its read model up is its job
+    [(_, agents)] = current_progress(app, rollout_id).value
     table = Table("agent", "role", "from", "to", "state", "attempts", "installing s", "total s", title="Summary",
                   title_justify="left")
     for agent in sorted(agents, key=lambda a: a["plan_order"]):

@@ -1,4 +1,12 @@
-"""How errors reach a person on the command line: one line on stderr and an exit code from one table."""
+"""How errors reach a person on the command line: one line on stderr and the exit code of its kind in the one
+table (``adapters/errors.py``), which the API answers by too.
+
+Bad input (2) includes a malformed or unsupported database URL, an in-memory SQLite one and an invalid
+``DMA_UPGRADE_ACTOR``; an unavailable store (6), a database file that is no SQLite database and a data directory
+that cannot be used; a damaged store (8), any other database error among them. With ``--server``, an error answer
+of the API exits with the code of the kind it names (404 → 3, 409 → 4 or 5, 422 → 2, 503 → 6), a server that
+cannot be reached is 6, and a missing, wrong or too weak token (401, 403) is 10.
+"""
 
 from __future__ import annotations
 
@@ -10,55 +18,9 @@ import sqlalchemy as sa
 import typer
 from rich.console import Console
 
+from dma_upgrade.adapters.errors import STORE_ERROR, UNAVAILABLE, outcome_of
 from dma_upgrade.adapters.sql.database import first_line
-from dma_upgrade.engine.errors import (
-    ConcurrencyConflict,
-    Conflict,
-    DmaUpgradeError,
-    EventStoreError,
-    InvalidInput,
-    InvalidTransition,
-    NotFound,
-    SchemaNotMigrated,
-    StoreUnavailable,
-)
-
-
-class NotAuthorised(DmaUpgradeError):
-    """The API server refused the token (HTTP 401) or what its role may do (HTTP 403)."""
-
-
-class ServerUnreachable(DmaUpgradeError):
-    """The API server named by ``--server`` could not be reached."""
-
-
-class ServerRefusal(DmaUpgradeError):
-    """An error the API server answered with; ``kind`` is the product error it stands for."""
-
-    def __init__(self, message: str, kind: type[DmaUpgradeError]) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-EXIT_CODES: list[tuple[type[DmaUpgradeError], int]] = [
-    (InvalidInput, 2),
-    (NotFound, 3),
-    (Conflict, 4),
-    (ConcurrencyConflict, 4),
-    (InvalidTransition, 5),
-    (StoreUnavailable, 6),
-    (SchemaNotMigrated, 7),
-    (EventStoreError, 8),
-    (ServerUnreachable, 6),
-    (NotAuthorised, 10),
-    (DmaUpgradeError, 1),
-]
-"""First match wins; exit code 1 is also what a failed audit verification returns. Bad input (2) includes
-a malformed or unsupported database URL, an in-memory SQLite one and an invalid ``DMA_UPGRADE_ACTOR``;
-an unavailable store (6), a database file that is no SQLite database and a data directory that cannot be
-used; a damaged store (8), any other database error among them. With ``--server``, an answer of the API
-maps back through the same table (404 → 3, 409 → 4 or 5, 422 → 2, 503 → 6), a server that cannot be
-reached is 6, and a missing, wrong or too weak token (401, 403) is 10."""
+from dma_upgrade.engine.errors import DmaUpgradeError
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -67,8 +29,8 @@ R = TypeVar("R")
 
 
 def exit_code_for(error: DmaUpgradeError) -> int:
-    kind = error.kind if isinstance(error, ServerRefusal) else type(error)
-    return next(code for cls, code in EXIT_CODES if issubclass(kind, cls))
+    """The exit code of ``error``'s kind."""
+    return outcome_of(error).exit_code
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -88,9 +50,9 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise fail(str(error), exit_code_for(error)) from None
         except sa.exc.OperationalError as error:
             reason = first_line(error)
-            raise fail(f"database error: {reason}", exit_code_for(StoreUnavailable())) from None
+            raise fail(f"database error: {reason}", UNAVAILABLE.exit_code) from None
         except sa.exc.DatabaseError as error:  # e.g. a damaged SQLite file: the store itself is wrong
             reason = first_line(error)
-            raise fail(f"database error: {reason}", exit_code_for(EventStoreError())) from None
+            raise fail(f"database error: {reason}", STORE_ERROR.exit_code) from None
 
     return wrapper

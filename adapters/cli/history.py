@@ -8,11 +8,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from dma_upgrade.adapters.api.models import PackageRolloutOut
-from dma_upgrade.adapters.cli.backend import open_backend
+from dma_upgrade.adapters.cli.backend import noted, open_backend
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
 from dma_upgrade.adapters.cli.packages import acceptance
+from dma_upgrade.adapters.shapes.models import PackageRolloutOut
 
 app = typer.Typer(no_args_is_help=True, help="Upgrade history, from the package history projection.")
 
@@ -22,7 +22,7 @@ app = typer.Typer(no_args_is_help=True, help="Upgrade history, from the package 
 def packages(ctx: typer.Context) -> None:
     """Every package ever uploaded, with its status and every rollout that used it."""
     with open_backend(ctx) as backend:
-        history = backend.package_history()
+        history = noted(backend.package_history())
     table = Table("sha256", "version", "kind", "size", "uploaded by", "uploaded at", "status", "rollouts",
                   "accepted by")
     for package in history:
@@ -48,6 +48,6 @@ def _rollout_lines(rollout: PackageRolloutOut) -> str:
 def agent(ctx: typer.Context, name: Annotated[str, typer.Argument(help="the agent")]) -> None:
     """One agent's version history, as its VersionHistory.txt would list it (``time;version``)."""
     with open_backend(ctx) as backend:
-        lines = backend.version_history(name)
+        lines = noted(backend.version_history(name))
     for line in lines:
         out.print(f"{line.recorded_at:%Y-%m-%d %H:%M:%S};{line.version}")

@@ -9,11 +9,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from dma_upgrade.adapters.api.models import ClusterAcceptanceOut
 from dma_upgrade.adapters.cli.backend import open_backend
 from dma_upgrade.adapters.cli.context import local_only, out
 from dma_upgrade.adapters.cli.errors import reports_errors
 from dma_upgrade.adapters.packages.archive import build_package
+from dma_upgrade.adapters.shapes.models import ClusterAcceptanceOut
 from dma_upgrade.engine.packages import CheckName, Comparison, PackageKind, PackageManifest, PrerequisiteCheck
 from dma_upgrade.engine.versions import parse_version
 

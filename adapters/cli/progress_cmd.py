@@ -12,13 +12,13 @@ from uuid import UUID
 import typer
 from rich.table import Table
 
-from dma_upgrade.adapters.api.models import RolloutProgressOut
 from dma_upgrade.adapters.audit.export import parse_time
-from dma_upgrade.adapters.cli.backend import Backend, open_backend
+from dma_upgrade.adapters.cli.backend import Backend, noted, open_backend
 from dma_upgrade.adapters.cli.context import local_only, out, session
 from dma_upgrade.adapters.cli.errors import reports_errors
-from dma_upgrade.adapters.cli.live import rows_of, show_live
+from dma_upgrade.adapters.cli.live import show_live
 from dma_upgrade.adapters.read.progress_view import as_json, progress_table
+from dma_upgrade.adapters.shapes.models import RolloutProgressOut
 from dma_upgrade.engine.errors import InvalidInput
 
 projections_app = typer.Typer(no_args_is_help=True, help="The read models built from the events.")
@@ -45,13 +45,13 @@ def progress(ctx: typer.Context,
         if rollout is not None and past:
             views = [backend.progress_at(rollout, at_time=at_time, at_position=at_position)]
         else:
-            views = backend.progress(rollout)
+            views = noted(backend.progress(rollout))
         if as_json_output:
-            out.print_json(json.dumps([as_json(*rows_of(view)) for view in views]))
+            out.print_json(json.dumps([as_json(view) for view in views]))
             return
         if not follow:
             for view in views:
-                out.print(progress_table(*rows_of(view)))
+                out.print(progress_table(view))
             return
         show_live(out, _following(backend, rollout, views))
 
@@ -61,13 +61,13 @@ def _following(backend: Backend, rollout: UUID | None, views: list[RolloutProgre
     while True:
         yield _stack(views)
         time.sleep(0.5)
-        views = backend.progress(rollout)
+        views = backend.progress(rollout).value
 
 
 def _stack(views: list[RolloutProgressOut]) -> Table:
     grid = Table.grid()
     for view in views:
-        grid.add_row(progress_table(*rows_of(view)))
+        grid.add_row(progress_table(view))
     return grid
 
 
@@ -93,7 +93,7 @@ def run(ctx: typer.Context,
     """Bring every projection up to the head of the log (and follow it with --follow)."""
     with session(ctx) as s:
         while True:
-            applied = s.container.projections.catch_up()
+            applied = s.projections.catch_up()
             if not follow:
                 out.print(", ".join(f"{name}: {count} events applied" for name, count in applied.items()))
                 return
@@ -109,8 +109,8 @@ def rebuild(ctx: typer.Context,
     with session(ctx) as s:
         names = [name] if name else None
         if name is not None:
-            s.container.projections.projection(name)
-        applied = s.container.projections.rebuild(names, workers=os.cpu_count() or 1)
+            s.projections.projection(name)
+        applied = s.projections.rebuild(names, workers=os.cpu_count() or 1)
     out.print(", ".join(f"{n}: rebuilt from {count} events" for n, count in applied.items()))
 
 

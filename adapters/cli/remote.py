@@ -1,8 +1,8 @@
 """The command line as a client of ``dma-upgrade serve``: the same answers, fetched from its API with httpx.
 
-Errors come back as the API's ``{"error": kind, "detail": message}`` and are raised as the product
-error that kind stands for, so they print the same line and exit with the same code as locally
-(``adapters/cli/errors.py``). The server drives rollouts: ``run`` only follows the progress endpoint.
+Errors come back as the API's ``{"error": kind, "detail": message}`` and are raised as a ``ServerRefusal`` of
+that kind, so they print the same line and exit with the same code as locally (the one table,
+``adapters/errors.py``). The server drives rollouts: ``run`` only follows the progress endpoint.
 """
 
 from __future__ import annotations
@@ -23,7 +23,16 @@ import httpx
 import pydantic
 from rich.console import Console, RenderableType
 
-from dma_upgrade.adapters.api.models import (
+from dma_upgrade.adapters.audit.check import parse_anchor
+from dma_upgrade.adapters.audit.export import ExportFormat, ExportSummary, Selection
+from dma_upgrade.adapters.cli.context import Server
+from dma_upgrade.adapters.cli.live import show_live
+from dma_upgrade.adapters.errors import NOT_FOUND, ServerRefusal, ServerUnreachable, answered
+from dma_upgrade.adapters.read.freshness import Lag, Reading
+from dma_upgrade.adapters.read.history_queries import PACKAGE_HISTORY
+from dma_upgrade.adapters.read.progress_queries import PROGRESS
+from dma_upgrade.adapters.read.progress_view import progress_table
+from dma_upgrade.adapters.shapes.models import (
     AgentIn,
     AgentOut,
     AgentPortsIn,
@@ -40,22 +49,9 @@ from dma_upgrade.adapters.api.models import (
     RolloutStateOut,
     VersionHistoryOut,
 )
-from dma_upgrade.adapters.api.path_models import PathOut
-from dma_upgrade.adapters.api.status_table import error_for_kind
-from dma_upgrade.adapters.audit.check import parse_anchor
-from dma_upgrade.adapters.audit.export import ExportFormat, ExportSummary, Selection
-from dma_upgrade.adapters.cli.context import Server
-from dma_upgrade.adapters.cli.errors import NotAuthorised, ServerRefusal, ServerUnreachable
-from dma_upgrade.adapters.cli.live import rows_of, show_live
-from dma_upgrade.adapters.read.progress_view import progress_table
-from dma_upgrade.engine.errors import (
-    AgentStepFailed,
-    Conflict,
-    DmaUpgradeError,
-    InvalidInput,
-    NotFound,
-    StoreUnavailable,
-)
+from dma_upgrade.adapters.shapes.paths import PathOut
+from dma_upgrade.engine.commands import RolloutCommand
+from dma_upgrade.engine.errors import DmaUpgradeError, describe_validation
 from dma_upgrade.engine.packages import PackageRejected
 from dma_upgrade.engine.path_advice import PathQuery
 from dma_upgrade.engine.rollout import RolloutState
@@ -64,16 +60,6 @@ T = TypeVar("T")
 
 ENDED = frozenset({RolloutState.COMPLETED.value, RolloutState.FAILED.value, RolloutState.CANCELLED.value})
 """Rollout states in which the engine stops driving a rollout (until a retry)."""
-
-ERROR_KINDS: dict[str, type[DmaUpgradeError]] = {**error_for_kind(), "unauthorized": NotAuthorised,
-                                                 "forbidden": NotAuthorised}
-"""The API's error kinds (``adapters/api/errors.py``) as the product errors they stand for."""
-
-_BY_STATUS: dict[int, type[DmaUpgradeError]] = {
-    401: NotAuthorised, 403: NotAuthorised, 404: NotFound, 409: Conflict, 413: InvalidInput, 422: InvalidInput,
-    502: AgentStepFailed, 503: StoreUnavailable,
-}
-"""For answers without a kind (a request the framework refused before the product saw it)."""
 
 _TRAILER_CHARS = 512
 """More than the longest anchor line an export ends with."""
@@ -86,24 +72,23 @@ TIMEOUT_SECONDS = 60.0
 
 
 def refusal(response: httpx.Response, server: Server) -> ServerRefusal:
-    """The product error an error answer of the API stands for, with the server's one-line message."""
+    """An error answer of the API as the kind it names (or its status stands for: a request the framework refused
+    before the product saw it), with the server's one-line message."""
     try:
         body = response.json()
     except ValueError:
         body = None
     fields = body if isinstance(body, dict) else {}
-    kind = ERROR_KINDS.get(str(fields.get("error"))) or _BY_STATUS.get(response.status_code, DmaUpgradeError)
     message = _detail(fields.get("detail")) or f"{server.url} answered {response.status_code} {response.reason_phrase}"
     if response.status_code == 401:
         message += " (give a token with --token or DMA_UPGRADE_TOKEN)"
-    return ServerRefusal(message, kind)
+    return ServerRefusal(message, answered(fields.get("error"), response.status_code))
 
 
 def _detail(detail: Any) -> str:
     """The API's ``detail``: a message, or the framework's list of invalid fields."""
     if isinstance(detail, list):
-        return "; ".join(f"{'.'.join(str(part) for part in item.get('loc', [])[1:])}: {item.get('msg', '')}"
-                         for item in detail if isinstance(item, dict))
+        return describe_validation([item for item in detail if isinstance(item, dict)])
     return str(detail) if detail else ""
 
 
@@ -138,12 +123,20 @@ class HttpBackend:
 
     def _call(self, shape: type[T], method: str, path: str, **request: Any) -> T:
         """Send one request and read its answer as ``shape``; errors raise as the product errors they stand for."""
+        return self._answer(shape, method, path, **request)[0]
+
+    def _read(self, shape: type[T], projection: str, path: str, **request: Any) -> Reading[T]:
+        """GET what a read model answers, as ``shape``, with the lag its headers give."""
+        value, response = self._answer(shape, "GET", path, **request)
+        return Reading(value, Lag.of_headers(projection, response.headers))
+
+    def _answer(self, shape: type[T], method: str, path: str, **request: Any) -> tuple[T, httpx.Response]:
         with self._reaching():
             response = self._client.request(method, path, **request)
         if response.is_error:
             raise refusal(response, self._server)
         try:
-            return pydantic.TypeAdapter(shape).validate_json(response.content)
+            return pydantic.TypeAdapter(shape).validate_json(response.content), response
         except pydantic.ValidationError as error:
             raise DmaUpgradeError(f"{self._server.url} did not answer as a dma-upgrade API server "
                                   f"({error.error_count()} problems in the answer to {method} {path})") from None
@@ -184,8 +177,8 @@ class HttpBackend:
     def start_rollout(self, request: RolloutIn) -> PlanOut:
         return self._call(PlanOut, "POST", "/rollouts", json=request.model_dump(mode="json"))
 
-    def control(self, rollout_id: UUID, command: str) -> RolloutStateOut:
-        return self._call(RolloutStateOut, "POST", f"/rollouts/{rollout_id}/{command}")
+    def control(self, command: RolloutCommand) -> RolloutStateOut:
+        return self._call(RolloutStateOut, "POST", f"/rollouts/{command.rollout_id}/{command.name}")
 
     def resolve(self, rollout_id: UUID, agent: str, applied: bool) -> DoubtResolvedOut:
         body = ResolveIn(agent=agent, applied=applied).model_dump(mode="json")
@@ -196,13 +189,25 @@ class HttpBackend:
         return self._call(RolloutStateOut, "GET", f"/rollouts/{rollout_id}")
 
     def _frames(self, rollout_id: UUID) -> Iterator[RenderableType]:
-        """The rollout's progress table, polled until the rollout ends."""
+        """The rollout's progress table, polled until the rollout ends (while the server's progress read model has
+        not reached a rollout just started, the poll waits for it)."""
         while True:
-            view = self._call(RolloutProgressOut, "GET", f"/progress/{rollout_id}")
-            yield progress_table(*rows_of(view))
-            if view.state in ENDED:
-                return
+            view = self._newest(rollout_id)
+            if view is not None:
+                yield progress_table(view)
+                if view.state in ENDED:
+                    return
             time.sleep(REFRESH_SECONDS)
+
+    def _newest(self, rollout_id: UUID) -> RolloutProgressOut | None:
+        """The rollout's progress now; None while the server's read model is behind and does not hold it yet."""
+        try:
+            return self._read(RolloutProgressOut, PROGRESS, f"/progress/{rollout_id}").value
+        except ServerRefusal as refused:
+            if refused.outcome is not NOT_FOUND:
+                raise
+        self._call(RolloutStateOut, "GET", f"/rollouts/{rollout_id}")  # the store holds it (else NotFound raises)
+        return None
 
     def settings(self) -> dict[str, str]:
         return self._call(dict[str, str], "GET", "/settings")
@@ -210,10 +215,11 @@ class HttpBackend:
     def set_setting(self, key: str, value: str) -> dict[str, str]:
         return self._call(dict[str, str], "PUT", f"/settings/{_segment(key)}", json={"value": value})
 
-    def progress(self, rollout_id: UUID | None = None) -> list[RolloutProgressOut]:
+    def progress(self, rollout_id: UUID | None = None) -> Reading[list[RolloutProgressOut]]:
         if rollout_id is None:
-            return self._call(list[RolloutProgressOut], "GET", "/progress")
-        return [self._call(RolloutProgressOut, "GET", f"/progress/{rollout_id}")]
+            return self._read(list[RolloutProgressOut], PROGRESS, "/progress")
+        one = self._read(RolloutProgressOut, PROGRESS, f"/progress/{rollout_id}")
+        return Reading([one.value], one.lag)
 
     def progress_at(self, rollout_id: UUID, *, at_time: datetime | None,
                     at_position: int | None) -> RolloutProgressOut:
@@ -221,11 +227,11 @@ class HttpBackend:
         return self._call(RolloutProgressOut, "GET", f"/progress/{rollout_id}",
                           params={k: v for k, v in params.items() if v is not None})
 
-    def package_history(self) -> list[PackageHistoryOut]:
-        return self._call(list[PackageHistoryOut], "GET", "/packages/history")
+    def package_history(self) -> Reading[list[PackageHistoryOut]]:
+        return self._read(list[PackageHistoryOut], PACKAGE_HISTORY, "/packages/history")
 
-    def version_history(self, agent: str) -> list[VersionHistoryOut]:
-        return self._call(list[VersionHistoryOut], "GET", f"/agents/{_segment(agent)}/history")
+    def version_history(self, agent: str) -> Reading[list[VersionHistoryOut]]:
+        return self._read(list[VersionHistoryOut], PACKAGE_HISTORY, f"/agents/{_segment(agent)}/history")
 
     def verify_audit(self, anchor: str | None) -> AuditVerifyOut:
         return self._call(AuditVerifyOut, "GET", "/audit/verify", params={"anchor": anchor} if anchor else {})

@@ -12,26 +12,22 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from dma_upgrade.adapters.api.auth import TokenFile
-from dma_upgrade.adapters.cli.context import RealWaiter, gateway_for, out, session
+from dma_upgrade.adapters.access.tokens import TokenFile
+from dma_upgrade.adapters.cli.context import out, session
 from dma_upgrade.adapters.cli.errors import fail, reports_errors
-from dma_upgrade.adapters.metrics import instrument
 from dma_upgrade.adapters.metrics.chain import ChainWatch
 from dma_upgrade.adapters.runtime.engine_process import (
     FOLLOWER_ROLE,
-    EngineProcess,
     ProjectionIndex,
     planned_resumptions,
 )
 from dma_upgrade.adapters.runtime.leased_work import playing
 from dma_upgrade.adapters.sql.database import is_sqlite
-from dma_upgrade.adapters.sql.leases import SqlLeases
 from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner
 from dma_upgrade.adapters.sql.wakeups import PgListener
-from dma_upgrade.engine.service import UpgradeService
 
 if TYPE_CHECKING:
-    from dma_upgrade.adapters.api.server import ApiServer
+    from dma_upgrade.adapters.api.serve import ApiServer
 
 
 @reports_errors
@@ -46,47 +42,39 @@ def serve(ctx: typer.Context,
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    with session(ctx) as s:
-        settings = s.container.settings
-        metrics = instrument(s.container)
-        service = UpgradeService(metrics.store, s.container.clock, s.container.ids,  # counts what it appends
-                                 address_policy=s.container.address_policy)
-        gateway = gateway_for(settings, service, stop)
-        service.gateway = gateway
-        for rollout, resumptions in planned_resumptions(service):
+    with session(ctx, stopping=stop, metrics=True) as app:
+        settings = app.settings
+        metrics = app.metrics
+        assert metrics is not None
+        for rollout, resumptions in planned_resumptions(app.service):
             out.print(f"resuming rollout {rollout.plan.rollout_id} ({rollout.state.value}, "
                       f"{len(resumptions)} unfinished agents)")
         server: ApiServer | None = None
         if api:
-            # The web stack is imported here, not at the top: every other command starts without it.
-            from dma_upgrade.adapters.api.app import create_app
-            from dma_upgrade.adapters.api.context import ApiContext
-            from dma_upgrade.adapters.api.server import ApiServer
+            # The web stack is imported here, not at the top: every other command starts without it. The API's
+            # one entry point for the CLI (an allowed exception to their independence contract).
+            from dma_upgrade.adapters.api.serve import start_api
 
             tokens = TokenFile(settings.resolved_tokens_file)
             if not tokens.principals():
                 out.print(f"[yellow]warning: no API tokens in {tokens.path}: every route but /metrics, /healthz "
                           f"and /readyz answers 401; add one with `dma-upgrade tokens add NAME --role ROLE`[/]")
-            context = ApiContext(s.container, service, s.packages, tokens)
-            server = ApiServer(create_app(context, metrics.registry), host=host, port=port)
             try:
-                server.start()
+                server = start_api(app, tokens, metrics.registry, host=host, port=port)
             except (OSError, TimeoutError) as error:
-                server.stop()
                 raise fail(f"{error}: choose another --port, or --no-api", 2) from None
             out.print(f"API, metrics and progress page on {server.url}")
         out.print(f"engine serving {settings.resolved_database_url.split('@')[-1]}; Ctrl-C stops it")
-        leases = SqlLeases(s.container.engine, s.container.clock, seconds=settings.lease_seconds)
+        leases = app.leases()
         follows = playing(leases, FOLLOWER_ROLE)
-        follower = threading.Thread(target=_follow, args=(s.container.projections, metrics.chain, stop, poll_seconds,
+        follower = threading.Thread(target=_follow, args=(app.projections, metrics.chain, stop, poll_seconds,
                                                           follows), name="projections", daemon=True)
         follower.start()
-        index = ProjectionIndex(s.container.projections, s.container.engine, follows)
-        process = EngineProcess(service, gateway, RealWaiter(stop), poll_seconds=poll_seconds, index=index,
-                                leases=leases, capacity=settings.engine_capacity, stopping=stop)
+        process = app.engine_process(poll_seconds=poll_seconds, leases=leases,
+                                     index=ProjectionIndex(app.projections, app.engine, follows))
         metrics.with_engine(leases, process.upgrades_driving)
-        listener = None if is_sqlite(s.container.engine) else PgListener(
-            s.container.engine, [process.wakeup, process.drivers_wakeup])
+        listener = None if is_sqlite(app.engine) else PgListener(
+            app.engine, [process.wakeup, process.drivers_wakeup])
         out.print(f"engine instance {leases.owner}")
         try:
             if listener is not None:
@@ -124,9 +112,9 @@ def recover(ctx: typer.Context,
 
     if not dry_run:
         raise typer.BadParameter("recovery happens when `dma-upgrade serve` starts; use --dry-run to preview it")
-    with session(ctx) as s:
-        plans = planned_resumptions(s.service)
-        now = s.container.clock.now()
+    with session(ctx) as app:
+        plans = planned_resumptions(app.service)
+        now = app.clock.now()
     if not plans:
         out.print("nothing to resume")
         return

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from dma_upgrade.adapters.api.auth import Role, TokenFile
+from dma_upgrade.adapters.access.tokens import Role, TokenFile
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
 from dma_upgrade.adapters.settings import Settings

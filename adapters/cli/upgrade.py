@@ -9,11 +9,19 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from dma_upgrade.adapters.api.models import PlanOut, ResolveIn, RolloutIn
 from dma_upgrade.adapters.audit.export import parse_time
 from dma_upgrade.adapters.cli.backend import Backend, open_backend, request
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.shapes.models import PlanOut, ResolveIn, RolloutIn
+from dma_upgrade.engine.commands import (
+    CancelRollout,
+    ContinueRollout,
+    PauseRollout,
+    ResumeRollout,
+    RetryFailedAgents,
+    RolloutCommand,
+)
 from dma_upgrade.engine.errors import InvalidInput
 from dma_upgrade.engine.rollout import RolloutState
 from dma_upgrade.engine.rollout_events import FailoverPolicy
@@ -59,7 +67,7 @@ def start(ctx: typer.Context,
     start_at = parse_time(at, "--at") if at is not None else None
     body = request(RolloutIn, package=package, clusters=all_agents_in_cluster or [], agents=agent or [],
                    addresses=ip or [], extract_all=extract_all, delayed_start=delayed_start, auto_start=auto_start,
-                   stop_snmp=stop_snmp, reboot=reboot, failover_policy=_policy(failover_policy),
+                   stop_snmp=stop_snmp, reboot=reboot, failover_policy=FailoverPolicy.parse(failover_policy).value,
                    upload_only=upload_only, max_concurrent=max_concurrent, max_errors=max_errors, start_at=start_at,
                    allow_partial_pair=allow_partial_pair, reinstall=reinstall, allow_downgrade=allow_downgrade,
                    skip_path_check=skip_path_check)
@@ -73,13 +81,6 @@ def start(ctx: typer.Context,
         show_plan(planned, title=f"Rollout {planned.rollout_id} started")
         if wait:
             _run(backend, UUID(planned.rollout_id))
-
-
-def _policy(text: str) -> str:
-    """The failover policy named on the command line (checked here, so both backends refuse it alike)."""
-    if text not in {policy.value for policy in FailoverPolicy}:
-        raise InvalidInput(f"unknown failover policy {text!r}; use " + "|".join(p.value for p in FailoverPolicy))
-    return text
 
 
 @app.command("run")
@@ -97,45 +98,45 @@ def _run(backend: Backend, rollout_id: UUID) -> None:
         raise typer.Exit(EXIT_FAILED_ROLLOUT)
 
 
-def _control(ctx: typer.Context, rollout: UUID, command: str) -> None:
+def _control(ctx: typer.Context, command: RolloutCommand) -> None:
     with open_backend(ctx) as backend:
-        state = backend.control(rollout, command).state
-    out.print(f"rollout {rollout}: {command} recorded, now {state}")
+        state = backend.control(command).state
+    out.print(f"rollout {command.rollout_id}: {command.name} recorded, now {state}")
 
 
-@app.command("pause")
+@app.command(PauseRollout.name)
 @reports_errors
 def pause(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
     """No new agent starts; agents in flight finish."""
-    _control(ctx, rollout, "pause")
+    _control(ctx, PauseRollout(rollout))
 
 
-@app.command("resume")
+@app.command(ResumeRollout.name)
 @reports_errors
 def resume(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
     """Let a paused rollout go on."""
-    _control(ctx, rollout, "resume")
+    _control(ctx, ResumeRollout(rollout))
 
 
-@app.command("cancel")
+@app.command(CancelRollout.name)
 @reports_errors
 def cancel(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
     """Cancel agents not yet installing; those installing finish."""
-    _control(ctx, rollout, "cancel")
+    _control(ctx, CancelRollout(rollout))
 
 
-@app.command("retry-failed")
+@app.command(RetryFailedAgents.name)
 @reports_errors
 def retry_failed(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
     """Try the failed agents of a failed rollout again."""
-    _control(ctx, rollout, "retry-failed")
+    _control(ctx, RetryFailedAgents(rollout))
 
 
-@app.command("continue")
+@app.command(ContinueRollout.name)
 @reports_errors
 def continue_(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
     """Finish a failed or cancelled rollout with its package: the agents that did not complete run again."""
-    _control(ctx, rollout, "continue")
+    _control(ctx, ContinueRollout(rollout))
 
 
 @app.command("resolve")

@@ -8,10 +8,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from dma_upgrade.adapters.api.path_models import PathOut
 from dma_upgrade.adapters.cli.backend import open_backend
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.shapes.paths import PathOut
 from dma_upgrade.engine.path_advice import PathQuery
 
 

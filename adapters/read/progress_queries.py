@@ -1,26 +1,33 @@
-"""Reading progress: now (from the progress tables, caught up first) or as it was (by folding events)."""
+"""Reading progress: now (from the progress tables as they are, with their lag) or as it was (by folding events)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from uuid import UUID
 
-from dma_upgrade.adapters.bootstrap import Container
+from dma_upgrade.adapters.read.freshness import Reading, ReadSide, behind, checkpoint, lag_since
 from dma_upgrade.adapters.sql.projection_runner import read_rows
 from dma_upgrade.engine.errors import InvalidInput, NotFound
 from dma_upgrade.engine.ports import EventStore
 from dma_upgrade.projections.progress import AGENTS, ROLLOUTS, ProgressProjection
 from dma_upgrade.projections.tables import MemoryRows, Row
 
+PROGRESS = ProgressProjection.name
 
-def current_progress(container: Container, rollout_id: UUID | None = None) -> list[tuple[Row, list[Row]]]:
-    """Every rollout (or one) with its agents, from the progress tables brought up to date."""
-    container.projections.catch_up(["progress"])
+
+def current_progress(side: ReadSide, rollout_id: UUID | None = None) -> Reading[list[tuple[Row, list[Row]]]]:
+    """Every rollout (or one) with its agents, from the progress tables as they are, and how far behind they are.
+
+    Reads only: catching the tables up is the projections runner's job. ``NotFound`` for a rollout the tables
+    do not hold (yet: the message says so when they are behind)."""
+    position = checkpoint(side, PROGRESS)
     where = {"rollout_id": str(rollout_id)} if rollout_id else {}
-    rollouts = sorted(read_rows(container.engine, ROLLOUTS, **where), key=lambda r: r["planned_at"])
+    rollouts = sorted(read_rows(side.engine, ROLLOUTS, **where), key=lambda r: r["planned_at"])
+    views = [(r, read_rows(side.engine, AGENTS, rollout_id=r["rollout_id"])) for r in rollouts]
+    lag = lag_since(side, PROGRESS, position)
     if rollout_id is not None and not rollouts:
-        raise NotFound(f"unknown rollout {rollout_id}")
-    return [(r, read_rows(container.engine, AGENTS, rollout_id=r["rollout_id"])) for r in rollouts]
+        raise NotFound(f"unknown rollout {rollout_id}" + behind(lag))
+    return Reading(views, lag)
 
 
 def progress_as_of(store: EventStore, rollout_id: UUID, *, at_time: datetime | None = None,

@@ -1,4 +1,5 @@
-"""Rendering the Progress tab for people and machines, from the progress projection's rows."""
+"""Rendering the Progress tab for people and machines, from its public shape (``RolloutProgressOut``): built
+straight from the progress projection's rows on the local database, parsed from the API's JSON from a server."""
 
 from __future__ import annotations
 
@@ -9,41 +10,41 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from dma_upgrade.adapters.shapes.models import AgentProgressOut, RolloutProgressOut
+from dma_upgrade.engine.rollout import RolloutState
 from dma_upgrade.engine.rollout_events import LATE_START_TOLERANCE_SECONDS
-from dma_upgrade.projections.tables import Row
+from dma_upgrade.engine.upgrade_machine import UpgradeState
 
-_STYLE = {"Completed": "green", "Failed": "red", "Cancelled": "yellow"}
+_STYLE: dict[str, str] = {UpgradeState.COMPLETED: "green", UpgradeState.FAILED: "red", UpgradeState.CANCELLED: "yellow"}
 BAR_WIDTH = 24
 RESOLVE_COMMAND = "dma-upgrade upgrade resolve"
 """How an operator decides a step in doubt (``upgrade resolve ROLLOUT AGENT --applied|--not-applied``)."""
 
 
-def fraction(agent: Row) -> float:
+def fraction(agent: AgentProgressOut) -> float:
     """How far one agent's upgrade is: planned steps done, all of it once completed."""
-    if agent["state"] == "Completed":
+    if agent.state == UpgradeState.COMPLETED:
         return 1.0
-    done: int = agent["steps_done"]
-    planned: int = max(agent["steps_planned"], 1)
-    return min(done / planned, 1.0)
+    return min(agent.steps_done / max(agent.steps_planned, 1), 1.0)
 
 
-def activity(agent: Row) -> str:
+def activity(agent: AgentProgressOut) -> str:
     """What the agent is doing or why it stopped, in a few words."""
-    if agent["state"] == "Failed":
-        return agent["last_error"] or "failed"
-    if agent["state"] == "Completed":
-        return "needs a manual start" if agent["manual_start_needed"] else "done"
-    if agent["in_doubt"]:
-        return (f"in doubt: {(agent['step'] or 'a step').replace('_', ' ')} (attempt {agent['step_attempt'] or 1}): "
-                f"{agent['last_error'] or 'no answer'} — ask pending; resolve with {RESOLVE_COMMAND}")
-    if agent["phase"]:
-        return f"Installing: {agent['phase']}"
-    if agent["step"]:
-        return f"{agent['step'].replace('_', ' ')} (attempt {agent['step_attempt'] or 1})"
-    if agent["awaiting_manual_start"]:
-        return f"waiting for a manual start of {agent['awaiting_manual_start']} before the switch-over"
-    if agent["waiting_until"]:
-        return f"waiting until {agent['waiting_until']:%H:%M:%S}"
+    if agent.state == UpgradeState.FAILED:
+        return agent.last_error or "failed"
+    if agent.state == UpgradeState.COMPLETED:
+        return "needs a manual start" if agent.manual_start_needed else "done"
+    if agent.in_doubt:
+        return (f"in doubt: {(agent.step or 'a step').replace('_', ' ')} (attempt {agent.step_attempt or 1}): "
+                f"{agent.last_error or 'no answer'} — ask pending; resolve with {RESOLVE_COMMAND}")
+    if agent.phase:
+        return f"Installing: {agent.phase}"
+    if agent.step:
+        return f"{agent.step.replace('_', ' ')} (attempt {agent.step_attempt or 1})"
+    if agent.awaiting_manual_start:
+        return f"waiting for a manual start of {agent.awaiting_manual_start} before the switch-over"
+    if agent.waiting_until:
+        return f"waiting until {agent.waiting_until:%H:%M:%S}"
     return "waiting"
 
 
@@ -58,17 +59,18 @@ def seconds_text(seconds: float) -> str:
     return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}".removesuffix(".0")
 
 
-def start_line(rollout: Row) -> str | None:
+def start_line(rollout: RolloutProgressOut) -> str | None:
     """When a scheduled rollout was to start and when it did: ``scheduled for T`` while it waits, ``scheduled T,
     started T2 (N s late)`` once started (``on time`` within ``LATE_START_TOLERANCE_SECONDS``); None when it was
     not scheduled."""
-    start_at = rollout.get("start_at")
+    start_at = rollout.start_at
     if start_at is None:
         return None
-    started_at = rollout.get("started_at")
+    started_at = rollout.started_at
     if started_at is None:
-        return f"scheduled for {utc_text(start_at)}" + ("" if rollout["state"] == "Planned" else ", never started")
-    late = rollout.get("start_lateness_seconds") or 0.0
+        never = "" if rollout.state == RolloutState.PLANNED else ", never started"
+        return f"scheduled for {utc_text(start_at)}{never}"
+    late = rollout.start_lateness_seconds or 0.0
     how = f"{seconds_text(late)} s late" if late > LATE_START_TOLERANCE_SECONDS else "on time"
     return f"scheduled {utc_text(start_at)}, started {utc_text(started_at)} ({how})"
 
@@ -82,32 +84,37 @@ def scheduled_start(start_at: datetime, now: datetime) -> str:
     return f"overdue: scheduled {utc_text(start_at)}, {seconds_text(overdue)} s ago; starts as soon as an engine runs"
 
 
-def progress_table(rollout: Row, agents: list[Row]) -> RenderableType:
+def progress_table(rollout: RolloutProgressOut) -> RenderableType:
     """One rollout: a row and a bar per agent, its scheduled start if it has one (``start_line``), then the totals,
     then the plan's notes (what its failover pairs go through)."""
-    table = Table(title=f"Rollout {rollout['rollout_id']} · {rollout['package_version']} · {rollout['state']}",
+    table = Table(title=f"Rollout {rollout.rollout_id} · {rollout.package_version} · {rollout.state}",
                   title_justify="left")
     for column in ("agent", "role", "state", "progress", "activity", "resumed"):
         table.add_column(column)
-    for agent in sorted(agents, key=lambda a: a["plan_order"]):
-        style = _STYLE.get(agent["state"], "cyan")
+    for agent in sorted(rollout.agents, key=lambda a: a.plan_order):
+        style = _STYLE.get(agent.state, "cyan")
         done = fraction(agent)
         bar = "█" * round(done * BAR_WIDTH) + "░" * (BAR_WIDTH - round(done * BAR_WIDTH))
-        table.add_row(agent["agent"], agent["failover_role"] or "", Text(agent["state"], style=style),
+        table.add_row(agent.agent, agent.failover_role or "", Text(agent.state, style=style),
                       Text(f"{bar} {done:4.0%}", style=style), activity(agent),
-                      f"{agent['resumes']}x" if agent["resumes"] else "")
-    totals = Text(f"{rollout['completed']} completed · {rollout['failed']} failed · {rollout['in_flight']} in flight"
-                  f" · {rollout['waiting']} waiting · {rollout['cancelled']} cancelled"
-                  + (f" · {rollout['end_reason']}" if rollout["end_reason"] else ""))
-    notes = [Text(f"note: {note}") for note in rollout["notes"] or ()]
+                      f"{agent.resumes}x" if agent.resumes else "")
+    totals = Text(f"{rollout.completed} completed · {rollout.failed} failed · {rollout.in_flight} in flight"
+                  f" · {rollout.waiting} waiting · {rollout.cancelled} cancelled"
+                  + (f" · {rollout.end_reason}" if rollout.end_reason else ""))
+    notes = [Text(f"note: {note}") for note in rollout.notes or ()]
     start = start_line(rollout)
     return Group(table, *([Text(start)] if start else []), totals, *notes)
 
 
-def as_json(rollout: Row, agents: list[Row]) -> dict[str, Any]:
-    """The same progress as plain JSON-ready data."""
-    return {**_plain(rollout), "agents": [_plain(a) for a in sorted(agents, key=lambda a: a["plan_order"])]}
+def as_json(rollout: RolloutProgressOut) -> dict[str, Any]:
+    """The same progress as plain JSON-ready data (times as ``datetime.isoformat`` writes them)."""
+    plain: dict[str, Any] = _plain(rollout.model_dump())
+    return plain
 
 
-def _plain(row: Row) -> dict[str, Any]:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value.isoformat() if isinstance(value, datetime) else value

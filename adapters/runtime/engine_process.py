@@ -34,6 +34,7 @@ from dma_upgrade.engine.agent_upgrade import AgentUpgrade
 from dma_upgrade.engine.decisions import started_by_hand
 from dma_upgrade.engine.ports import AgentGateway
 from dma_upgrade.engine.rollout import Rollout, RolloutState
+from dma_upgrade.engine.rollout_events import rollout_id_of_stream, rollout_stream_id
 from dma_upgrade.engine.service import UpgradeService
 from dma_upgrade.engine.upgrade_machine import STOPPED_STATES
 from dma_upgrade.projections.progress import ROLLOUTS
@@ -157,7 +158,7 @@ class ProjectionIndex:
     def scheduled_starts(self) -> dict[UUID, datetime]:
         if self._follows():
             self._projections.catch_up(["pending_timers"])
-        return {UUID(row["stream_id"].removeprefix("rollout-")): row["due_at"]
+        return {UUID(rollout_id_of_stream(row["stream_id"])): row["due_at"]
                 for row in read_rows(self._engine, TIMERS, kind=SCHEDULED_START)}
 
     def active(self) -> list[tuple[UUID, RolloutState]]:
@@ -207,9 +208,7 @@ class EngineProcess:
         if leases is not None:
             self.work = LeasedWorkQueue(leases, settle_seconds=poll_seconds)
             self.drivers = UpgradeDrivers(
-                RolloutRunner(service, gateway, waiter, actor=self.actor, poll_seconds=poll_seconds, turns=self.turns,
-                              work=self.work, stopping=self.stopping),
-                leases, self.work, capacity=capacity, wakeup=self.drivers_wakeup, on_error=self._report)
+                self._runner(), leases, self.work, capacity=capacity, wakeup=self.drivers_wakeup, on_error=self._report)
         self._first_look = True
         self._armed: dict[UUID, datetime] = {}
         self._driving: dict[UUID, threading.Thread] = {}
@@ -336,14 +335,12 @@ class EngineProcess:
             if running is not None and running.is_alive():
                 return
             thread = threading.Thread(target=self._run, args=(rollout_id, upgrades, lease),
-                                      name=f"rollout-{rollout_id}", daemon=True)
+                                      name=rollout_stream_id(rollout_id), daemon=True)
             self._driving[rollout_id] = thread
             thread.start()
 
     def _run(self, rollout_id: UUID, upgrades: PreloadedUpgrades, lease: HeldLease | None) -> None:
-        runner = RolloutRunner(self.service, self.gateway, self.waiter, actor=self.actor,
-                               poll_seconds=self.poll_seconds, turns=self.turns, upgrades=upgrades, work=self.work,
-                               stopping=self.stopping)
+        runner = self._runner(upgrades)
         if lease is None or self.leases is None:
             try:
                 runner.run(rollout_id)
@@ -359,6 +356,11 @@ class EngineProcess:
             leases.forget_rollout(rollout_id)
 
         run_leased(leases, lease, run_to_the_end, f"rollout {rollout_id}", self._report)
+
+    def _runner(self, upgrades: PreloadedUpgrades | None = None) -> RolloutRunner:
+        """A runner of this process (its turns, work queue and shutdown), taking its upgrades from ``upgrades``."""
+        return RolloutRunner(self.service, self.gateway, self.waiter, actor=self.actor, poll_seconds=self.poll_seconds,
+                             turns=self.turns, upgrades=upgrades, work=self.work, stopping=self.stopping)
 
     def _report(self, error: BaseException) -> None:
         self.errors.append(error)

@@ -58,6 +58,7 @@ from dma_upgrade.engine.rollout_events import (
     LATE_START_TOLERANCE_SECONDS,
     PlannedAgent,
     RolloutPlanned,
+    rollout_stream_id,
     start_lateness_seconds,
 )
 from dma_upgrade.engine.service import UpgradeService
@@ -325,7 +326,7 @@ class RolloutRunner:
         while True:
             rollout = self.service.rollout(rollout_id)
             try:
-                self.service.append(f"rollout-{rollout_id}", rollout.version, decide(rollout), actor=self.actor,
+                self.service.append(rollout_stream_id(rollout_id), rollout.version, decide(rollout), actor=self.actor,
                                     correlation_id=rollout_id)
                 return self.service.rollout(rollout_id)
             except ConcurrencyConflict:
@@ -541,7 +542,7 @@ class _RolloutWatch:
     def __init__(self, service: UpgradeService, rollout: Rollout) -> None:
         self._service = service
         self._rollout = rollout
-        self._stream = f"rollout-{rollout.plan.rollout_id}"
+        self._stream = rollout_stream_id(rollout.plan.rollout_id)
         self._changed = threading.Condition()
         self._begun = 0
         self._latest = 0

@@ -167,6 +167,16 @@ _SQLITE_PAGE = "SELECT {columns} FROM events WHERE position > ? ORDER BY positio
 _PG_PAGE = "SELECT {columns} FROM events WHERE position > %s AND position <= %s ORDER BY position"
 _PG_NEXT_POSITION = "SELECT position FROM events WHERE position > %s ORDER BY position LIMIT 1"
 """A page of the log, sent as plain SQL: rows come back as the driver gives them, converted below per dialect."""
+
+
+@functools.cache
+def _pg_columns(columns: str) -> str:
+    """``columns`` as PostgreSQL is asked for them: ``recorded_at`` as a UTC time without a zone (given
+    ``datetime.UTC`` by ``_utc_from_naive``), which the driver builds several times faster than a time in the
+    session's zone (a ``ZoneInfo``)."""
+    return columns.replace("recorded_at", "recorded_at AT TIME ZONE 'UTC'")
+
+
 _SHARED_PAYLOAD_CHARS = 400
 _SHARED_ENTRIES = 4096
 """Decoded events of payloads up to ``_SHARED_PAYLOAD_CHARS`` long, and metadata, are reused while reading
@@ -204,6 +214,11 @@ def _utc_as_text(value: datetime) -> str:
 def _utc_from_text(value: str) -> datetime:
     """A timestamp as SQLAlchemy stores it in SQLite: ISO 8601 text in UTC, without an offset."""
     return datetime.fromisoformat(value + "+00:00")
+
+
+def _utc_from_naive(value: datetime) -> datetime:
+    """A time read from PostgreSQL in UTC without a zone (``_pg_columns``)."""
+    return value.replace(tzinfo=UTC)
 
 
 _ENVELOPE_FIELDS = set(RecordedEvent.model_fields)
@@ -276,7 +291,7 @@ class ProjectedEvent(NamedTuple):
 
 
 def _as_given(value: Any) -> Any:
-    """PostgreSQL's driver already gives UUIDs and timezone-aware datetimes."""
+    """PostgreSQL's driver already gives UUIDs."""
     return value
 
 
@@ -328,7 +343,7 @@ class SqlEventStore:
         self._stored_uuid: Callable[[str], str] = _uuid_as_text if self._sqlite else _as_given
         """A UUID's text (as ``str(uuid)`` writes it) as the append stores it."""
         self._stored_time: Callable[[datetime], Any] = _utc_as_text if self._sqlite else _as_given
-        self._time: Callable[[Any], datetime] = _utc_from_text if self._sqlite else _as_given
+        self._time: Callable[[Any], datetime] = _utc_from_text if self._sqlite else _utc_from_naive
         self._events: dict[tuple[str, int, str], Event] = {}
         self._metadatas: dict[tuple[str, Any], EventMetadata] = {}
 
@@ -536,7 +551,8 @@ class SqlEventStore:
     def _pages(self, columns: str, after: int, page_size: int) -> Iterator[Sequence[Any]]:
         """Driver rows (no type processing) of ``columns`` after ``after`` in global order, a page at a time."""
         fetch = partial(self._sqlite_page if self._sqlite else self._pg_page,
-                        (_SQLITE_PAGE if self._sqlite else _PG_PAGE).format(columns=columns), page_size=page_size)
+                        _SQLITE_PAGE.format(columns=columns) if self._sqlite
+                        else _PG_PAGE.format(columns=_pg_columns(columns)), page_size=page_size)
         rows, following = fetch(after)
         while following is not None:
             if rows:
@@ -559,16 +575,20 @@ class SqlEventStore:
         reads through the primary key whatever it knows of the table (``position > x ORDER BY position LIMIT n``
         on a table not yet analysed is a whole scan and a sort per page). A short page is the head, or a gap (only
         rows deleted behind the store's back leave one): the next stored position says which, and a reader walks
-        on past a gap as before."""
+        on past a gap as before. Read in autocommit: no transaction to end when the connection is given back."""
         connection = self._engine.raw_connection()
+        driver = cast(psycopg.Connection[Any], connection.driver_connection)
         try:
+            driver.autocommit = True
             # Binary results: UUIDs and times come as bytes to copy rather than text to parse.
-            with cast(psycopg.Connection[Any], connection.driver_connection).cursor(binary=True) as cursor:
+            with driver.cursor(binary=True) as cursor:
                 rows = cursor.execute(sql, (position, position + page_size)).fetchall()
                 if len(rows) == page_size:
                     return rows, rows[-1][0]
                 following = cursor.execute(_PG_NEXT_POSITION, (rows[-1][0] if rows else position,)).fetchone()
         finally:
+            if not driver.closed:
+                driver.autocommit = False
             connection.close()
         return rows, None if following is None else following[0] - 1
 

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from dma_upgrade.adapters.errors import ProjectionStopped
 from dma_upgrade.adapters.sql.database import WRITE
 from dma_upgrade.adapters.sql.event_store import ProjectedEvent, SqlEventStore
 from dma_upgrade.adapters.sql.read_models import checkpoints, from_sql, sql_table
@@ -39,10 +40,6 @@ FOLD_GC_THRESHOLD = 50_000
 
 Routes = dict[type[Event], list[tuple[Projection, SqlRows]]]
 """For each event type, the projections (with their rows) that take it."""
-
-
-class ProjectionStopped(DmaUpgradeError):
-    """A projection's handler failed on an event; the projection stays at the event before it."""
 
 
 class _CheckpointMoved(Exception):

@@ -101,3 +101,10 @@ def from_sql(spec: TableSpec, values: sa.Row[Any] | dict[str, Any]) -> Row:
             value = value.replace(tzinfo=UTC)
         row[name] = value
     return row
+
+
+def checkpoint_position(engine: sa.Engine, name: str) -> int:
+    """The position of the last event projection ``name`` applied (0 before its first)."""
+    with engine.connect() as conn:
+        position = conn.execute(sa.select(checkpoints.c.position).where(checkpoints.c.name == name)).scalar()
+    return int(position or 0)

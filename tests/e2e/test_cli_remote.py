@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dma_upgrade.adapters.api.auth import Role, TokenFile
+from dma_upgrade.adapters.access.tokens import Role, TokenFile
 from dma_upgrade.adapters.packages.archive import build_package
 from dma_upgrade.engine.packages import PackageKind, PackageManifest
 from dma_upgrade.engine.versions import parse_version

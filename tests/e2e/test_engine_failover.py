@@ -26,7 +26,6 @@ from dma_upgrade.adapters.agents.simulator import serve_simulation
 from dma_upgrade.adapters.bootstrap import bootstrap
 from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.engine.rollout_events import RolloutCompleted
-from dma_upgrade.engine.service import UpgradeService
 from dma_upgrade.engine.upgrade_events import AgentUpgradeCompleted, AgentUpgradeScheduled, Step
 from dma_upgrade.engine.upgrade_machine import UpgradeState
 from tests.e2e.cli import run_cli
@@ -66,7 +65,7 @@ def test_three_engines_survive_a_sigkill_and_a_sigstop_and_apply_every_step_once
     env = {"DMA_UPGRADE_DATA_DIR": str(data_dir), "DMA_UPGRADE_ACTOR": "failover-test"}
     container = bootstrap(Settings(database_url=postgres_url, data_dir=data_dir))
     try:
-        service = UpgradeService(container.store, container.clock, container.ids)
+        service = container.service
         for name, address in addresses.items():
             service.register_agent(name=name, address=address, version=OLD, cluster=CLUSTER, failover_partner=None,
                                    failover_role=None, facts=modern_facts(OLD), actor="failover-test")

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dma_upgrade.adapters.api.auth import Role, TokenFile
+from dma_upgrade.adapters.access.tokens import Role, TokenFile
 from dma_upgrade.adapters.packages.archive import build_package
 from tests.e2e.cli import run_cli
 from tests.e2e.serve import serving

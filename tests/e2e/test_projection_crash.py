@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from dma_upgrade.adapters.sql.projection_runner import read_rows
 from dma_upgrade.adapters.sql.read_models import checkpoints, sql_table
+from dma_upgrade.engine.commands import CancelRollout, RetryFailedAgents
 from dma_upgrade.engine.events import RecordedEvent
 from dma_upgrade.engine.upgrade_events import Step
 from dma_upgrade.projections.base import Projection
@@ -76,10 +77,10 @@ def _fill(harness: RolloutHarness) -> None:
     planned, first = harness.start_and_run(max_concurrent="2")
     assert first.state.value == "Failed"
     harness.gateway.heal("dma-2")
-    harness.service.control(planned.rollout_id, "retry-failed", actor=ACTOR)
+    harness.service.control(RetryFailedAgents(planned.rollout_id), actor=ACTOR)
     assert harness.run(planned.rollout_id).state.value == "Completed"
     cancelled = harness.start(package=harness.upload("10.4.10.0-14900"))
-    harness.service.control(cancelled.rollout_id, "cancel", actor=ACTOR)
+    harness.service.control(CancelRollout(cancelled.rollout_id), actor=ACTOR)
 
 
 def _start_worker(url: str, seed: int) -> subprocess.Popen[str]:
@@ -141,8 +142,10 @@ def test_a_worker_killed_at_random_moments_applies_every_event_exactly_once(
     assert mid_run, "no kill landed while a projection was part-way through the log"
 
     final = _start_worker(db_url, 0)
-    out, err = final.communicate(timeout=120)
-    assert final.returncode == 0, err
+    assert final.stdout is not None and final.stderr is not None
+    out = final.stdout.read()  # not communicate(): it reads the pipe past what readline() already buffered
+    err = final.stderr.read()
+    assert final.wait(timeout=120) == 0, err
     assert out.strip() == "done"
     assert _checkpoints(harness.engine) == dict.fromkeys(projections, (head, None))
     for projection in projections.values():

@@ -8,7 +8,6 @@ and loading deploy/prometheus/alerts.yml. The test reads what arrived through Pr
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import yaml
 from tests.e2e.cli import ROOT, run_cli
 from tests.e2e.engine_cluster import free_port
 from tests.e2e.serve import serving
+from tests.tools import REQUIRE_PROMETHEUS, needed_program
 
 pytestmark = pytest.mark.slow
 
@@ -138,14 +138,13 @@ def prepare(processes: Processes, tmp_path: Path, database_url: str, env: dict[s
 
 def start_prometheus(processes: Processes, tmp_path: Path, target: str) -> PrometheusApi:
     """Debian's prometheus on a free loopback port, scraping ``target`` every second, with the alert rules."""
-    if shutil.which("prometheus") is None:
-        pytest.fail("prometheus is not installed (apt-get install prometheus)")
+    program = needed_program("prometheus", required_by=REQUIRE_PROMETHEUS, install="apt-get install prometheus")
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
               "rule_files": [str(ALERTS)],
               "scrape_configs": [{"job_name": "dma-upgrade", "static_configs": [{"targets": [target]}]}]}
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     url = f"http://127.0.0.1:{free_port()}"
-    server = processes.start("prometheus", ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+    server = processes.start("prometheus", [program, f"--config.file={tmp_path / 'prometheus.yml'}",
                                             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                             f"--web.listen-address={url.removeprefix('http://')}"])
     wait_for(f"{url}/-/ready", server, lambda: processes.log("prometheus"))

@@ -284,5 +284,20 @@ def test_history_agent_prints_the_version_history_file_of_the_agent(demo: Demo) 
     assert lines == [f"{stamp(registered)};{FROM_VERSION}", f"{stamp(changed)};{TO_VERSION}"]
 
 
+def test_a_history_command_on_the_local_database_catches_its_read_model_up_first_and_shows_it_fresh(
+        demo: Demo) -> None:
+    head = _verified_head(demo)
+    assert _status(demo)["package_history"][2] > 0  # the demo left it behind
+
+    result = demo.cli("history", "packages")
+
+    assert result.returncode == 0, result.stderr
+    assert f"{demo.rollout_id[:8]} completed" in result.stdout
+    assert "behind the log" not in result.stderr
+    status = _status(demo)
+    assert status["package_history"] == (head, head, 0)  # the command's one-shot catch-up, not the query
+    assert status["inventory"][2] > 0  # it caught up only the read model it reads
+
+
 def test_history_of_an_unknown_agent_is_not_found(demo: Demo) -> None:
     _one_error_line(demo.cli("history", "agent", "dma-nope"), 3, "unknown agent 'dma-nope'")

@@ -20,18 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from dma_upgrade.adapters.clock import SystemClock, UuidFactory
+from dma_upgrade.adapters.bootstrap import bootstrap
 from dma_upgrade.adapters.read.progress_view import seconds_text, utc_text
-from dma_upgrade.adapters.sql.database import create_db_engine
-from dma_upgrade.adapters.sql.event_store import SqlEventStore
-from dma_upgrade.engine.catalog import default_codec
+from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.engine.rollout_events import (
     LATE_START_TOLERANCE_SECONDS,
     RolloutCompleted,
     RolloutStarted,
     rollout_stream_id,
 )
-from dma_upgrade.engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
+from dma_upgrade.engine.service import AgentSelection, OptionOverrides, RolloutSpec
 from tests.e2e.cli import ROOT, run_cli, stop_process
 from tests.e2e.engine_cluster import CLUSTER, NEW, OLD
 
@@ -61,11 +59,9 @@ def test_a_start_scheduled_while_no_engine_runs_fires_late_once_serve_runs_and_t
         package = built.result().strip().splitlines()[-1]
     _ok(env, "packages", "upload", package)
 
-    engine = create_db_engine(f"sqlite:///{data / 'dma-upgrade.db'}")
+    app = bootstrap(Settings(database_url=f"sqlite:///{data / 'dma-upgrade.db'}", data_dir=data))
     try:
-        clock = SystemClock()
-        store = SqlEventStore(engine, default_codec(), clock)
-        service = UpgradeService(store, clock, UuidFactory())
+        clock, store, service = app.clock, app.store, app.service
         start_at = clock.now() + AHEAD
         planned = service.start_rollout(RolloutSpec(
             package=service.packages()[-1].sha256, selection=AgentSelection(names=("dma-01",)),
@@ -104,7 +100,7 @@ def test_a_start_scheduled_while_no_engine_runs_fires_late_once_serve_runs_and_t
         assert datetime.fromisoformat(view["started_at"]) == started.started_at
         assert view["start_lateness_seconds"] == lateness
     finally:
-        engine.dispose()
+        app.close()
 
 
 def _full_env(env: dict[str, str]) -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dma_upgrade.adapters.api.auth import Principal, Role, TokenFile
+from dma_upgrade.adapters.access.tokens import Principal, Role, TokenFile
 from tests.e2e.cli import run_cli
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from dma_upgrade.engine.upgrade_events import Step
 from tests.conftest import FakeClock
-from tests.integration.metrics_harness import INSTALL_SECONDS, Wired, wire
+from tests.integration.metrics_harness import INSTALL_SECONDS, Wired, with_metrics
 from tests.integration.rollout_harness import RolloutHarness
 
 
@@ -35,10 +35,8 @@ def harness(make_harness: Callable[..., RolloutHarness]) -> RolloutHarness:
 
 
 @pytest.fixture
-def wired(make_harness: Callable[..., RolloutHarness], db_url: str, clock: FakeClock) -> Iterator[Wired]:
+def wired(make_harness: Callable[..., RolloutHarness], clock: FakeClock) -> Wired:
     """Three plain agents (and the failover pair) whose installs take ten minutes of the fake clock; the
     service appends through an instrumented store."""
-    h = make_harness(plain_agents=3, step_seconds={Step.INSTALL: INSTALL_SECONDS}, sleeper=clock.advance)
-    container, metrics = wire(h, db_url, clock)
-    yield Wired(h, container, metrics)
-    container.close()
+    return with_metrics(make_harness(plain_agents=3, step_seconds={Step.INSTALL: INSTALL_SECONDS},
+                                     sleeper=clock.advance, metrics=True))

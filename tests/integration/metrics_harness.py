@@ -1,4 +1,4 @@
-"""A rollout harness whose service appends through ``instrument(container).store``, and a rollout with failures."""
+"""Metrics under test: a harness whose service appends through its metrics' store, and a rollout with failures."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ from uuid import UUID
 
 from prometheus_client import generate_latest
 
-from dma_upgrade.adapters.bootstrap import Container, bootstrap
-from dma_upgrade.adapters.clock import UuidFactory
-from dma_upgrade.adapters.metrics import Metrics, instrument
+from dma_upgrade.adapters.bootstrap import App, bootstrap
+from dma_upgrade.adapters.metrics import Metrics
 from dma_upgrade.adapters.settings import Settings
+from dma_upgrade.engine.ports import Clock
 from dma_upgrade.engine.rollout import RolloutState
-from dma_upgrade.engine.service import UpgradeService
 from dma_upgrade.engine.upgrade_events import Step
-from tests.conftest import FakeClock
 from tests.exposition import Scrape
 from tests.integration.rollout_harness import RolloutHarness
 
@@ -25,22 +23,27 @@ AGENTS = ("dma-1", "dma-2", "dma-3")
 
 @dataclass
 class Wired:
-    """A harness whose service appends through ``metrics.store``, and the container the metrics read."""
+    """A harness wired with metrics (``metrics=True``): its app, and the metrics its service appends through."""
 
     harness: RolloutHarness
-    container: Container
+    container: App
     metrics: Metrics
 
     def scrape(self) -> Scrape:
         return Scrape(generate_latest(self.metrics.registry).decode())
 
 
-def wire(harness: RolloutHarness, db_url: str, clock: FakeClock) -> tuple[Container, Metrics]:
-    """Open the database as a process would, instrument it, and put the harness's service on the metrics store."""
-    container = bootstrap(Settings(database_url=db_url), clock=clock)
-    metrics = instrument(container)
-    harness.service = UpgradeService(metrics.store, clock, UuidFactory(), harness.gateway)
-    return container, metrics
+def with_metrics(harness: RolloutHarness) -> Wired:
+    """The harness (built with ``metrics=True``) with its app and metrics at hand."""
+    assert harness.app.metrics is not None, "build the harness with metrics=True"
+    return Wired(harness, harness.app, harness.app.metrics)
+
+
+def serving_process(db_url: str, clock: Clock | None = None) -> tuple[App, Metrics]:
+    """Open the database as another serving process would, its metrics on."""
+    app = bootstrap(Settings(database_url=db_url), clock=clock, metrics=True)
+    assert app.metrics is not None
+    return app, app.metrics
 
 
 def run_with_failures(w: Wired) -> UUID:

@@ -1,9 +1,9 @@
 """A small harness for rollout tests: a real SQL event store, a fake clock and simulated agents.
 
-``RolloutHarness`` builds, on one database URL, everything a rollout needs: the event store, the
-service, a ``SimulatedAgentGateway`` with a cluster ``north`` of plain agents plus a main/backup
-failover pair (registered in the inventory with their roles and facts), an uploaded package built
-as a real ``.dmupgrade`` file, and a runner whose waiter advances the fake clock instead of sleeping.
+``RolloutHarness`` wires, through ``bootstrap`` on one database URL, everything a rollout needs, passing in
+its fakes: a ``SimulatedAgentGateway`` with a cluster ``north`` of plain agents plus a main/backup
+failover pair (registered in the inventory with their roles and facts) and a waiter that advances the
+fake clock instead of sleeping; it uploads a package built as a real ``.dmupgrade`` file.
 """
 
 from __future__ import annotations
@@ -15,20 +15,18 @@ from pathlib import Path
 from uuid import UUID
 
 from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts, no_sleep
-from dma_upgrade.adapters.clock import UuidFactory
+from dma_upgrade.adapters.bootstrap import bootstrap
 from dma_upgrade.adapters.packages.archive import build_package, inspect_package
 from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
-from dma_upgrade.adapters.sql.database import create_db_engine
-from dma_upgrade.adapters.sql.event_store import SqlEventStore
+from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.engine.agent_events import FailoverRole
 from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from dma_upgrade.engine.catalog import default_codec
 from dma_upgrade.engine.events import RecordedEvent
 from dma_upgrade.engine.packages import AgentFacts, PackageKind, PackageManifest, PrerequisiteCheck
 from dma_upgrade.engine.records import PackageRecord
 from dma_upgrade.engine.rollout import Rollout
 from dma_upgrade.engine.rollout_events import RolloutPlanned
-from dma_upgrade.engine.service import AgentSelection, RolloutSpec, UpgradeService
+from dma_upgrade.engine.service import AgentSelection, RolloutSpec
 from dma_upgrade.engine.upgrade_events import AgentUpgradeScheduled, Step
 from dma_upgrade.engine.upgrade_machine import UpgradeState
 from dma_upgrade.engine.versions import parse_version
@@ -76,16 +74,16 @@ class AgentSpec:
 
 
 class RolloutHarness:
-    """Store, service, simulated agents, an uploaded package and a runner on one database URL."""
+    """The app on one database URL with simulated agents, an uploaded package, and runners.
+
+    ``metrics`` counts what the service appends (``app.metrics``), as ``serve`` does."""
 
     def __init__(self, db_url: str, clock: FakeClock, tmp_path: Path, *, plain_agents: int = 2,
                  extra_agents: Iterable[AgentSpec] = (), facts: Mapping[str, AgentFacts] | None = None,
                  step_seconds: Mapping[Step, float] | None = None,
-                 sleeper: Callable[[float], None] | None = None, upload: bool = True) -> None:
+                 sleeper: Callable[[float], None] | None = None, upload: bool = True, metrics: bool = False) -> None:
         self.clock = clock
         self.tmp_path = tmp_path
-        self.engine = create_db_engine(db_url, pool_size=10)
-        self.store = SqlEventStore(self.engine, default_codec(), clock)
         self.waiter = FakeWaiter(clock)
         self.plain = [f"dma-{i}" for i in range(1, plain_agents + 1)]
         specs = [AgentSpec(name, f"10.0.0.{i}") for i, name in enumerate(self.plain, start=1)]
@@ -96,7 +94,11 @@ class RolloutHarness:
                                     active=s.name != BACKUP, partner=BACKUP if s.name == MAIN else None)
                      for s in specs]
         self.gateway = SimulatedAgentGateway(simulated, sleeper=sleeper or no_sleep, step_seconds=step_seconds)
-        self.service = UpgradeService(self.store, clock, UuidFactory(), self.gateway)
+        self.app = bootstrap(Settings(database_url=db_url, data_dir=tmp_path / "data"), clock=clock, pool_size=10,
+                             gateway=self.gateway, waiter=self.waiter, metrics=metrics)
+        self.engine = self.app.engine
+        self.store = self.app.store
+        self.service = self.app.service
         for s, sim in zip(specs, simulated, strict=True):
             role = {MAIN: FailoverRole.MAIN, BACKUP: FailoverRole.BACKUP}.get(s.name)
             partner = {MAIN: BACKUP, BACKUP: MAIN}.get(s.name)
@@ -134,7 +136,7 @@ class RolloutHarness:
         return self.service.start_rollout(self.spec(**spec), actor=ACTOR)  # type: ignore[arg-type]
 
     def runner(self) -> RolloutRunner:
-        return RolloutRunner(self.service, self.gateway, self.waiter, poll_seconds=0.05)
+        return self.app.runner(poll_seconds=0.05)
 
     def run(self, rollout_id: UUID) -> Rollout:
         """Drive the rollout until it completes, is cancelled or fails."""
@@ -145,7 +147,7 @@ class RolloutHarness:
         return planned, self.run(planned.rollout_id)
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.app.close()
 
     # -- inspection ----------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
 from dma_upgrade.adapters.runtime.turns import Turns
 from dma_upgrade.engine.agent_events import AgentLeftStopped, AgentVersionChanged
 from dma_upgrade.engine.agent_upgrade import upgrade_stream_id
+from dma_upgrade.engine.commands import CancelRollout
 from dma_upgrade.engine.errors import StoreUnavailable
 from dma_upgrade.engine.events import NewEvent
 from dma_upgrade.engine.ports import AgentAddress, AgentGateway, PackageRef, PhaseReporter, StepOutcome, StepStatus
@@ -298,7 +299,7 @@ def test_a_scheduled_start_firing_after_its_rollout_was_cancelled_appends_nothin
     planned = harness.start(start_at=harness.clock.now() + timedelta(hours=1))
     process = engine_process(harness, paused_scheduler)
     process.tick()
-    harness.service.control(planned.rollout_id, "cancel", actor=ACTOR)
+    harness.service.control(CancelRollout(planned.rollout_id), actor=ACTOR)
     head = harness.head()
     process.tick()
 
@@ -557,7 +558,7 @@ def test_a_later_tick_leaves_an_armed_start_alone_and_disarms_the_start_of_a_rol
     process = engine_process(harness, paused_scheduler)
     process.tick()
     armed = {job.id: job for job in paused_scheduler.get_jobs()}
-    harness.service.control(cancelled.rollout_id, "cancel", actor=ACTOR)
+    harness.service.control(CancelRollout(cancelled.rollout_id), actor=ACTOR)
 
     process.tick()
 

@@ -14,9 +14,6 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import generate_latest
 
-from dma_upgrade.adapters.bootstrap import bootstrap
-from dma_upgrade.adapters.metrics import instrument
-from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.adapters.sql.leases import SqlLeases
 from dma_upgrade.adapters.sql.schema import events
 from dma_upgrade.engine.events import Event, NewEvent
@@ -25,7 +22,7 @@ from dma_upgrade.engine.upgrade_events import AgentUpgradePlan, AgentUpgradeSche
 from dma_upgrade.engine.upgrade_machine import UpgradeState
 from tests.conftest import FakeClock
 from tests.exposition import Scrape
-from tests.integration.metrics_harness import AGENTS, INSTALL_SECONDS, Wired, run_with_failures, wire
+from tests.integration.metrics_harness import AGENTS, INSTALL_SECONDS, Wired, run_with_failures, serving_process
 from tests.integration.rollout_harness import PACKAGE_VERSION, START_VERSION
 
 
@@ -108,7 +105,7 @@ def test_gauges_are_the_same_right_after_a_restart_and_counters_start_again(wire
     before = fleet(wired.scrape())
     wired.container.close()
 
-    restarted, metrics = wire(wired.harness, db_url, clock)
+    restarted, metrics = serving_process(db_url, clock)
     try:
         after = Scrape(generate_latest(metrics.registry).decode())
         assert fleet(after) == before
@@ -218,8 +215,7 @@ def test_the_chain_watch_verifies_only_new_records_and_reports_a_break(wired: Wi
 
 def test_a_scrape_while_the_database_is_unreachable_says_so_and_keeps_the_process_counters(tmp_path: Path) -> None:
     folder = tmp_path / "data"
-    container = bootstrap(Settings(database_url=f"sqlite:///{folder / 'store.db'}"))
-    metrics = instrument(container)
+    container, metrics = serving_process(f"sqlite:///{folder / 'store.db'}")
     assert Scrape(generate_latest(metrics.registry).decode()).value("dma_upgrade_database_up") == 1
 
     container.engine.dispose()
@@ -239,8 +235,7 @@ def test_of_several_engine_processes_one_exports_the_fleet_so_a_sum_across_insta
     alone = wired.scrape().by("dma_upgrade_agent_upgrades", "state")
     processes = []
     for name in ("a", "b", "c"):
-        container = bootstrap(Settings(database_url=db_url), clock=clock)
-        metrics = instrument(container)
+        container, metrics = serving_process(db_url, clock)
         leases = SqlLeases(container.engine, clock, owner=f"host/{name}", seconds=30)
         metrics.with_engine(leases, lambda: 2)
         processes.append((container, metrics, leases))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.access.tokens import Role
 from dma_upgrade.adapters.packages.archive import build_package, inspect_package
 from dma_upgrade.adapters.sql.database import create_db_engine
 from dma_upgrade.adapters.sql.event_store import SqlEventStore

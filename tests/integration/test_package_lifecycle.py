@@ -11,6 +11,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from dma_upgrade.adapters.runtime.engine_process import planned_resumptions
 from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner, read_rows
+from dma_upgrade.engine.commands import CancelRollout, ContinueRollout
 from dma_upgrade.engine.errors import Conflict, InvalidTransition, NotFound
 from dma_upgrade.engine.rollout import RolloutState
 from dma_upgrade.engine.rollout_events import (
@@ -51,7 +52,7 @@ class _Canceller:
             return
         for rollout in self.harness.service.rollouts():
             if rollout.state is RolloutState.RUNNING:
-                self.harness.service.control(rollout.plan.rollout_id, "cancel", actor=ACTOR)
+                self.harness.service.control(CancelRollout(rollout.plan.rollout_id), actor=ACTOR)
 
 
 def _cancelling_on(make_harness: Callable[..., RolloutHarness], step: Step) -> tuple[RolloutHarness, _Canceller]:
@@ -71,7 +72,7 @@ def test_planning_a_rollout_leaves_its_package_available(harness: RolloutHarness
     planned = harness.start()
 
     assert harness.service.package(planned.package_sha256).status == "available"
-    harness.service.control(planned.rollout_id, "cancel", actor=ACTOR)
+    harness.service.control(CancelRollout(planned.rollout_id), actor=ACTOR)
     assert harness.service.package(planned.package_sha256).status == "available"
     assert harness.start().agents  # the same package plans another rollout
 
@@ -104,7 +105,7 @@ def test_a_rollout_cancelled_before_any_install_leaves_the_package_available_and
     assert h.service.package(planned.package_sha256).status == "available"
     canceller.armed = False
 
-    continued = h.service.control(planned.rollout_id, "continue", actor=ACTOR)
+    continued = h.service.control(ContinueRollout(planned.rollout_id), actor=ACTOR)
     assert continued.state is RolloutState.RUNNING
     assert h.run(planned.rollout_id).state is RolloutState.COMPLETED
     assert {a.version for a in h.service.agents() if a.name in ("dma-1", "dma-2")} == {PACKAGE_VERSION}
@@ -159,7 +160,7 @@ def test_continue_finishes_a_failed_rollout(harness: RolloutHarness) -> None:
     assert rollout.state is RolloutState.FAILED
     harness.gateway.heal("dma-1")
 
-    harness.service.control(planned.rollout_id, "continue", actor=ACTOR)
+    harness.service.control(ContinueRollout(planned.rollout_id), actor=ACTOR)
 
     assert harness.run(planned.rollout_id).state is RolloutState.COMPLETED
     assert harness.service.agent("dma-1").version == PACKAGE_VERSION
@@ -185,7 +186,7 @@ def test_continuing_a_planned_running_or_completed_rollout_is_refused(harness: R
 
 def test_continuing_a_rollout_whose_package_another_rollout_used_is_refused(harness: RolloutHarness) -> None:
     first = harness.start(names=("dma-1",))
-    harness.service.control(first.rollout_id, "cancel", actor=ACTOR)
+    harness.service.control(CancelRollout(first.rollout_id), actor=ACTOR)
     second, _ = harness.start_and_run(names=("dma-1",))
 
     _refused_without_appending(harness, first.rollout_id, Conflict, f"was used by rollout {second.rollout_id}")
@@ -193,7 +194,7 @@ def test_continuing_a_rollout_whose_package_another_rollout_used_is_refused(harn
 
 def test_continuing_a_rollout_whose_cluster_another_rollout_holds_is_refused(harness: RolloutHarness) -> None:
     first = harness.start(names=("dma-1",))
-    harness.service.control(first.rollout_id, "cancel", actor=ACTOR)
+    harness.service.control(CancelRollout(first.rollout_id), actor=ACTOR)
     harness.start(names=("dma-1",), package=harness.upload("10.4.10.0-14900"))
 
     _refused_without_appending(harness, first.rollout_id, Conflict, "already has an active rollout")
@@ -201,7 +202,7 @@ def test_continuing_a_rollout_whose_cluster_another_rollout_holds_is_refused(har
 
 def test_continuing_agents_another_rollout_upgraded_since_is_refused(harness: RolloutHarness) -> None:
     first = harness.start(names=("dma-1",))
-    harness.service.control(first.rollout_id, "cancel", actor=ACTOR)
+    harness.service.control(CancelRollout(first.rollout_id), actor=ACTOR)
     harness.start_and_run(names=("dma-1",), package=harness.upload("10.4.10.0-14900"))
 
     _refused_without_appending(harness, first.rollout_id, Conflict,
@@ -272,7 +273,7 @@ def test_the_serving_engine_and_recover_take_up_a_continued_rollout(
 def test_the_tables_of_a_continued_rollout_equal_a_full_rebuild(harness: RolloutHarness, clock: FakeClock) -> None:
     runner = ProjectionRunner(harness.engine, harness.store, clock, all_projections(), batch_size=5)
     cancelled = harness.start(names=("dma-1", "dma-2"))
-    harness.service.control(cancelled.rollout_id, "cancel", actor=ACTOR)
+    harness.service.control(CancelRollout(cancelled.rollout_id), actor=ACTOR)
     runner.catch_up()
     harness.service.continue_rollout(cancelled.rollout_id, actor="bob")
     assert harness.run(cancelled.rollout_id).state is RolloutState.COMPLETED

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from dma_upgrade.adapters.access.tokens import Role
 from dma_upgrade.adapters.agents.simulated_gateway import modern_facts
-from dma_upgrade.adapters.api.auth import Role
 from dma_upgrade.adapters.packages.archive import build_package
 from dma_upgrade.engine.package_acceptance import ClusterAcceptance
 from dma_upgrade.engine.packages import (

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner, ProjectionStopped, read_rows
+from dma_upgrade.engine.commands import CancelRollout, PauseRollout, ResumeRollout, RetryFailedAgents
 from dma_upgrade.engine.events import RecordedEvent
 from dma_upgrade.engine.service import OptionOverrides
 from dma_upgrade.engine.upgrade_events import Step, StepInDoubt, StepStatusLearned
@@ -51,9 +52,9 @@ def _eventful_history(harness: RolloutHarness, runner: ProjectionRunner) -> None
         if not paused.is_set():
             paused.set()
             rollout_id = harness.service.rollouts()[0].plan.rollout_id
-            harness.service.control(rollout_id, "pause", actor=ACTOR)
+            harness.service.control(PauseRollout(rollout_id), actor=ACTOR)
             runner.catch_up()
-            harness.service.control(rollout_id, "resume", actor=ACTOR)
+            harness.service.control(ResumeRollout(rollout_id), actor=ACTOR)
 
     harness.gateway.fail("dma-1", Step.INSTALL, times=1)
     harness.gateway.fail("dma-2", Step.INSTALL, times=None)
@@ -63,11 +64,11 @@ def _eventful_history(harness: RolloutHarness, runner: ProjectionRunner) -> None
     runner.catch_up()
     assert first.state.value == "Failed"
     harness.gateway.heal("dma-2")
-    harness.service.control(planned.rollout_id, "retry-failed", actor=ACTOR)
+    harness.service.control(RetryFailedAgents(planned.rollout_id), actor=ACTOR)
     assert harness.run(planned.rollout_id).state.value == "Completed"
     runner.catch_up()
     cancelled = harness.start(package=harness.upload("10.4.10.0-14900"))
-    harness.service.control(cancelled.rollout_id, "cancel", actor=ACTOR)
+    harness.service.control(CancelRollout(cancelled.rollout_id), actor=ACTOR)
     runner.catch_up()
 
 

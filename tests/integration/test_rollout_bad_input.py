@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway, modern_facts
+from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, modern_facts
 from dma_upgrade.adapters.packages.archive import inspect_package
 from dma_upgrade.engine.agent_events import FailoverRole
+from dma_upgrade.engine.commands import rollout_command
 from dma_upgrade.engine.errors import AgentUnreachable, Conflict, InvalidInput, InvalidTransition, NotFound
 from dma_upgrade.engine.packages import CheckName, Comparison, PackageRejected, PrerequisiteCheck
 from dma_upgrade.engine.rollout import RolloutState
@@ -94,14 +95,14 @@ def test_a_command_the_completed_rollout_does_not_allow_is_an_invalid_transition
     planned, _ = harness.start_and_run(names=("lone-1",))
 
     refused(harness, InvalidTransition, "from state Completed",
-            lambda: harness.service.control(planned.rollout_id, command, actor=ACTOR))
+            lambda: harness.service.control(rollout_command(command, planned.rollout_id), actor=ACTOR))
 
 
 def test_an_unknown_rollout_command_is_invalid_input(harness: RolloutHarness) -> None:
     planned = harness.start(names=("lone-1",))
 
     refused(harness, InvalidInput, "unknown rollout command 'restart'",
-            lambda: harness.service.control(planned.rollout_id, "restart", actor=ACTOR))
+            lambda: harness.service.control(rollout_command("restart", planned.rollout_id), actor=ACTOR))
 
 
 def test_uploading_the_same_package_twice_is_a_conflict(harness: RolloutHarness) -> None:
@@ -189,9 +190,8 @@ def test_a_bad_setting_is_invalid_input(harness: RolloutHarness, key: str, value
 
 
 def _newcomer_answers_at(harness: RolloutHarness, address: str) -> None:
-    """An agent that answers at ``address`` but is not registered yet (the only one this gateway knows)."""
-    harness.service.gateway = SimulatedAgentGateway([SimulatedAgent(name="newbie", address=address, cluster=None,
-                                                                    version=START_VERSION)])
+    """An agent that answers at ``address`` but is not registered yet."""
+    harness.gateway.add(SimulatedAgent(name="newbie", address=address, cluster=None, version=START_VERSION))
 
 
 def test_planning_with_an_unknown_ip_asks_the_agent_but_registers_nothing(harness: RolloutHarness) -> None:

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from dma_upgrade.engine.commands import CancelRollout, PauseRollout, ResumeRollout, RetryFailedAgents
 from dma_upgrade.engine.errors import Conflict, InvalidTransition
 from dma_upgrade.engine.rollout import RolloutState
 from dma_upgrade.engine.rollout_events import (
@@ -282,7 +283,7 @@ def test_retry_failed_after_healing_the_agent_completes_the_rollout(harness: Rol
     assert failed.state is RolloutState.FAILED
 
     harness.gateway.heal("dma-1")
-    harness.service.control(planned.rollout_id, "retry-failed", actor=ACTOR)
+    harness.service.control(RetryFailedAgents(planned.rollout_id), actor=ACTOR)
     rollout = harness.run(planned.rollout_id)
 
     assert rollout.state is RolloutState.COMPLETED
@@ -293,7 +294,7 @@ def test_retry_failed_after_healing_the_agent_completes_the_rollout(harness: Rol
 def test_a_run_after_retry_failed_retries_the_failed_upgrade(harness: RolloutHarness) -> None:
     harness.gateway.fail("dma-1", S.INSTALL, times=None)
     planned, _ = harness.start_and_run(names=("dma-1",))
-    harness.service.control(planned.rollout_id, "retry-failed", actor=ACTOR)
+    harness.service.control(RetryFailedAgents(planned.rollout_id), actor=ACTOR)
 
     harness.run(planned.rollout_id)
 
@@ -304,7 +305,7 @@ def test_a_retried_upgrade_gets_a_fresh_retry_budget_and_a_new_attempt_key(harne
     harness.gateway.fail("dma-1", S.INSTALL, times=None)
     planned, _ = harness.start_and_run(names=("dma-1",))
     harness.gateway.heal("dma-1")
-    harness.service.control(planned.rollout_id, "retry-failed", actor=ACTOR)
+    harness.service.control(RetryFailedAgents(planned.rollout_id), actor=ACTOR)
     failed = harness.upgrade(planned, "dma-1")  # retried here as the runner's _retry_failed would do
     harness.service.append(f"upgrade-{harness.upgrade_id(planned, 'dma-1')}", failed.version, failed.retry(),
                            actor=ACTOR)
@@ -324,9 +325,9 @@ def test_after_a_failed_run_pause_and_resume_are_refused_naming_the_state(harnes
     head = harness.head()
 
     with pytest.raises(InvalidTransition, match="cannot pause the rollout from state Failed"):
-        harness.service.control(planned.rollout_id, "pause", actor=ACTOR)
+        harness.service.control(PauseRollout(planned.rollout_id), actor=ACTOR)
     with pytest.raises(InvalidTransition, match="cannot resume the rollout from state Failed"):
-        harness.service.control(planned.rollout_id, "resume", actor=ACTOR)
+        harness.service.control(ResumeRollout(planned.rollout_id), actor=ACTOR)
     assert harness.head() == head
 
 
@@ -338,7 +339,7 @@ def test_pause_starts_no_new_agent_until_resumed(make_harness: Callable[..., Rol
         if not paused_once.is_set():
             paused_once.set()
             h = holder["h"]
-            h.service.control(h.service.rollouts()[0].plan.rollout_id, "pause", actor=ACTOR)
+            h.service.control(PauseRollout(h.service.rollouts()[0].plan.rollout_id), actor=ACTOR)
 
     h = holder["h"] = make_harness(step_seconds={S.UPLOAD: 0.001}, sleeper=pause_on_first_upload)
     planned = h.start(names=("dma-1", "dma-2", MAIN), max_concurrent="1",
@@ -348,7 +349,7 @@ def test_pause_starts_no_new_agent_until_resumed(make_harness: Callable[..., Rol
     def resume_when_paused(_: float) -> None:
         if h.service.rollout(planned.rollout_id).state is RolloutState.PAUSED:
             seen_while_paused.append(_started(h))
-            h.service.control(planned.rollout_id, "resume", actor=ACTOR)
+            h.service.control(ResumeRollout(planned.rollout_id), actor=ACTOR)
 
     h.waiter.on_wait = resume_when_paused
     rollout = h.run(planned.rollout_id)
@@ -365,7 +366,7 @@ def test_pause_starts_no_new_agent_until_resumed(make_harness: Callable[..., Rol
 def test_cancelling_a_planned_rollout_cancels_every_upgrade_and_releases_the_cluster(
         harness: RolloutHarness) -> None:
     planned = harness.start()
-    harness.service.control(planned.rollout_id, "cancel", actor=ACTOR)
+    harness.service.control(CancelRollout(planned.rollout_id), actor=ACTOR)
 
     rollout = harness.run(planned.rollout_id)
 
@@ -384,7 +385,7 @@ def test_cancelling_during_an_upload_cancels_that_agent_once_uploaded_and_the_re
         h = holder["h"]
         rollout = h.service.rollouts()[0]
         if rollout.state is RolloutState.RUNNING:
-            h.service.control(rollout.plan.rollout_id, "cancel", actor=ACTOR)
+            h.service.control(CancelRollout(rollout.plan.rollout_id), actor=ACTOR)
 
     h = holder["h"] = make_harness(step_seconds={S.UPLOAD: 0.001}, sleeper=cancel_on_first_upload)
     planned, rollout = h.start_and_run(max_concurrent="1")
@@ -406,7 +407,7 @@ def test_cancelling_during_an_install_lets_that_agent_finish_and_cancels_the_res
         h = holder["h"]
         rollout = h.service.rollouts()[0]
         if rollout.state is RolloutState.RUNNING:
-            h.service.control(rollout.plan.rollout_id, "cancel", actor=ACTOR)
+            h.service.control(CancelRollout(rollout.plan.rollout_id), actor=ACTOR)
 
     h = holder["h"] = make_harness(step_seconds={S.INSTALL: 0.001}, sleeper=cancel_during_install)
     planned, rollout = h.start_and_run(max_concurrent="1")
@@ -422,7 +423,7 @@ def test_cancelling_a_failed_rollout_and_running_it_cancels_the_failed_upgrade_a
         harness: RolloutHarness) -> None:
     harness.gateway.fail("dma-1", S.INSTALL, times=None)
     planned, _ = harness.start_and_run(names=("dma-1", "dma-2"))
-    harness.service.control(planned.rollout_id, "cancel", actor=ACTOR)
+    harness.service.control(CancelRollout(planned.rollout_id), actor=ACTOR)
 
     rollout = harness.run(planned.rollout_id)
 
@@ -436,7 +437,7 @@ def test_cancelling_a_failed_rollout_frees_its_cluster(harness: RolloutHarness) 
     harness.gateway.fail("dma-1", S.INSTALL, times=None)
     planned, _ = harness.start_and_run(names=("dma-1",))
 
-    harness.service.control(planned.rollout_id, "cancel", actor=ACTOR)
+    harness.service.control(CancelRollout(planned.rollout_id), actor=ACTOR)
 
     harness.start(package=harness.upload("10.4.10.0-14900"))
 

@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import pytest
 
-from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.access.tokens import Role
 from dma_upgrade.engine.errors import InvalidInput
 from dma_upgrade.engine.rollout_events import RolloutPlanned
 from dma_upgrade.engine.upgrade_events import UpgradeOptions

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,11 +15,13 @@ import pytest
 import yaml
 
 from dma_upgrade.adapters.sql.leases import SqlLeases
+from dma_upgrade.engine.commands import CancelRollout
 from tests.conftest import FakeClock
 from tests.e2e.cli import ROOT
 from tests.exposition import Scrape
 from tests.integration.metrics_harness import AGENTS, Wired, run_with_failures
 from tests.integration.rollout_harness import ACTOR
+from tests.tools import REQUIRE_PROMETHEUS, needed_program
 
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 ALERT_TESTS = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
@@ -31,9 +32,8 @@ METRIC_NAME = re.compile(r"\bdma_upgrade_[a-z0-9_]*[a-z0-9]\b")
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     """Run Debian's ``promtool`` (``.ci/run`` installs the prometheus package when it is missing)."""
-    if shutil.which("promtool") is None:
-        pytest.fail("promtool is not installed (apt-get install prometheus)")
-    return subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=120, check=False)
+    program = needed_program("promtool", required_by=REQUIRE_PROMETHEUS, install="apt-get install prometheus")
+    return subprocess.run([program, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -87,7 +87,7 @@ def full_scrape(wired: Wired, clock: FakeClock) -> Scrape:
     """A scrape with every series present: a rollout with failures, a scheduled one, projections caught up,
     the chain verified."""
     failed = run_with_failures(wired)
-    wired.harness.service.control(failed, "cancel", actor=ACTOR)
+    wired.harness.service.control(CancelRollout(failed), actor=ACTOR)
     package = wired.harness.upload(NEXT_VERSION)
     wired.harness.start(package=package, names=AGENTS, start_at=clock.now() + timedelta(hours=1))
     wired.container.projections.catch_up()

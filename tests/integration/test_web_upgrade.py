@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.access.tokens import Role
 from dma_upgrade.adapters.packages.archive import build_package, inspect_package
 from dma_upgrade.engine.agent_events import AgentVersionChanged, AgentWebUpgraded
 from dma_upgrade.engine.packages import PackageKind, PackageManifest

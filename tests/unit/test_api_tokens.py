@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dma_upgrade.adapters.api.auth import Principal, Role, TokenFile, TokenFileUnreadable
+from dma_upgrade.adapters.access.tokens import Principal, Role, TokenFile
+from dma_upgrade.adapters.errors import TokenFileUnreadable
 from dma_upgrade.engine.errors import Conflict, InvalidInput, NotFound
 
 
@@ -93,7 +94,7 @@ def test_a_write_that_fails_leaves_the_file_as_it_was_and_no_temporary_file(
     def failing_dump(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("dma_upgrade.adapters.api.auth.json.dump", failing_dump)
+    monkeypatch.setattr("dma_upgrade.adapters.access.tokens.json.dump", failing_dump)
     with pytest.raises(OSError, match="disk full"):
         TokenFile(path).add("bob", Role.VIEWER)
     assert path.read_text() == before

@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from dma_upgrade.adapters.read.progress_view import activity, scheduled_start, start_line, utc_text
+from dma_upgrade.adapters.shapes.models import AgentProgressOut, RolloutProgressOut
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.rollout import Rollout
 from dma_upgrade.engine.rollout_events import (
@@ -97,6 +98,15 @@ def _scheduled(plan: RolloutPlanned, index: int = 0) -> AgentUpgradeScheduled:
                                  plan=agent.plan)
 
 
+def _activity(agent: Row) -> str:
+    """``activity`` of the agent's public shape, built straight from its progress row (as the local path does)."""
+    return activity(AgentProgressOut(**agent))
+
+
+def _start_line(rollout: Row) -> str | None:
+    return start_line(RolloutProgressOut.of(rollout, []))
+
+
 def _agent_row(rows: MemoryRows, name: str) -> Row:
     return next(r for r in table(rows, AGENTS.name) if r["agent"] == name)
 
@@ -117,14 +127,14 @@ def test_a_step_in_doubt_shows_as_such_until_the_agent_says_what_it_knows() -> N
     row = table(rows, AGENTS.name)[0]
     assert (row["state"], row["step"], row["in_doubt"], row["last_error"]) == (
         "Installing", "install", True, "no answer within 1800 s")
-    assert activity(row) == ("in doubt: install (attempt 1): no answer within 1800 s — ask pending; resolve with "
+    assert _activity(row) == ("in doubt: install (attempt 1): no answer within 1800 s — ask pending; resolve with "
                              "dma-upgrade upgrade resolve")
     assert table(rows, ROLLOUTS.name)[0]["in_flight"] == 1
 
     run(ProgressProjection(), [feed(stream, StepStatusLearned(step=Step.INSTALL, attempt=1, status="running"))], rows)
     row = table(rows, AGENTS.name)[0]
     assert (row["step"], row["in_doubt"]) == ("install", False)
-    assert activity(row) == "Installing: copying"
+    assert _activity(row) == "Installing: copying"
 
 
 def test_a_doubt_resolved_as_applied_counts_the_step_done_and_enters_its_state() -> None:
@@ -153,7 +163,7 @@ def test_a_doubt_resolved_as_applied_counts_the_step_done_and_enters_its_state()
     assert (resolved_install["state"], resolved_install["steps_done"], resolved_install["step"],
             resolved_install["in_doubt"], resolved_install["version_after"]) == (
         "Installing", 3, None, False, "10.4.9.0-14794")
-    assert activity(resolved_install) == "waiting"
+    assert _activity(resolved_install) == "waiting"
 
 
 def _after_an_upload_in_doubt(then: Event) -> Row:
@@ -174,13 +184,13 @@ def _after_an_upload_in_doubt(then: Event) -> Row:
 def test_a_doubt_resolved_as_not_applied_leaves_the_step_in_flight_to_be_sent_again() -> None:
     row = _after_an_upload_in_doubt(StepDoubtResolved(step=Step.UPLOAD, attempt=1, applied=False))
     assert (row["state"], row["step"], row["steps_done"], row["in_doubt"]) == ("Scheduled", "upload", 0, False)
-    assert activity(row) == "upload (attempt 1)"
+    assert _activity(row) == "upload (attempt 1)"
 
 
 def test_a_failed_upgrade_is_no_longer_in_doubt() -> None:
     row = _after_an_upload_in_doubt(AgentUpgradeFailed(step=Step.UPLOAD, reason="given up"))
     assert (row["state"], row["in_doubt"], row["last_error"]) == ("Failed", False, "given up")
-    assert activity(row) == "given up"
+    assert _activity(row) == "given up"
 
 
 def test_a_switch_over_awaiting_a_manual_start_says_whom_to_start_until_it_begins() -> None:
@@ -194,13 +204,13 @@ def test_a_switch_over_awaiting_a_manual_start_says_whom_to_start_until_it_begin
     rows = run(ProgressProjection(), [*events, feed(stream, ManualStartAwaited(agent="dma-backup"))])
     row = _agent_row(rows, "dma-backup")
     assert row["awaiting_manual_start"] == "dma-backup"
-    assert activity(row) == "waiting for a manual start of dma-backup before the switch-over"
+    assert _activity(row) == "waiting for a manual start of dma-backup before the switch-over"
 
     run(ProgressProjection(), [feed(stream, StepStarted(step=Step.SWITCH_OVER, attempt=1, idempotency_key="s"))],
         rows)
     row = _agent_row(rows, "dma-backup")
     assert row["awaiting_manual_start"] is None
-    assert activity(row) == "switch over (attempt 1)"
+    assert _activity(row) == "switch over (attempt 1)"
 
 
 def test_the_plans_notes_are_kept_on_the_rollout_and_on_each_agent() -> None:
@@ -229,7 +239,7 @@ def test_a_scheduled_start_recorded_twelve_seconds_late_shows_both_times_and_its
     rows = run(ProgressProjection(), [feed(stream, planned(rollout_id, start_at=start_at))])
     waiting = _rollout_row(rows)
     assert (waiting["start_at"], waiting["started_at"], waiting["start_lateness_seconds"]) == (start_at, None, None)
-    assert start_line(waiting) == "scheduled for 2026-11-30T09:05:00Z"
+    assert _start_line(waiting) == "scheduled for 2026-11-30T09:05:00Z"
 
     started_at = start_at + timedelta(seconds=12)
     run(ProgressProjection(), [feed(stream, RolloutStarted(scheduled_at=start_at, started_at=started_at))], rows)
@@ -237,7 +247,7 @@ def test_a_scheduled_start_recorded_twelve_seconds_late_shows_both_times_and_its
     row = _rollout_row(rows)
     assert row["state"] == "Running"
     assert (row["start_at"], row["started_at"], row["start_lateness_seconds"]) == (start_at, started_at, 12.0)
-    assert start_line(row) == "scheduled 2026-11-30T09:05:00Z, started 2026-11-30T09:05:12Z (12 s late)"
+    assert _start_line(row) == "scheduled 2026-11-30T09:05:00Z, started 2026-11-30T09:05:12Z (12 s late)"
 
 
 @pytest.mark.parametrize(("offset", "lateness"), [(0.0, 0.0), (0.4, 0.4), (-2.0, 0.0)],
@@ -252,7 +262,7 @@ def test_a_start_on_time_is_not_late(offset: float, lateness: float) -> None:
     ])
     row = _rollout_row(rows)
     assert row["start_lateness_seconds"] == lateness
-    assert start_line(row) == "scheduled 2026-11-30T09:05:00Z, started " + utc_text(row["started_at"]) + " (on time)"
+    assert _start_line(row) == "scheduled 2026-11-30T09:05:00Z, started " + utc_text(row["started_at"]) + " (on time)"
 
 
 def test_an_unscheduled_start_has_its_time_and_no_lateness() -> None:
@@ -263,7 +273,7 @@ def test_an_unscheduled_start_has_its_time_and_no_lateness() -> None:
                                       feed(stream, RolloutStarted(started_at=started_at))])
     row = _rollout_row(rows)
     assert (row["start_at"], row["started_at"], row["start_lateness_seconds"]) == (None, started_at, None)
-    assert start_line(row) is None
+    assert _start_line(row) is None
 
 
 def test_a_start_recorded_before_the_event_kept_its_times_is_timed_by_the_plan_and_the_record() -> None:
@@ -284,7 +294,7 @@ def test_a_scheduled_rollout_cancelled_before_its_start_says_it_never_started() 
                                       feed(stream, RolloutCancelled(reason="operator"))])
     row = _rollout_row(rows)
     assert (row["state"], row["started_at"], row["start_lateness_seconds"]) == ("Cancelled", None, None)
-    assert start_line(row) == "scheduled for 2026-11-30T10:00:00Z, never started"
+    assert _start_line(row) == "scheduled for 2026-11-30T10:00:00Z, never started"
 
 
 def test_a_planned_start_is_scheduled_until_its_time_then_overdue() -> None:

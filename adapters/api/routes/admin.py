@@ -13,9 +13,10 @@ from fastapi.responses import StreamingResponse
 
 from dma_upgrade.adapters.api.context import Admin, Context, Viewer
 from dma_upgrade.adapters.api.errors import ERROR_RESPONSES
-from dma_upgrade.adapters.api.models import AuditVerifyOut, EnginesOut, ProjectionStatusOut, SettingIn, as_utc
+from dma_upgrade.adapters.api.models import SettingIn
 from dma_upgrade.adapters.audit.check import check_audit
 from dma_upgrade.adapters.audit.export import ExportFormat, ExportSummary, Selection, export_lines, select_records
+from dma_upgrade.adapters.shapes.models import AuditVerifyOut, EnginesOut, ProjectionStatusOut, as_utc
 from dma_upgrade.adapters.sql.leases import lease_overview
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)

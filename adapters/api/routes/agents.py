@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from dma_upgrade.adapters.api.context import Context, Operator, Viewer
 from dma_upgrade.adapters.api.errors import ERROR_RESPONSES
-from dma_upgrade.adapters.api.models import (
-    AgentByAddressIn,
-    AgentIn,
-    AgentOut,
-    AgentPortsIn,
-    FactsModel,
-    VersionHistoryOut,
-)
+from dma_upgrade.adapters.api.models import AgentByAddressIn
 from dma_upgrade.adapters.read.history_queries import version_history as version_history_rows
+from dma_upgrade.adapters.shapes.models import AgentIn, AgentOut, AgentPortsIn, FactsModel, VersionHistoryOut
 from dma_upgrade.engine.errors import NotFound
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RESPONSES)
@@ -81,6 +75,9 @@ async def start_agent(name: str, context: Context, caller: Operator) -> AgentOut
 
 
 @router.get("/{name}/history")
-def version_history(name: str, context: Context, _: Viewer) -> list[VersionHistoryOut]:
-    """The agent's VersionHistory.txt: every version it ran, oldest first."""
-    return [VersionHistoryOut.of(row) for row in version_history_rows(context.container, name)]
+def version_history(name: str, context: Context, _: Viewer, response: Response) -> list[VersionHistoryOut]:
+    """The agent's VersionHistory.txt: every version it ran, oldest first (a projection, as it is: the headers
+    say how far behind)."""
+    reading = version_history_rows(context.container, name)
+    response.headers.update(reading.lag.headers() if reading.lag else {})
+    return [VersionHistoryOut.of(row) for row in reading.value]

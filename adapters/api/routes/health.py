@@ -17,7 +17,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from dma_upgrade.adapters.api.context import ApiContext, Context
-from dma_upgrade.adapters.api.models import ProjectionStatusOut, ReadinessOut
+from dma_upgrade.adapters.api.models import ReadinessOut
+from dma_upgrade.adapters.shapes.models import ProjectionStatusOut
 from dma_upgrade.adapters.sql.database import first_line
 
 router = APIRouter(tags=["health"])

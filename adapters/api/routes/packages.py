@@ -6,15 +6,15 @@ import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, File, Response, UploadFile
 
 from dma_upgrade.adapters.api.context import Context, Operator, Viewer
 from dma_upgrade.adapters.api.errors import ERROR_RESPONSES
-from dma_upgrade.adapters.api.models import PackageHistoryOut, PackageOut
-from dma_upgrade.adapters.api.status_table import PayloadTooLarge
+from dma_upgrade.adapters.errors import PayloadTooLarge
 from dma_upgrade.adapters.packages.upload import upload_package
 from dma_upgrade.adapters.private_files import private_directory
 from dma_upgrade.adapters.read.history_queries import package_history as package_history_rows
+from dma_upgrade.adapters.shapes.models import PackageHistoryOut, PackageOut
 from dma_upgrade.engine.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1/packages", tags=["packages"], responses=ERROR_RESPONSES)
@@ -65,9 +65,12 @@ def list_packages(context: Context, _: Viewer) -> list[PackageOut]:
 
 
 @router.get("/history")
-def package_history(context: Context, _: Viewer) -> list[PackageHistoryOut]:
-    """Every package ever uploaded, with its status and every rollout that used it (a projection)."""
-    return [PackageHistoryOut.of(r) for r in package_history_rows(context.container)]
+def package_history(context: Context, _: Viewer, response: Response) -> list[PackageHistoryOut]:
+    """Every package ever uploaded, with its status and every rollout that used it (a projection, as it is: the
+    headers say how far behind)."""
+    reading = package_history_rows(context.container)
+    response.headers.update(reading.lag.headers() if reading.lag else {})
+    return [PackageHistoryOut.of(r) for r in reading.value]
 
 
 @router.get("/{reference}")

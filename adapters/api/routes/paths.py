@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from dma_upgrade.adapters.api.context import Context, Viewer
 from dma_upgrade.adapters.api.errors import ERROR_RESPONSES
-from dma_upgrade.adapters.api.path_models import PathOut
+from dma_upgrade.adapters.shapes.paths import PathOut
 from dma_upgrade.engine.path_advice import PathQuery
 
 router = APIRouter(prefix="/api/v1/upgrade-path", tags=["rollouts"], responses=ERROR_RESPONSES)

@@ -11,21 +11,23 @@ from fastapi.responses import Response
 
 from dma_upgrade.adapters.api.context import Context, Viewer
 from dma_upgrade.adapters.api.errors import ERROR_RESPONSES
-from dma_upgrade.adapters.api.models import AgentProgressOut, RolloutProgressOut, as_utc
+from dma_upgrade.adapters.read.freshness import Lag
 from dma_upgrade.adapters.read.progress_queries import progress_as_of
+from dma_upgrade.adapters.shapes.models import AgentProgressOut, RolloutProgressOut, as_utc
 from dma_upgrade.engine.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1/progress", tags=["progress"], responses=ERROR_RESPONSES)
 
 
-def _json(body: bytes) -> Response:
-    return Response(body, media_type="application/json")
+def _json(body: bytes, lag: Lag | None = None) -> Response:
+    """A JSON answer; one read from the projection carries its lag as headers (``Lag.headers``)."""
+    return Response(body, media_type="application/json", headers=lag.headers() if lag is not None else None)
 
 
 @router.get("", response_model=list[RolloutProgressOut])
 def all_progress(context: Context, _: Viewer) -> Response:
     """Every rollout, oldest first, with a row per agent."""
-    return _json(context.progress.all_json())
+    return _json(*context.progress.all_json())
 
 
 @router.get("/{rollout_id}", response_model=RolloutProgressOut)
@@ -38,13 +40,16 @@ def rollout_progress(
     if as_of is not None and at_position is not None:
         raise InvalidInput("give as_of or at_position, not both")
     if as_of is None and at_position is None:
-        return _json(context.progress.rollout_json(rollout_id))
+        return _json(*context.progress.rollout_json(rollout_id))
     past = RolloutProgressOut.of(*progress_as_of(context.container.store, rollout_id, at_time=as_utc(as_of),
                                                  at_position=at_position, now=context.container.clock.now()))
     return _json(past.model_dump_json().encode())
 
 
 @router.get("/{rollout_id}/agents/{agent}")
-def agent_progress(rollout_id: UUID, agent: str, context: Context, _: Viewer) -> AgentProgressOut:
+def agent_progress(rollout_id: UUID, agent: str, context: Context, _: Viewer,
+                   response: Response) -> AgentProgressOut:
     """One agent's upgrade within a rollout."""
-    return context.progress.agent(rollout_id, agent)
+    answer, lag = context.progress.agent(rollout_id, agent)
+    response.headers.update(lag.headers())
+    return answer

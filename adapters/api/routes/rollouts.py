@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException
 from starlette.concurrency import run_in_threadpool
 
-from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.access.tokens import Role
 from dma_upgrade.adapters.api.context import ApiContext, Context, Operator, Viewer
 from dma_upgrade.adapters.api.errors import ERROR_RESPONSES
-from dma_upgrade.adapters.api.models import DoubtResolvedOut, PlanOut, ResolveIn, RolloutIn, RolloutStateOut
+from dma_upgrade.adapters.shapes.models import DoubtResolvedOut, PlanOut, ResolveIn, RolloutIn, RolloutStateOut
+from dma_upgrade.engine.commands import CommandName, rollout_command
 
 router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"], responses=ERROR_RESPONSES)
 
-Command = Literal["pause", "resume", "cancel", "retry-failed", "continue"]
 T = TypeVar("T")
 
 
@@ -70,8 +70,8 @@ def resolve(rollout_id: UUID, body: ResolveIn, context: Context, caller: Operato
 
 
 @router.post("/{rollout_id}/{command}")
-def control(rollout_id: UUID, command: Command, context: Context, caller: Operator) -> RolloutStateOut:
+def control(rollout_id: UUID, command: CommandName, context: Context, caller: Operator) -> RolloutStateOut:
     """Pause (no new agent starts), resume, cancel (agents not yet installing), retry the failed agents, or continue
     a failed or cancelled rollout with its package (the agents that did not complete run again; 409 while it runs
     or when every agent completed)."""
-    return RolloutStateOut.of(context.service.control(rollout_id, command, actor=caller.name))
+    return RolloutStateOut.of(context.service.control(rollout_command(command, rollout_id), actor=caller.name))

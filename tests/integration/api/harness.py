@@ -1,10 +1,11 @@
-"""A harness for API tests: ``create_app`` served by ``ApiServer`` on a real port, on a bootstrap-wired container.
+"""A harness for API tests: ``create_app`` served by ``ApiServer`` on a real port, on a bootstrap-wired app.
 
-``ApiHarness`` opens the database through ``bootstrap`` (with a fake clock), wires an ``UpgradeService``
-to a ``SimulatedAgentGateway`` that knows the agents of ``FLEET`` (registered or not), creates one
-token per role in a real token file and serves the API on loopback. ``client(role)`` is an httpx
-client carrying that role's token; the harness drives rollouts with a runner whose waits advance the
-fake clock, as the serving engine would.
+``ApiHarness`` wires the process through ``bootstrap`` with its fakes: a fake clock, and a
+``SimulatedAgentGateway`` that knows the agents of ``FLEET``, registered or not (unless the settings choose
+the HTTP gateway). It creates one token per role in a real token file and serves the API on loopback (with
+``metrics``, ``/metrics`` counts what the service appends, as in ``serve``). ``client(role)`` is an httpx
+client carrying that role's token; the harness drives rollouts with a runner whose waits advance the fake
+clock, as the serving engine would.
 """
 
 from __future__ import annotations
@@ -17,20 +18,17 @@ from uuid import UUID
 import httpx
 from prometheus_client import CollectorRegistry
 
+from dma_upgrade.adapters.access.tokens import Role, TokenFile
 from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
 from dma_upgrade.adapters.api.app import create_app
-from dma_upgrade.adapters.api.auth import Role, TokenFile
 from dma_upgrade.adapters.api.context import ApiContext
 from dma_upgrade.adapters.api.server import ApiServer
 from dma_upgrade.adapters.bootstrap import bootstrap
 from dma_upgrade.adapters.packages.archive import build_package
-from dma_upgrade.adapters.packages.store import FilePackageStore
-from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
 from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.engine.events import StoredRecord
 from dma_upgrade.engine.packages import PackageKind, PackageManifest
 from dma_upgrade.engine.rollout import Rollout
-from dma_upgrade.engine.service import UpgradeService
 from dma_upgrade.engine.versions import parse_version
 from tests.conftest import FakeClock
 from tests.integration.rollout_harness import PACKAGE_VERSION, START_VERSION, FakeWaiter
@@ -48,19 +46,21 @@ ACTORS = {Role.VIEWER: "vera-viewer", Role.OPERATOR: "otto-operator", Role.ADMIN
 class ApiHarness:
     """A served API on one database, a token per role, and the simulated agents behind it."""
 
-    def __init__(self, db_url: str, clock: FakeClock, tmp_path: Path, **settings: Any) -> None:
+    def __init__(self, db_url: str, clock: FakeClock, tmp_path: Path, *, metrics: bool = False,
+                 **settings: Any) -> None:
         self.clock = clock
         self.tmp_path = tmp_path
         self.settings = Settings(database_url=db_url, data_dir=tmp_path / "data",
                                  api_tokens_file=tmp_path / "api-tokens.json", **settings)
-        self.container = bootstrap(self.settings, clock=clock)
         self.gateway = SimulatedAgentGateway(FLEET)
-        self.service = UpgradeService(self.container.store, clock, self.container.ids, self.gateway)
+        simulated = self.settings.agent_gateway == "simulated"  # else the HTTP gateway the settings configure
+        self.container = bootstrap(self.settings, clock=clock, gateway=self.gateway if simulated else None,
+                                   metrics=metrics)
+        self.service = self.container.service
         self.token_file = TokenFile(self.settings.resolved_tokens_file)
         self.tokens = {role: self.token_file.add(name, role) for role, name in ACTORS.items()}
-        context = ApiContext(self.container, self.service, FilePackageStore(self.settings.data_dir / "packages"),
-                             self.token_file)
-        self.app = create_app(context, CollectorRegistry())
+        registry = self.container.metrics.registry if self.container.metrics is not None else CollectorRegistry()
+        self.app = create_app(ApiContext(self.container, self.token_file), registry)
         self.server = ApiServer(self.app)
         self.server.start()
         self._clients: dict[Role | None, httpx.Client] = {}
@@ -70,14 +70,22 @@ class ApiHarness:
         """A client with ``role``'s token (none when ``role`` is None), one per role."""
         if role not in self._clients:
             headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role is not None else {}
-            self._clients[role] = httpx.Client(base_url=self.server.url, headers=headers, timeout=30)
+            self._clients[role] = httpx.Client(base_url=self.server.url, headers=headers, timeout=30,
+                                               event_hooks={"request": [self._follow]})
         return self._clients[role]
 
     def anonymous(self, authorization: str) -> httpx.Client:
         """A fresh client sending ``authorization`` as its Authorization header."""
-        client = httpx.Client(base_url=self.server.url, headers={"Authorization": authorization}, timeout=30)
+        client = httpx.Client(base_url=self.server.url, headers={"Authorization": authorization}, timeout=30,
+                              event_hooks={"request": [self._follow]})
         self._extra.append(client)
         return client
+
+    def _follow(self, request: httpx.Request) -> None:
+        """What ``serve``'s projection follower would have done by the time a client reads a read model (the API's
+        reads only read): catch the projections up. Other requests leave them as they are (readiness sees lag)."""
+        if request.url.path.startswith("/api/v1/progress") or request.url.path.endswith("/history"):
+            self.container.projections.catch_up()
 
     def head(self) -> int:
         return self.container.store.head_position()
@@ -125,8 +133,7 @@ class ApiHarness:
         """Drive the rollout as the serving engine would, waits advancing the fake clock."""
         waiter = FakeWaiter(self.clock)
         waiter.on_wait = on_wait
-        runner = RolloutRunner(self.service, self.gateway, waiter, poll_seconds=0.05)
-        return runner.run(UUID(str(rollout_id)))
+        return self.container.runner(waiter=waiter, poll_seconds=0.05).run(UUID(str(rollout_id)))
 
     def close(self) -> None:
         for client in [*self._clients.values(), *self._extra]:

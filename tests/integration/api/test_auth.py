@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
-from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.access.tokens import Role
 from tests.integration.api.harness import ApiHarness
 
 Route = tuple[str, str]
@@ -26,7 +26,14 @@ ROUTE_ROLES: dict[Route, Role | None] = {
     ("GET", "/healthz"): None,
     ("GET", "/readyz"): None,
     ("GET", "/"): None,
+    ("GET", "/agents"): None,
+    ("GET", "/upgrade"): None,
+    ("GET", "/packages"): None,
+    ("GET", "/settings"): None,
+    ("GET", "/audit"): None,
     ("GET", "/static/{name}"): None,
+    ("GET", "/api/v1/whoami"): VIEWER,
+    ("GET", "/api/v1/clusters"): VIEWER,
     ("GET", "/api/v1/agents"): VIEWER,
     ("POST", "/api/v1/agents"): OPERATOR,
     ("POST", "/api/v1/agents/by-address"): OPERATOR,

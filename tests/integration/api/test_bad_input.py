@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import httpx
 
-from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.access.tokens import Role
 from dma_upgrade.adapters.api.guard import JSON_LIMIT
 from tests.integration.api.harness import CLUSTER, ApiHarness
 from tests.integration.rollout_harness import START_VERSION

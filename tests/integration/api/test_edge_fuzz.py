@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.access.tokens import Role
 from dma_upgrade.adapters.cli.main import app
 from tests.conftest import FakeClock
 from tests.integration.api.harness import ApiHarness

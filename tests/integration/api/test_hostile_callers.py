@@ -20,8 +20,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from dma_upgrade.adapters.agents.http_gateway import HttpAgentGateway
-from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.access.tokens import Role
 from dma_upgrade.adapters.api.server import ApiServer, RequestTimeouts
 from tests.conftest import FakeClock
 from tests.integration.api.harness import CLUSTER, ApiHarness
@@ -114,10 +113,8 @@ class Stalled:
 
 @pytest.fixture
 def stalled(serve: Callable[..., ApiHarness]) -> Iterator[Stalled]:
-    api = serve(agent_timeout_seconds=120, agent_retry_seconds=0)
+    api = serve(agent_timeout_seconds=120, agent_retry_seconds=0, agent_gateway="http")
     api.add_agents()
-    gateway = HttpAgentGateway.from_settings(api.settings)
-    api.service.gateway = gateway
     agent = SilentAgent()
     client = httpx.Client(base_url=api.server.url, timeout=120, limits=httpx.Limits(max_connections=CALLERS),
                           headers={"Authorization": f"Bearer {api.tokens[Role.OPERATOR]}"})
@@ -130,7 +127,6 @@ def stalled(serve: Callable[..., ApiHarness]) -> Iterator[Stalled]:
         agent.close()
         pool.shutdown()
         client.close()
-        gateway.close()
 
 
 def test_calls_past_the_agent_cap_are_refused_at_once_while_health_metrics_and_reads_answer(

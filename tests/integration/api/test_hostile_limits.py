@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.access.tokens import Role
 from tests.integration.api.harness import CLUSTER, ApiHarness
 from tests.integration.api.test_bad_input import refused
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.access.tokens import Role
 from tests.integration.api.harness import ApiHarness
 from tests.integration.rollout_harness import PACKAGE_VERSION
 

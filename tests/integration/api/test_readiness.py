@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dma_upgrade.adapters.api.auth import Role
+from dma_upgrade.adapters.access.tokens import Role
 from dma_upgrade.adapters.sql.database import create_db_engine, migrate
 from tests.conftest import FakeClock
 from tests.integration.api.harness import ApiHarness

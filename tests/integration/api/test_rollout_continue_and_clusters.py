@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
+from dma_upgrade.adapters.access.tokens import Role
 from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent
-from dma_upgrade.adapters.api.auth import Role
 from dma_upgrade.engine.upgrade_events import Step
 from tests.integration.api.harness import ACTORS, ApiHarness
 from tests.integration.rollout_harness import START_VERSION

@@ -12,11 +12,12 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from dma_upgrade.adapters.access.tokens import Role
 from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent
-from dma_upgrade.adapters.api.auth import Role
 from dma_upgrade.adapters.cli.context import Server
-from dma_upgrade.adapters.cli.errors import ServerRefusal, exit_code_for
+from dma_upgrade.adapters.cli.errors import exit_code_for
 from dma_upgrade.adapters.cli.remote import HttpBackend
+from dma_upgrade.adapters.errors import ServerRefusal
 from dma_upgrade.adapters.sql.leases import ROLLOUT, UPGRADE, SqlLeases
 from dma_upgrade.engine.upgrade_events import Step
 from tests.integration.api.harness import ACTORS, CLUSTER, UNREGISTERED, ApiHarness

@@ -24,15 +24,12 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+from dma_upgrade.adapters.errors import TokenFileUnreadable
 from dma_upgrade.adapters.private_files import private_directory
 from dma_upgrade.engine.actors import check_actor_name
-from dma_upgrade.engine.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from dma_upgrade.engine.errors import Conflict, InvalidInput, NotFound
 
 _log = logging.getLogger("dma_upgrade.api")
-
-
-class TokenFileUnreadable(StoreUnavailable):
-    """The token file exists but cannot be used: no call can be authenticated until it is mended."""
 
 
 class Role(IntEnum):

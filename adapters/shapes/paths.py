@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from dma_upgrade.adapters.api.models import ApiModel
+from dma_upgrade.adapters.shapes.models import Shape
 from dma_upgrade.engine.path_advice import HopAdvice, PathAdvice
 from dma_upgrade.engine.records import PackageRecord
 
 
-class CoveringPackageOut(ApiModel):
+class CoveringPackageOut(Shape):
     """An uploaded Full package that installs a version the hop accepts."""
 
     sha256: str
@@ -23,7 +23,7 @@ class CoveringPackageOut(ApiModel):
                    version=str(package.manifest.dataminer_version), status=package.status)
 
 
-class HopOut(ApiModel):
+class HopOut(Shape):
     """One version to install: any version from ``lowest`` up to (not including) ``below``, as ``versions`` says."""
 
     versions: str
@@ -39,7 +39,7 @@ class HopOut(ApiModel):
                    rules=list(advice.hop.rules), packages=[CoveringPackageOut.of(p) for p in advice.packages])
 
 
-class PathOut(ApiModel):
+class PathOut(Shape):
     """The way from one current version (run by ``agents``) to the target: ``hops`` in order, or ``refused``."""
 
     agents: list[str]
