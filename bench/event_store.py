@@ -358,20 +358,26 @@ def store_reads(url: str) -> Steps:
         engine.dispose()
 
 
+def raw_pages(engine: sa.Engine) -> Iterator[Sequence[sa.Row[Any]]]:
+    """Every row with all its columns, in pages by position as ``read_all`` pages, with Core."""
+    position = 0
+    while True:
+        query = (sa.select(*events_table.c).where(events_table.c.position > position)
+                 .order_by(events_table.c.position).limit(PAGE_SIZE))
+        with engine.connect() as conn:
+            rows = conn.execute(query).all()
+        if not rows:
+            return
+        position = rows[-1].position
+        yield rows
+
+
 def raw_reads(url: str) -> Steps:
     """Every row with all its columns, paged by position as ``read_all`` pages."""
     engine = create_db_engine(url)
-    position = 0
     try:
         yield 0
-        while True:
-            query = (sa.select(*events_table.c).where(events_table.c.position > position)
-                     .order_by(events_table.c.position).limit(PAGE_SIZE))
-            with engine.connect() as conn:
-                rows = conn.execute(query).all()
-            if not rows:
-                return
-            position = rows[-1][0]
+        for rows in raw_pages(engine):
             yield len(rows)
     finally:
         engine.dispose()
@@ -415,20 +421,14 @@ def store_export(url: str, path: Path) -> Steps:
 def raw_export(url: str, path: Path) -> Steps:
     """The same rows selected with Core, paged by position, and the same lines written with ``json.dumps``."""
     engine = create_db_engine(url)
-    position = exported = 0
+    exported = 0
     last: Any = None
     try:
         with path.open("w", encoding="utf-8", newline="") as out:
             yield 0
-            while True:
-                query = (sa.select(*events_table.c).where(events_table.c.position > position)
-                         .order_by(events_table.c.position).limit(PAGE_SIZE))
-                with engine.connect() as conn:
-                    rows = conn.execute(query).all()
-                if not rows:
-                    break
+            for rows in raw_pages(engine):
                 out.writelines(json.dumps(export_fields(row), ensure_ascii=False) + "\n" for row in rows)
-                position, last, exported = rows[-1].position, rows[-1], exported + len(rows)
+                last, exported = rows[-1], exported + len(rows)
                 yield len(rows)
             anchor = None if last is None else f"{last.hash}@{last.position}"
             out.write(json.dumps({"anchor": anchor, "exported": exported}) + "\n")

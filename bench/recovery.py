@@ -64,7 +64,7 @@ from dma_upgrade.adapters.agents.simulated_gateway import (
     SimulatedAgentGateway,
     modern_facts,
 )
-from dma_upgrade.adapters.bootstrap import bootstrap
+from dma_upgrade.adapters.bootstrap import App, bootstrap
 from dma_upgrade.adapters.clock import SystemClock
 from dma_upgrade.adapters.runtime.engine_process import FoldedIndex, ProjectionIndex, RolloutIndex
 from dma_upgrade.adapters.settings import Settings
@@ -107,7 +107,6 @@ from dma_upgrade.engine.rollout_events import (
     package_stream_id,
     rollout_stream_id,
 )
-from dma_upgrade.engine.service import UpgradeService
 from dma_upgrade.engine.upgrade_events import AgentUpgradePlan, AgentUpgradeScheduled, Step, UpgradeOptions
 from dma_upgrade.engine.versions import parse_version
 from dma_upgrade.projections.progress import ProgressProjection
@@ -117,6 +116,12 @@ ACTOR = "engine"
 OLD_VERSION = DEFAULT_VERSION
 TARGET_VERSION = "10.4.9.0-14794"
 PACKAGE_SHA256 = hashlib.sha256(f"DataMiner {TARGET_VERSION} Full Upgrade".encode()).hexdigest()
+
+
+def rollout_package(index: int) -> str:
+    """The SHA-256 of rollout ``index``'s package: a package is completed at its first install, so each rollout
+    under way has its own (the same version, built once per cluster)."""
+    return hashlib.sha256(f"DataMiner {TARGET_VERSION} Full Upgrade for cluster {index}".encode()).hexdigest()
 DELAYED_START_SECONDS = 60
 TARGET_SECONDS = 5.0
 TARGET_LABEL = f"< {TARGET_SECONDS:g} s on a 2-core machine"
@@ -229,7 +234,7 @@ class Interrupted:
     """The step in flight and its key, when the agent had applied it before the engine died."""
 
 
-def interrupted_history(agent: PlannedAgent, rollout_id: UUID, cut: Cut, rng: random.Random,
+def interrupted_history(agent: PlannedAgent, rollout: RolloutPlanned, cut: Cut, rng: random.Random,
                         now: datetime) -> Interrupted:
     """The events of one upgrade up to ``cut``, decided by the ``AgentUpgrade`` aggregate itself."""
     upgrade = AgentUpgrade()
@@ -246,7 +251,8 @@ def interrupted_history(agent: PlannedAgent, rollout_id: UUID, cut: Cut, rng: ra
 
     past_due = now - timedelta(minutes=rng.uniform(1, 60))
     record(upgrade.schedule(AgentUpgradeScheduled(
-        upgrade_id=agent.upgrade_id, rollout_id=rollout_id, agent=agent.name, package_sha256=PACKAGE_SHA256,
+        upgrade_id=agent.upgrade_id, rollout_id=rollout.rollout_id, agent=agent.name,
+        package_sha256=rollout.package_sha256,
         target_version=TARGET_VERSION, plan=agent.plan)))
     if cut is Cut.SCHEDULED:
         pass
@@ -307,7 +313,7 @@ def plan_rollout(rng: random.Random, ids: Callable[[], UUID], index: int, agent_
                                   delayed_start_seconds=DELAYED_START_SECONDS),
             failover_role=FailoverRole.BACKUP if switch_over else None))
     return RolloutPlanned(
-        rollout_id=ids(), package_sha256=PACKAGE_SHA256, package_version=TARGET_VERSION, options=OPTIONS,
+        rollout_id=ids(), package_sha256=rollout_package(index), package_version=TARGET_VERSION, options=OPTIONS,
         upload_only=False, failover_policy=FailoverPolicy.BACKUP_FIRST, agents=tuple(agents),
         max_concurrent=agent_count, max_errors=agent_count)
 
@@ -318,9 +324,6 @@ def build_resume_world(engine: Engine, upgrade_count: int, per_rollout: int, see
     now = SystemClock().now()
     log = BulkLog(default_codec(), ids, recorded_at=now - timedelta(hours=2))
     manifest = package_manifest()
-    log.append(package_stream_id(PACKAGE_SHA256), [PackageUploaded(
-        sha256=PACKAGE_SHA256, file_name=f"DataMiner {TARGET_VERSION} Full Upgrade.dmupgrade", size=123_456_789,
-        manifest=manifest)])
     cuts = rng.choices(list(CUT_WEIGHTS), weights=list(CUT_WEIGHTS.values()), k=upgrade_count)
     rollouts: list[RolloutPlanned] = []
     upgrades: list[Interrupted] = []
@@ -328,6 +331,9 @@ def build_resume_world(engine: Engine, upgrade_count: int, per_rollout: int, see
         chunk = cuts[start:start + per_rollout]
         plan = plan_rollout(rng, ids, index, len(chunk), start, chunk)
         rollouts.append(plan)
+        log.append(package_stream_id(plan.package_sha256), [PackageUploaded(
+            sha256=plan.package_sha256, file_name=f"DataMiner {TARGET_VERSION} Full Upgrade ({index}).dmupgrade",
+            size=123_456_789, manifest=manifest)])
         for agent in plan.agents:
             log.append(agent_stream_id(agent.name), [
                 AgentRegistered(name=agent.name, address=agent.address, cluster=agent.cluster, version=OLD_VERSION),
@@ -336,7 +342,7 @@ def build_resume_world(engine: Engine, upgrade_count: int, per_rollout: int, see
                                                   agents=tuple(a.name for a in plan.agents))], plan.rollout_id)
         log.append(rollout_stream_id(plan.rollout_id), [plan, RolloutStarted()], plan.rollout_id)
         for agent, cut in zip(plan.agents, chunk, strict=True):
-            interrupted = interrupted_history(agent, plan.rollout_id, cut, rng, now)
+            interrupted = interrupted_history(agent, plan, cut, rng, now)
             upgrades.append(interrupted)
             log.append(upgrade_stream_id(agent.upgrade_id), interrupted.events, plan.rollout_id)
             if interrupted.installed:
@@ -351,11 +357,13 @@ def build_resume_world(engine: Engine, upgrade_count: int, per_rollout: int, see
     gateway = SimulatedAgentGateway(
         SimulatedAgent(name=u.agent.name, address=u.agent.address, cluster=u.agent.cluster,
                        version=TARGET_VERSION if u.installed else OLD_VERSION) for u in upgrades)
-    package = PackageRef(PACKAGE_SHA256, TARGET_VERSION)
+    packages = {agent.name: PackageRef(plan.package_sha256, TARGET_VERSION)
+                for plan in rollouts for agent in plan.agents}
     for upgrade in upgrades:  # the agent had applied the step before the engine died
         if upgrade.applied_in_flight is not None:
             step, key = upgrade.applied_in_flight
-            gateway.perform(AgentAddress(upgrade.agent.name, upgrade.agent.address), step, key, package)
+            gateway.perform(AgentAddress(upgrade.agent.name, upgrade.agent.address), step, key,
+                            packages[upgrade.agent.name])
     return ResumeWorld(rollouts=rollouts, upgrades=upgrades, gateway=gateway, events=written,
                        chain_verified=verdict.verified)
 
@@ -556,13 +564,13 @@ class Rearm:
     jobs: int
 
 
-def rearm(url: str, index_of: Callable[[UpgradeService, Engine], RolloutIndex]) -> Rearm:
+def rearm(url: str, index_of: Callable[[App], RolloutIndex]) -> Rearm:
     """Engine start -> ``EngineProcess.tick`` armed every pending start on a paused scheduler; then one more tick."""
     started, cpu_started = time.perf_counter(), time.process_time()
     app = bootstrap(Settings(database_url=url), waiter=CountingWaiter())
     scheduler = paused_scheduler()
     try:
-        index = NotingIndex(index_of(app.service, app.engine))
+        index = NotingIndex(index_of(app))
         process = app.engine_process(scheduler=scheduler, index=index)
         process.tick()
         ticked, cpu = time.perf_counter(), time.process_time() - cpu_started
@@ -577,10 +585,10 @@ def rearm(url: str, index_of: Callable[[UpgradeService, Engine], RolloutIndex]) 
                  next_tick_seconds=next_tick, jobs=jobs)
 
 
-def projection_index(service: UpgradeService, engine: Engine) -> RolloutIndex:
+def projection_index(app: App) -> RolloutIndex:
     """What ``serve`` uses: the pending-timers and progress projections, caught up by the index."""
-    runner = ProjectionRunner(engine, service.store, service.clock, [ProgressProjection(), PendingTimersProjection()])
-    return ProjectionIndex(runner, engine)
+    runner = ProjectionRunner(app.engine, app.store, app.clock, [ProgressProjection(), PendingTimersProjection()])
+    return ProjectionIndex(runner, app.engine)
 
 
 @dataclass(frozen=True)
@@ -612,7 +620,7 @@ def bench_rearm(directory: Path, count: int, seed: int, profiler: ThreadProfiler
     progress("re-arming from the projections, current (a restart)")
     warm = rearm(url, projection_index)
     progress("re-arming by folding every rollout stream")
-    folded = rearm(url, lambda service, _: FoldedIndex(service))
+    folded = rearm(url, lambda app: FoldedIndex(app.service))
     for name, result in (("projections from 0", cold), ("projections current", warm), ("folded", folded)):
         if result.jobs != count:
             raise RuntimeError(f"{result.jobs} jobs armed ({name}), expected {count}")

@@ -73,7 +73,10 @@ class NoWait:
 
 
 class Backend(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """How the figures name the backend."""
+        ...
 
     def fresh_database(self, label: str) -> AbstractContextManager[str]:
         """The URL of an empty database, for one measurement."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 from uuid import UUID
 
+from dma_upgrade.engine.aggregate import Aggregate
 from dma_upgrade.engine.errors import InvalidTransition
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.upgrade_events import (
@@ -45,7 +45,7 @@ def upgrade_stream_id(upgrade_id: UUID) -> str:
     return f"upgrade-{upgrade_id}"
 
 
-class AgentUpgrade:
+class AgentUpgrade(Aggregate):
     """The state of one agent's upgrade, rebuilt from its events; decisions never mutate it."""
 
     def __init__(self) -> None:
@@ -68,14 +68,6 @@ class AgentUpgrade:
         self.manual_start_seen = False
         self.retries = 0
         self.resumes = 0
-
-    @classmethod
-    def fold(cls, events: Iterable[Event]) -> AgentUpgrade:
-        """Rebuild an upgrade from its events in stream order."""
-        upgrade = cls()
-        for event in events:
-            upgrade.apply(event)
-        return upgrade
 
     # -- derived facts -------------------------------------------------------------------------
 

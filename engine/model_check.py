@@ -27,32 +27,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from uuid import UUID
 
+from dma_upgrade.engine import decisions
 from dma_upgrade.engine.agent_events import AgentStartedManually, FailoverRole
 from dma_upgrade.engine.agent_upgrade import AgentUpgrade
-from dma_upgrade.engine.decisions import (
-    Ask,
-    AwaitManualStart,
-    Finished,
-    LeaveStopped,
-    Record,
-    Send,
-    UpgradeAction,
-    UpgradeFacts,
-    WaitUntil,
-    agents_to_start,
-    answered,
-    cancellations,
-    conclusion,
-    continued_agents,
-    failed_count,
-    learned,
-    left_stopped,
-    next_action,
-    refused,
-    retries,
-    unanswered,
-    version_change,
-)
 from dma_upgrade.engine.errors import InvalidTransition
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.inventory import AgentRecord, apply_agent_event
@@ -72,7 +49,7 @@ SWITCHING_POLICIES = (FailoverPolicy.BACKUP_FIRST, FailoverPolicy.BACKUP_FIRST_S
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = StepPolicy(retry_budget=1, backoff_seconds=5.0)
 
-Decide = Callable[[AgentUpgrade, UpgradeFacts], UpgradeAction]
+Decide = Callable[[AgentUpgrade, decisions.UpgradeFacts], decisions.UpgradeAction]
 
 
 @dataclass(frozen=True)
@@ -114,7 +91,7 @@ class Budgets:
 class Core:
     """The decision core under check: the real one by default; a seeded fault replaces a part of it."""
 
-    decide: Decide = next_action
+    decide: Decide = decisions.next_action
     plan_order: StepOrder = StepOrder.SWITCH_WHEN_RUNNING
 
 
@@ -366,57 +343,59 @@ class Explorer:
         if rollout.state is RolloutState.PLANNED:
             yield _label("rollout", rollout.start()), self._append_rollout(state, rollout.start()), True
             return
-        for name, events in {**retries(rollout, state.upgrades, state.driving),
-                             **cancellations(rollout, state.upgrades, state.driving)}.items():
+        for name, events in {**decisions.retries(rollout, state.upgrades, state.driving),
+                             **decisions.cancellations(rollout, state.upgrades, state.driving)}.items():
             yield _label(name, events), self._append(state, name, events), True
             return
-        ready = agents_to_start(rollout, self.plan.agents, state.upgrades, state.driving,
-                                self.plan.max_concurrent - len(state.driving), failed_count(state.upgrades))
+        ready = decisions.agents_to_start(rollout, self.plan.agents, state.upgrades, state.driving,
+                                          self.plan.max_concurrent - len(state.driving),
+                                          decisions.failed_count(state.upgrades))
         if ready:
             after = state.clone()
             after.driving = state.driving | {a.name for a in ready}
             yield f"the runner starts driving {', '.join(a.name for a in ready)}", after, True
         elif not state.driving:
-            events = conclusion(rollout, state.upgrades)
+            events = decisions.conclusion(rollout, state.upgrades)
             if events:
                 yield _label("rollout", events), self._append_rollout(state, events), True
 
-    def _facts(self, state: _State, name: str) -> UpgradeFacts:
-        return UpgradeFacts(now=T0, policy=POLICY, agent=state.records[name],
-                            cancelled=state.rollout.state is RolloutState.CANCELLED, intent_fresh=name in state.fresh)
+    def _facts(self, state: _State, name: str) -> decisions.UpgradeFacts:
+        return decisions.UpgradeFacts(now=T0, policy=POLICY, agent=state.records[name],
+                                      cancelled=state.rollout.state is RolloutState.CANCELLED,
+                                      intent_fresh=name in state.fresh)
 
     def _driver(self, state: _State, name: str) -> Iterator[tuple[str, _State, bool]]:
         upgrade = state.upgrades[name]
         action = self.core.decide(upgrade, self._facts(state, name))
-        if isinstance(action, WaitUntil):  # time passes up to the timer; then the driver decides again
+        if isinstance(action, decisions.WaitUntil):  # time passes up to the timer; then the driver decides again
             facts = replace(self._facts(state, name), now=action.due)
             action = self.core.decide(upgrade, facts)
         match action:
-            case Finished():
+            case decisions.Finished():
                 after = state.clone()
                 after.driving, after.fresh = state.driving - {name}, state.fresh - {name}
                 yield f"{name}: its driver ends", after, True
-            case Record(events=events):
+            case decisions.Record(events=events):
                 after = self._append(state, name, events)
                 if any(isinstance(e, StepStarted) for e in events):  # the intent, then at once the command:
                     after.fresh = state.fresh | {name}  # a crash in between is a command the agent never got
                     sent = self.core.decide(after.upgrades[name], self._facts(after, name))
-                    if isinstance(sent, Send):
+                    if isinstance(sent, decisions.Send):
                         for label, then, good in self._send(after, name, sent.step, sent.key):
                             yield f"{_label(name, events)}; {label}", then, good
                         return
                 after.fresh = state.fresh - {name}
                 yield _label(name, events), after, True
-            case LeaveStopped():
-                stopped = left_stopped(upgrade, state.records[name])
+            case decisions.LeaveStopped():
+                stopped = decisions.left_stopped(upgrade, state.records[name])
                 yield _label(name, stopped, "agent"), self._append_agent(state, name, stopped), True
-            case AwaitManualStart():
+            case decisions.AwaitManualStart():
                 return
-            case Send(step=step, key=key):
+            case decisions.Send(step=step, key=key):
                 yield from self._send(state, name, step, key)
-            case Ask(step=step, key=key):
+            case decisions.Ask(step=step, key=key):
                 yield from self._ask(state, name, step, key)
-            case WaitUntil():
+            case decisions.WaitUntil():
                 raise _Broken("5 every run ends", f"{name}: the driver waits again right after its timer")
 
     def _send(self, state: _State, name: str, step: Step, key: str) -> Iterator[tuple[str, _State, bool]]:
@@ -434,8 +413,9 @@ class Explorer:
             broken.move = f"{label}; the agent applies it"
             raise
         outcome = StepOutcome(version_after=NEW_VERSION if step is Step.INSTALL else None)
-        recorded = self._append_agent(applied, name, version_change(state.records[name], upgrade, step, outcome))
-        events = answered(upgrade, step, outcome, NEW_VERSION)
+        change = decisions.version_change(state.records[name], upgrade, step, outcome)
+        recorded = self._append_agent(applied, name, change)
+        events = decisions.answered(upgrade, step, outcome, NEW_VERSION)
         yield f"{label}; the agent applies it and answers; {_label(name, events)}", \
             self._append(recorded, name, events), True
         if state.faults < self.budgets.faults:
@@ -443,11 +423,11 @@ class Explorer:
                 refusal = sent.clone()
                 refusal.world[name] = replace(refusal.world[name], refused=refusal.world[name].refused | {key})
                 refusal.faults += 1
-                events = refused(upgrade, step, "the agent refused", POLICY, T0)
+                events = decisions.refused(upgrade, step, "the agent refused", POLICY, T0)
                 yield f"{label}; the agent refuses it; {_label(name, events)}", self._append(refusal, name, events), \
                     False
             for silent, what in ((applied, "applies it"), (sent, "does not apply it")):
-                events = unanswered(upgrade, step, "no answer")
+                events = decisions.unanswered(upgrade, step, "no answer")
                 after = self._append(silent, name, events)
                 after.faults = state.faults + 1
                 yield f"{label}; the agent {what} and does not answer; {_label(name, events)}", after, False
@@ -462,11 +442,11 @@ class Explorer:
         agent = state.world[name]
         status = (StepStatus.SUCCEEDED if key in agent.applied
                   else StepStatus.FAILED if key in agent.refused else StepStatus.UNKNOWN)
-        events = learned(upgrade, step, status, POLICY, T0)
+        events = decisions.learned(upgrade, step, status, POLICY, T0)
         yield f"{name}: asked about {key.split(':', 1)[1]}, the agent says {status.value}; {_label(name, events)}", \
             self._append(state, name, events), True
         if state.faults < self.budgets.faults:
-            events = unanswered(upgrade, step, "cannot ask the agent")
+            events = decisions.unanswered(upgrade, step, "cannot ask the agent")
             if events:
                 after = self._append(state, name, events)
                 after.faults += 1
@@ -499,7 +479,8 @@ class Explorer:
             after = self._append_rollout(state, decide())
             after.operator += 1
             if verb == "cancels" and rollout.state in (RolloutState.PLANNED, RolloutState.FAILED):
-                for name, events in cancellations(after.rollout, after.upgrades, ()).items():  # the service winds up
+                # the service winds up
+                for name, events in decisions.cancellations(after.rollout, after.upgrades, ()).items():
                     after = self._append(after, name, events)
             yield f"operator: {verb} the rollout", after, False
         for name, upgrade in state.upgrades.items():
@@ -603,11 +584,11 @@ def _event_text(event: Event) -> str:
 # -- seeded faults: broken cores the checker must catch ---------------------------------------------------
 
 
-def _resend_on_resume(upgrade: AgentUpgrade, facts: UpgradeFacts) -> UpgradeAction:
+def _resend_on_resume(upgrade: AgentUpgrade, facts: decisions.UpgradeFacts) -> decisions.UpgradeAction:
     """A resumed engine that fails the step it finds in flight and sends a new attempt, without asking."""
-    action = next_action(upgrade, facts)
-    if isinstance(action, Ask) and not upgrade.in_doubt:
-        return Record(tuple(upgrade.fail_attempt(action.step, "resumed: sent again")))
+    action = decisions.next_action(upgrade, facts)
+    if isinstance(action, decisions.Ask) and not upgrade.in_doubt:
+        return decisions.Record(tuple(upgrade.fail_attempt(action.step, "resumed: sent again")))
     return action
 
 
@@ -617,16 +598,16 @@ def _continued(state: _State) -> tuple[str, ...] | None:
     if state.driving:
         return None
     try:
-        return continued_agents(state.rollout, state.upgrades)
+        return decisions.continued_agents(state.rollout, state.upgrades)
     except InvalidTransition:
         return None
 
 
-def _retry_after_timeout(upgrade: AgentUpgrade, facts: UpgradeFacts) -> UpgradeAction:
+def _retry_after_timeout(upgrade: AgentUpgrade, facts: decisions.UpgradeFacts) -> decisions.UpgradeAction:
     """A timeout treated as a failed attempt: the next attempt is sent without asking about the last."""
-    action = next_action(upgrade, facts)
-    if isinstance(action, Ask) and upgrade.in_doubt:
-        return Record(tuple(upgrade.fail_attempt(action.step, "no answer: retried")))
+    action = decisions.next_action(upgrade, facts)
+    if isinstance(action, decisions.Ask) and upgrade.in_doubt:
+        return decisions.Record(tuple(upgrade.fail_attempt(action.step, "no answer: retried")))
     return action
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
 
 from transitions import Machine
 
+from dma_upgrade.engine.aggregate import Aggregate
 from dma_upgrade.engine.errors import InvalidTransition
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.rollout_events import (
@@ -86,7 +86,7 @@ def rollout_next_state(state: RolloutState, trigger: str) -> RolloutState | None
     return RolloutState(dest) if dest is not None else None
 
 
-class Rollout:
+class Rollout(Aggregate):
     """The state of one rollout, rebuilt from its events; decisions never mutate it."""
 
     def __init__(self) -> None:
@@ -95,14 +95,6 @@ class Rollout:
         self.planned: RolloutPlanned | None = None
         self.retry_requests: dict[str, int] = {}
         self.end_reason: str | None = None
-
-    @classmethod
-    def fold(cls, events: Iterable[Event]) -> Rollout:
-        """Rebuild a rollout from its events in stream order."""
-        rollout = cls()
-        for event in events:
-            rollout.apply(event)
-        return rollout
 
     @property
     def plan(self) -> RolloutPlanned:

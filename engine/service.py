@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import assert_never
 from uuid import UUID
 
+from dma_upgrade.engine import commands
 from dma_upgrade.engine.addresses import AddressPolicy, AgentEndpoint, parse_address
 from dma_upgrade.engine.agent_events import (
     AgentFactsReported,
@@ -18,14 +19,6 @@ from dma_upgrade.engine.agent_events import (
     agent_stream_id,
 )
 from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from dma_upgrade.engine.commands import (
-    CancelRollout,
-    ContinueRollout,
-    PauseRollout,
-    ResumeRollout,
-    RetryFailedAgents,
-    RolloutCommand,
-)
 from dma_upgrade.engine.decisions import cancellations, continued_agents, version_change
 from dma_upgrade.engine.errors import ConcurrencyConflict, Conflict, InvalidInput, InvalidTransition, NotFound, shown
 from dma_upgrade.engine.events import Event, EventMetadata, NewEvent, RecordedEvent
@@ -474,27 +467,27 @@ class UpgradeService:
                 streams.setdefault(recorded.stream_id, []).append(recorded.event)
         return [Rollout.fold(events) for events in streams.values()]
 
-    def control(self, command: RolloutCommand, *, actor: str) -> Rollout:
+    def control(self, command: commands.RolloutCommand, *, actor: str) -> Rollout:
         """Carry out an operator's control of a rollout: the one dispatcher of the commands of
         ``engine/commands.py`` (pause, resume, cancel, retry-failed, continue); the engine driving it reacts."""
         rollout_id = command.rollout_id
-        if isinstance(command, ContinueRollout):
+        if isinstance(command, commands.ContinueRollout):
             return self.continue_rollout(rollout_id, actor=actor)
         rollout = self.rollout(rollout_id)
         match command:
-            case PauseRollout():
+            case commands.PauseRollout():
                 events = rollout.pause()
-            case ResumeRollout():
+            case commands.ResumeRollout():
                 events = rollout.resume()
-            case CancelRollout():
+            case commands.CancelRollout():
                 events = rollout.cancel(f"cancelled by {actor}")
-            case RetryFailedAgents():
+            case commands.RetryFailedAgents():
                 events = rollout.retry_failed(self._failed_agents(rollout))
             case _:
                 assert_never(command)
         self.append(rollout_stream_id(rollout_id), rollout.version, events, actor=actor,
                     correlation_id=rollout_id)
-        if isinstance(command, CancelRollout) and rollout.state in (RolloutState.PLANNED, RolloutState.FAILED):
+        if isinstance(command, commands.CancelRollout) and rollout.state in (RolloutState.PLANNED, RolloutState.FAILED):
             self._wind_up_cancelled(rollout, actor=actor)
         return self.rollout(rollout_id)
 

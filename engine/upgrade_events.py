@@ -120,33 +120,34 @@ class AgentUpgradeScheduled(Event):
     plan: AgentUpgradePlan
 
 
-class StepStarted(Event):
+class StepAttemptEvent(Event):
+    """Base of the events about one attempt of ``step`` (attempts are counted from 1 per step)."""
+
+    step: Step
+    attempt: int = Field(ge=1)
+
+
+class StepStarted(StepAttemptEvent):
     """Intent: the engine is about to ask the agent to perform ``step`` (attempt ``attempt``)."""
 
     event_type = "StepStarted"
 
-    step: Step
-    attempt: int = Field(ge=1)
     idempotency_key: str
 
 
-class StepSucceeded(Event):
+class StepSucceeded(StepAttemptEvent):
     """Outcome: the agent reported ``step`` done."""
 
     event_type = "StepSucceeded"
 
-    step: Step
-    attempt: int = Field(ge=1)
     version_after: str | None = None
 
 
-class StepFailed(Event):
+class StepFailed(StepAttemptEvent):
     """Outcome: one attempt of ``step`` failed; the step may be attempted again."""
 
     event_type = "StepFailed"
 
-    step: Step
-    attempt: int = Field(ge=1)
     error: str
 
 
@@ -160,37 +161,31 @@ class StepDelayed(Event):
     reason: str
 
 
-class StepInDoubt(Event):
+class StepInDoubt(StepAttemptEvent):
     """The outcome of ``step`` (attempt ``attempt``) is unknown: the agent did not answer (a timeout, a cut
     connection), or could not be asked. Nothing is sent for the step again before the agent is asked."""
 
     event_type = "StepInDoubt"
 
-    step: Step
-    attempt: int = Field(ge=1)
     reason: str
 
 
-class StepStatusLearned(Event):
+class StepStatusLearned(StepAttemptEvent):
     """The agent, asked by the idempotency key of ``step`` (attempt ``attempt``), said what it knows of it:
     ``unknown`` (never applied), ``running`` or ``succeeded``; the step is then sent again under the same
     key (the agent applies a key once, so it returns the first outcome or applies it now)."""
 
     event_type = "StepStatusLearned"
 
-    step: Step
-    attempt: int = Field(ge=1)
     status: str
 
 
-class StepDoubtResolved(Event):
+class StepDoubtResolved(StepAttemptEvent):
     """An operator decided a step in doubt: ``applied`` records it done on their word; not applied lets
     the engine send it again under the same key."""
 
     event_type = "StepDoubtResolved"
 
-    step: Step
-    attempt: int = Field(ge=1)
     applied: bool
     version_after: str | None = None
 

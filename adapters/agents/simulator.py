@@ -41,7 +41,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.types import Receive, Scope, Send
 
-from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, SimulatedAgentGateway
+from dma_upgrade.adapters.agents.simulated_gateway import JournalEntry, SimulatedAgent, SimulatedAgentGateway
 from dma_upgrade.engine.errors import AgentStepFailed, AgentUnreachable, InvalidInput
 from dma_upgrade.engine.ports import PackageRef, PhaseReporter, StepOutcome, StepStatus
 from dma_upgrade.engine.upgrade_events import Step, UpgradeOptions
@@ -88,24 +88,17 @@ class KeyRecord:
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class SavedEntry:
-    """One applied operation, as ``GET /journal`` lists it."""
+def _entry_json(entry: JournalEntry) -> dict[str, Any]:
+    """One applied operation, as ``GET /journal`` lists it and a state file keeps it."""
+    return {"step": entry.step.value, "key": entry.key, "package_version": entry.package_version,
+            "options": entry.options.model_dump(mode="json")}
 
-    step: Step
-    key: str
-    package_version: str
-    options: UpgradeOptions = field(default_factory=UpgradeOptions)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"step": self.step.value, "key": self.key, "package_version": self.package_version,
-                "options": self.options.model_dump(mode="json")}
-
-    @classmethod
-    def from_json(cls, entry: Any) -> SavedEntry:
-        """An entry of a state file; one saved before options were kept had the defaults."""
-        return cls(step=Step(entry["step"]), key=str(entry["key"]), package_version=str(entry["package_version"]),
-                   options=UpgradeOptions.model_validate(entry.get("options", {})))
+def _entry_of(entry: Any, agent: str) -> JournalEntry:
+    """An entry of ``agent``'s state file; one saved before options were kept had the defaults."""
+    return JournalEntry(agent=agent, step=Step(entry["step"]), key=str(entry["key"]),
+                        package_version=str(entry["package_version"]),
+                        options=UpgradeOptions.model_validate(entry.get("options", {})))
 
 
 @dataclass(frozen=True)
@@ -115,13 +108,13 @@ class AgentMemory:
     name: str
     version: str
     active: bool
-    journal: tuple[SavedEntry, ...] = ()
+    journal: tuple[JournalEntry, ...] = ()
     keys: Mapping[str, KeyRecord] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": STATE_FORMAT, "name": self.name, "version": self.version, "active": self.active,
-            "journal": [entry.to_json() for entry in self.journal],
+            "journal": [_entry_json(entry) for entry in self.journal],
             "keys": {key: {"step": r.step.value, "package_sha256": r.package_sha256, "status": r.status.value,
                            "version_after": r.version_after, "error": r.error}
                      for key, r in self.keys.items()},
@@ -133,14 +126,15 @@ class AgentMemory:
         try:
             if data.get("format") != STATE_FORMAT:
                 raise ValueError(f"unsupported format {data.get('format')!r}")
-            journal = tuple(SavedEntry.from_json(entry) for entry in data["journal"])
+            name = str(data["name"])
+            journal = tuple(_entry_of(entry, name) for entry in data["journal"])
             keys = {str(key): KeyRecord(step=Step(r["step"]), package_sha256=str(r["package_sha256"]),
                                         status=StepStatus(r["status"]), version_after=r.get("version_after"),
                                         error=r.get("error"))
                     for key, r in data["keys"].items()}
             finished = {key: r for key, r in keys.items()
                         if r.status in (StepStatus.SUCCEEDED, StepStatus.FAILED)}
-            return cls(name=str(data["name"]), version=str(data["version"]), active=bool(data["active"]),
+            return cls(name=name, version=str(data["version"]), active=bool(data["active"]),
                        journal=journal, keys=finished)
         except (AttributeError, KeyError, TypeError, ValueError) as error:
             raise InvalidInput(f"agent state file {source} is unreadable: {error!r}") from None
@@ -303,10 +297,8 @@ class _ServedAgent:
         return AgentMemory(name=self.name, version=snapshot.version, active=snapshot.active,
                            journal=self.journal(), keys=keys)
 
-    def journal(self) -> tuple[SavedEntry, ...]:
-        current = tuple(SavedEntry(step=e.step, key=e.key, package_version=e.package_version, options=e.options)
-                        for e in self.simulation.journal_of(self.name))
-        return self._previous_journal + current
+    def journal(self) -> tuple[JournalEntry, ...]:
+        return self._previous_journal + tuple(self.simulation.journal_of(self.name))
 
     def record(self, key: str) -> KeyRecord | None:
         with self._lock:
@@ -548,7 +540,7 @@ def agent_app(simulation: SimulatedAgentGateway, name: str, *, state_file: Path 
 
     @app.get("/journal")
     def journal() -> JSONResponse:
-        return JSONResponse([entry.to_json() for entry in served.journal()])
+        return JSONResponse([_entry_json(entry) for entry in served.journal()])
 
     @app.get("/health")
     def health() -> JSONResponse:

@@ -15,13 +15,24 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
 _STATIC = files("dma_upgrade.adapters.api") / "static"
-PAGES = {"": "index.html", "agents": "agents.html", "upgrade": "upgrade.html", "packages": "packages.html",
-         "settings": "settings.html", "audit": "audit.html"}
-"""Each page's path (after ``/``) and its file."""
-_ASSETS = {name: "text/javascript" for name in ("common.js", "progress.js", "agents.js", "upgrade.js", "packages.js",
-                                                 "settings.js", "audit.js")} | {"site.css": "text/css"}
-_MEDIA_TYPES = {**{page: "text/html" for page in PAGES.values()}, **_ASSETS}
-_FILES = {name: (_STATIC / name).read_bytes() for name in _MEDIA_TYPES}
+PAGES = {"": ("Progress", "progress"), "agents": ("Agents", "agents"), "upgrade": ("Upgrade", "upgrade"),
+         "packages": ("Packages", "packages"), "settings": ("Settings", "settings"), "audit": ("Audit", "audit")}
+"""Each page's path (after ``/``), its title and its name: ``static/<name>.html`` holds what the page shows, inside
+the one frame every page shares (``static/page.html``), and ``static/<name>.js`` is its script."""
+_ASSETS = {f"{name}.js": "text/javascript" for _, name in PAGES.values()} | {"common.js": "text/javascript",
+                                                                             "site.css": "text/css"}
+_FILES = {name: (_STATIC / name).read_bytes() for name in _ASSETS}
+
+
+def _framed(title: str, name: str) -> bytes:
+    """The page ``name``: its own part in the shared frame (the head, the header, the message line)."""
+    frame = (_STATIC / "page.html").read_text(encoding="utf-8")
+    content = (_STATIC / f"{name}.html").read_text(encoding="utf-8")
+    return (frame.replace("{title}", title).replace("{script}", name)
+            .replace("{content}", content.rstrip("\n")).encode())
+
+
+_PAGES = {path: _framed(title, name) for path, (title, name) in PAGES.items()}
 
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -35,19 +46,15 @@ _HEADERS = {
 router = APIRouter(include_in_schema=False)
 
 
-def _serve(name: str) -> Response:
-    return Response(_FILES[name], media_type=_MEDIA_TYPES[name], headers=_HEADERS)
-
-
-def _page(name: str) -> Callable[[], Response]:
+def _page(path: str) -> Callable[[], Response]:
     def page() -> Response:
-        return _serve(name)
+        return Response(_PAGES[path], media_type="text/html", headers=_HEADERS)
 
     return page
 
 
-for _path, _name in PAGES.items():
-    router.add_api_route(f"/{_path}", _page(_name), methods=["GET"], name=_name)
+for _path, (_title, _name) in PAGES.items():
+    router.add_api_route(f"/{_path}", _page(_path), methods=["GET"], name=_name)
 
 
 @router.get("/static/{name}")
@@ -55,4 +62,4 @@ def page_asset(name: str) -> Response:
     """A page's script or the style sheet."""
     if name not in _ASSETS:
         raise HTTPException(404, f"no such file: {name}")
-    return _serve(name)
+    return Response(_FILES[name], media_type=_ASSETS[name], headers=_HEADERS)

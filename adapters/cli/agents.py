@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from dma_upgrade.adapters.cli.backend import open_backend, request
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.cli.tables import print_table
 from dma_upgrade.adapters.shapes.models import AgentIn, AgentPortsIn, FactsModel
 from dma_upgrade.engine.agent_events import FailoverRole
 from dma_upgrade.engine.inventory import AgentRecord, clusters_on_mixed_versions
@@ -48,12 +48,11 @@ def list_agents(ctx: typer.Context) -> None:
     """Every agent with its version, and a warning for each cluster on mixed versions."""
     with open_backend(ctx) as backend:
         agents = backend.agents()
-    table = Table("agent", "address", "cluster", "version", "failover", "state")
-    for agent in agents:
-        pair = f"{agent.failover_role.value} of pair with {agent.failover_partner}" if agent.failover_role else ""
-        table.add_row(agent.name, agent.address, agent.cluster or "", agent.version, pair,
-                      "stopped: needs a manual start" if agent.needs_manual_start else "")
-    out.print(table)
+    print_table(("agent", "address", "cluster", "version", "failover", "state"),
+                ((agent.name, agent.address, agent.cluster or "", agent.version,
+                  f"{agent.failover_role.value} of pair with {agent.failover_partner}" if agent.failover_role else "",
+                  "stopped: needs a manual start" if agent.needs_manual_start else "")
+                 for agent in agents))
     records = (AgentRecord(name=a.name, address=a.address, cluster=a.cluster, version=a.version) for a in agents)
     for cluster, versions in clusters_on_mixed_versions(records).items():
         out.print(f"[yellow]warning: cluster {cluster} runs mixed versions: {', '.join(versions)}[/]")

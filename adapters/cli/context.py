@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar, cast
 
 import typer
-from rich.console import Console
 
 from dma_upgrade.adapters.bootstrap import App, bootstrap
+from dma_upgrade.adapters.cli.console import console
 from dma_upgrade.adapters.cli.errors import fail, stderr
 from dma_upgrade.adapters.private_files import PRIVATE_DIRECTORY, private_directory
 from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.engine.actors import check_actor_name
 from dma_upgrade.engine.errors import StoreUnavailable
 
-out = Console(highlight=False, soft_wrap=True)
+out = console()
 
 P = ParamSpec("P")
 R = TypeVar("R")

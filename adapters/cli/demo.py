@@ -80,16 +80,22 @@ def run_demo(data_dir: Path, console: Console, *, step_scale: float = 1.0) -> bo
         app.close()
 
 
+SUMMARY_COLUMNS = ("agent", "role", "from", "to", "state", "steps done", "step retries", "installing (s)",
+                   "whole upgrade (s)")
+"""The summary's columns: the steps done of those planned, the steps sent again, the seconds spent installing and
+over the whole upgrade."""
+
+
 def _summary(app: App, rollout_id: UUID, console: Console) -> None:
+    """The demo's end: each agent's upgrade in numbers, the agents' version histories and the package's status."""
     service = app.service
     app.projections.catch_up([PROGRESS])  # the demo is the only process: keeping its read model up is its job
     [(_, agents)] = current_progress(app, rollout_id).value
-    table = Table("agent", "role", "from", "to", "state", "attempts", "installing s", "total s", title="Summary",
-                  title_justify="left")
+    table = Table(*SUMMARY_COLUMNS, title="Summary", title_justify="left")
     for agent in sorted(agents, key=lambda a: a["plan_order"]):
         durations = agent["durations"]
-        table.add_row(agent["agent"], agent["failover_role"] or "", agent["version_from"],
-                      agent["version_after"] or "", agent["state"], str(agent["attempts"]),
+        table.add_row(agent["agent"], agent["failover_role"] or "", agent["version_from"], agent["version_after"] or "",
+                      agent["state"], f"{agent['steps_done']} of {agent['steps_planned']}", str(agent["retries"]),
                       f"{durations.get('Installing', 0.0):.1f}", f"{sum(durations.values()):.1f}")
     console.print(table)
     history = Table("agent", "version history", title="Upgrade history (VersionHistory.txt)",

@@ -16,13 +16,13 @@ from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 import typer
-from rich.console import Console
 
+from dma_upgrade.adapters.cli.console import console
 from dma_upgrade.adapters.errors import STORE_ERROR, UNAVAILABLE, outcome_of
 from dma_upgrade.adapters.sql.database import first_line
 from dma_upgrade.engine.errors import DmaUpgradeError
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stderr = console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")

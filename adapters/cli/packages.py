@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from dma_upgrade.adapters.cli.backend import open_backend
 from dma_upgrade.adapters.cli.context import local_only, out
 from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.cli.tables import print_table
 from dma_upgrade.adapters.packages.archive import build_package
 from dma_upgrade.adapters.shapes.models import ClusterAcceptanceOut
 from dma_upgrade.engine.packages import CheckName, Comparison, PackageKind, PackageManifest, PrerequisiteCheck
@@ -56,11 +56,10 @@ def list_packages(ctx: typer.Context) -> None:
     """Every uploaded package; a package that executed an upgrade stays listed as completed."""
     with open_backend(ctx) as backend:
         packages = backend.packages()
-    table = Table("sha256", "file", "version", "kind", "size", "uploaded by", "status", "accepted by")
-    for p in packages:
-        table.add_row(p.sha256[:12], p.file_name, p.full_version, p.kind, str(p.size), p.uploaded_by, p.status,
-                      Text(acceptance(p.clusters)))
-    out.print(table)
+    print_table(("sha256", "file", "version", "kind", "size", "uploaded by", "status", "accepted by"),
+                ((p.sha256[:12], p.file_name, p.full_version, p.kind, str(p.size), p.uploaded_by, p.status,
+                  Text(acceptance(p.clusters)))
+                 for p in packages))
 
 
 def acceptance(clusters: list[ClusterAcceptanceOut]) -> str:

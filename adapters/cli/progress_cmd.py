@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Annotated
 from uuid import UUID
 
@@ -17,9 +18,16 @@ from dma_upgrade.adapters.cli.backend import Backend, noted, open_backend
 from dma_upgrade.adapters.cli.context import local_only, out, session
 from dma_upgrade.adapters.cli.errors import reports_errors
 from dma_upgrade.adapters.cli.live import show_live
-from dma_upgrade.adapters.read.progress_view import as_json, progress_table
+from dma_upgrade.adapters.cli.remote import ENDED
+from dma_upgrade.adapters.cli.tables import print_table
+from dma_upgrade.adapters.cli.upgrade import EXIT_FAILED_ROLLOUT
+from dma_upgrade.adapters.read.progress_view import as_json, progress_table, status_lines
 from dma_upgrade.adapters.shapes.models import RolloutProgressOut
 from dma_upgrade.engine.errors import InvalidInput
+from dma_upgrade.engine.rollout import RolloutState
+
+FOLLOW_SECONDS = 0.5
+"""How often ``progress --follow`` reads the progress again."""
 
 projections_app = typer.Typer(no_args_is_help=True, help="The read models built from the events.")
 
@@ -27,7 +35,9 @@ projections_app = typer.Typer(no_args_is_help=True, help="The read models built 
 @reports_errors
 def progress(ctx: typer.Context,
              rollout: Annotated[UUID | None, typer.Argument(help="one rollout (default: all)")] = None,
-             follow: Annotated[bool, typer.Option(help="keep redrawing until interrupted")] = False,
+             follow: Annotated[bool, typer.Option(help=(
+                 "keep redrawing until the rollouts end (off a terminal: a line per change); exit 9 unless every "
+                 "one completed"))] = False,
              as_json_output: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
              as_of: Annotated[str | None, typer.Option(help="show it as it was at this time (ISO 8601)")] = None,
              at_position: Annotated[int | None, typer.Option(help="show it as it was at this position")] = None,
@@ -53,15 +63,47 @@ def progress(ctx: typer.Context,
             for view in views:
                 out.print(progress_table(view))
             return
-        show_live(out, _following(backend, rollout, views))
+        _follow(_Following(backend, rollout, views))
 
 
-def _following(backend: Backend, rollout: UUID | None, views: list[RolloutProgressOut]) -> Iterator[Table]:
-    """The progress tables, redrawn every half second until interrupted."""
-    while True:
-        yield _stack(views)
-        time.sleep(0.5)
-        views = backend.progress(rollout).value
+@dataclass
+class _Following:
+    """The rollouts ``progress --follow`` shows (one, or all), polled until every one of them ended."""
+
+    backend: Backend
+    rollout: UUID | None
+    views: list[RolloutProgressOut]
+    """The latest progress of the rollouts followed."""
+
+    def __iter__(self) -> Iterator[list[RolloutProgressOut]]:
+        """The progress now, then every ``FOLLOW_SECONDS`` again, until every rollout followed ended."""
+        while True:
+            yield self.views
+            if all(view.state in ENDED for view in self.views):
+                return
+            time.sleep(FOLLOW_SECONDS)
+            self.views = self.backend.progress(self.rollout).value
+
+
+def _follow(following: _Following) -> None:
+    """Show the rollouts until they end, redrawn on a terminal, else a line per change; then exit as ``upgrade
+    start --wait`` does: 0 if every one completed, else ``EXIT_FAILED_ROLLOUT``."""
+    if out.is_terminal:
+        show_live(out, map(_stack, following))
+    else:
+        _print_changes(following)
+    if any(view.state != RolloutState.COMPLETED for view in following.views):
+        raise typer.Exit(EXIT_FAILED_ROLLOUT)
+
+
+def _print_changes(polls: Iterable[list[RolloutProgressOut]]) -> None:
+    """Print each line of ``status_lines`` when it first shows and whenever it changes."""
+    shown: dict[str, str] = {}
+    for views in polls:
+        for key, line in (item for view in views for item in status_lines(view).items()):
+            if shown.get(key) != line:
+                out.print(line, markup=False)
+                shown[key] = line
 
 
 def _stack(views: list[RolloutProgressOut]) -> Table:
@@ -77,11 +119,10 @@ def status(ctx: typer.Context) -> None:
     """Each projection's checkpoint and how far behind the head it is."""
     with open_backend(ctx) as backend:
         statuses = backend.projections()
-    table = Table("projection", "checkpoint", "head", "lag (events)", "lag (s)", "stopped")
-    for st in statuses:
-        stopped = f"at {st.error_position}: {st.error}" if st.error else ""
-        table.add_row(st.name, str(st.position), str(st.head), str(st.lag_events), f"{st.lag_seconds:.1f}", stopped)
-    out.print(table)
+    print_table(("projection", "checkpoint", "head", "lag (events)", "lag (s)", "stopped"),
+                ((st.name, str(st.position), str(st.head), str(st.lag_events), f"{st.lag_seconds:.1f}",
+                  f"at {st.error_position}: {st.error}" if st.error else "")
+                 for st in statuses))
 
 
 @projections_app.command("run")
@@ -122,10 +163,9 @@ def engines(ctx: typer.Context) -> None:
     if not overview.engines:
         out.print("no engine process holds a lease: none is running (or none has been since the lease time)")
     else:
-        table = Table("engine instance", "host", "pid", "rollouts", "upgrades", "roles", "lease expires")
-        for e in overview.engines:
-            table.add_row(e.engine_instance, e.host, e.pid, "\n".join(e.rollouts) or "-", str(e.upgrades),
-                          ", ".join(e.roles) or "-", e.lease_expires_at.strftime("%Y-%m-%d %H:%M:%S UTC"))
-        out.print(table)
+        print_table(("engine instance", "host", "pid", "rollouts", "upgrades", "roles", "lease expires"),
+                    ((e.engine_instance, e.host, e.pid, "\n".join(e.rollouts) or "-", str(e.upgrades),
+                      ", ".join(e.roles) or "-", e.lease_expires_at.strftime("%Y-%m-%d %H:%M:%S UTC"))
+                     for e in overview.engines))
     if overview.upgrades_waiting:
         out.print(f"{overview.upgrades_waiting} handed-out upgrades wait for an engine to claim them")

@@ -32,23 +32,7 @@ from dma_upgrade.adapters.read.freshness import Lag, Reading
 from dma_upgrade.adapters.read.history_queries import PACKAGE_HISTORY
 from dma_upgrade.adapters.read.progress_queries import PROGRESS
 from dma_upgrade.adapters.read.progress_view import progress_table
-from dma_upgrade.adapters.shapes.models import (
-    AgentIn,
-    AgentOut,
-    AgentPortsIn,
-    AuditVerifyOut,
-    DoubtResolvedOut,
-    EnginesOut,
-    PackageHistoryOut,
-    PackageOut,
-    PlanOut,
-    ProjectionStatusOut,
-    ResolveIn,
-    RolloutIn,
-    RolloutProgressOut,
-    RolloutStateOut,
-    VersionHistoryOut,
-)
+from dma_upgrade.adapters.shapes import models
 from dma_upgrade.adapters.shapes.paths import PathOut
 from dma_upgrade.engine.commands import RolloutCommand
 from dma_upgrade.engine.errors import DmaUpgradeError, describe_validation
@@ -141,17 +125,17 @@ class HttpBackend:
             raise DmaUpgradeError(f"{self._server.url} did not answer as a dma-upgrade API server "
                                   f"({error.error_count()} problems in the answer to {method} {path})") from None
 
-    def agents(self) -> list[AgentOut]:
-        return self._call(list[AgentOut], "GET", "/agents")
+    def agents(self) -> list[models.AgentOut]:
+        return self._call(list[models.AgentOut], "GET", "/agents")
 
-    def add_agent(self, agent: AgentIn) -> AgentOut:
-        return self._call(AgentOut, "POST", "/agents", json=agent.model_dump(mode="json"))
+    def add_agent(self, agent: models.AgentIn) -> models.AgentOut:
+        return self._call(models.AgentOut, "POST", "/agents", json=agent.model_dump(mode="json"))
 
-    def start_agent(self, name: str) -> AgentOut:
-        return self._call(AgentOut, "POST", f"/agents/{_segment(name)}/start")
+    def start_agent(self, name: str) -> models.AgentOut:
+        return self._call(models.AgentOut, "POST", f"/agents/{_segment(name)}/start")
 
-    def set_agent_ports(self, name: str, ports: AgentPortsIn) -> AgentOut:
-        return self._call(AgentOut, "PUT", f"/agents/{_segment(name)}/ports",
+    def set_agent_ports(self, name: str, ports: models.AgentPortsIn) -> models.AgentOut:
+        return self._call(models.AgentOut, "PUT", f"/agents/{_segment(name)}/ports",
                           json=ports.model_dump(mode="json", exclude_none=True))
 
     def upgrade_path(self, query: PathQuery) -> list[PathOut]:
@@ -159,34 +143,34 @@ class HttpBackend:
         return self._call(list[PathOut], "GET", "/upgrade-path",
                           params={key: value for key, value in params.items() if value is not None})
 
-    def packages(self) -> list[PackageOut]:
-        return self._call(list[PackageOut], "GET", "/packages")
+    def packages(self) -> list[models.PackageOut]:
+        return self._call(list[models.PackageOut], "GET", "/packages")
 
-    def upload(self, file: Path) -> PackageOut:
+    def upload(self, file: Path) -> models.PackageOut:
         try:
             stream = file.open("rb")
         except OSError as error:
             raise PackageRejected(file.name, f"file cannot be read: {error.strerror or error}") from None
         with stream:
-            return self._call(PackageOut, "POST", "/packages", files={"file": (file.name, stream)},
+            return self._call(models.PackageOut, "POST", "/packages", files={"file": (file.name, stream)},
                               timeout=httpx.Timeout(None, connect=10.0))
 
-    def plan(self, request: RolloutIn) -> PlanOut:
-        return self._call(PlanOut, "POST", "/rollouts/plan", json=request.model_dump(mode="json"))
+    def plan(self, request: models.RolloutIn) -> models.PlanOut:
+        return self._call(models.PlanOut, "POST", "/rollouts/plan", json=request.model_dump(mode="json"))
 
-    def start_rollout(self, request: RolloutIn) -> PlanOut:
-        return self._call(PlanOut, "POST", "/rollouts", json=request.model_dump(mode="json"))
+    def start_rollout(self, request: models.RolloutIn) -> models.PlanOut:
+        return self._call(models.PlanOut, "POST", "/rollouts", json=request.model_dump(mode="json"))
 
-    def control(self, command: RolloutCommand) -> RolloutStateOut:
-        return self._call(RolloutStateOut, "POST", f"/rollouts/{command.rollout_id}/{command.name}")
+    def control(self, command: RolloutCommand) -> models.RolloutStateOut:
+        return self._call(models.RolloutStateOut, "POST", f"/rollouts/{command.rollout_id}/{command.name}")
 
-    def resolve(self, rollout_id: UUID, agent: str, applied: bool) -> DoubtResolvedOut:
-        body = ResolveIn(agent=agent, applied=applied).model_dump(mode="json")
-        return self._call(DoubtResolvedOut, "POST", f"/rollouts/{rollout_id}/resolve", json=body)
+    def resolve(self, rollout_id: UUID, agent: str, applied: bool) -> models.DoubtResolvedOut:
+        body = models.ResolveIn(agent=agent, applied=applied).model_dump(mode="json")
+        return self._call(models.DoubtResolvedOut, "POST", f"/rollouts/{rollout_id}/resolve", json=body)
 
-    def run(self, rollout_id: UUID, console: Console) -> RolloutStateOut:
+    def run(self, rollout_id: UUID, console: Console) -> models.RolloutStateOut:
         show_live(console, self._frames(rollout_id))
-        return self._call(RolloutStateOut, "GET", f"/rollouts/{rollout_id}")
+        return self._call(models.RolloutStateOut, "GET", f"/rollouts/{rollout_id}")
 
     def _frames(self, rollout_id: UUID) -> Iterator[RenderableType]:
         """The rollout's progress table, polled until the rollout ends (while the server's progress read model has
@@ -199,14 +183,15 @@ class HttpBackend:
                     return
             time.sleep(REFRESH_SECONDS)
 
-    def _newest(self, rollout_id: UUID) -> RolloutProgressOut | None:
+    def _newest(self, rollout_id: UUID) -> models.RolloutProgressOut | None:
         """The rollout's progress now; None while the server's read model is behind and does not hold it yet."""
         try:
-            return self._read(RolloutProgressOut, PROGRESS, f"/progress/{rollout_id}").value
+            return self._read(models.RolloutProgressOut, PROGRESS, f"/progress/{rollout_id}").value
         except ServerRefusal as refused:
             if refused.outcome is not NOT_FOUND:
                 raise
-        self._call(RolloutStateOut, "GET", f"/rollouts/{rollout_id}")  # the store holds it (else NotFound raises)
+        # the store holds it (else NotFound raises)
+        self._call(models.RolloutStateOut, "GET", f"/rollouts/{rollout_id}")
         return None
 
     def settings(self) -> dict[str, str]:
@@ -215,26 +200,26 @@ class HttpBackend:
     def set_setting(self, key: str, value: str) -> dict[str, str]:
         return self._call(dict[str, str], "PUT", f"/settings/{_segment(key)}", json={"value": value})
 
-    def progress(self, rollout_id: UUID | None = None) -> Reading[list[RolloutProgressOut]]:
+    def progress(self, rollout_id: UUID | None = None) -> Reading[list[models.RolloutProgressOut]]:
         if rollout_id is None:
-            return self._read(list[RolloutProgressOut], PROGRESS, "/progress")
-        one = self._read(RolloutProgressOut, PROGRESS, f"/progress/{rollout_id}")
+            return self._read(list[models.RolloutProgressOut], PROGRESS, "/progress")
+        one = self._read(models.RolloutProgressOut, PROGRESS, f"/progress/{rollout_id}")
         return Reading([one.value], one.lag)
 
     def progress_at(self, rollout_id: UUID, *, at_time: datetime | None,
-                    at_position: int | None) -> RolloutProgressOut:
+                    at_position: int | None) -> models.RolloutProgressOut:
         params = {"as_of": at_time.isoformat() if at_time is not None else None, "at_position": at_position}
-        return self._call(RolloutProgressOut, "GET", f"/progress/{rollout_id}",
+        return self._call(models.RolloutProgressOut, "GET", f"/progress/{rollout_id}",
                           params={k: v for k, v in params.items() if v is not None})
 
-    def package_history(self) -> Reading[list[PackageHistoryOut]]:
-        return self._read(list[PackageHistoryOut], PACKAGE_HISTORY, "/packages/history")
+    def package_history(self) -> Reading[list[models.PackageHistoryOut]]:
+        return self._read(list[models.PackageHistoryOut], PACKAGE_HISTORY, "/packages/history")
 
-    def version_history(self, agent: str) -> Reading[list[VersionHistoryOut]]:
-        return self._read(list[VersionHistoryOut], PACKAGE_HISTORY, f"/agents/{_segment(agent)}/history")
+    def version_history(self, agent: str) -> Reading[list[models.VersionHistoryOut]]:
+        return self._read(list[models.VersionHistoryOut], PACKAGE_HISTORY, f"/agents/{_segment(agent)}/history")
 
-    def verify_audit(self, anchor: str | None) -> AuditVerifyOut:
-        return self._call(AuditVerifyOut, "GET", "/audit/verify", params={"anchor": anchor} if anchor else {})
+    def verify_audit(self, anchor: str | None) -> models.AuditVerifyOut:
+        return self._call(models.AuditVerifyOut, "GET", "/audit/verify", params={"anchor": anchor} if anchor else {})
 
     def export_audit(self, export_format: ExportFormat, selection: Selection, stream: TextIO) -> ExportSummary:
         params = {"format": export_format.value,
@@ -272,11 +257,11 @@ class HttpBackend:
             summary.last_hash, summary.last_position = parse_anchor(str(anchor))
         return summary
 
-    def projections(self) -> list[ProjectionStatusOut]:
-        return self._call(list[ProjectionStatusOut], "GET", "/projections")
+    def projections(self) -> list[models.ProjectionStatusOut]:
+        return self._call(list[models.ProjectionStatusOut], "GET", "/projections")
 
-    def engines(self) -> EnginesOut:
-        return self._call(EnginesOut, "GET", "/engines")
+    def engines(self) -> models.EnginesOut:
+        return self._call(models.EnginesOut, "GET", "/engines")
 
 
 def _segment(text: str) -> str:

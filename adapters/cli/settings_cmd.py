@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from dma_upgrade.adapters.cli.backend import open_backend
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.cli.tables import print_table
 
 app = typer.Typer(no_args_is_help=True, help="System settings (each change is an event).")
 
@@ -30,7 +30,4 @@ def list_settings(ctx: typer.Context) -> None:
     """Every setting with its current value."""
     with open_backend(ctx) as backend:
         settings = backend.settings()
-    table = Table("setting", "value")
-    for key, value in settings.items():
-        table.add_row(key, value)
-    out.print(table)
+    print_table(("setting", "value"), settings.items())

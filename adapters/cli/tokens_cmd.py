@@ -10,12 +10,12 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from dma_upgrade.adapters.access.tokens import Role, TokenFile
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.cli.tables import print_table
 from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.engine.errors import StoreUnavailable
 
@@ -49,11 +49,9 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="who the to
 @reports_errors
 def list_tokens(ctx: typer.Context) -> None:
     """Who has a token, and with which role."""
-    table = Table("name", "role")
     with _tokens(ctx) as tokens:
-        for principal in tokens.principals():
-            table.add_row(Text(principal.name), principal.role.label)  # a name is text, never markup
-    out.print(table)
+        rows = [(Text(p.name), p.role.label) for p in tokens.principals()]  # a name is text, never markup
+    print_table(("name", "role"), rows)
 
 
 @app.command("revoke")

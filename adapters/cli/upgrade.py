@@ -13,15 +13,9 @@ from dma_upgrade.adapters.audit.export import parse_time
 from dma_upgrade.adapters.cli.backend import Backend, open_backend, request
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.read.progress_view import utc_text
 from dma_upgrade.adapters.shapes.models import PlanOut, ResolveIn, RolloutIn
-from dma_upgrade.engine.commands import (
-    CancelRollout,
-    ContinueRollout,
-    PauseRollout,
-    ResumeRollout,
-    RetryFailedAgents,
-    RolloutCommand,
-)
+from dma_upgrade.engine import commands
 from dma_upgrade.engine.errors import InvalidInput
 from dma_upgrade.engine.rollout import RolloutState
 from dma_upgrade.engine.rollout_events import FailoverPolicy
@@ -78,9 +72,17 @@ def start(ctx: typer.Context,
         if dry_run:
             show_plan(planned, title="Plan (dry run: nothing started)")
             return
-        show_plan(planned, title=f"Rollout {planned.rollout_id} started")
+        show_plan(planned, title=announcement(planned))
         if wait:
             _run(backend, UUID(planned.rollout_id))
+
+
+def announcement(planned: PlanOut) -> str:
+    """The title of a rollout just recorded: ``Rollout ID started``, or ``Rollout ID scheduled for T`` when it
+    starts later."""
+    if planned.start_at is None:
+        return f"Rollout {planned.rollout_id} started"
+    return f"Rollout {planned.rollout_id} scheduled for {utc_text(planned.start_at)}"
 
 
 @app.command("run")
@@ -98,45 +100,30 @@ def _run(backend: Backend, rollout_id: UUID) -> None:
         raise typer.Exit(EXIT_FAILED_ROLLOUT)
 
 
-def _control(ctx: typer.Context, command: RolloutCommand) -> None:
-    with open_backend(ctx) as backend:
-        state = backend.control(command).state
-    out.print(f"rollout {command.rollout_id}: {command.name} recorded, now {state}")
+_CONTROLS: tuple[tuple[type[commands.RolloutCommand], str], ...] = (
+    (commands.PauseRollout, "No new agent starts; agents in flight finish."),
+    (commands.ResumeRollout, "Let a paused rollout go on."),
+    (commands.CancelRollout, "Cancel agents not yet installing; those installing finish."),
+    (commands.RetryFailedAgents, "Try the failed agents of a failed rollout again."),
+    (commands.ContinueRollout,
+     "Finish a failed or cancelled rollout with its package: the agents that did not complete run again."),
+)
+"""Each control of a rollout, in the order ``--help`` lists them, with its help line."""
 
 
-@app.command(PauseRollout.name)
-@reports_errors
-def pause(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
-    """No new agent starts; agents in flight finish."""
-    _control(ctx, PauseRollout(rollout))
+def _add_control(command: type[commands.RolloutCommand], help_text: str) -> None:
+    """Register ``dma-upgrade upgrade {command.name} ROLLOUT``, which records that control."""
+
+    @app.command(command.name, help=help_text)
+    @reports_errors
+    def control(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
+        with open_backend(ctx) as backend:
+            state = backend.control(command(rollout)).state
+        out.print(f"rollout {rollout}: {command.name} recorded, now {state}")
 
 
-@app.command(ResumeRollout.name)
-@reports_errors
-def resume(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
-    """Let a paused rollout go on."""
-    _control(ctx, ResumeRollout(rollout))
-
-
-@app.command(CancelRollout.name)
-@reports_errors
-def cancel(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
-    """Cancel agents not yet installing; those installing finish."""
-    _control(ctx, CancelRollout(rollout))
-
-
-@app.command(RetryFailedAgents.name)
-@reports_errors
-def retry_failed(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
-    """Try the failed agents of a failed rollout again."""
-    _control(ctx, RetryFailedAgents(rollout))
-
-
-@app.command(ContinueRollout.name)
-@reports_errors
-def continue_(ctx: typer.Context, rollout: Annotated[UUID, typer.Argument()]) -> None:
-    """Finish a failed or cancelled rollout with its package: the agents that did not complete run again."""
-    _control(ctx, ContinueRollout(rollout))
+for _command, _help in _CONTROLS:
+    _add_control(_command, _help)
 
 
 @app.command("resolve")

@@ -86,7 +86,7 @@ def scheduled_start(start_at: datetime, now: datetime) -> str:
 
 def progress_table(rollout: RolloutProgressOut) -> RenderableType:
     """One rollout: a row and a bar per agent, its scheduled start if it has one (``start_line``), then the totals,
-    then the plan's notes (what its failover pairs go through)."""
+    then the plan's notes (what its failover pairs go through) and its warnings."""
     table = Table(title=f"Rollout {rollout.rollout_id} · {rollout.package_version} · {rollout.state}",
                   title_justify="left")
     for column in ("agent", "role", "state", "progress", "activity", "resumed"):
@@ -98,12 +98,28 @@ def progress_table(rollout: RolloutProgressOut) -> RenderableType:
         table.add_row(agent.agent, agent.failover_role or "", Text(agent.state, style=style),
                       Text(f"{bar} {done:4.0%}", style=style), activity(agent),
                       f"{agent.resumes}x" if agent.resumes else "")
-    totals = Text(f"{rollout.completed} completed · {rollout.failed} failed · {rollout.in_flight} in flight"
-                  f" · {rollout.waiting} waiting · {rollout.cancelled} cancelled"
-                  + (f" · {rollout.end_reason}" if rollout.end_reason else ""))
+    totals = Text(totals_text(rollout))
     notes = [Text(f"note: {note}") for note in rollout.notes or ()]
+    warnings = [Text(f"warning: {warning}", style="yellow") for warning in rollout.warnings or ()]
     start = start_line(rollout)
-    return Group(table, *([Text(start)] if start else []), totals, *notes)
+    return Group(table, *([Text(start)] if start else []), totals, *notes, *warnings)
+
+
+def totals_text(rollout: RolloutProgressOut) -> str:
+    """How many agents stand where, and why the rollout ended if it did."""
+    return (f"{rollout.completed} completed · {rollout.failed} failed · {rollout.in_flight} in flight"
+            f" · {rollout.waiting} waiting · {rollout.cancelled} cancelled"
+            + (f" · {rollout.end_reason}" if rollout.end_reason else ""))
+
+
+def status_lines(rollout: RolloutProgressOut) -> dict[str, str]:
+    """The rollout as one line per thing that changes, keyed by what it is about: the rollout (its state and
+    totals), then each agent in plan order (its state, progress and activity)."""
+    lines = {rollout.rollout_id: f"rollout {rollout.rollout_id}: {rollout.state} · {totals_text(rollout)}"}
+    for agent in sorted(rollout.agents, key=lambda a: a.plan_order):
+        lines[f"{rollout.rollout_id}/{agent.agent}"] = (f"rollout {rollout.rollout_id[:8]} agent {agent.agent}: "
+                                                        f"{agent.state} {fraction(agent):.0%} · {activity(agent)}")
+    return lines
 
 
 def as_json(rollout: RolloutProgressOut) -> dict[str, Any]:

@@ -77,7 +77,7 @@ class Served:
 
 
 def _started_rollout(output: str) -> str:
-    match = re.search(r"Rollout ([0-9a-f-]{36}) started", output)
+    match = re.search(r"Rollout ([0-9a-f-]{36}) (started|scheduled)", output)
     assert match is not None, output
     return match.group(1)
 
@@ -216,6 +216,7 @@ def test_control_commands_through_the_server_record_and_refuse_as_locally(served
     started = served.ok(served.remote("upgrade", "start", "--package", package_file(SPARE), "--agent", "dma-solo",
                                       "--upload-only", "--at", "2999-01-01T00:00:00Z"))
     rollout = _started_rollout(started)
+    assert f"Rollout {rollout} scheduled for 2999-01-01T00:00:00Z" in started
     refused = served.remote("upgrade", "pause", rollout)
     assert _one_error_line(refused, 5) == _one_error_line(served.local("upgrade", "pause", rollout), 5)
     cancelled = served.ok(served.remote("upgrade", "cancel", rollout))
@@ -223,6 +224,9 @@ def test_control_commands_through_the_server_record_and_refuse_as_locally(served
     followed = served.remote("upgrade", "run", rollout)
     assert followed.returncode == 9, followed.stdout + followed.stderr
     assert followed.stdout.strip().splitlines()[-1].startswith(f"rollout {rollout}: Cancelled")
+    progress = served.remote("progress", rollout, "--follow")
+    assert progress.returncode == 9, progress.stdout + progress.stderr
+    assert progress.stdout.splitlines()[0].startswith(f"rollout {rollout}: Cancelled · ")
     _one_error_line(served.remote("upgrade", "resume", rollout), 5)
 
 

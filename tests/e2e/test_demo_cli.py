@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tests.e2e.cli import run_cli
@@ -16,6 +17,17 @@ def test_the_demo_upgrades_a_six_agent_cluster_and_verifies_the_audit_trail(tmp_
     assert result.stdout.count("10.4.0.0-14112 → 10.4.9.0-14794") == 6
     assert "hash chain intact" in result.stdout
     assert "Summary" in result.stdout
+    assert _summary_rows(result.stdout)[0] == ["agent", "role", "from", "to", "state", "steps done", "step retries",
+                                                "installing (s)", "whole upgrade (s)"]
+    assert {tuple(row[4:7]) for row in _summary_rows(result.stdout)[1:]} == {("Completed", "5 of 5", "0"),
+                                                                                ("Completed", "6 of 6", "0")}
+
+
+def _summary_rows(printed: str) -> list[list[str]]:
+    """The demo's summary table: its header, then a row per agent, each as its cells."""
+    table = printed.split("Summary", 1)[1].split("Upgrade history", 1)[0]
+    return [[cell.strip() for cell in re.split("[│┃]", line)[1:-1]] for line in table.splitlines()
+            if line.startswith(("│", "┃"))]
 
 
 def test_the_demo_refuses_a_folder_that_already_holds_a_database(tmp_path: Path) -> None:

@@ -36,8 +36,8 @@ class Demo:
     def env(self) -> dict[str, str]:
         return {"DMA_UPGRADE_DATA_DIR": str(self.data_dir)}
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, env=self.env)
+    def cli(self, *args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, env={**self.env, **(env_extra or {})})
 
     def ok(self, *args: str) -> str:
         result = self.cli(*args)
@@ -128,6 +128,17 @@ def test_progress_json_lists_six_completed_agents_with_every_planned_step_done(d
         assert agent["state"] == "Completed"
         assert agent["steps_done"] == agent["steps_planned"] > 0
     assert view["completed"] == 6
+
+
+def test_following_a_completed_rollout_when_piped_prints_a_line_for_it_and_each_agent_and_exits_0(
+        demo: Demo) -> None:
+    lines = demo.ok("progress", demo.rollout_id, "--follow").splitlines()
+
+    assert lines[0] == (f"rollout {demo.rollout_id}: Completed · 6 completed · 0 failed · 0 in flight · 0 waiting · "
+                        f"0 cancelled")
+    assert [line.split(":", 1)[1] for line in lines[1:]] == [" Completed 100% · done"] * 6
+    assert {line.split(":")[0].split()[-1] for line in lines[1:]} == {
+        "dma-01", "dma-02", "dma-03", "dma-04", "dma-main", "dma-backup"}
 
 
 def test_progress_of_an_unknown_rollout_is_not_found(demo: Demo) -> None:
@@ -269,6 +280,17 @@ def test_history_packages_lists_the_package_completed_with_its_rollout(demo: Dem
     assert cells[4] == "demo"
     assert cells[6] == "completed"
     assert cells[7] == f"{demo.rollout_id[:8]} completed"
+
+
+def test_piped_tables_show_every_value_in_full_whatever_the_terminal_width(demo: Demo) -> None:
+    result = demo.cli("history", "packages", env_extra={"COLUMNS": "80"})
+
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout
+    [row] = [line for line in shown.splitlines() if TO_VERSION in line]
+    assert len(row) > 80
+    assert [c.strip() for c in row.split("│")[1:-1]][6] == "completed"
+    assert "…" not in shown
 
 
 def test_history_agent_prints_the_version_history_file_of_the_agent(demo: Demo) -> None:

@@ -3,12 +3,14 @@ switch-overs awaiting a manual start, the plan's notes, and when a scheduled rol
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 from uuid import UUID, uuid4
 
 import pytest
+from rich.console import Console
 
-from dma_upgrade.adapters.read.progress_view import activity, scheduled_start, start_line, utc_text
+from dma_upgrade.adapters.read.progress_view import activity, progress_table, scheduled_start, start_line, utc_text
 from dma_upgrade.adapters.shapes.models import AgentProgressOut, RolloutProgressOut
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.rollout import Rollout
@@ -222,6 +224,20 @@ def test_the_plans_notes_are_kept_on_the_rollout_and_on_each_agent() -> None:
     assert all(r["in_doubt"] is False and r["awaiting_manual_start"] is None for r in table(rows, AGENTS.name))
     assert table(run(ProgressProjection(), [feed(rollout_stream_id(uuid4()), planned(uuid4()))]),
                  ROLLOUTS.name)[0]["notes"] == []
+
+
+def test_the_progress_table_shows_the_rollouts_warnings_after_its_notes() -> None:
+    feed, rollout_id = Feed(), uuid4()
+    plan = _switch_over_plan(rollout_id).model_copy(update={"warnings": ("agent dma-1: SNMP both use UDP port 161",)})
+    [row] = table(run(ProgressProjection(), [feed(rollout_stream_id(rollout_id), plan)]), ROLLOUTS.name)
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+
+    console.print(progress_table(RolloutProgressOut.of(row, [])))
+
+    assert isinstance(console.file, io.StringIO)
+    lines = console.file.getvalue().splitlines()
+    assert lines[-1] == "warning: agent dma-1: SNMP both use UDP port 161"
+    assert lines[-2].startswith("note: ")
 
 
 # -- scheduled starts: when, and how late ------------------------------------------------------------------------
