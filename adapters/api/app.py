@@ -24,7 +24,7 @@ def create_app(context: ApiContext, registry: CollectorRegistry | None = None) -
     app.state.api = context
     install_error_handlers(app)
     app.add_middleware(BodyGuard, tokens=context.tokens, role_for=partial(needed_role, app),
-                       max_upload_bytes=context.container.settings.max_upload_bytes, uploads=context.uploads)
+                       max_upload_bytes=context.app.settings.max_upload_bytes, uploads=context.uploads)
     for module in (agents, clusters, packages, rollouts, paths, progress, admin, whoami, health):
         app.include_router(module.router)
     app.include_router(page.router)

@@ -29,7 +29,7 @@ PROBE_THREADS = 4
 class ApiContext:
     """One serving process's services, shared by every request, and the caps on what holds the server long."""
 
-    container: App
+    app: App
     """The process as ``bootstrap`` wired it."""
     tokens: TokenFile
     progress: ProgressCache = field(init=False)
@@ -42,15 +42,15 @@ class ApiContext:
 
     @property
     def service(self) -> UpgradeService:
-        return self.container.service
+        return self.app.service
 
     @property
     def packages(self) -> FilePackageStore:
-        return self.container.packages
+        return self.app.packages
 
     def __post_init__(self) -> None:
-        settings = self.container.settings
-        self.progress = ProgressCache(self.container)
+        settings = self.app.settings
+        self.progress = ProgressCache(self.app)
         self.agent_calls = Admission(settings.api_agent_calls, "calls waiting on agents",
                                      "DMA_UPGRADE_API_AGENT_CALLS")
         self.uploads = Admission(settings.api_concurrent_uploads, "uploads", "DMA_UPGRADE_API_CONCURRENT_UPLOADS")

@@ -9,6 +9,7 @@ import typer
 from dma_upgrade.adapters.cli.backend import open_backend, request
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.cli.output import JsonAlias, Output, OutputFormat, print_json, wants_json
 from dma_upgrade.adapters.cli.tables import print_table
 from dma_upgrade.adapters.shapes.models import AgentIn, AgentPortsIn, FactsModel
 from dma_upgrade.engine.agent_events import FailoverRole
@@ -44,10 +45,13 @@ def add(ctx: typer.Context,
 
 @app.command("list")
 @reports_errors
-def list_agents(ctx: typer.Context) -> None:
+def list_agents(ctx: typer.Context, output: Output = OutputFormat.TABLE, json_alias: JsonAlias = False) -> None:
     """Every agent with its version, and a warning for each cluster on mixed versions."""
     with open_backend(ctx) as backend:
         agents = backend.agents()
+    if wants_json(output, json_alias):
+        print_json(agents)
+        return
     print_table(("agent", "address", "cluster", "version", "failover", "state"),
                 ((agent.name, agent.address, agent.cluster or "", agent.version,
                   f"{agent.failover_role.value} of pair with {agent.failover_partner}" if agent.failover_role else "",

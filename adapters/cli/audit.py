@@ -16,6 +16,7 @@ from dma_upgrade.adapters.audit.export import ExportFormat, Selection, atomic_ou
 from dma_upgrade.adapters.cli.backend import open_backend
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import fail, reports_errors, stderr
+from dma_upgrade.adapters.cli.output import JsonAlias, Output, OutputFormat, print_json, wants_json
 from dma_upgrade.adapters.shapes.models import AuditVerifyOut
 
 app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
@@ -26,13 +27,18 @@ app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
 def audit_verify(ctx: typer.Context,
                  anchor: Annotated[str | None, typer.Option(
                      help="HASH@POSITION from an earlier export: also check the log still holds it")] = None,
+                 output: Output = OutputFormat.TABLE, json_alias: JsonAlias = False,
                  ) -> None:
-    """Walk the SHA-256 hash chain over every event; exit 1 at the first break."""
+    """Walk the SHA-256 hash chain over every event; exit 1 at the first break (with JSON: after printing it)."""
     with open_backend(ctx) as backend:
         verdict = backend.verify_audit(anchor)
+    as_json = wants_json(output, json_alias)
+    if as_json:
+        print_json(verdict)
     if not verdict.ok:
         raise fail(verdict.problem or "the audit trail does not verify", 1)
-    out.print(summary(verdict))
+    if not as_json:
+        out.print(summary(verdict))
 
 
 def summary(verdict: AuditVerifyOut) -> str:

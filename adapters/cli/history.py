@@ -11,6 +11,7 @@ from rich.text import Text
 from dma_upgrade.adapters.cli.backend import noted, open_backend
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.cli.output import JsonAlias, Output, OutputFormat, print_json, wants_json
 from dma_upgrade.adapters.cli.packages import acceptance
 from dma_upgrade.adapters.shapes.models import PackageRolloutOut
 
@@ -19,10 +20,13 @@ app = typer.Typer(no_args_is_help=True, help="Upgrade history, from the package 
 
 @app.command("packages")
 @reports_errors
-def packages(ctx: typer.Context) -> None:
+def packages(ctx: typer.Context, output: Output = OutputFormat.TABLE, json_alias: JsonAlias = False) -> None:
     """Every package ever uploaded, with its status and every rollout that used it."""
     with open_backend(ctx) as backend:
         history = noted(backend.package_history())
+    if wants_json(output, json_alias):
+        print_json(history)
+        return
     table = Table("sha256", "version", "kind", "size", "uploaded by", "uploaded at", "status", "rollouts",
                   "accepted by")
     for package in history:
@@ -45,9 +49,13 @@ def _rollout_lines(rollout: PackageRolloutOut) -> str:
 
 @app.command("agent")
 @reports_errors
-def agent(ctx: typer.Context, name: Annotated[str, typer.Argument(help="the agent")]) -> None:
+def agent(ctx: typer.Context, name: Annotated[str, typer.Argument(help="the agent")],
+          output: Output = OutputFormat.TABLE, json_alias: JsonAlias = False) -> None:
     """One agent's version history, as its VersionHistory.txt would list it (``time;version``)."""
     with open_backend(ctx) as backend:
         lines = noted(backend.version_history(name))
+    if wants_json(output, json_alias):
+        print_json(lines)
+        return
     for line in lines:
         out.print(f"{line.recorded_at:%Y-%m-%d %H:%M:%S};{line.version}")

@@ -11,6 +11,7 @@ from rich.text import Text
 from dma_upgrade.adapters.cli.backend import open_backend
 from dma_upgrade.adapters.cli.context import local_only, out
 from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.cli.output import JsonAlias, Output, OutputFormat, print_json, wants_json
 from dma_upgrade.adapters.cli.tables import print_table
 from dma_upgrade.adapters.packages.archive import build_package
 from dma_upgrade.adapters.shapes.models import ClusterAcceptanceOut
@@ -52,10 +53,13 @@ def upload(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="the .d
 
 @app.command("list")
 @reports_errors
-def list_packages(ctx: typer.Context) -> None:
+def list_packages(ctx: typer.Context, output: Output = OutputFormat.TABLE, json_alias: JsonAlias = False) -> None:
     """Every uploaded package; a package that executed an upgrade stays listed as completed."""
     with open_backend(ctx) as backend:
         packages = backend.packages()
+    if wants_json(output, json_alias):
+        print_json(packages)
+        return
     print_table(("sha256", "file", "version", "kind", "size", "uploaded by", "status", "accepted by"),
                 ((p.sha256[:12], p.file_name, p.full_version, p.kind, str(p.size), p.uploaded_by, p.status,
                   Text(acceptance(p.clusters)))

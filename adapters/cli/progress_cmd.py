@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -18,10 +17,11 @@ from dma_upgrade.adapters.cli.backend import Backend, noted, open_backend
 from dma_upgrade.adapters.cli.context import local_only, out, session
 from dma_upgrade.adapters.cli.errors import reports_errors
 from dma_upgrade.adapters.cli.live import show_live
+from dma_upgrade.adapters.cli.output import JsonAlias, Output, OutputFormat, print_json, wants_json
 from dma_upgrade.adapters.cli.remote import ENDED
 from dma_upgrade.adapters.cli.tables import print_table
 from dma_upgrade.adapters.cli.upgrade import EXIT_FAILED_ROLLOUT
-from dma_upgrade.adapters.read.progress_view import as_json, progress_table, status_lines
+from dma_upgrade.adapters.read.progress_view import progress_table, status_lines
 from dma_upgrade.adapters.shapes.models import RolloutProgressOut
 from dma_upgrade.engine.errors import InvalidInput
 from dma_upgrade.engine.rollout import RolloutState
@@ -38,7 +38,8 @@ def progress(ctx: typer.Context,
              follow: Annotated[bool, typer.Option(help=(
                  "keep redrawing until the rollouts end (off a terminal: a line per change); exit 9 unless every "
                  "one completed"))] = False,
-             as_json_output: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+             output: Output = OutputFormat.TABLE,
+             json_alias: JsonAlias = False,
              as_of: Annotated[str | None, typer.Option(help="show it as it was at this time (ISO 8601)")] = None,
              at_position: Annotated[int | None, typer.Option(help="show it as it was at this position")] = None,
              ) -> None:
@@ -56,8 +57,8 @@ def progress(ctx: typer.Context,
             views = [backend.progress_at(rollout, at_time=at_time, at_position=at_position)]
         else:
             views = noted(backend.progress(rollout))
-        if as_json_output:
-            out.print_json(json.dumps([as_json(view) for view in views]))
+        if wants_json(output, json_alias):
+            print_json(views)
             return
         if not follow:
             for view in views:
@@ -115,10 +116,13 @@ def _stack(views: list[RolloutProgressOut]) -> Table:
 
 @projections_app.command("status")
 @reports_errors
-def status(ctx: typer.Context) -> None:
+def status(ctx: typer.Context, output: Output = OutputFormat.TABLE, json_alias: JsonAlias = False) -> None:
     """Each projection's checkpoint and how far behind the head it is."""
     with open_backend(ctx) as backend:
         statuses = backend.projections()
+    if wants_json(output, json_alias):
+        print_json(statuses)
+        return
     print_table(("projection", "checkpoint", "head", "lag (events)", "lag (s)", "stopped"),
                 ((st.name, str(st.position), str(st.head), str(st.lag_events), f"{st.lag_seconds:.1f}",
                   f"at {st.error_position}: {st.error}" if st.error else "")
@@ -156,10 +160,13 @@ def rebuild(ctx: typer.Context,
 
 
 @reports_errors
-def engines(ctx: typer.Context) -> None:
+def engines(ctx: typer.Context, output: Output = OutputFormat.TABLE, json_alias: JsonAlias = False) -> None:
     """The engine processes sharing the database: the rollouts each runs, the upgrades it drives, its roles."""
     with open_backend(ctx) as backend:
         overview = backend.engines()
+    if wants_json(output, json_alias):
+        print_json(overview)
+        return
     if not overview.engines:
         out.print("no engine process holds a lease: none is running (or none has been since the lease time)")
     else:

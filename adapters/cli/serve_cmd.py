@@ -15,19 +15,25 @@ from rich.table import Table
 from dma_upgrade.adapters.access.tokens import TokenFile
 from dma_upgrade.adapters.cli.context import out, session
 from dma_upgrade.adapters.cli.errors import fail, reports_errors
+from dma_upgrade.adapters.cli.output import JsonAlias, Output, OutputFormat, print_json, wants_json
 from dma_upgrade.adapters.metrics.chain import ChainWatch
 from dma_upgrade.adapters.runtime.engine_process import (
     FOLLOWER_ROLE,
     ProjectionIndex,
+    Resumption,
     planned_resumptions,
 )
 from dma_upgrade.adapters.runtime.leased_work import playing
+from dma_upgrade.adapters.shapes.models import RecoveryOut
 from dma_upgrade.adapters.sql.database import is_sqlite
 from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner
 from dma_upgrade.adapters.sql.wakeups import PgListener
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from dma_upgrade.adapters.api.serve import ApiServer
+    from dma_upgrade.engine.rollout import Rollout
 
 
 @reports_errors
@@ -104,30 +110,25 @@ def _follow(projections: ProjectionRunner, chain: ChainWatch, stop: threading.Ev
 @reports_errors
 def recover(ctx: typer.Context,
             dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would be resumed")] = False,
+            output: Output = OutputFormat.TABLE, json_alias: JsonAlias = False,
             ) -> None:
     """List every unfinished rollout and agent upgrade and the state each would resume from (a rollout waiting for
     its scheduled start: when, or how long ago it came due)."""
-    from dma_upgrade.adapters.read.progress_view import scheduled_start  # only recover uses these two
-    from dma_upgrade.engine.rollout import RolloutState
-
     if not dry_run:
         raise typer.BadParameter("recovery happens when `dma-upgrade serve` starts; use --dry-run to preview it")
     with session(ctx) as app:
         plans = planned_resumptions(app.service)
         now = app.clock.now()
+    if wants_json(output, json_alias):
+        print_json(recovery_plan(plans, now))
+        return
     if not plans:
         out.print("nothing to resume")
         return
     table = Table("rollout", "rollout state", "agent", "would", title="Recovery plan (dry run)",
                   title_justify="left")
-    for rollout, resumptions in plans:
-        start_at = rollout.plan.start_at
-        if rollout.state is RolloutState.PLANNED and start_at is not None:
-            table.add_row(str(rollout.plan.rollout_id), rollout.state.value, "", scheduled_start(start_at, now))
-        elif not resumptions:
-            table.add_row(str(rollout.plan.rollout_id), rollout.state.value, "", "start its agents")
-        for r in resumptions:
-            table.add_row(str(r.rollout_id), rollout.state.value, r.agent, r.describe())
+    for row in recovery_plan(plans, now):
+        table.add_row(row.rollout_id, row.rollout_state, row.agent or "", row.would)
     out.print(table)
     resumed = [r for _, resumptions in plans for r in resumptions]
     doubts = [(r, r.doubt) for r in resumed if r.doubt is not None]
@@ -144,3 +145,22 @@ def recover(ctx: typer.Context,
         for r in awaiting:
             manual.add_row(str(r.rollout_id), r.agent, f"dma-upgrade agents start {r.awaiting_manual_start}")
         out.print(manual)
+
+
+def recovery_plan(plans: list[tuple[Rollout, list[Resumption]]], now: datetime) -> list[RecoveryOut]:
+    """What a starting engine would do, a row per rollout waiting (to start, or to start its agents) and per
+    agent upgrade it would resume."""
+    from dma_upgrade.adapters.read.progress_view import scheduled_start  # only recover uses these two
+    from dma_upgrade.engine.rollout import RolloutState
+
+    rows = []
+    for rollout, resumptions in plans:
+        rollout_id, state, start_at = str(rollout.plan.rollout_id), rollout.state.value, rollout.plan.start_at
+        if rollout.state is RolloutState.PLANNED and start_at is not None:
+            rows.append(RecoveryOut(rollout_id=rollout_id, rollout_state=state, would=scheduled_start(start_at, now)))
+        elif not resumptions:
+            rows.append(RecoveryOut(rollout_id=rollout_id, rollout_state=state, would="start its agents"))
+        rows.extend(RecoveryOut(rollout_id=str(r.rollout_id), rollout_state=state, agent=r.agent, would=r.describe(),
+                                step_in_doubt=r.doubt.step if r.doubt is not None else None,
+                                awaiting_manual_start=r.awaiting_manual_start) for r in resumptions)
+    return rows

@@ -9,6 +9,7 @@ import typer
 from dma_upgrade.adapters.cli.backend import open_backend
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.cli.output import JsonAlias, Output, OutputFormat, print_json, wants_json
 from dma_upgrade.adapters.cli.tables import print_table
 
 app = typer.Typer(no_args_is_help=True, help="System settings (each change is an event).")
@@ -26,8 +27,11 @@ def set_setting(ctx: typer.Context, key: Annotated[str, typer.Argument()],
 
 @app.command("list")
 @reports_errors
-def list_settings(ctx: typer.Context) -> None:
-    """Every setting with its current value."""
+def list_settings(ctx: typer.Context, output: Output = OutputFormat.TABLE, json_alias: JsonAlias = False) -> None:
+    """Every setting with its current value (as JSON: the API's object of setting to value)."""
     with open_backend(ctx) as backend:
         settings = backend.settings()
+    if wants_json(output, json_alias):
+        print_json(settings)
+        return
     print_table(("setting", "value"), settings.items())

@@ -11,6 +11,7 @@ from rich.text import Text
 from dma_upgrade.adapters.cli.backend import open_backend
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
+from dma_upgrade.adapters.cli.output import JsonAlias, Output, OutputFormat, print_json, wants_json
 from dma_upgrade.adapters.shapes.paths import PathOut
 from dma_upgrade.engine.path_advice import PathQuery
 
@@ -21,11 +22,15 @@ def path(ctx: typer.Context,
          source: Annotated[str | None, typer.Option("--from", help="the version to start from")] = None,
          agent: Annotated[str | None, typer.Option(help="start from this agent's version")] = None,
          cluster: Annotated[str | None, typer.Option(help="start from the versions of this cluster's agents")] = None,
+         output: Output = OutputFormat.TABLE, json_alias: JsonAlias = False,
          ) -> None:
     """The chain of versions to install to reach --to by the documented upgrade paths, marking which uploaded
     packages cover each hop (give exactly one of --from, --agent or --cluster)."""
     with open_backend(ctx) as backend:
         paths = backend.upgrade_path(PathQuery(target=to, source=source, agent=agent, cluster=cluster))
+    if wants_json(output, json_alias):
+        print_json(paths)
+        return
     for advice in paths:
         show_path(advice)
 

@@ -4,7 +4,6 @@ straight from the progress projection's rows on the local database, parsed from 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -120,17 +119,3 @@ def status_lines(rollout: RolloutProgressOut) -> dict[str, str]:
         lines[f"{rollout.rollout_id}/{agent.agent}"] = (f"rollout {rollout.rollout_id[:8]} agent {agent.agent}: "
                                                         f"{agent.state} {fraction(agent):.0%} · {activity(agent)}")
     return lines
-
-
-def as_json(rollout: RolloutProgressOut) -> dict[str, Any]:
-    """The same progress as plain JSON-ready data (times as ``datetime.isoformat`` writes them)."""
-    plain: dict[str, Any] = _plain(rollout.model_dump())
-    return plain
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value.isoformat() if isinstance(value, datetime) else value

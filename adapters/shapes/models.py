@@ -504,3 +504,18 @@ class ProjectionStatusOut(Shape):
         """The projection runner's status as a body."""
         return cls(name=status.name, position=status.position, head=status.head, lag_events=status.lag_events,
                    lag_seconds=status.lag_seconds, error=status.error, error_position=status.error_position)
+
+
+class RecoveryOut(Shape):
+    """``recover --dry-run``: what a starting engine would do with one unfinished rollout or agent upgrade."""
+
+    rollout_id: str
+    rollout_state: str
+    agent: str | None = None
+    """The agent upgrade resumed; None for the rollout itself (waiting for its start, or to start its agents)."""
+    would: str
+    """What the engine would do, in words."""
+    step_in_doubt: str | None = None
+    """The step in flight whose outcome is unknown (resolve with ``upgrade resolve``), if any."""
+    awaiting_manual_start: str | None = None
+    """The agent an operator must start before the switch-over (Auto Start off), if any."""

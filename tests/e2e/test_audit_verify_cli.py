@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from dma_upgrade.adapters.clock import SystemClock
+from dma_upgrade.adapters.shapes.models import AuditVerifyOut
 from dma_upgrade.adapters.sql.database import create_db_engine
 from dma_upgrade.adapters.sql.event_store import SqlEventStore
 from dma_upgrade.engine.agent_events import AgentRegistered
@@ -57,6 +58,11 @@ def test_tampering_names_the_first_broken_position_and_exits_1(db_url: str, tamp
     assert result.returncode == 1
     assert f"broken at position {broken_at}" in result.stderr
     assert result.stderr.count("\n") == 1
+    as_json = run_cli("audit", "verify", "--output", "json", database_url=db_url)
+    assert as_json.returncode == 1
+    verdict = AuditVerifyOut.model_validate_json(as_json.stdout)
+    assert (verdict.ok, verdict.broken_at) == (False, broken_at)
+    assert as_json.stderr == result.stderr
 
 
 def test_an_anchor_from_the_log_is_found(db_url: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from dma_upgrade.adapters.access.tokens import Role, TokenFile
@@ -150,6 +151,23 @@ def test_a_read_through_the_server_prints_the_same_lines_as_on_the_local_databas
     remote = served.ok(served.remote(*args, role="viewer"))
     assert remote.strip()
     assert remote.splitlines() == served.ok(served.local(*args)).splitlines()
+
+
+JSON_READS = [
+    (("agents", "list"), "/api/v1/agents"),
+    (("history", "packages"), "/api/v1/packages/history"),
+    (("settings", "list"), "/api/v1/settings"),
+]
+
+
+@pytest.mark.parametrize(("command", "route"), JSON_READS, ids=[" ".join(c) for c, _ in JSON_READS])
+def test_output_json_through_the_server_is_the_apis_answer_and_the_local_json(
+        served: Served, command: tuple[str, ...], route: str) -> None:
+    remote = json.loads(served.ok(served.remote(*command, "--output", "json", role="viewer")))
+    answer = httpx.get(served.url + route, headers={"Authorization": f"Bearer {served.tokens['viewer']}"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert remote == answer.json()
+    assert remote == json.loads(served.ok(served.local(*command, "--output", "json")))
 
 
 def test_a_dry_run_through_the_server_prints_the_local_plan_and_the_past_start_note(served: Served) -> None:

@@ -45,6 +45,11 @@ def test_a_step_in_doubt_is_listed_shown_and_resolved_as_applied_and_the_engine_
     plan_row = next(line for line in recovered.stdout.split("Steps in doubt")[0].splitlines() if " dma-1 " in line)
     assert "install (attempt 1) is in doubt" in plan_row and f"upgrade resolve {rollout} dma-1" in plan_row
     assert "Waiting for a manual start" not in recovered.stdout
+    as_json = run_cli("recover", "--dry-run", "--output", "json", database_url=db_url, env=_env(tmp_path))
+    assert as_json.returncode == 0, as_json.stderr
+    in_doubt = next(row for row in json.loads(as_json.stdout) if row["agent"] == "dma-1")
+    assert (in_doubt["rollout_id"], in_doubt["step_in_doubt"]) == (rollout, "install")
+    assert "install (attempt 1) is in doubt" in in_doubt["would"]
 
     shown = run_cli("progress", rollout, database_url=db_url, env=_env(tmp_path))
     assert shown.returncode == 0, shown.stderr

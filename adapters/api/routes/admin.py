@@ -40,7 +40,7 @@ def verify(context: Context, _: Viewer,
            anchor: Annotated[str | None, Query(max_length=200, description="HASH@POSITION to check")] = None,
            ) -> AuditVerifyOut:
     """Walk the SHA-256 hash chain over every event (and check an anchor from an earlier export)."""
-    return AuditVerifyOut.of(check_audit(context.container.store, anchor))
+    return AuditVerifyOut.of(check_audit(context.app.store, anchor))
 
 
 _MEDIA = {ExportFormat.JSONL: "application/x-ndjson", ExportFormat.CSV: "text/csv"}
@@ -58,7 +58,7 @@ def export(context: Context, _: Viewer,
     """Download the audit trail, streamed page by page, ending with the anchor of the last event."""
     selection = Selection(start=as_utc(start), end=as_utc(end), rollout=rollout)
     fmt = ExportFormat.parse(export_format)
-    records = select_records(context.container.store, selection)
+    records = select_records(context.app.store, selection)
 
     def lines() -> Iterator[bytes]:
         for line in export_lines(records, fmt, ExportSummary()):
@@ -72,10 +72,10 @@ def export(context: Context, _: Viewer,
 @router.get("/projections", tags=["projections"])
 def projections(context: Context, _: Viewer) -> list[ProjectionStatusOut]:
     """Each projection's checkpoint and how far behind the head it is."""
-    return [ProjectionStatusOut.of(status) for status in context.container.projections.status()]
+    return [ProjectionStatusOut.of(status) for status in context.app.projections.status()]
 
 
 @router.get("/engines", tags=["engines"])
 def engines(context: Context, _: Viewer) -> EnginesOut:
     """The engine processes sharing the database: the rollouts each runs, the upgrades it drives, its roles."""
-    return EnginesOut.of(lease_overview(context.container.engine, context.container.clock.now()))
+    return EnginesOut.of(lease_overview(context.app.engine, context.app.clock.now()))

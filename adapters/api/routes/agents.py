@@ -78,6 +78,6 @@ async def start_agent(name: str, context: Context, caller: Operator) -> AgentOut
 def version_history(name: str, context: Context, _: Viewer, response: Response) -> list[VersionHistoryOut]:
     """The agent's VersionHistory.txt: every version it ran, oldest first (a projection, as it is: the headers
     say how far behind)."""
-    reading = version_history_rows(context.container, name)
+    reading = version_history_rows(context.app, name)
     response.headers.update(reading.lag.headers() if reading.lag else {})
     return [VersionHistoryOut.of(row) for row in reading.value]

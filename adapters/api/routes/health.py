@@ -38,19 +38,19 @@ async def readiness(context: Context) -> JSONResponse:
 
 
 def _readiness(context: ApiContext) -> JSONResponse:
-    container = context.container
+    app = context.app
     reasons: list[str] = []
     statuses: list[ProjectionStatusOut] = []
     try:
-        with container.engine.connect() as conn:
+        with app.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
         database = True
-        statuses = [ProjectionStatusOut.of(s) for s in container.projections.status()]
+        statuses = [ProjectionStatusOut.of(s) for s in app.projections.status()]
     except sa.exc.SQLAlchemyError as error:
         database = False
         _log.warning("not ready: database unreachable: %s", first_line(error))
         reasons.append("database unreachable: the server's log says why")
-    allowed_lag = container.settings.ready_max_lag_events
+    allowed_lag = app.settings.ready_max_lag_events
     for status in statuses:
         if status.error:
             reasons.append(f"projection {status.name} stopped at {status.error_position}: {status.error}")

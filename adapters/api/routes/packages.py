@@ -28,9 +28,9 @@ def upload(file: Annotated[UploadFile, File(description="the .dmupgrade file")],
     """Validate a package exactly as the CLI does, store it by SHA-256 and record the upload.
 
     A body declared or streamed far over the limit was refused before it was read (``BodyGuard``)."""
-    limit = context.container.settings.max_upload_bytes
+    limit = context.app.settings.max_upload_bytes
     name = _file_name(file.filename)
-    spool_root = context.container.settings.data_dir
+    spool_root = context.app.settings.data_dir
     private_directory(spool_root)
     with tempfile.TemporaryDirectory(dir=spool_root, prefix=".upload-") as spool:
         target = Path(spool) / name
@@ -68,7 +68,7 @@ def list_packages(context: Context, _: Viewer) -> list[PackageOut]:
 def package_history(context: Context, _: Viewer, response: Response) -> list[PackageHistoryOut]:
     """Every package ever uploaded, with its status and every rollout that used it (a projection, as it is: the
     headers say how far behind)."""
-    reading = package_history_rows(context.container)
+    reading = package_history_rows(context.app)
     response.headers.update(reading.lag.headers() if reading.lag else {})
     return [PackageHistoryOut.of(r) for r in reading.value]
 

@@ -41,8 +41,8 @@ def rollout_progress(
         raise InvalidInput("give as_of or at_position, not both")
     if as_of is None and at_position is None:
         return _json(*context.progress.rollout_json(rollout_id))
-    past = RolloutProgressOut.of(*progress_as_of(context.container.store, rollout_id, at_time=as_utc(as_of),
-                                                 at_position=at_position, now=context.container.clock.now()))
+    past = RolloutProgressOut.of(*progress_as_of(context.app.store, rollout_id, at_time=as_utc(as_of),
+                                                 at_position=at_position, now=context.app.clock.now()))
     return _json(past.model_dump_json().encode())
 
 

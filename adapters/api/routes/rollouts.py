@@ -38,7 +38,7 @@ async def plan(body: RolloutIn, context: Context, caller: Viewer) -> PlanOut:
                                  f"contacts them, which needs the operator role")
 
     def planned() -> PlanOut:
-        spec, notes = body.to_spec(context.container.clock.now())
+        spec, notes = body.to_spec(context.app.clock.now())
         return PlanOut.of(context.service.plan(spec), started=False, notes=notes)
 
     return await _on_thread(context, body, planned)
@@ -49,7 +49,7 @@ async def start(body: RolloutIn, context: Context, caller: Operator) -> PlanOut:
     """Plan and start a rollout, now or at ``start_at``; the serving engine drives it."""
 
     def started() -> PlanOut:
-        spec, notes = body.to_spec(context.container.clock.now())
+        spec, notes = body.to_spec(context.app.clock.now())
         return PlanOut.of(context.service.start_rollout(spec, actor=caller.name), started=True, notes=notes)
 
     return await _on_thread(context, body, started)
