@@ -37,6 +37,7 @@ from dma_upgrade.adapters.sql.event_store import SqlEventStore
 from dma_upgrade.adapters.sql.leases import SqlLeases
 from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner
 from dma_upgrade.engine.addresses import AddressPolicy
+from dma_upgrade.engine.agent_events import AGENT_STREAMS
 from dma_upgrade.engine.catalog import default_codec
 from dma_upgrade.engine.codec import EventCodec
 from dma_upgrade.engine.inventory import AgentRecord, registered_agents
@@ -142,7 +143,7 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, i
     closers: list[Callable[[], None]] = []
     if gateway is None:
         gateway = _settings_gateway(settings, simulation, stopping, lambda: registered_agents(
-            store.read_category("agent-")), closers)
+            store.read_category(AGENT_STREAMS)), closers, address_policy)
     service = UpgradeService(store if counted is None else counted.store, clock, ids, gateway, address_policy)
     return App(settings=settings, engine=engine, codec=codec, clock=clock, ids=ids, store=store,
                projections=projections, address_policy=address_policy, gateway=gateway, service=service,
@@ -151,13 +152,14 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, i
 
 
 def _settings_gateway(settings: Settings, simulation: Simulation | None, stopping: threading.Event,
-                      inventory: Callable[[], list[AgentRecord]], closers: list[Callable[[], None]]) -> AgentGateway:
+                      inventory: Callable[[], list[AgentRecord]], closers: list[Callable[[], None]],
+                      policy: AddressPolicy) -> AgentGateway:
     """The demo's fleet, else the gateway ``DMA_UPGRADE_AGENT_GATEWAY`` chooses: HTTP (its backoffs cut short by
     ``stopping``; closed with the app), or the simulated ``inventory`` (``DMA_UPGRADE_SIMULATED_STEP_SECONDS``)."""
     if simulation is not None:
         return SimulatedAgentGateway(simulation.agents, sleeper=time.sleep, step_seconds=simulation.step_seconds)
     if settings.agent_gateway == "http":
-        http = HttpAgentGateway.from_settings(settings, stopping=stopping)
+        http = HttpAgentGateway.from_settings(settings, stopping=stopping, policy=policy)
         closers.append(http.close)
         return http
     return simulated_inventory(inventory, settings.simulated_step_seconds)

@@ -123,7 +123,7 @@ class AddressPolicy:
                 try:
                     networks.append(ipaddress.ip_network(part.strip(), strict=False))
                 except ValueError:
-                    raise InvalidInput(f"agent networks: {part.strip()[:60]!r} is not a network in CIDR form "
+                    raise InvalidInput(f"agent networks: {shown(part.strip(), 60)} is not a network in CIDR form "
                                        f"(e.g. 10.20.0.0/16 or fd00::/8)") from None
         return cls(tuple(networks))
 

@@ -103,9 +103,18 @@ class AgentPortsChanged(Event):
     """The Windows SNMP service."""
 
 
+AGENT_STREAMS = "agent-"
+"""The prefix of every agent's stream: ``agent_stream_id`` and ``agent_of_stream`` go between a name and its stream."""
+
+
 def agent_stream_id(name: str) -> str:
     """The event stream of one agent of the inventory."""
-    return f"agent-{name}"
+    return f"{AGENT_STREAMS}{name}"
+
+
+def agent_of_stream(stream_id: str) -> str:
+    """The agent name of an agent's stream id."""
+    return stream_id.removeprefix(AGENT_STREAMS)
 
 
 class AgentWebUpgraded(Event):

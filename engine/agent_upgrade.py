@@ -40,9 +40,18 @@ TRIGGER_STATES = {"install": UpgradeState.INSTALLING, "reboot": UpgradeState.REB
 """The state each step trigger enters (those triggers have one destination whatever the options)."""
 
 
+UPGRADE_STREAMS = "upgrade-"
+"""The prefix of every agent upgrade's stream."""
+
+
 def upgrade_stream_id(upgrade_id: UUID) -> str:
     """The event stream of one agent upgrade."""
-    return f"upgrade-{upgrade_id}"
+    return f"{UPGRADE_STREAMS}{upgrade_id}"
+
+
+def upgrade_id_of_stream(stream_id: str) -> str:
+    """The upgrade id (as text) of an upgrade's stream id."""
+    return stream_id.removeprefix(UPGRADE_STREAMS)
 
 
 class AgentUpgrade(Aggregate):

@@ -324,6 +324,11 @@ def start_due(plan: RolloutPlanned, now: datetime) -> WaitUntil | None:
     return WaitUntil(plan.start_at) if plan.start_at is not None and plan.start_at > now else None
 
 
+def failed_agents(rollout: Rollout, upgrades: Mapping[str, AgentUpgrade]) -> tuple[str, ...]:
+    """The agents of ``rollout`` whose upgrade failed, in plan order (what ``retry-failed`` takes up again)."""
+    return tuple(agent.name for agent in rollout.plan.agents if upgrades[agent.name].is_failed)
+
+
 def failed_count(upgrades: Mapping[str, AgentUpgrade]) -> int:
     """How many upgrades are failed."""
     return sum(u.state is UpgradeState.FAILED for u in upgrades.values())

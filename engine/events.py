@@ -7,6 +7,7 @@ with its place in the stream and in the global order.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import ClassVar
 from uuid import UUID
@@ -77,3 +78,11 @@ class RecordedEvent(BaseModel):
     def actor(self) -> str:
         """Who caused the event (its metadata's actor)."""
         return self.metadata.actor
+
+
+def events_by_stream(recorded: Iterable[RecordedEvent]) -> dict[str, list[Event]]:
+    """The events of ``recorded`` grouped by stream, each stream's in order, streams in order of first event."""
+    streams: dict[str, list[Event]] = {}
+    for event in recorded:
+        streams.setdefault(event.stream_id, []).append(event.event)
+    return streams

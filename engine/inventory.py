@@ -16,7 +16,7 @@ from dma_upgrade.engine.agent_events import (
     FailoverRole,
 )
 from dma_upgrade.engine.errors import Conflict, InvalidInput
-from dma_upgrade.engine.events import Event, RecordedEvent
+from dma_upgrade.engine.events import Event, RecordedEvent, events_by_stream
 from dma_upgrade.engine.packages import AgentFacts
 from dma_upgrade.engine.versions import version_identity, version_sort_key
 
@@ -44,10 +44,7 @@ class AgentRecord:
 
 def registered_agents(recorded: Iterable[RecordedEvent]) -> list[AgentRecord]:
     """Every registered agent, by name, from the events of the agent streams (``agent-*``) in global order."""
-    streams: dict[str, list[Event]] = {}
-    for event in recorded:
-        streams.setdefault(event.stream_id, []).append(event.event)
-    records = [fold_agent(events) for events in streams.values()]
+    records = [fold_agent(events) for events in events_by_stream(recorded).values()]
     return sorted((r for r in records if r is not None), key=lambda r: r.name)
 
 

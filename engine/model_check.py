@@ -469,7 +469,7 @@ class Explorer:
             commands.append(("pauses", rollout.pause))
         if rollout.state in (RolloutState.PLANNED, RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.FAILED):
             commands.append(("cancels", lambda: rollout.cancel("cancelled by the operator")))
-        failed = tuple(a.name for a in self.plan.agents if state.upgrades[a.name].is_failed)
+        failed = decisions.failed_agents(rollout, state.upgrades)
         if rollout.state is RolloutState.FAILED and failed:
             commands.append(("retries the failed agents of", lambda: rollout.retry_failed(failed)))
         continued = _continued(state)

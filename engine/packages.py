@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from dma_upgrade.engine.errors import InvalidInput, describe_validation
+from dma_upgrade.engine.errors import InvalidInput, describe_validation, shown
 from dma_upgrade.engine.versions import DataMinerVersion, InvalidVersion, parse_version, refuses_unmet_prerequisites
 
 INSTALL_PHASES: tuple[str, ...] = (
@@ -343,9 +343,9 @@ def check_identity(file_name: str, description: str, manifest: PackageManifest) 
     kinds = {text.casefold(): kind for kind, text in DESCRIPTIONS.items()}
     kind = kinds.get(said.casefold())
     if kind is None:
-        shown = repr(said[:60]) if said else "nothing"
         expected = " or ".join(repr(text) for text in DESCRIPTIONS.values())
-        raise PackageRejected(file_name, f"Description.txt says {shown}: not a DataMiner server upgrade "
+        told = shown(said, 60) if said else "nothing"
+        raise PackageRejected(file_name, f"Description.txt says {told}: not a DataMiner server upgrade "
                                          f"(expected {expected})")
     if kind is not manifest.kind:
         raise PackageRejected(file_name, f"Description.txt says a {kind.value} upgrade, the manifest a "

@@ -17,6 +17,7 @@ from dma_upgrade.engine.rollout_events import (
     RolloutClaimed,
     RolloutReleased,
     SettingChanged,
+    package_of_stream,
 )
 
 
@@ -50,7 +51,7 @@ def fold_packages(events: Iterable[RecordedEvent]) -> dict[str, PackageRecord]:
                 sha256=event.sha256, file_name=event.file_name, size=event.size, manifest=event.manifest,
                 uploaded_at=recorded.recorded_at, uploaded_by=recorded.metadata.actor, clusters=event.clusters)
         elif isinstance(event, PackageUsed):
-            record = packages[recorded.stream_id.removeprefix("package-")]
+            record = packages[package_of_stream(recorded.stream_id)]
             record.used_by = event.rollout_id
             record.stream_version = recorded.stream_version
     return packages

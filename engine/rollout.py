@@ -36,6 +36,12 @@ class RolloutState(StrEnum):
     CANCELLED = "Cancelled"
 
 
+ACTIVE_STATES = (RolloutState.PLANNED, RolloutState.RUNNING, RolloutState.PAUSED)
+"""The states in which an engine drives a rollout (or waits for its start)."""
+ENDED_STATES = frozenset(state for state in RolloutState if state not in ACTIVE_STATES)
+"""The states in which the engine stops driving a rollout (until a retry or a continue)."""
+
+
 R = RolloutState
 ROLLOUT_TRANSITIONS: list[dict[str, object]] = [
     {"trigger": "start", "source": R.PLANNED.value, "dest": R.RUNNING.value},

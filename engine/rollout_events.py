@@ -73,9 +73,18 @@ class PlannedAgent(BaseModel):
     """What this agent's failover pair goes through (informational, unlike ``warnings``)."""
 
 
+PACKAGE_STREAMS = "package-"
+"""The prefix of every uploaded package's stream."""
+
+
 def package_stream_id(sha256: str) -> str:
     """The event stream of one uploaded package."""
-    return f"package-{sha256}"
+    return f"{PACKAGE_STREAMS}{sha256}"
+
+
+def package_of_stream(stream_id: str) -> str:
+    """The package's SHA-256 of a package's stream id."""
+    return stream_id.removeprefix(PACKAGE_STREAMS)
 
 
 def rollout_stream_id(rollout_id: UUID) -> str:

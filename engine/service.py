@@ -12,6 +12,7 @@ from uuid import UUID
 from dma_upgrade.engine import commands
 from dma_upgrade.engine.addresses import AddressPolicy, AgentEndpoint, parse_address
 from dma_upgrade.engine.agent_events import (
+    AGENT_STREAMS,
     AgentFactsReported,
     AgentRegistered,
     AgentStartedManually,
@@ -19,9 +20,9 @@ from dma_upgrade.engine.agent_events import (
     agent_stream_id,
 )
 from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
-from dma_upgrade.engine.decisions import cancellations, continued_agents, version_change
+from dma_upgrade.engine.decisions import cancellations, continued_agents, failed_agents, version_change
 from dma_upgrade.engine.errors import ConcurrencyConflict, Conflict, InvalidInput, InvalidTransition, NotFound, shown
-from dma_upgrade.engine.events import Event, EventMetadata, NewEvent, RecordedEvent
+from dma_upgrade.engine.events import Event, EventMetadata, NewEvent, RecordedEvent, events_by_stream
 from dma_upgrade.engine.inventory import AgentRecord, cluster_label, fold_agent, ports_change, registered_agents
 from dma_upgrade.engine.package_acceptance import judge_clusters, refusal_by_every_system
 from dma_upgrade.engine.packages import AgentFacts, PackageManifest, PackageRejected
@@ -41,6 +42,7 @@ from dma_upgrade.engine.records import PackageRecord, active_claims, fold_packag
 from dma_upgrade.engine.rollout import Rollout, RolloutState
 from dma_upgrade.engine.rollout_events import (
     CLAIMS_STREAM,
+    PACKAGE_STREAMS,
     ROLLOUT_STREAMS,
     SETTINGS_STREAM,
     FailoverPolicy,
@@ -117,7 +119,8 @@ class RolloutSpec:
     package: str
     selection: AgentSelection
     overrides: OptionOverrides = OptionOverrides()
-    failover_policy: str = "default"
+    failover_policy: FailoverPolicy = FailoverPolicy.DEFAULT
+    """Parsed at the edge (``FailoverPolicy.parse``); ``DEFAULT`` takes the system setting."""
     upload_only: bool = False
     max_concurrent: str | None = None
     max_errors: str | None = None
@@ -160,7 +163,7 @@ class UpgradeService:
 
     def agents(self) -> list[AgentRecord]:
         """Every registered agent, by name."""
-        return registered_agents(self.store.read_category("agent-"))
+        return registered_agents(self.store.read_category(AGENT_STREAMS))
 
     def agent(self, name: str) -> AgentRecord:
         record = fold_agent(e.event for e in self.store.read_stream(agent_stream_id(name)))
@@ -270,7 +273,7 @@ class UpgradeService:
 
     def packages(self) -> list[PackageRecord]:
         """Every uploaded package, oldest first; used ones stay listed as completed."""
-        return sorted(fold_packages(self.store.read_category("package-")).values(),
+        return sorted(fold_packages(self.store.read_category(PACKAGE_STREAMS)).values(),
                       key=lambda p: p.uploaded_at)
 
     def package(self, reference: str) -> PackageRecord:
@@ -357,7 +360,7 @@ class UpgradeService:
             raise Conflict(f"package {record.file_name} was used by rollout {record.used_by} and is completed: "
                            f"it cannot execute another upgrade")
         settings = self.settings()
-        policy = FailoverPolicy.parse(spec.failover_policy)
+        policy = spec.failover_policy
         if policy is FailoverPolicy.DEFAULT:
             policy = FailoverPolicy(settings["failover-default-policy"])
         inventory = self.agents()
@@ -461,11 +464,8 @@ class UpgradeService:
 
     def rollouts(self) -> list[Rollout]:
         """Every rollout, oldest first."""
-        streams: dict[str, list[Event]] = {}
-        for recorded in self.store.read_category(ROLLOUT_STREAMS):
-            if recorded.stream_id != CLAIMS_STREAM:
-                streams.setdefault(recorded.stream_id, []).append(recorded.event)
-        return [Rollout.fold(events) for events in streams.values()]
+        streams = events_by_stream(self.store.read_category(ROLLOUT_STREAMS))
+        return [Rollout.fold(events) for stream_id, events in streams.items() if stream_id != CLAIMS_STREAM]
 
     def control(self, command: commands.RolloutCommand, *, actor: str) -> Rollout:
         """Carry out an operator's control of a rollout: the one dispatcher of the commands of
@@ -482,7 +482,7 @@ class UpgradeService:
             case commands.CancelRollout():
                 events = rollout.cancel(f"cancelled by {actor}")
             case commands.RetryFailedAgents():
-                events = rollout.retry_failed(self._failed_agents(rollout))
+                events = rollout.retry_failed(failed_agents(rollout, self._upgrades(rollout.plan)))
             case _:
                 assert_never(command)
         self.append(rollout_stream_id(rollout_id), rollout.version, events, actor=actor,
@@ -497,7 +497,7 @@ class UpgradeService:
         and when every agent completed; ``Conflict`` when another rollout used its package or holds its clusters."""
         rollout = self.rollout(rollout_id)
         plan = rollout.plan
-        upgrades = {a.name: self.upgrade(a.upgrade_id) for a in plan.agents}
+        upgrades = self._upgrades(plan)
         agents = continued_agents(rollout, upgrades)
         self._refuse_moved_on(plan, {name for name, upgrade in upgrades.items()
                                      if upgrade.state is not UpgradeState.COMPLETED})
@@ -533,15 +533,16 @@ class UpgradeService:
         """A cancelled rollout that no engine is driving (never started, or failed) ends here."""
         rollout_id = rollout.plan.rollout_id
         ids = {agent.name: agent.upgrade_id for agent in rollout.plan.agents}
-        upgrades = {name: self.upgrade(upgrade_id) for name, upgrade_id in ids.items()}
+        upgrades = self._upgrades(rollout.plan)
         for name, events in cancellations(self.rollout(rollout_id), upgrades, (),
                                           f"the rollout was cancelled by {actor}").items():
             self.append(upgrade_stream_id(ids[name]), upgrades[name].version, events, actor=actor,
                         correlation_id=rollout_id)
         self.release(rollout_id, actor=actor)
 
-    def _failed_agents(self, rollout: Rollout) -> tuple[str, ...]:
-        return tuple(a.name for a in rollout.plan.agents if self.upgrade(a.upgrade_id).is_failed)
+    def _upgrades(self, plan: RolloutPlanned) -> dict[str, AgentUpgrade]:
+        """The upgrade of each agent of a rollout, by agent name."""
+        return {agent.name: self.upgrade(agent.upgrade_id) for agent in plan.agents}
 
     def resolve_doubt(self, rollout_id: UUID, agent_name: str, applied: bool, *, actor: str) -> DoubtResolution:
         """An operator's decision on the step in doubt of ``agent_name``'s upgrade in a rollout: ``applied`` (done on

@@ -9,11 +9,13 @@ version are one row.
 from __future__ import annotations
 
 from dma_upgrade.engine.agent_events import (
+    AGENT_STREAMS,
     AgentFactsReported,
     AgentLeftStopped,
     AgentRegistered,
     AgentStartedManually,
     AgentVersionChanged,
+    agent_of_stream,
 )
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.versions import version_identity
@@ -44,9 +46,9 @@ class InventoryProjection:
         if isinstance(event, AgentRegistered):
             self._registered(event, recorded, rows)
             return
-        if not recorded.stream_id.startswith("agent-"):
+        if not recorded.stream_id.startswith(AGENT_STREAMS):
             return
-        row = rows.get(AGENTS.name, (recorded.stream_id.removeprefix("agent-"),))
+        row = rows.get(AGENTS.name, (agent_of_stream(recorded.stream_id),))
         if row is None:
             return
         match event:

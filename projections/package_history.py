@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from dma_upgrade.engine.agent_events import AgentRegistered, AgentVersionChanged, AgentWebUpgraded
+from dma_upgrade.engine.agent_events import (
+    AGENT_STREAMS,
+    AgentRegistered,
+    AgentVersionChanged,
+    AgentWebUpgraded,
+    agent_of_stream,
+)
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.inventory import web_upgrade_line
 from dma_upgrade.engine.rollout_events import (
@@ -20,6 +26,7 @@ from dma_upgrade.engine.rollout_events import (
     RolloutContinued,
     RolloutFailed,
     RolloutPlanned,
+    package_of_stream,
     rollout_id_of_stream,
 )
 from dma_upgrade.projections.base import Recorded
@@ -87,9 +94,9 @@ class PackageHistoryProjection:
             self._outcome(_OUTCOMES[type(event)], recorded, rows)
         elif isinstance(event, AgentRegistered):
             self._registered(event, recorded, rows)
-        elif isinstance(event, AgentVersionChanged) and recorded.stream_id.startswith("agent-"):
+        elif isinstance(event, AgentVersionChanged) and recorded.stream_id.startswith(AGENT_STREAMS):
             self._history_line(event.version, event.upgrade_id, recorded, rows)
-        elif isinstance(event, AgentWebUpgraded) and recorded.stream_id.startswith("agent-"):
+        elif isinstance(event, AgentWebUpgraded) and recorded.stream_id.startswith(AGENT_STREAMS):
             self._history_line(web_upgrade_line(event.web_version), event.upgrade_id, recorded, rows)
 
     def _uploaded(self, event: PackageUploaded, recorded: Recorded, rows: RowAccess) -> None:
@@ -103,7 +110,7 @@ class PackageHistoryProjection:
 
     def _used(self, event: PackageUsed, recorded: Recorded, rows: RowAccess) -> None:
         """The package is completed: the rollout's entry says when, by whom and on which agent it was first used."""
-        row = rows.get(PACKAGES.name, (recorded.stream_id.removeprefix("package-"),))
+        row = rows.get(PACKAGES.name, (package_of_stream(recorded.stream_id),))
         if row is None:
             return
         first_use = {"used_by": recorded.actor, "used_at": recorded.recorded_at.isoformat(), "used_agent": event.agent}
@@ -150,7 +157,7 @@ class PackageHistoryProjection:
 
     def _history_line(self, version: str, upgrade_id: str | None, recorded: Recorded, rows: RowAccess) -> None:
         """The next line of the agent's VersionHistory.txt: a new version, or a web upgrade."""
-        agent = recorded.stream_id.removeprefix("agent-")
+        agent = agent_of_stream(recorded.stream_id)
         head = rows.get(VERSION_HEADS.name, (agent,))
         seq = 0 if head is None else head["last_seq"] + 1
         rows.put(VERSION_HISTORY.name, {

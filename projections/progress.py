@@ -6,7 +6,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from dma_upgrade.engine.agent_upgrade import ENTERED_ON_START, ENTERED_ON_SUCCESS, TRIGGER_STATES
+from dma_upgrade.engine.agent_upgrade import (
+    ENTERED_ON_START,
+    ENTERED_ON_SUCCESS,
+    TRIGGER_STATES,
+    UPGRADE_STREAMS,
+    upgrade_id_of_stream,
+)
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.rollout import STATE_AFTER, RolloutState
 from dma_upgrade.engine.rollout_events import (
@@ -93,7 +99,7 @@ class ProgressProjection:
     def handle(self, recorded: Recorded, rows: RowAccess) -> None:
         event = recorded.event
         if type(event) in _UPGRADE_EVENT_TYPES:  # first: nearly every event is one
-            if recorded.stream_id.startswith("upgrade-"):
+            if recorded.stream_id.startswith(UPGRADE_STREAMS):
                 self._upgrade_event(event, recorded, rows)
         elif isinstance(event, RolloutPlanned):
             self._planned(event, recorded, rows)
@@ -172,7 +178,7 @@ class ProgressProjection:
             self._recount(row["rollout_id"], "cancelled", "waiting", recorded.position, rows)
 
     def _upgrade_event(self, event: Event, recorded: Recorded, rows: RowAccess) -> None:
-        row = rows.get(AGENTS.name, (recorded.stream_id.removeprefix("upgrade-"),))
+        row = rows.get(AGENTS.name, (upgrade_id_of_stream(recorded.stream_id),))
         if row is None:
             return
         before = bucket(row)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from dma_upgrade.engine.agent_upgrade import UPGRADE_STREAMS
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.rollout_events import (
     ROLLOUT_STREAMS,
@@ -69,7 +70,7 @@ class PendingTimersProjection:
                      recorded.recorded_at)
         elif isinstance(event, _ROLLOUT_DISARMS) and stream_id.startswith(ROLLOUT_STREAMS):
             _disarm(rows, stream_id)
-        elif not stream_id.startswith("upgrade-"):
+        elif not stream_id.startswith(UPGRADE_STREAMS):
             return
         elif isinstance(event, StepDelayed):
             _arm(rows, stream_id, f"{stream_id}:{event.step.value}", delay_kind(event.reason), event.due_at,

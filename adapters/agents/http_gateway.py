@@ -245,14 +245,15 @@ class HttpAgentGateway:
         self._client_lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, stopping: Stopping | None = None) -> HttpAgentGateway:
+    def from_settings(cls, settings: Settings, *, stopping: Stopping | None = None,
+                      policy: AddressPolicy | None = None) -> HttpAgentGateway:
         """The gateway ``DMA_UPGRADE_AGENT_TIMEOUT_SECONDS``, ``_RETRY_SECONDS``, ``_RETRY_BASE_SECONDS``,
-        ``_RETRY_CAP_SECONDS``, ``_NETWORKS`` and ``_MAX_ANSWER_BYTES`` configure; ``stopping`` (the process's
-        shutdown event) cuts its backoffs short."""
+        ``_RETRY_CAP_SECONDS``, ``_NETWORKS`` (unless ``policy`` is that setting parsed already) and
+        ``_MAX_ANSWER_BYTES`` configure; ``stopping`` (the process's shutdown event) cuts its backoffs short."""
         return cls(timeout_seconds=settings.agent_timeout_seconds, retry_seconds=settings.agent_retry_seconds,
                    backoff_seconds=settings.agent_retry_base_seconds,
                    backoff_cap_seconds=settings.agent_retry_cap_seconds, stopping=stopping,
-                   policy=AddressPolicy.from_setting(settings.agent_networks),
+                   policy=policy or AddressPolicy.from_setting(settings.agent_networks),
                    max_answer_bytes=settings.agent_max_answer_bytes)
 
     def close(self) -> None:

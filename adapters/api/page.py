@@ -24,11 +24,13 @@ _ASSETS = {f"{name}.js": "text/javascript" for _, name in PAGES.values()} | {"co
 _FILES = {name: (_STATIC / name).read_bytes() for name in _ASSETS}
 
 
+_FRAME = (_STATIC / "page.html").read_text(encoding="utf-8")
+
+
 def _framed(title: str, name: str) -> bytes:
     """The page ``name``: its own part in the shared frame (the head, the header, the message line)."""
-    frame = (_STATIC / "page.html").read_text(encoding="utf-8")
     content = (_STATIC / f"{name}.html").read_text(encoding="utf-8")
-    return (frame.replace("{title}", title).replace("{script}", name)
+    return (_FRAME.replace("{title}", title).replace("{script}", name)
             .replace("{content}", content.rstrip("\n")).encode())
 
 

@@ -203,7 +203,7 @@ class _Writer:
         """``utc_timestamp(moment)``; the text of the previous record's time reused (an append's events share it)."""
         last, text = self._time
         if moment != last:
-            text = _utc_text(moment)
+            text = utc_timestamp(moment)
             self._time = (moment, text)
         return text
 
@@ -231,13 +231,6 @@ class _Writer:
                 self._payloads.clear()
             self._payloads[payload] = text
         return text
-
-
-def _utc_text(moment: datetime) -> str:
-    """``utc_timestamp(moment)``, through ``isoformat`` (a few times faster than ``strftime``) for times in UTC."""
-    if moment.tzinfo is UTC and moment.year >= 1000:  # strftime does not pad a year below 1000
-        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
-    return utc_timestamp(moment)
 
 
 def _csv_text(text: str) -> str:

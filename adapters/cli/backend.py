@@ -23,11 +23,10 @@ from rich.console import Console
 from dma_upgrade.adapters.audit.check import check_audit
 from dma_upgrade.adapters.audit.export import ExportFormat, ExportSummary, Selection, export_records, select_records
 from dma_upgrade.adapters.bootstrap import App
-from dma_upgrade.adapters.cli.context import actor, server_of, session
+from dma_upgrade.adapters.cli.context import actor, caught_up, server_of, session
 from dma_upgrade.adapters.cli.errors import stderr
 from dma_upgrade.adapters.cli.live import run_in_foreground
 from dma_upgrade.adapters.cli.remote import HttpBackend
-from dma_upgrade.adapters.errors import ProjectionStopped
 from dma_upgrade.adapters.packages.upload import upload_package
 from dma_upgrade.adapters.read.freshness import Reading
 from dma_upgrade.adapters.read.history_queries import PACKAGE_HISTORY, package_history, version_history
@@ -179,13 +178,13 @@ class LocalBackend:
     """The product on the configured database, in this process (the engine runs here for ``run``)."""
 
     def __init__(self, app: App, actor: str) -> None:
-        self._container = app
+        self._app = app
         self._service = app.service
         self._actor = actor
 
     @property
     def location(self) -> str:
-        return str(self._container.packages.root)
+        return str(self._app.packages.root)
 
     def agents(self) -> list[AgentOut]:
         return [AgentOut.of(agent) for agent in self._service.agents()]
@@ -206,14 +205,14 @@ class LocalBackend:
         return [PackageOut.of(package) for package in self._service.packages()]
 
     def upload(self, file: Path) -> PackageOut:
-        return PackageOut.of(upload_package(self._service, self._container.packages, file, actor=self._actor))
+        return PackageOut.of(upload_package(self._service, self._app.packages, file, actor=self._actor))
 
     def plan(self, request: RolloutIn) -> PlanOut:
-        spec, notes = request.to_spec(self._container.clock.now())
+        spec, notes = request.to_spec(self._app.clock.now())
         return PlanOut.of(self._service.plan(spec), started=False, notes=notes)
 
     def start_rollout(self, request: RolloutIn) -> PlanOut:
-        spec, notes = request.to_spec(self._container.clock.now())
+        spec, notes = request.to_spec(self._app.clock.now())
         return PlanOut.of(self._service.start_rollout(spec, actor=self._actor), started=True, notes=notes)
 
     def control(self, command: RolloutCommand) -> RolloutStateOut:
@@ -223,7 +222,7 @@ class LocalBackend:
         return DoubtResolvedOut.of(self._service.resolve_doubt(rollout_id, agent, applied, actor=self._actor))
 
     def run(self, rollout_id: UUID, console: Console) -> RolloutStateOut:
-        return RolloutStateOut.of(run_in_foreground(self._container, rollout_id, console))
+        return RolloutStateOut.of(run_in_foreground(self._app, rollout_id, console))
 
     def settings(self) -> dict[str, str]:
         return self._service.settings()
@@ -232,45 +231,37 @@ class LocalBackend:
         self._service.set_setting(key, value, actor=self._actor)
         return self._service.settings()
 
-    def _caught_up(self, projection: str) -> None:
-        """The one-shot catch-up of a command on the local database, before it reads ``projection``: a stopped
-        projection is warned about, and the read then shows it as it is, with its lag."""
-        try:
-            self._container.projections.catch_up([projection])
-        except ProjectionStopped as stopped:
-            stderr.print(f"warning: {stopped}", markup=False)
-
     def progress(self, rollout_id: UUID | None = None) -> Reading[list[RolloutProgressOut]]:
-        self._caught_up(PROGRESS)
-        reading = current_progress(self._container, rollout_id)
+        caught_up(self._app, PROGRESS)
+        reading = current_progress(self._app, rollout_id)
         return Reading([RolloutProgressOut.of(*view) for view in reading.value], reading.lag)
 
     def progress_at(self, rollout_id: UUID, *, at_time: datetime | None,
                     at_position: int | None) -> RolloutProgressOut:
-        return RolloutProgressOut.of(*progress_as_of(self._container.store, rollout_id, at_time=at_time,
-                                                     at_position=at_position, now=self._container.clock.now()))
+        return RolloutProgressOut.of(*progress_as_of(self._app.store, rollout_id, at_time=at_time,
+                                                     at_position=at_position, now=self._app.clock.now()))
 
     def package_history(self) -> Reading[list[PackageHistoryOut]]:
-        self._caught_up(PACKAGE_HISTORY)
-        reading = package_history(self._container)
+        caught_up(self._app, PACKAGE_HISTORY)
+        reading = package_history(self._app)
         return Reading([PackageHistoryOut.of(row) for row in reading.value], reading.lag)
 
     def version_history(self, agent: str) -> Reading[list[VersionHistoryOut]]:
-        self._caught_up(PACKAGE_HISTORY)
-        reading = version_history(self._container, agent)
+        caught_up(self._app, PACKAGE_HISTORY)
+        reading = version_history(self._app, agent)
         return Reading([VersionHistoryOut.of(row) for row in reading.value], reading.lag)
 
     def verify_audit(self, anchor: str | None) -> AuditVerifyOut:
-        return AuditVerifyOut.of(check_audit(self._container.store, anchor))
+        return AuditVerifyOut.of(check_audit(self._app.store, anchor))
 
     def export_audit(self, export_format: ExportFormat, selection: Selection, stream: TextIO) -> ExportSummary:
-        return export_records(select_records(self._container.store, selection), stream, export_format)
+        return export_records(select_records(self._app.store, selection), stream, export_format)
 
     def projections(self) -> list[ProjectionStatusOut]:
-        return [ProjectionStatusOut.of(status) for status in self._container.projections.status()]
+        return [ProjectionStatusOut.of(status) for status in self._app.projections.status()]
 
     def engines(self) -> EnginesOut:
-        return EnginesOut.of(lease_overview(self._container.engine, self._container.clock.now()))
+        return EnginesOut.of(lease_overview(self._app.engine, self._app.clock.now()))
 
 
 @contextlib.contextmanager

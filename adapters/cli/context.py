@@ -17,6 +17,7 @@ import typer
 from dma_upgrade.adapters.bootstrap import App, bootstrap
 from dma_upgrade.adapters.cli.console import console
 from dma_upgrade.adapters.cli.errors import fail, stderr
+from dma_upgrade.adapters.errors import ProjectionStopped
 from dma_upgrade.adapters.private_files import PRIVATE_DIRECTORY, private_directory
 from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.engine.actors import check_actor_name
@@ -123,3 +124,12 @@ def private_data_dir(path: Path) -> None:
     stderr.print(f"warning: the data directory {path} is open to other users (mode {mode:o}) and shared or not this "
                  f"user's, so it is left as it is: give dma-upgrade a directory of its own (DMA_UPGRADE_DATA_DIR)",
                  markup=False)
+
+
+def caught_up(app: App, projection: str) -> None:
+    """The one-shot catch-up of a command that is the only process on the local database, before it reads
+    ``projection``: a stopped projection is warned about, and the read then shows it as it is, with its lag."""
+    try:
+        app.projections.catch_up([projection])
+    except ProjectionStopped as stopped:
+        stderr.print(f"warning: {stopped}", markup=False)

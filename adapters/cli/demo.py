@@ -10,6 +10,7 @@ from rich.table import Table
 
 from dma_upgrade.adapters.agents.simulated_gateway import SimulatedAgent, modern_facts
 from dma_upgrade.adapters.bootstrap import App, Simulation, bootstrap
+from dma_upgrade.adapters.cli.context import caught_up
 from dma_upgrade.adapters.cli.live import run_in_foreground
 from dma_upgrade.adapters.packages.archive import build_package, inspect_package
 from dma_upgrade.adapters.read.progress_queries import PROGRESS, current_progress
@@ -18,6 +19,7 @@ from dma_upgrade.engine.agent_events import FailoverRole
 from dma_upgrade.engine.hashchain import verify_chain
 from dma_upgrade.engine.packages import CheckName, Comparison, PackageKind, PackageManifest, PrerequisiteCheck
 from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.rollout_events import FailoverPolicy
 from dma_upgrade.engine.service import AgentSelection, OptionOverrides, RolloutSpec
 from dma_upgrade.engine.upgrade_events import Step
 from dma_upgrade.engine.versions import parse_version
@@ -67,7 +69,7 @@ def run_demo(data_dir: Path, console: Console, *, step_scale: float = 1.0) -> bo
         service.set_setting("delayed-start-seconds", str(max(1, round(step_scale))), actor="demo")
         planned = service.start_rollout(RolloutSpec(
             package=inspected.sha256, selection=AgentSelection(cluster=CLUSTER),
-            overrides=OptionOverrides(reboot=True), failover_policy="backup-first"), actor="demo")
+            overrides=OptionOverrides(reboot=True), failover_policy=FailoverPolicy.BACKUP_FIRST), actor="demo")
         console.print(f"rollout {planned.rollout_id}: whole cluster, policy backup-first, reboot after upgrade")
         ended = run_in_foreground(app, planned.rollout_id, console)
         console.print()
@@ -89,7 +91,7 @@ over the whole upgrade."""
 def _summary(app: App, rollout_id: UUID, console: Console) -> None:
     """The demo's end: each agent's upgrade in numbers, the agents' version histories and the package's status."""
     service = app.service
-    app.projections.catch_up([PROGRESS])  # the demo is the only process: keeping its read model up is its job
+    caught_up(app, PROGRESS)  # this command is the only process: keeping its read model up is its job
     [(_, agents)] = current_progress(app, rollout_id).value
     table = Table(*SUMMARY_COLUMNS, title="Summary", title_justify="left")
     for agent in sorted(agents, key=lambda a: a["plan_order"]):

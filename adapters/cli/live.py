@@ -11,13 +11,14 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 
 from dma_upgrade.adapters.bootstrap import App
+from dma_upgrade.adapters.cli.context import caught_up
 from dma_upgrade.adapters.read.progress_queries import PROGRESS, current_progress
 from dma_upgrade.adapters.read.progress_view import progress_table
-from dma_upgrade.adapters.runtime.engine_process import ACTIVE, engine_actor
+from dma_upgrade.adapters.runtime.engine_process import engine_actor
 from dma_upgrade.adapters.runtime.leased_work import OUTAGES, Heartbeat, run_leased
 from dma_upgrade.adapters.shapes.models import RolloutProgressOut
 from dma_upgrade.adapters.sql.leases import ROLLOUT
-from dma_upgrade.engine.rollout import Rollout
+from dma_upgrade.engine.rollout import ACTIVE_STATES, Rollout
 
 
 def show_live(console: Console, frames: Iterator[RenderableType]) -> None:
@@ -59,10 +60,10 @@ def run_in_foreground(app: App, rollout_id: UUID, console: Console, *, refresh_s
 
     def frames() -> Iterator[RenderableType]:
         while True:
-            app.projections.catch_up([PROGRESS])  # this command is the process that keeps its read model up
+            caught_up(app, PROGRESS)  # this command is the only process: keeping its read model up is its job
             [(rollout, agents)] = current_progress(app, rollout_id).value
             yield progress_table(RolloutProgressOut.of(rollout, agents))
-            if not engine.is_alive() and (failure or service.rollout(rollout_id).state not in ACTIVE):
+            if not engine.is_alive() and (failure or service.rollout(rollout_id).state not in ACTIVE_STATES):
                 return
             engine.join(refresh_seconds)
             if not engine.is_alive():

@@ -18,13 +18,12 @@ from dma_upgrade.adapters.cli.context import local_only, out, session
 from dma_upgrade.adapters.cli.errors import reports_errors
 from dma_upgrade.adapters.cli.live import show_live
 from dma_upgrade.adapters.cli.output import JsonAlias, Output, OutputFormat, print_json, wants_json
-from dma_upgrade.adapters.cli.remote import ENDED
 from dma_upgrade.adapters.cli.tables import print_table
 from dma_upgrade.adapters.cli.upgrade import EXIT_FAILED_ROLLOUT
 from dma_upgrade.adapters.read.progress_view import progress_table, status_lines
 from dma_upgrade.adapters.shapes.models import RolloutProgressOut
 from dma_upgrade.engine.errors import InvalidInput
-from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.rollout import ENDED_STATES, RolloutState
 
 FOLLOW_SECONDS = 0.5
 """How often ``progress --follow`` reads the progress again."""
@@ -80,7 +79,7 @@ class _Following:
         """The progress now, then every ``FOLLOW_SECONDS`` again, until every rollout followed ended."""
         while True:
             yield self.views
-            if all(view.state in ENDED for view in self.views):
+            if all(view.state in ENDED_STATES for view in self.views):
                 return
             time.sleep(FOLLOW_SECONDS)
             self.views = self.backend.progress(self.rollout).value

@@ -38,12 +38,10 @@ from dma_upgrade.engine.commands import RolloutCommand
 from dma_upgrade.engine.errors import DmaUpgradeError, describe_validation
 from dma_upgrade.engine.packages import PackageRejected
 from dma_upgrade.engine.path_advice import PathQuery
-from dma_upgrade.engine.rollout import RolloutState
+from dma_upgrade.engine.rollout import ENDED_STATES
 
 T = TypeVar("T")
 
-ENDED = frozenset({RolloutState.COMPLETED.value, RolloutState.FAILED.value, RolloutState.CANCELLED.value})
-"""Rollout states in which the engine stops driving a rollout (until a retry)."""
 
 _TRAILER_CHARS = 512
 """More than the longest anchor line an export ends with."""
@@ -179,7 +177,7 @@ class HttpBackend:
             view = self._newest(rollout_id)
             if view is not None:
                 yield progress_table(view)
-                if view.state in ENDED:
+                if view.state in ENDED_STATES:
                     return
             time.sleep(REFRESH_SECONDS)
 

@@ -13,7 +13,7 @@ from dma_upgrade.adapters.audit.export import parse_time
 from dma_upgrade.adapters.cli.backend import Backend, open_backend, request
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
-from dma_upgrade.adapters.read.progress_view import utc_text
+from dma_upgrade.adapters.clock import utc_text
 from dma_upgrade.adapters.shapes.models import PlanOut, ResolveIn, RolloutIn
 from dma_upgrade.engine import commands
 from dma_upgrade.engine.errors import InvalidInput
@@ -61,7 +61,7 @@ def start(ctx: typer.Context,
     start_at = parse_time(at, "--at") if at is not None else None
     body = request(RolloutIn, package=package, clusters=all_agents_in_cluster or [], agents=agent or [],
                    addresses=ip or [], extract_all=extract_all, delayed_start=delayed_start, auto_start=auto_start,
-                   stop_snmp=stop_snmp, reboot=reboot, failover_policy=FailoverPolicy.parse(failover_policy).value,
+                   stop_snmp=stop_snmp, reboot=reboot, failover_policy=FailoverPolicy.parse(failover_policy),
                    upload_only=upload_only, max_concurrent=max_concurrent, max_errors=max_errors, start_at=start_at,
                    allow_partial_pair=allow_partial_pair, reinstall=reinstall, allow_downgrade=allow_downgrade,
                    skip_path_check=skip_path_check)

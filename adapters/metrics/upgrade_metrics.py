@@ -15,6 +15,7 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from dma_upgrade.engine.agent_upgrade import UPGRADE_STREAMS
 from dma_upgrade.engine.events import Event, RecordedEvent
 from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeCancelled,
@@ -64,7 +65,7 @@ class UpgradeMetrics:
 
     def observe(self, stream_id: str, expected_version: int, events: Sequence[Event], at: datetime) -> None:
         """Count the events just appended at ``at`` to ``stream_id``, which held ``expected_version`` events."""
-        if not stream_id.startswith("upgrade-"):
+        if not stream_id.startswith(UPGRADE_STREAMS):
             return
         state, last_step = self._before(stream_id, expected_version)
         for event in events:

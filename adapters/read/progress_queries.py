@@ -23,7 +23,10 @@ def current_progress(side: ReadSide, rollout_id: UUID | None = None) -> Reading[
     position = checkpoint(side, PROGRESS)
     where = {"rollout_id": str(rollout_id)} if rollout_id else {}
     rollouts = sorted(read_rows(side.engine, ROLLOUTS, **where), key=lambda r: r["planned_at"])
-    views = [(r, read_rows(side.engine, AGENTS, rollout_id=r["rollout_id"])) for r in rollouts]
+    agents: dict[str, list[Row]] = {r["rollout_id"]: [] for r in rollouts}
+    for agent in read_rows(side.engine, AGENTS, **where):  # one query for all, not one per rollout
+        agents.get(agent["rollout_id"], []).append(agent)
+    views = [(r, agents[r["rollout_id"]]) for r in rollouts]
     lag = lag_since(side, PROGRESS, position)
     if rollout_id is not None and not rollouts:
         raise NotFound(f"unknown rollout {rollout_id}" + behind(lag))

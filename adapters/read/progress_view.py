@@ -3,12 +3,13 @@ straight from the progress projection's rows on the local database, parsed from 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from dma_upgrade.adapters.clock import seconds_text, utc_text
 from dma_upgrade.adapters.shapes.models import AgentProgressOut, RolloutProgressOut
 from dma_upgrade.engine.rollout import RolloutState
 from dma_upgrade.engine.rollout_events import LATE_START_TOLERANCE_SECONDS
@@ -45,17 +46,6 @@ def activity(agent: AgentProgressOut) -> str:
     if agent.waiting_until:
         return f"waiting until {agent.waiting_until:%H:%M:%S}"
     return "waiting"
-
-
-def utc_text(at: datetime) -> str:
-    """A time as ISO 8601 in UTC to the second, e.g. ``2026-11-30T09:00:12Z`` (a naive time is taken as UTC)."""
-    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    return f"{aware.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
-
-
-def seconds_text(seconds: float) -> str:
-    """Seconds in a few digits: whole from 10 s, else to the tenth (``12``, ``2.5``, ``0``)."""
-    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}".removesuffix(".0")
 
 
 def start_line(rollout: RolloutProgressOut) -> str | None:

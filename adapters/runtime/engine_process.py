@@ -33,7 +33,7 @@ from dma_upgrade.adapters.sql.wakeups import Wakeup
 from dma_upgrade.engine.agent_upgrade import AgentUpgrade
 from dma_upgrade.engine.decisions import started_by_hand
 from dma_upgrade.engine.ports import AgentGateway
-from dma_upgrade.engine.rollout import Rollout, RolloutState
+from dma_upgrade.engine.rollout import ACTIVE_STATES, Rollout, RolloutState
 from dma_upgrade.engine.rollout_events import rollout_id_of_stream, rollout_stream_id
 from dma_upgrade.engine.service import UpgradeService
 from dma_upgrade.engine.upgrade_machine import STOPPED_STATES
@@ -42,7 +42,6 @@ from dma_upgrade.projections.timers import SCHEDULED_START, TIMERS
 
 _log = logging.getLogger("dma_upgrade.engine")
 
-ACTIVE = (RolloutState.PLANNED, RolloutState.RUNNING, RolloutState.PAUSED)
 STOP_GRACE_SECONDS = 5.0
 """How long a stopping engine waits for each rollout runner to record what it has in hand (waits end at once;
 an agent call in progress ends at its next answer line or its timeout, its step then asked about on restart)."""
@@ -94,7 +93,7 @@ def planned_resumptions(service: UpgradeService) -> list[tuple[Rollout, list[Res
     """Every rollout an engine would take up now, with each unfinished upgrade and how it resumes."""
     plans = []
     for rollout in service.rollouts():
-        if rollout.state not in ACTIVE:
+        if rollout.state not in ACTIVE_STATES:
             continue
         resumptions = []
         for agent in rollout.plan.agents:
@@ -142,7 +141,7 @@ class FoldedIndex:
                 if r.state is RolloutState.PLANNED and r.plan.start_at is not None}
 
     def active(self) -> list[tuple[UUID, RolloutState]]:
-        return [(r.plan.rollout_id, r.state) for r in self._service.rollouts() if r.state in ACTIVE]
+        return [(r.plan.rollout_id, r.state) for r in self._service.rollouts() if r.state in ACTIVE_STATES]
 
 
 class ProjectionIndex:
@@ -165,7 +164,7 @@ class ProjectionIndex:
         if self._follows():
             self._projections.catch_up(["progress"])
         return [(UUID(row["rollout_id"]), RolloutState(row["state"]))
-                for state in ACTIVE for row in read_rows(self._engine, ROLLOUTS, state=state.value)]
+                for state in ACTIVE_STATES for row in read_rows(self._engine, ROLLOUTS, state=state.value)]
 
 
 class EngineProcess:
@@ -318,7 +317,7 @@ class EngineProcess:
     def fire(self, rollout_id: UUID) -> None:
         """A scheduled start came due: re-check the rollout, then drive it if it is still active (with leases:
         if this process claims it, so the start fires in one process only)."""
-        if self.service.rollout(rollout_id).state in ACTIVE:
+        if self.service.rollout(rollout_id).state in ACTIVE_STATES:
             self.drive(rollout_id)
 
     def drive(self, rollout_id: UUID) -> None:

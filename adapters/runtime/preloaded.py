@@ -6,11 +6,9 @@ import threading
 from collections.abc import Iterable
 from uuid import UUID
 
-from dma_upgrade.engine.agent_upgrade import AgentUpgrade, upgrade_stream_id
+from dma_upgrade.engine.agent_upgrade import UPGRADE_STREAMS, AgentUpgrade, upgrade_stream_id
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.service import UpgradeService
-
-UPGRADE_CATEGORY = "upgrade-"
 
 
 class PreloadedUpgrades:
@@ -32,7 +30,7 @@ class PreloadedUpgrades:
         if not wanted:
             return
         streams: dict[UUID, list[Event]] = {}
-        for recorded in self._service.store.read_category(UPGRADE_CATEGORY):
+        for recorded in self._service.store.read_category(UPGRADE_STREAMS):
             upgrade_id = wanted.get(recorded.stream_id)
             if upgrade_id is not None:
                 streams.setdefault(upgrade_id, []).append(recorded.event)

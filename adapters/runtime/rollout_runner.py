@@ -19,7 +19,7 @@ from datetime import datetime
 from queue import Empty, SimpleQueue
 from uuid import UUID
 
-from dma_upgrade.adapters.read.progress_view import seconds_text, utc_text
+from dma_upgrade.adapters.clock import seconds_text, utc_text
 from dma_upgrade.adapters.runtime.ports import Lease, Stopping, Waiter, WorkQueue
 from dma_upgrade.adapters.runtime.preloaded import PreloadedUpgrades
 from dma_upgrade.adapters.runtime.turns import FIRST, NEXT, Place, Turns

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dma_upgrade.adapters.bootstrap import bootstrap
-from dma_upgrade.adapters.read.progress_view import seconds_text, utc_text
+from dma_upgrade.adapters.clock import seconds_text, utc_text
 from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.engine.rollout_events import (
     LATE_START_TOLERANCE_SECONDS,

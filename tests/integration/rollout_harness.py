@@ -25,7 +25,7 @@ from dma_upgrade.engine.events import RecordedEvent
 from dma_upgrade.engine.packages import AgentFacts, PackageKind, PackageManifest, PrerequisiteCheck
 from dma_upgrade.engine.records import PackageRecord
 from dma_upgrade.engine.rollout import Rollout
-from dma_upgrade.engine.rollout_events import RolloutPlanned
+from dma_upgrade.engine.rollout_events import FailoverPolicy, RolloutPlanned
 from dma_upgrade.engine.service import AgentSelection, RolloutSpec
 from dma_upgrade.engine.upgrade_events import AgentUpgradeScheduled, Step
 from dma_upgrade.engine.upgrade_machine import UpgradeState
@@ -129,6 +129,8 @@ class RolloutHarness:
         chosen = package or self.package
         assert chosen is not None, "no package uploaded"
         selection = AgentSelection(names=names) if names else AgentSelection(cluster=cluster)
+        if isinstance(policy := options.get("failover_policy"), str):  # as an operator types it
+            options["failover_policy"] = FailoverPolicy.parse(policy)
         return RolloutSpec(package=chosen.sha256, selection=selection, **options)  # type: ignore[arg-type]
 
     def start(self, **spec: object) -> RolloutPlanned:

@@ -14,7 +14,7 @@ from dma_upgrade.engine.agent_events import AgentRegistered, FailoverRole
 from dma_upgrade.engine.catalog import default_codec
 from dma_upgrade.engine.errors import InvalidInput
 from dma_upgrade.engine.packages import PackageKind, PackageManifest
-from dma_upgrade.engine.rollout_events import RolloutPlanned, rollout_stream_id
+from dma_upgrade.engine.rollout_events import FailoverPolicy, RolloutPlanned, rollout_stream_id
 from dma_upgrade.engine.service import AgentSelection, OptionOverrides, RolloutSpec, UpgradeService
 from dma_upgrade.engine.upgrade_events import Step
 from dma_upgrade.engine.versions import parse_version
@@ -60,8 +60,8 @@ def refused_registration(service: UpgradeService, match: str, name: str, partner
 
 
 def spec(*names: str, policy: str, **options: object) -> RolloutSpec:
-    return RolloutSpec(package="new.dmupgrade", selection=AgentSelection(names=names), failover_policy=policy,
-                       **options)  # type: ignore[arg-type]
+    return RolloutSpec(package="new.dmupgrade", selection=AgentSelection(names=names),
+                       failover_policy=FailoverPolicy.parse(policy), **options)  # type: ignore[arg-type]
 
 
 def refused_plan(service: UpgradeService, rollout: RolloutSpec, *mentions: str) -> str:
@@ -286,7 +286,7 @@ def test_under_simultaneous_the_plan_notes_that_the_pair_is_down_together(servic
     register(service, "dma-1")
 
     planned = service.plan(RolloutSpec(package="new.dmupgrade", selection=AgentSelection(cluster="north"),
-                                       failover_policy="simultaneous"))
+                                       failover_policy=FailoverPolicy.SIMULTANEOUS))
 
     notes = {a.name: a.notes for a in planned.agents}
     assert notes == {"dma-1": (), "dma-main": (SIMULTANEOUS_NOTE,), "dma-backup": (SIMULTANEOUS_NOTE,)}

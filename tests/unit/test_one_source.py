@@ -47,7 +47,7 @@ def test_each_command_name_reads_back_as_its_command_type(name: str) -> None:
 
 
 def test_the_commands_are_the_five_controls_spelled_as_in_urls_and_on_the_command_line() -> None:
-    assert tuple(COMMANDS) == ("pause", "resume", "cancel", "retry-failed", "continue")
+    assert tuple(COMMANDS) == ("pause", "resume", "cancel", "retry-failed", "continue") == get_args(CommandName)
     assert COMMANDS["retry-failed"] is RetryFailedAgents and COMMANDS["continue"] is ContinueRollout
 
 

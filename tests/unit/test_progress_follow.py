@@ -9,10 +9,10 @@ import pytest
 from dma_upgrade.adapters.cli.progress_cmd import _print_changes
 from dma_upgrade.adapters.shapes.models import RolloutProgressOut
 from dma_upgrade.engine.rollout_events import RolloutStarted, rollout_stream_id
-from dma_upgrade.engine.upgrade_events import AgentUpgradeScheduled, Step, StepStarted
+from dma_upgrade.engine.upgrade_events import Step, StepStarted
 from dma_upgrade.projections.progress import AGENTS, ROLLOUTS, ProgressProjection
 from dma_upgrade.projections.tables import MemoryRows
-from tests.unit.test_projections_history_inventory_timers import Feed, planned, run, table
+from tests.unit.test_projections_history_inventory_timers import Feed, planned, run, scheduled_upgrade, table
 
 
 def _view(rows: MemoryRows) -> RolloutProgressOut:
@@ -28,9 +28,7 @@ def test_each_line_prints_when_it_first_shows_and_again_only_once_it_changed(
     stream = f"upgrade-{agent.upgrade_id}"
     rows = run(ProgressProjection(), [
         feed(rollout_stream_id(rollout_id), plan),
-        feed(stream, AgentUpgradeScheduled(upgrade_id=agent.upgrade_id, rollout_id=rollout_id, agent=agent.name,
-                                           package_sha256=plan.package_sha256, target_version=plan.package_version,
-                                           plan=agent.plan))])
+        feed(stream, scheduled_upgrade(plan))])
     waiting = _view(rows)
     run(ProgressProjection(), [feed(rollout_stream_id(rollout_id), RolloutStarted()),
                                feed(stream, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k1"))], rows)

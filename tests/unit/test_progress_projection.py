@@ -10,7 +10,8 @@ from uuid import UUID, uuid4
 import pytest
 from rich.console import Console
 
-from dma_upgrade.adapters.read.progress_view import activity, progress_table, scheduled_start, start_line, utc_text
+from dma_upgrade.adapters.clock import utc_text
+from dma_upgrade.adapters.read.progress_view import activity, progress_table, scheduled_start, start_line
 from dma_upgrade.adapters.shapes.models import AgentProgressOut, RolloutProgressOut
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.rollout import Rollout
@@ -24,7 +25,6 @@ from dma_upgrade.engine.rollout_events import (
 from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeFailed,
     AgentUpgradePlan,
-    AgentUpgradeScheduled,
     InstallPhaseReported,
     ManualStartAwaited,
     Step,
@@ -38,7 +38,7 @@ from dma_upgrade.engine.upgrade_events import (
 )
 from dma_upgrade.projections.progress import AGENTS, ROLLOUTS, ProgressProjection
 from dma_upgrade.projections.tables import MemoryRows, Row
-from tests.unit.test_projections_history_inventory_timers import T0, Feed, planned, run, table
+from tests.unit.test_projections_history_inventory_timers import T0, Feed, planned, run, scheduled_upgrade, table
 
 
 def test_the_activity_counts_attempts_of_the_step_in_flight_not_of_the_whole_upgrade() -> None:
@@ -48,9 +48,7 @@ def test_the_activity_counts_attempts_of_the_step_in_flight_not_of_the_whole_upg
     stream = f"upgrade-{agent.upgrade_id}"
     rows = run(ProgressProjection(), [
         feed(rollout_stream_id(rollout_id), plan),
-        feed(stream, AgentUpgradeScheduled(upgrade_id=agent.upgrade_id, rollout_id=rollout_id, agent=agent.name,
-                                           package_sha256=plan.package_sha256, target_version=plan.package_version,
-                                           plan=agent.plan)),
+        feed(stream, scheduled_upgrade(plan)),
         feed(stream, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k1")),
         feed(stream, StepSucceeded(step=Step.UPLOAD, attempt=1)),
         feed(stream, StepStarted(step=Step.INSTALL, attempt=1, idempotency_key="k2")),
@@ -72,9 +70,7 @@ def test_cancelling_a_rollout_cancels_the_agents_it_never_began_and_leaves_the_o
     rows = run(ProgressProjection(), [
         feed(rollout_stream_id(rollout_id), plan),
         feed(rollout_stream_id(rollout_id), RolloutStarted()),
-        feed(stream, AgentUpgradeScheduled(upgrade_id=began.upgrade_id, rollout_id=rollout_id, agent=began.name,
-                                           package_sha256=plan.package_sha256, target_version=plan.package_version,
-                                           plan=began.plan)),
+        feed(stream, scheduled_upgrade(plan)),
         feed(stream, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k1")),
         feed(rollout_stream_id(rollout_id), RolloutCancelled(reason="operator")),
     ])
@@ -91,13 +87,6 @@ def _switch_over_plan(rollout_id: UUID) -> RolloutPlanned:
     switch = AgentUpgradePlan(options=UpgradeOptions(auto_start=False), switch_over=True)
     agents = tuple(a.model_copy(update={"plan": switch, "notes": (note,)}) for a in plan.agents)
     return plan.model_copy(update={"agents": agents, "notes": (note,), "failover_policy": FailoverPolicy.BACKUP_FIRST})
-
-
-def _scheduled(plan: RolloutPlanned, index: int = 0) -> AgentUpgradeScheduled:
-    agent = plan.agents[index]
-    return AgentUpgradeScheduled(upgrade_id=agent.upgrade_id, rollout_id=plan.rollout_id, agent=agent.name,
-                                 package_sha256=plan.package_sha256, target_version=plan.package_version,
-                                 plan=agent.plan)
 
 
 def _activity(agent: Row) -> str:
@@ -119,7 +108,7 @@ def test_a_step_in_doubt_shows_as_such_until_the_agent_says_what_it_knows() -> N
     stream = f"upgrade-{plan.agents[0].upgrade_id}"
     rows = run(ProgressProjection(), [
         feed(rollout_stream_id(rollout_id), plan),
-        feed(stream, _scheduled(plan)),
+        feed(stream, scheduled_upgrade(plan)),
         feed(stream, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k1")),
         feed(stream, StepSucceeded(step=Step.UPLOAD, attempt=1)),
         feed(stream, StepStarted(step=Step.INSTALL, attempt=1, idempotency_key="k2")),
@@ -145,11 +134,11 @@ def test_a_doubt_resolved_as_applied_counts_the_step_done_and_enters_its_state()
     first, second = (f"upgrade-{a.upgrade_id}" for a in plan.agents)
     rows = run(ProgressProjection(), [
         feed(rollout_stream_id(rollout_id), plan),
-        feed(first, _scheduled(plan, 0)),
+        feed(first, scheduled_upgrade(plan, 0)),
         feed(first, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k1")),
         feed(first, StepInDoubt(step=Step.UPLOAD, attempt=1, reason="cut")),
         feed(first, StepDoubtResolved(step=Step.UPLOAD, attempt=1, applied=True)),
-        feed(second, _scheduled(plan, 1)),
+        feed(second, scheduled_upgrade(plan, 1)),
         feed(second, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k2")),
         feed(second, StepSucceeded(step=Step.UPLOAD, attempt=1)),
         feed(second, StepStarted(step=Step.STOP_SNMP, attempt=1, idempotency_key="k3")),
@@ -175,7 +164,7 @@ def _after_an_upload_in_doubt(then: Event) -> Row:
     stream = f"upgrade-{plan.agents[0].upgrade_id}"
     rows = run(ProgressProjection(), [
         feed(rollout_stream_id(rollout_id), plan),
-        feed(stream, _scheduled(plan)),
+        feed(stream, scheduled_upgrade(plan)),
         feed(stream, StepStarted(step=Step.UPLOAD, attempt=1, idempotency_key="k1")),
         feed(stream, StepInDoubt(step=Step.UPLOAD, attempt=1, reason="cut")),
         feed(stream, then),
@@ -199,7 +188,7 @@ def test_a_switch_over_awaiting_a_manual_start_says_whom_to_start_until_it_begin
     feed, rollout_id = Feed(), uuid4()
     plan = _switch_over_plan(rollout_id)
     stream = f"upgrade-{plan.agents[1].upgrade_id}"
-    events = [feed(rollout_stream_id(rollout_id), plan), feed(stream, _scheduled(plan, 1))]
+    events = [feed(rollout_stream_id(rollout_id), plan), feed(stream, scheduled_upgrade(plan, 1))]
     for step in (Step.UPLOAD, Step.STOP_SNMP, Step.INSTALL):
         events += [feed(stream, StepStarted(step=step, attempt=1, idempotency_key=step.value)),
                    feed(stream, StepSucceeded(step=step, attempt=1))]

@@ -121,6 +121,14 @@ def planned(rollout_id: UUID, *, sha: str = SHA, upload_only: bool = False, star
     )
 
 
+def scheduled_upgrade(plan: RolloutPlanned, index: int = 0) -> AgentUpgradeScheduled:
+    """The ``AgentUpgradeScheduled`` that starts the upgrade of ``plan``'s agent number ``index``."""
+    agent = plan.agents[index]
+    return AgentUpgradeScheduled(upgrade_id=agent.upgrade_id, rollout_id=plan.rollout_id, agent=agent.name,
+                                 package_sha256=plan.package_sha256, target_version=plan.package_version,
+                                 plan=agent.plan)
+
+
 def registered(name: str, version: str = "10.3.0.0", cluster: str | None = "north", **extra: Any) -> AgentRegistered:
     return AgentRegistered(name=name, address=f"{name}.example", cluster=cluster, version=version, **extra)
 

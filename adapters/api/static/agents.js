@@ -86,9 +86,5 @@ startPage("agents", async () => {
     const query = new URLSearchParams(picked().map((name) => ["agent", name]));
     location.assign(`upgrade?${query}`);
   });
-  try {
-    await draw();
-  } catch (error) {
-    say(error.message);
-  }
+  await draw();
 });

@@ -64,7 +64,6 @@ class ApiError extends Error {
   constructor(status, kind, detail) {
     super(`${status} ${kind}: ${detail}`);
     this.status = status;
-    this.detail = detail;
   }
 }
 
@@ -235,6 +234,10 @@ export async function startPage(current, ready) {
   const notice = sessionStorage.getItem(NOTICE_KEY);
   sessionStorage.removeItem(NOTICE_KEY);
   say(notice || "", "ok");
-  await ready(caller);
+  try {
+    await ready(caller);
+  } catch (error) {
+    if (error.status !== 401) say(error.message); // a refused token has its form back already
+  }
   document.body.dataset.ready = "yes"; // drawn (the browser tests wait for it)
 }

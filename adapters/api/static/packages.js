@@ -1,7 +1,7 @@
 // The Packages page: the available packages, then the completed ones (a package that executed an upgrade
 // is completed and stays listed: the list is the upgrade history), each with the rollouts that used it
 // (who, when, how they ended) and whether each cluster accepted it on upload.
-import { $, api, el, say, startPage, when } from "./common.js";
+import { $, api, el, startPage, when } from "./common.js";
 
 function acceptance(pkg) {
   if (!pkg.clusters.length) return el("span", { class: "hint" }, "not judged (no agents when uploaded)");
@@ -45,10 +45,4 @@ async function draw() {
   }
 }
 
-startPage("packages", async () => {
-  try {
-    await draw();
-  } catch (error) {
-    say(error.message);
-  }
-});
+startPage("packages", draw);

@@ -38,9 +38,5 @@ startPage("settings", async () => {
   if (!can("admin")) return;
   $("settings").addEventListener("submit", (event) => event.preventDefault());
   $("save").addEventListener("click", () => act($("save"), save));
-  try {
-    draw(await api("settings"));
-  } catch (error) {
-    say(error.message);
-  }
+  draw(await api("settings"));
 });

@@ -189,11 +189,7 @@ function wire() {
 
 startPage("upgrade", async () => {
   wire();
-  try {
-    const query = new URLSearchParams(location.search);
-    const [settings] = await Promise.all([api("settings"), loadPackages(), loadAgents(query)]);
-    loadDefaults(settings);
-  } catch (error) {
-    say(error.message);
-  }
+  const query = new URLSearchParams(location.search);
+  const [settings] = await Promise.all([api("settings"), loadPackages(), loadAgents(query)]);
+  loadDefaults(settings);
 });
