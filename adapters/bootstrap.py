@@ -111,7 +111,7 @@ class App:
 
 
 def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, ids: IdFactory | None = None,
-              codec: EventCodec | None = None, check_schema: bool = True, pool_size: int = 5,
+              codec: EventCodec | None = None, check_schema: bool = True, pool_size: int | None = None,
               gateway: AgentGateway | None = None, simulation: Simulation | None = None,
               waiter: Waiter | None = None, stopping: threading.Event | None = None,
               metrics: bool = False) -> App:
@@ -122,7 +122,8 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, i
     counts what the service appends (``App.metrics``)."""
     settings = settings or Settings()
     address_policy = AddressPolicy.from_setting(settings.agent_networks)  # a malformed setting opens nothing
-    engine = create_db_engine(settings.resolved_database_url, pool_size=pool_size)
+    engine = create_db_engine(settings.resolved_database_url,
+                              pool_size=settings.database_pool_size if pool_size is None else pool_size)
     if check_schema:
         try:
             ensure_schema(engine, auto_migrate=is_sqlite(engine))  # embedded SQLite migrates itself

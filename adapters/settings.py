@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=15.0, gt=0)
     """How long an engine process's leases last unrenewed (its heartbeat renews them every quarter of
     this): a process that dies or hangs has its work taken over by another after at most this long."""
+    database_pool_size: int = Field(default=15, ge=1)
+    """How many connections to the database one process keeps open and uses at once (PostgreSQL; more callers wait
+    for one). Opening a connection costs the server a process, so they are kept rather than opened per call."""
     engine_capacity: int = Field(default=1000, ge=1)
     """How many agent upgrades one engine process drives at once (a thread each, mostly waiting on agents)."""
     agent_networks: str | None = None

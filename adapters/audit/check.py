@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from dma_upgrade.adapters.progress_report import LogWalk, Reporter
 from dma_upgrade.engine.errors import InvalidInput
 from dma_upgrade.engine.hashchain import ChainVerdict, verify_chain
 from dma_upgrade.engine.ports import EventStore
@@ -45,10 +46,12 @@ def parse_anchor(anchor: str) -> tuple[str, int]:
     return match.group(1), position
 
 
-def check_audit(store: EventStore, anchor: str | None = None) -> AuditReport:
-    """Walk the whole chain; with ``anchor``, also check the log still holds that event unchanged."""
+def check_audit(store: EventStore, anchor: str | None = None, reporter: Reporter | None = None) -> AuditReport:
+    """Walk the whole chain (telling ``reporter`` the positions walked of the head's); with ``anchor``, also check
+    the log still holds that event unchanged."""
     expected = parse_anchor(anchor) if anchor is not None else None
-    verdict = verify_chain(store.read_records(page_size=5000))
+    walk = LogWalk(reporter, store.head_position())
+    verdict = verify_chain(walk.records(store.read_records(page_size=5000)))
     if expected is None or not verdict.ok:
         return AuditReport(verdict, anchor)
     digest, position = expected

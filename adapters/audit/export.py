@@ -40,6 +40,7 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
+from dma_upgrade.adapters.progress_report import LogWalk, Reporter
 from dma_upgrade.adapters.sql.event_store import SqlEventStore
 from dma_upgrade.adapters.sql.schema import events
 from dma_upgrade.engine.errors import EventDecodeError, InvalidInput
@@ -289,8 +290,10 @@ def position_range(store: EventStore, selection: Selection) -> tuple[int, int] |
     return (1, head) if head else None
 
 
-def select_records(store: EventStore, selection: Selection, page_size: int = PAGE_SIZE) -> Iterator[StoredRecord]:
-    """The records of ``store`` that ``selection`` matches, in global order, read page by page.
+def select_records(store: EventStore, selection: Selection, page_size: int = PAGE_SIZE,
+                   reporter: Reporter | None = None) -> Iterator[StoredRecord]:
+    """The records of ``store`` that ``selection`` matches, in global order, read page by page; ``reporter`` is
+    told the positions read of those from the first to the last that can match.
 
     Reading stops at the last position that matched when the export began, so an export of a live
     log is the log as it was then and does not chase events appended while it runs.
@@ -300,7 +303,8 @@ def select_records(store: EventStore, selection: Selection, page_size: int = PAG
         return
     first, last = bounds
     keep = None if selection.everything else selection.matches
-    for record in store.read_records(after=first - 1, page_size=page_size):
+    walk = LogWalk(reporter, last, after=first - 1)
+    for record in walk.records(store.read_records(after=first - 1, page_size=page_size)):
         if record.position > last:
             return
         if keep is None or keep(record):

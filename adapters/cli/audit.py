@@ -17,6 +17,7 @@ from dma_upgrade.adapters.cli.backend import open_backend
 from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import fail, reports_errors, stderr
 from dma_upgrade.adapters.cli.output import JsonAlias, Output, OutputFormat, print_json, wants_json
+from dma_upgrade.adapters.cli.progress_bar import Quiet, progress_bar
 from dma_upgrade.adapters.shapes.models import AuditVerifyOut
 
 app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
@@ -27,11 +28,14 @@ app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
 def audit_verify(ctx: typer.Context,
                  anchor: Annotated[str | None, typer.Option(
                      help="HASH@POSITION from an earlier export: also check the log still holds it")] = None,
-                 output: Output = OutputFormat.TABLE, json_alias: JsonAlias = False,
+                 output: Output = OutputFormat.TABLE, json_alias: JsonAlias = False, quiet: Quiet = False,
                  ) -> None:
-    """Walk the SHA-256 hash chain over every event; exit 1 at the first break (with JSON: after printing it)."""
-    with open_backend(ctx) as backend:
-        verdict = backend.verify_audit(anchor)
+    """Walk the SHA-256 hash chain over every event; exit 1 at the first break (with JSON: after printing it).
+
+    On a terminal, its progress is drawn on stderr (not through --server: the server verifies in one request).
+    """
+    with open_backend(ctx) as backend, progress_bar("verifying", quiet=quiet) as reporter:
+        verdict = backend.verify_audit(anchor, reporter)
     as_json = wants_json(output, json_alias)
     if as_json:
         print_json(verdict)
@@ -61,14 +65,21 @@ def audit_export(ctx: typer.Context,
                  output: Annotated[str, typer.Option(
                      "--output", "-o", help="file to write (replaced only when complete), or - for "
                                             "standard output")] = "-",
+                 quiet: Quiet = False,
                  ) -> None:
-    """Export the audit trail as JSON lines or CSV, ending with the anchor of the last event exported."""
+    """Export the audit trail as JSON lines or CSV, ending with the anchor of the last event exported.
+
+    Into a file (--output FILE) on a terminal, its progress is drawn on stderr (not through --server: the size of
+    the server's export is not known ahead).
+    """
     fmt = ExportFormat.parse(export_format)
     selection = Selection(start=parse_time(start, "--from") if start is not None else None,
                           end=parse_time(end, "--to") if end is not None else None,
                           rollout=parse_rollout(rollout) if rollout is not None else None)
-    with _destination(output) as stream, open_backend(ctx) as backend:
-        exported = backend.export_audit(fmt, selection, stream)
+    to_file = output != "-"  # the export on standard output may be on this terminal too: no progress over it
+    with (_destination(output) as stream, open_backend(ctx) as backend,
+          progress_bar("exporting", quiet=quiet or not to_file) as reporter):
+        exported = backend.export_audit(fmt, selection, stream, reporter)
     if exported.anchor is None:
         stderr.print("anchor none: no events matched (0 events)", markup=False)
     else:

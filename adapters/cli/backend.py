@@ -28,6 +28,7 @@ from dma_upgrade.adapters.cli.errors import stderr
 from dma_upgrade.adapters.cli.live import run_in_foreground
 from dma_upgrade.adapters.cli.remote import HttpBackend
 from dma_upgrade.adapters.packages.upload import upload_package
+from dma_upgrade.adapters.progress_report import Reporter
 from dma_upgrade.adapters.read.freshness import Reading
 from dma_upgrade.adapters.read.history_queries import PACKAGE_HISTORY, package_history, version_history
 from dma_upgrade.adapters.read.progress_queries import PROGRESS, current_progress, progress_as_of
@@ -149,12 +150,14 @@ class Backend(Protocol):
         """One agent's VersionHistory.txt (and the package history read model's lag)."""
         ...
 
-    def verify_audit(self, anchor: str | None) -> AuditVerifyOut:
-        """Walk the hash chain (and check an anchor)."""
+    def verify_audit(self, anchor: str | None, reporter: Reporter | None = None) -> AuditVerifyOut:
+        """Walk the hash chain (and check an anchor), telling ``reporter`` how far it got (locally only)."""
         ...
 
-    def export_audit(self, export_format: ExportFormat, selection: Selection, stream: TextIO) -> ExportSummary:
-        """Write the selected audit trail to ``stream``, ending with its anchor line."""
+    def export_audit(self, export_format: ExportFormat, selection: Selection, stream: TextIO,
+                     reporter: Reporter | None = None) -> ExportSummary:
+        """Write the selected audit trail to ``stream``, ending with its anchor line, telling ``reporter`` how far it
+        got (locally only)."""
         ...
 
     def projections(self) -> list[ProjectionStatusOut]:
@@ -251,11 +254,12 @@ class LocalBackend:
         reading = version_history(self._app, agent)
         return Reading([VersionHistoryOut.of(row) for row in reading.value], reading.lag)
 
-    def verify_audit(self, anchor: str | None) -> AuditVerifyOut:
-        return AuditVerifyOut.of(check_audit(self._app.store, anchor))
+    def verify_audit(self, anchor: str | None, reporter: Reporter | None = None) -> AuditVerifyOut:
+        return AuditVerifyOut.of(check_audit(self._app.store, anchor, reporter))
 
-    def export_audit(self, export_format: ExportFormat, selection: Selection, stream: TextIO) -> ExportSummary:
-        return export_records(select_records(self._app.store, selection), stream, export_format)
+    def export_audit(self, export_format: ExportFormat, selection: Selection, stream: TextIO,
+                     reporter: Reporter | None = None) -> ExportSummary:
+        return export_records(select_records(self._app.store, selection, reporter=reporter), stream, export_format)
 
     def projections(self) -> list[ProjectionStatusOut]:
         return [ProjectionStatusOut.of(status) for status in self._app.projections.status()]

@@ -26,6 +26,7 @@ from dma_upgrade.adapters.cli import (
 from dma_upgrade.adapters.cli.context import Server, local_only, out, refuse_server, use_server
 from dma_upgrade.adapters.cli.diagram import mermaid_diagram
 from dma_upgrade.adapters.cli.errors import fail, reports_errors
+from dma_upgrade.adapters.cli.progress_bar import Quiet, progress_bar
 from dma_upgrade.adapters.settings import Settings
 from dma_upgrade.adapters.sql.database import create_db_engine, describe, head_revision, migrate
 from dma_upgrade.engine.upgrade_machine import TRANSITIONS
@@ -82,12 +83,14 @@ def main(ctx: typer.Context,
 
 @db_app.command("upgrade")
 @reports_errors
-def db_upgrade(ctx: typer.Context) -> None:
-    """Create or migrate the schema to the latest version."""
+def db_upgrade(ctx: typer.Context, quiet: Quiet = False) -> None:
+    """Create or migrate the schema to the latest version (on a terminal, the migrations done of those to run are
+    drawn on stderr)."""
     settings: Settings = ctx.obj
     engine = create_db_engine(settings.resolved_database_url)
     try:
-        migrate(engine)
+        with progress_bar("migrating", quiet=quiet) as reporter:
+            migrate(engine, reporter=reporter)
         out.print(f"database {describe(engine)} is at schema {head_revision()}")
     finally:
         engine.dispose()

@@ -1,7 +1,7 @@
 """``--output table|json``: the one option every read command takes, and the one way JSON is printed.
 
 The JSON is the API's: a shape (or a list of shapes) from ``adapters/shapes`` dumped as ``model_dump(mode="json")``
-would dump it, one document on standard output and nothing else there.
+would dump it, one document on standard output and nothing else there (``progress --follow``: one per line).
 """
 
 from __future__ import annotations
@@ -48,10 +48,20 @@ def wants_json(output: OutputFormat, json_alias: bool) -> bool:
     return json_alias or output is OutputFormat.JSON
 
 
+def json_line(document: object) -> str:
+    """``document`` (a shape, a list of shapes, or plain JSON-ready data) as one line of JSON (no newline)."""
+    return json.dumps(to_jsonable_python(document), ensure_ascii=False)
+
+
 def print_json(document: object) -> None:
-    """Print ``document`` (a shape, a list of shapes, or plain JSON-ready data) as one JSON document on stdout."""
+    """Print ``document`` as one JSON document on stdout."""
+    print_line(json_line(document))
+
+
+def print_line(line: str) -> None:
+    """Print ``line`` on stdout and flush it (a reader of JSON lines gets each as it is printed)."""
     try:
-        sys.stdout.write(json.dumps(to_jsonable_python(document), ensure_ascii=False) + "\n")
+        sys.stdout.write(line + "\n")
         sys.stdout.flush()
     except BrokenPipeError:  # the reader stopped early (``| head``): no traceback, and no second error at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

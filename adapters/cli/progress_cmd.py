@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 from uuid import UUID
@@ -17,7 +17,16 @@ from dma_upgrade.adapters.cli.backend import Backend, noted, open_backend
 from dma_upgrade.adapters.cli.context import local_only, out, session
 from dma_upgrade.adapters.cli.errors import reports_errors
 from dma_upgrade.adapters.cli.live import show_live
-from dma_upgrade.adapters.cli.output import JsonAlias, Output, OutputFormat, print_json, wants_json
+from dma_upgrade.adapters.cli.output import (
+    JsonAlias,
+    Output,
+    OutputFormat,
+    json_line,
+    print_json,
+    print_line,
+    wants_json,
+)
+from dma_upgrade.adapters.cli.progress_bar import Quiet, progress_bar
 from dma_upgrade.adapters.cli.tables import print_table
 from dma_upgrade.adapters.cli.upgrade import EXIT_FAILED_ROLLOUT
 from dma_upgrade.adapters.read.progress_view import progress_table, status_lines
@@ -35,8 +44,8 @@ projections_app = typer.Typer(no_args_is_help=True, help="The read models built 
 def progress(ctx: typer.Context,
              rollout: Annotated[UUID | None, typer.Argument(help="one rollout (default: all)")] = None,
              follow: Annotated[bool, typer.Option(help=(
-                 "keep redrawing until the rollouts end (off a terminal: a line per change); exit 9 unless every "
-                 "one completed"))] = False,
+                 "keep redrawing until the rollouts end (off a terminal: a line per change; with --output json: "
+                 "JSON lines, a rollout's document each time it changes); exit 9 unless every one completed"))] = False,
              output: Output = OutputFormat.TABLE,
              json_alias: JsonAlias = False,
              as_of: Annotated[str | None, typer.Option(help="show it as it was at this time (ISO 8601)")] = None,
@@ -56,14 +65,14 @@ def progress(ctx: typer.Context,
             views = [backend.progress_at(rollout, at_time=at_time, at_position=at_position)]
         else:
             views = noted(backend.progress(rollout))
-        if wants_json(output, json_alias):
+        as_json = wants_json(output, json_alias)
+        if follow:
+            _follow(_Following(backend, rollout, views), as_json=as_json)
+        elif as_json:
             print_json(views)
-            return
-        if not follow:
+        else:
             for view in views:
                 out.print(progress_table(view))
-            return
-        _follow(_Following(backend, rollout, views))
 
 
 @dataclass
@@ -85,10 +94,12 @@ class _Following:
             self.views = self.backend.progress(self.rollout).value
 
 
-def _follow(following: _Following) -> None:
-    """Show the rollouts until they end, redrawn on a terminal, else a line per change; then exit as ``upgrade
-    start --wait`` does: 0 if every one completed, else ``EXIT_FAILED_ROLLOUT``."""
-    if out.is_terminal:
+def _follow(following: _Following, *, as_json: bool) -> None:
+    """Show the rollouts until they end: as JSON lines, else redrawn on a terminal, else a line per change; then
+    exit as ``upgrade start --wait`` does: 0 if every one completed, else ``EXIT_FAILED_ROLLOUT``."""
+    if as_json:
+        _print_json_changes(following)
+    elif out.is_terminal:
         show_live(out, map(_stack, following))
     else:
         _print_changes(following)
@@ -98,12 +109,26 @@ def _follow(following: _Following) -> None:
 
 def _print_changes(polls: Iterable[list[RolloutProgressOut]]) -> None:
     """Print each line of ``status_lines`` when it first shows and whenever it changes."""
+    for line in _changed(polls, status_lines):
+        out.print(line, markup=False)
+
+
+def _print_json_changes(polls: Iterable[list[RolloutProgressOut]]) -> None:
+    """Print each rollout's document (``RolloutProgressOut``) as a line of JSON when it first shows and whenever
+    it changes."""
+    for line in _changed(polls, lambda view: {view.rollout_id: json_line(view)}):
+        print_line(line)
+
+
+def _changed(polls: Iterable[list[RolloutProgressOut]],
+             lines: Callable[[RolloutProgressOut], dict[str, str]]) -> Iterator[str]:
+    """Each of the ``lines`` of the views polled (by key) when it first shows and whenever it changes."""
     shown: dict[str, str] = {}
     for views in polls:
-        for key, line in (item for view in views for item in status_lines(view).items()):
+        for key, line in (item for view in views for item in lines(view).items()):
             if shown.get(key) != line:
-                out.print(line, markup=False)
                 shown[key] = line
+                yield line
 
 
 def _stack(views: list[RolloutProgressOut]) -> Table:
@@ -148,13 +173,16 @@ def run(ctx: typer.Context,
 @reports_errors
 @local_only
 def rebuild(ctx: typer.Context,
-            name: Annotated[str | None, typer.Argument(help="one projection (default: all)")] = None) -> None:
-    """Empty a projection's tables and replay every event from position 0."""
+            name: Annotated[str | None, typer.Argument(help="one projection (default: all)")] = None,
+            quiet: Quiet = False) -> None:
+    """Empty a projection's tables and replay every event from position 0 (on a terminal, its progress is drawn
+    on stderr)."""
     with session(ctx) as s:
         names = [name] if name else None
         if name is not None:
             s.projections.projection(name)
-        applied = s.projections.rebuild(names, workers=os.cpu_count() or 1)
+        with progress_bar("rebuilding", quiet=quiet) as reporter:
+            applied = s.projections.rebuild(names, workers=os.cpu_count() or 1, reporter=reporter)
     out.print(", ".join(f"{n}: rebuilt from {count} events" for n, count in applied.items()))
 
 

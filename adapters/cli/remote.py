@@ -28,6 +28,7 @@ from dma_upgrade.adapters.audit.export import ExportFormat, ExportSummary, Selec
 from dma_upgrade.adapters.cli.context import Server
 from dma_upgrade.adapters.cli.live import show_live
 from dma_upgrade.adapters.errors import NOT_FOUND, ServerRefusal, ServerUnreachable, answered
+from dma_upgrade.adapters.progress_report import Reporter
 from dma_upgrade.adapters.read.freshness import Lag, Reading
 from dma_upgrade.adapters.read.history_queries import PACKAGE_HISTORY
 from dma_upgrade.adapters.read.progress_queries import PROGRESS
@@ -216,10 +217,13 @@ class HttpBackend:
     def version_history(self, agent: str) -> Reading[list[models.VersionHistoryOut]]:
         return self._read(list[models.VersionHistoryOut], PACKAGE_HISTORY, f"/agents/{_segment(agent)}/history")
 
-    def verify_audit(self, anchor: str | None) -> models.AuditVerifyOut:
+    def verify_audit(self, anchor: str | None, reporter: Reporter | None = None) -> models.AuditVerifyOut:
+        """The server's verdict, in one request: nothing to report as it goes."""
         return self._call(models.AuditVerifyOut, "GET", "/audit/verify", params={"anchor": anchor} if anchor else {})
 
-    def export_audit(self, export_format: ExportFormat, selection: Selection, stream: TextIO) -> ExportSummary:
+    def export_audit(self, export_format: ExportFormat, selection: Selection, stream: TextIO,
+                     reporter: Reporter | None = None) -> ExportSummary:
+        """The server's export, streamed to ``stream``; its size is not known ahead, so nothing is reported."""
         params = {"format": export_format.value,
                   "from": selection.start.isoformat() if selection.start is not None else None,
                   "to": selection.end.isoformat() if selection.end is not None else None,

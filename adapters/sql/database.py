@@ -18,6 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 
 from dma_upgrade.adapters.private_files import PRIVATE_FILE, private_directory
+from dma_upgrade.adapters.progress_report import Reporter
 from dma_upgrade.engine.errors import InvalidInput, SchemaNotMigrated, StoreUnavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -51,12 +52,14 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
+def create_db_engine(url: str, *, pool_size: int = 15) -> Engine:
     """An engine configured for the event store on SQLite (WAL, busy timeout) or PostgreSQL.
 
     A SQLite database is private to its owner: missing directories are created 0700, the file 0600 (SQLite gives
     its -wal and -shm files the database file's mode), and existing files this user owns are tightened to 0600
-    on every connection. A file that is not a SQLite database raises ``StoreUnavailable``."""
+    on every connection. A file that is not a SQLite database raises ``StoreUnavailable``. On PostgreSQL, up to
+    ``pool_size`` connections are opened and kept (none beyond: a connection opened for one call and closed after
+    it costs the server a process start each time)."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = Path(str(parsed.database))
@@ -70,7 +73,7 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
         engine = sa.create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
         _configure_sqlite(engine, path)
         return engine
-    return sa.create_engine(parsed, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+    return sa.create_engine(parsed, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
 
 
 def _tighten(path: Path) -> None:
@@ -114,14 +117,29 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` through the Alembic migrations."""
+def migrate(engine: Engine, revision: str = "head", reporter: Reporter | None = None) -> None:
+    """Bring the schema to ``revision`` through the Alembic migrations; with ``reporter``, one migration at a time,
+    telling it how many there are and each one done."""
     config = alembic_config()
     # A write transaction from the start (BEGIN IMMEDIATE on SQLite): processes that find a fresh database
     # at the same moment queue on the lock, and each then reads the revision the one before it left.
     with engine.connect() as connection, connection.execution_options(**{WRITE: True}).begin():
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        if reporter is None:
+            command.upgrade(config, revision)
+            return
+        steps = _pending(config, connection, revision)
+        reporter.start(len(steps))
+        for step in steps:
+            command.upgrade(config, step)
+            reporter.advance(1)
+
+
+def _pending(config: Config, connection: sa.Connection, revision: str) -> list[str]:
+    """The revisions an upgrade to ``revision`` applies, in the order it applies them."""
+    current = MigrationContext.configure(connection).get_current_revision()
+    script = ScriptDirectory.from_config(config)
+    return [step.revision for step in reversed(list(script.iterate_revisions(revision, current or "base")))]
 
 
 def head_revision() -> str | None:

@@ -1,15 +1,17 @@
 """``SqlEventStore``: the event store port on SQLAlchemy 2 Core, for SQLite and PostgreSQL.
 
 Appends are serialised so that global order equals commit order: SQLite has a single writer
-(``BEGIN IMMEDIATE``), PostgreSQL takes a transaction-scoped advisory lock before reading the head.
+(``BEGIN IMMEDIATE``), PostgreSQL takes a transaction-scoped advisory lock before reading the head, inside the
+one statement that appends (the server function ``dma_append``), so no round trip to a process is ever made
+while it is held.
 Positions are assigned under that lock, so they have no gaps and a tailing reader never skips one.
 Inside a process, appends arriving while another is written are written together in the next
 transaction (``group_commit``): one writer at a time, threads queue on it rather than on SQLite's busy
 timeout, and a commit's wait for the disk is shared by every append of its group.
 
 The append and read paths run on the driver's connection, below SQLAlchemy's statement layer (issue 17): a
-group is written on a connection the store keeps (no pool checkout and ping per append), on PostgreSQL in two
-round trips of prepared statements (``_write_postgres``); pages are read as the driver gives rows.
+group is written on a connection the store keeps (no pool checkout and ping per append), on PostgreSQL in one
+round trip (``_write_postgres``); pages are read as the driver gives rows.
 """
 
 from __future__ import annotations
@@ -40,89 +42,35 @@ from dma_upgrade.engine.hashchain import GENESIS_HASH, chain_hash, utc_timestamp
 from dma_upgrade.engine.ports import AppendResult, Clock
 
 APPEND_LOCK_KEY = 0x444D4155  # "DMAU": the PostgreSQL advisory lock that serialises appends
-_APPEND_IDLE_LIMIT_MS = "5000"
-"""An append's transaction that waits this long for its process (hung, stopped, cut off) is ended by the
-server, which frees the append lock for every other engine; the hung process's append then fails as if the
-database were unreachable, and nothing of it is stored."""
 
 _COLUMNS = (events.c.position, events.c.event_id, events.c.stream_id, events.c.stream_version,
             events.c.event_type, events.c.schema_version, events.c.payload, events.c.actor,
             events.c.correlation_id, events.c.causation_id, events.c.recorded_at, events.c.hash)
 _HEAD = ("SELECT (SELECT position FROM events ORDER BY position DESC LIMIT 1), "
          "(SELECT hash FROM events ORDER BY position DESC LIMIT 1){versions}")
-_STREAM_VERSION = ", (SELECT max(stream_version) FROM events WHERE stream_id = {})"
+_STREAM_VERSION = ", (SELECT max(stream_version) FROM events WHERE stream_id = ?)"
 
 
 @functools.lru_cache(maxsize=64)
-def _head(streams: int, placeholder: str) -> str:
-    """One round trip on the append path: the head's position and hash (None in an empty store), then the
-    version of each of ``streams`` streams (None for a new one); each a scalar subquery the planner answers
-    from an index, quickly planned."""
-    return _HEAD.format(versions="".join([_STREAM_VERSION.format(placeholder)] * streams))
+def _sqlite_head(streams: int) -> str:
+    """One statement on SQLite's append path: the head's position and hash (None in an empty store), then the
+    version of each of ``streams`` streams (None for a new one); each a scalar subquery answered from an index."""
+    return _HEAD.format(versions=_STREAM_VERSION * streams)
 
 
-_PG_LOCK = (f"SELECT set_config('idle_in_transaction_session_timeout', '{_APPEND_IDLE_LIMIT_MS}', true), "
-            f"pg_advisory_xact_lock({APPEND_LOCK_KEY})")
-_PG_NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
-_INSERT = ("INSERT INTO events (position, event_id, stream_id, stream_version, event_type, schema_version, payload, "
-           "actor, correlation_id, causation_id, recorded_at, hash) VALUES ({})")
-_SQLITE_INSERT = _INSERT.format(", ".join(["?"] * 12))
-
-
-_PREPARED_MAX = 16
-"""On PostgreSQL, the head read of up to this many streams and the insert of up to this many rows are prepared
-once per connection (``_PgStatements``); a larger insert is sent in chunks of this many rows."""
-
-
-class _PgStatements:
-    """The append path's statements on PostgreSQL: prepared per connection, so the server does not plan them on
-    every append, and run with ``EXECUTE`` inside the multi-statement messages (``_write_postgres``)."""
-
-    _PREPARED = "dma_prepared"
-    """``PoolProxiedConnection.info`` key: the names prepared on that driver connection."""
-
-    @staticmethod
-    def prepared(connection: Any) -> set[str]:
-        names: set[str] = connection.info.setdefault(_PgStatements._PREPARED, set())
-        return names
-
-    @staticmethod
-    def prepare(connection: Any, cursor: Any, names: dict[str, str]) -> None:
-        """Prepare each statement of ``names`` (name: SQL with ``$n`` parameters) not prepared on ``connection``."""
-        prepared = _PgStatements.prepared(connection)
-        missing = [f"PREPARE {name} AS {sql}" for name, sql in names.items() if name not in prepared]
-        if missing:
-            cursor.execute("; ".join(missing))
-            prepared.update(names)
-
-    @staticmethod
-    @functools.cache
-    def head(streams: int) -> tuple[str, str]:
-        """The name and SQL of the head read of ``streams`` streams."""
-        return f"dma_append_head_{streams}", _head(streams, "${}").format(*range(1, streams + 1))
-
-    @staticmethod
-    @functools.cache
-    def insert(rows: int) -> tuple[str, str]:
-        """The name and SQL of the insert of ``rows`` rows."""
-        values = ", ".join("(" + ", ".join(f"${row * 12 + column}" for column in range(1, 13)) + ")"
-                           for row in range(rows))
-        return f"dma_append_insert_{rows}", _INSERT.format(values[1:-1])
-
-
-def _pg_lock_and_head(streams: list[str]) -> str:
-    """``BEGIN``, the lock and the head read of ``streams`` (SQL literals): one message."""
-    if len(streams) <= _PREPARED_MAX:
-        return f"BEGIN; {_PG_LOCK}; EXECUTE {_PgStatements.head(len(streams))[0]}({', '.join(streams)})"
-    return f"BEGIN; {_PG_LOCK}; {_head(len(streams), '{}').format(*streams)}"
-
-
-def _pg_insert(rows: list[str], wake: bool) -> str:
-    """The insert of ``rows`` (each its values as SQL literals, comma separated) in chunks of ``_PREPARED_MAX``,
-    the wake-up if ``wake``, and the commit: one message."""
-    statements = [f"EXECUTE {_PgStatements.insert(len(chunk))[0]}({', '.join(chunk)})"
-                  for chunk in (rows[start:start + _PREPARED_MAX] for start in range(0, len(rows), _PREPARED_MAX))]
-    return "; ".join([*statements, *([_PG_NOTIFY] if wake else []), "COMMIT"])
+_SQLITE_INSERT = ("INSERT INTO events (position, event_id, stream_id, stream_version, event_type, schema_version, "
+                  "payload, actor, correlation_id, causation_id, recorded_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                  "?, ?, ?)")
+_PG_APPEND_ARRAYS = ("text", "integer", "integer", "boolean", "uuid", "text", "integer", "text", "text", "uuid", "uuid",
+                     "text", "text")
+"""The types of ``dma_append``'s arrays: per append its stream, expected version, event count and wake-up; per event
+its id, type, schema version, payload, actor, correlation, causation and the two canonical parts."""
+_PG_APPEND = (f"SELECT first_position, actual_version FROM dma_append({APPEND_LOCK_KEY:d}, "
+              + "".join(f"ARRAY[{{}}]::{kind}[], " for kind in _PG_APPEND_ARRAYS)
+              + f"{{}}::timestamptz, {{}}, '{CHANNEL}')")
+"""The append of a group on PostgreSQL: one statement, run by the server function of migration 0012, its values
+given as SQL literals escaped by libpq (``_pg_literals``): psycopg's array dumpers, written in Python, cost several
+times more."""
 
 
 def _pg_literals(driver: psycopg.Connection[Any]) -> Callable[[str], str]:
@@ -138,22 +86,8 @@ def _pg_literals(driver: psycopg.Connection[Any]) -> Callable[[str], str]:
 
 
 def _pg_uuid(value: str | None) -> str:
+    """A UUID (as ``str(uuid)`` writes it, from a ``UUID``) or none as a SQL literal."""
     return "NULL" if value is None else f"'{value}'"
-
-
-def _pg_row(row: tuple[Any, ...], recorded_at: str, text: Callable[[str], str]) -> str:
-    """An ``events`` row's values as SQL literals, comma separated (``recorded_at`` already a literal)."""
-    (position, event_id, stream_id, stream_version, event_type, schema_version, payload, actor, correlation_id,
-     causation_id, _, digest) = row
-    return (f"{position:d}, '{event_id}', {text(stream_id)}, {stream_version:d}, {text(event_type)}, "
-            f"{schema_version:d}, {text(payload)}, {text(actor)}, {_pg_uuid(correlation_id)}, "
-            f"{_pg_uuid(causation_id)}, {recorded_at}, '{digest}'")
-
-
-@functools.lru_cache(maxsize=_PREPARED_MAX * 4)
-def _pg_inserts_for(rows: int) -> dict[str, str]:
-    """The prepared inserts ``_pg_insert(rows, ...)`` executes."""
-    return dict(_PgStatements.insert(chunk) for chunk in {min(rows, _PREPARED_MAX), rows % _PREPARED_MAX} if chunk)
 
 
 _STORED_IDS = "SELECT event_id, stream_id, stream_version, position FROM events WHERE event_id {ids}"
@@ -165,6 +99,8 @@ _RECORD_COLUMNS = f"{_ENVELOPE_COLUMNS}, hash"
 _PROJECTED_COLUMNS = "position, stream_id, event_type, schema_version, payload, actor, recorded_at"
 _SQLITE_PAGE = "SELECT {columns} FROM events WHERE position > ? ORDER BY position LIMIT ?"
 _PG_PAGE = "SELECT {columns} FROM events WHERE position > %s AND position <= %s ORDER BY position"
+_STREAM = "SELECT {columns} FROM events WHERE stream_id = {p} AND stream_version > {p} ORDER BY stream_version"
+_SQLITE_STREAM = _STREAM.format(columns=_ENVELOPE_COLUMNS, p="?")
 _PG_NEXT_POSITION = "SELECT position FROM events WHERE position > %s ORDER BY position LIMIT 1"
 """A page of the log, sent as plain SQL: rows come back as the driver gives them, converted below per dialect."""
 
@@ -175,6 +111,9 @@ def _pg_columns(columns: str) -> str:
     ``datetime.UTC`` by ``_utc_from_naive``), which the driver builds several times faster than a time in the
     session's zone (a ``ZoneInfo``)."""
     return columns.replace("recorded_at", "recorded_at AT TIME ZONE 'UTC'")
+
+
+_PG_STREAM = _STREAM.format(columns=_pg_columns(_ENVELOPE_COLUMNS), p="%s")
 
 
 _SHARED_PAYLOAD_CHARS = 400
@@ -311,11 +250,12 @@ def record_from_row(row: Sequence[Any]) -> StoredRecord:
 
 
 class _Attempt:
-    """How far one write of a group went: whether it failed before the commit was sent, and whether its
-    connection is lost (to be dropped rather than kept)."""
+    """How far one write of a group went: whether it may be written again if its kept connection was lost (on
+    SQLite, until the commit is sent; on PostgreSQL, always: see ``_write_postgres``), and whether its connection
+    is lost (to be dropped rather than kept)."""
 
     def __init__(self) -> None:
-        self.before_commit = True
+        self.may_retry = True
         self.connection_lost = False
 
 
@@ -374,7 +314,6 @@ class SqlEventStore:
             outcomes = self._write(group)
         except (dbapi.IntegrityError, dbapi.OperationalError, dbapi.InternalError,  # from the driver
                 sa.exc.OperationalError, sa.exc.InternalError) as error:  # from the pool, connecting
-            # InternalError: the server ended a transaction left idle too long (_APPEND_IDLE_LIMIT_MS)
             if len(group) > 1:
                 for pending in group:
                     self._write_group([pending])
@@ -393,8 +332,8 @@ class SqlEventStore:
     def _write(self, group: list[PendingAppend]) -> list[AppendResult | DmaUpgradeError]:
         """Write ``group`` on the writer's connection, kept from one group to the next (only the group commit's
         leader writes, one at a time): no pool checkout, and so no liveness ping, per append. A connection that
-        fails is dropped; if it was a kept one and failed before the commit was sent (it died while idle),
-        nothing was written: once more on a fresh one."""
+        fails is dropped; if it was a kept one (it died while idle) and the write may be retried (``_Attempt``):
+        once more on a fresh one."""
         fresh = self._writer is None
         connection = self._engine.raw_connection() if self._writer is None else self._writer
         self._writer = None  # kept again only once this group is through
@@ -402,7 +341,7 @@ class SqlEventStore:
         try:
             outcomes = (self._write_sqlite if self._sqlite else self._write_postgres)(connection, group, attempt)
         except BaseException:
-            if attempt.before_commit and attempt.connection_lost and not fresh:
+            if attempt.may_retry and attempt.connection_lost and not fresh:
                 return self._write(group)
             raise
         finally:
@@ -420,11 +359,11 @@ class SqlEventStore:
         try:
             cursor.execute("BEGIN IMMEDIATE")
             streams = list({p.stream_id: None for p in group})
-            head = cursor.execute(_head(len(streams), "?"), streams).fetchone()
-            outcomes, rows, _ = self._chain_group(group, streams, head, cursor)
+            head = cursor.execute(_sqlite_head(len(streams)), streams).fetchone()
+            outcomes, rows = self._chain_group(group, streams, head, cursor)
             if rows:
                 cursor.executemany(_SQLITE_INSERT, rows)
-            attempt.before_commit = False
+            attempt.may_retry = False
             cursor.execute("COMMIT")
         except BaseException:
             try:
@@ -439,59 +378,59 @@ class SqlEventStore:
 
     def _write_postgres(self, connection: PoolProxiedConnection, group: list[PendingAppend],
                         attempt: _Attempt) -> list[AppendResult | DmaUpgradeError]:
-        """Two round trips: ``BEGIN``, the lock and the head read; then the insert, the wake-up and ``COMMIT``.
+        """One statement, committed on its own: the server function ``dma_append`` (migration 0012) takes the
+        append lock, reads the head, checks each append's expected version, extends the hash chain from the parts
+        prepared here, inserts the rows and sends the wake-up. The lock is held for the server's work only, never
+        across a round trip to this process, so a process that hangs (or whose threads are slow to answer) holds
+        up no other engine. The events of stale appends are looked up after the commit (they are immutable).
 
-        Sent as plain SQL with the values as literals escaped by libpq (``_pg_row``), so that several statements
-        go in one message (psycopg's client-side binding, ``ClientCursor``, does the same at several times the
-        cost), and each statement but the lock prepared once per connection (``_PgStatements``). Each statement
-        still reads with a snapshot of its own, so the head read sees every append committed before the lock was
-        granted. Between the two messages the transaction is idle, so a process that hangs there has it ended by
-        the server (``_APPEND_IDLE_LIMIT_MS``)."""
+        ``attempt.may_retry`` stays set: a kept connection lost in the statement is tried once more on a fresh
+        one even if the server committed, which is safe because an append is idempotent (a retry of a stored one
+        finds its events by id and answers the stored result)."""
+        now = self._clock.now()
         driver = cast(psycopg.Connection[Any], connection.driver_connection)
         text = _pg_literals(driver)
-        driver.autocommit = True  # BEGIN and COMMIT are sent with the statements, not in round trips of their own
+        streams, expected, counts, wakes = [], [], [], []
+        event_ids, event_types, schema_versions, payloads, actors, correlations, causations, befores, afters = (
+            [], [], [], [], [], [], [], [], [])
+        for pending in group:
+            streams.append(text(pending.stream_id))
+            expected.append(f"{pending.expected_version:d}")
+            counts.append(f"{len(pending.prepared):d}")
+            wakes.append("true" if pending.stream_id.startswith(self._notify_prefixes) else "false")
+            for new, event_type, schema_version, payload, (before_version, before_time), ids in pending.prepared:
+                event_ids.append(_pg_uuid(ids[0]))
+                correlations.append(_pg_uuid(ids[1]))
+                causations.append(_pg_uuid(ids[2]))
+                event_types.append(text(event_type))
+                schema_versions.append(f"{schema_version:d}")
+                payloads.append(text(payload))
+                actors.append(text(new.metadata.actor))
+                befores.append(text(before_version))
+                afters.append(text(before_time))
+        statement = _PG_APPEND.format(*(", ".join(values) for values in (
+            streams, expected, counts, wakes, event_ids, event_types, schema_versions, payloads, actors, correlations,
+            causations, befores, afters)), text(now.isoformat()), text(utc_timestamp(now)))
+        driver.autocommit = True  # the statement commits on its own
         try:
             with driver.cursor() as cursor:
-                streams = list({p.stream_id: None for p in group})
-                if len(streams) <= _PREPARED_MAX:
-                    _PgStatements.prepare(connection, cursor, {
-                        **dict([_PgStatements.head(len(streams))]),
-                        **_pg_inserts_for(sum(len(p.events) for p in group))})
-                cursor.execute(_pg_lock_and_head([text(stream) for stream in streams]))
-                cursor.nextset()  # past BEGIN
-                cursor.nextset()  # past the lock
-                head = cursor.fetchone()
-                outcomes, rows, wake = self._chain_group(group, streams, head, cursor)
-                if rows or wake:
-                    _PgStatements.prepare(connection, cursor, _pg_inserts_for(len(rows)))  # if some were stale
-                    recorded_at = text(rows[0][10].isoformat()) if rows else ""
-                    attempt.before_commit = False
-                    cursor.execute(_pg_insert([_pg_row(row, recorded_at, text) for row in rows], wake))
-                else:
-                    attempt.before_commit = False
-                    cursor.execute("COMMIT")
-        except BaseException as error:
-            # Prepared statements not as recorded: start again on another connection (nothing was committed).
-            attempt.connection_lost = isinstance(error, psycopg.errors.DuplicatePreparedStatement
-                                                 | psycopg.errors.InvalidSqlStatementName)
-            if not attempt.connection_lost:
-                try:
-                    if driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                        driver.execute("ROLLBACK")
-                except psycopg.Error:
-                    pass
-            attempt.connection_lost = attempt.connection_lost or driver.closed or driver.broken
+                decided = cursor.execute(statement).fetchall()
+                return [AppendResult(positions=tuple(range(first, first + len(pending.prepared))),
+                                     stream_version=actual + len(pending.prepared)) if first is not None
+                        else self._stale(cursor, pending, actual)
+                        for pending, (first, actual) in zip(group, decided, strict=True)]
+        except BaseException:
+            attempt.connection_lost = driver.closed or driver.broken
             raise
         finally:
             if not driver.closed:
                 driver.autocommit = False
-        return outcomes
 
     def _chain_group(self, group: list[PendingAppend], streams: list[str], head: Any, cursor: Any,
-                     ) -> tuple[list[AppendResult | DmaUpgradeError], list[tuple[Any, ...]], bool]:
-        """Under the append lock, given the head row (the head's position and hash, then the version of each of
-        ``streams``): check each append's expected version (after the group's earlier appends) and chain the
-        rows of those that hold, in order. Each append's outcome, the rows, and whether a wake-up is due."""
+                     ) -> tuple[list[AppendResult | DmaUpgradeError], list[tuple[Any, ...]]]:
+        """Under SQLite's write lock, given the head row (the head's position and hash, then the version of each
+        of ``streams``): check each append's expected version (after the group's earlier appends) and chain the
+        rows of those that hold, in order. Each append's outcome, and the rows."""
         head_position, head_hash, *stream_versions = head
         if head_position is None:
             head_position, head_hash = 0, GENESIS_HASH
@@ -502,7 +441,6 @@ class SqlEventStore:
         uuid = self._stored_uuid
         rows: list[tuple[Any, ...]] = []
         outcomes: list[AppendResult | DmaUpgradeError] = []
-        wake = False
         for pending in group:
             stream_id = pending.stream_id
             actual = versions[stream_id]
@@ -522,8 +460,7 @@ class SqlEventStore:
                                          stream_version=actual + count))
             head_position, head_hash = head_position + count, previous_hash
             versions[stream_id] = actual + count
-            wake = wake or stream_id.startswith(self._notify_prefixes)
-        return outcomes, rows, wake
+        return outcomes, rows
 
     def _stale(self, cursor: Any, pending: PendingAppend, actual: int) -> AppendResult | DmaUpgradeError:
         """A stale append: the original's result if it is a retry of one stored, else its error."""
@@ -542,11 +479,30 @@ class SqlEventStore:
             return error
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
-        query = (sa.select(*_COLUMNS).where(events.c.stream_id == stream_id, events.c.stream_version > after_version)
-                 .order_by(events.c.stream_version))
-        with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [self._codec.decode_record(record_from_row(row)) for row in rows]
+        """The stream's events after ``after_version``, read as the driver gives rows (as ``read_all``), on
+        PostgreSQL in autocommit: one statement, no transaction to begin and end around it."""
+        connection = self._engine.raw_connection()
+        try:
+            if self._sqlite:
+                rows = cast(sqlite3.Connection, connection.driver_connection).execute(
+                    _SQLITE_STREAM, (stream_id, after_version)).fetchall()
+            else:
+                driver = cast(psycopg.Connection[Any], connection.driver_connection)
+                driver.autocommit = True
+                try:
+                    with driver.cursor(binary=True) as cursor:
+                        rows = cursor.execute(_PG_STREAM, (stream_id, after_version)).fetchall()
+                finally:
+                    if not driver.closed:
+                        driver.autocommit = False
+        finally:
+            connection.close()
+        uuid, time, decode, metadata = self._uuid, self._time, self._decoded, self._metadata
+        return [envelope(position, uuid(event_id), stream_id, stream_version,
+                         decode(event_type, schema_version, payload, position),
+                         metadata(actor, correlation_id, causation_id), time(recorded_at))
+                for (position, event_id, _, stream_version, event_type, schema_version, payload, actor,
+                     correlation_id, causation_id, recorded_at) in rows]
 
     def _pages(self, columns: str, after: int, page_size: int) -> Iterator[Sequence[Any]]:
         """Driver rows (no type processing) of ``columns`` after ``after`` in global order, a page at a time."""

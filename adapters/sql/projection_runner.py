@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from dma_upgrade.adapters.errors import ProjectionStopped
+from dma_upgrade.adapters.progress_report import LogWalk, Reporter
 from dma_upgrade.adapters.sql.database import WRITE
 from dma_upgrade.adapters.sql.event_store import ProjectedEvent, SqlEventStore
 from dma_upgrade.adapters.sql.read_models import checkpoints, from_sql, sql_table
@@ -34,6 +35,9 @@ from dma_upgrade.projections.tables import Row, TableSpec
 
 PAGE_SIZE = 5000
 """Events per read of the log (a batch may span several pages)."""
+
+REPORT_SECONDS = 0.25
+"""How often a rebuild in several processes reports the children's progress while it waits for them."""
 
 FOLD_GC_THRESHOLD = 50_000
 """Allocations between two cycle collections while events are folded (Python's default is 700)."""
@@ -108,8 +112,10 @@ class ProjectionRunner:
             raise NotFound(f"unknown projection {name!r}; known: {', '.join(self.projections)}")
         return self.projections[name]
 
-    def catch_up(self, names: Iterable[str] | None = None) -> dict[str, int]:
-        """Apply every event after each projection's checkpoint; return how many each applied.
+    def catch_up(self, names: Iterable[str] | None = None,
+                 reached: Callable[[int], None] | None = None) -> dict[str, int]:
+        """Apply every event after each projection's checkpoint; return how many each applied (``reached`` is told
+        the position folded up to after each batch).
 
         Projections at the same checkpoint share one read of the log and one transaction per batch.
         A projection whose handler fails is stopped at that position; the others still catch up, then
@@ -126,7 +132,7 @@ class ProjectionRunner:
                     groups.setdefault(position, []).append(projection)
             try:
                 for position, group in sorted(groups.items()):
-                    count = self._catch_up_group(group, position)
+                    count = self._catch_up_group(group, position, reached)
                     for projection in group:
                         applied[projection.name] += count
                 break
@@ -140,8 +146,10 @@ class ProjectionRunner:
             raise ProjectionStopped("; ".join(stops))
         return applied
 
-    def rebuild(self, names: Iterable[str] | None = None, *, workers: int = 1) -> dict[str, int]:
-        """Empty the projections' tables and replay the whole store from position 0.
+    def rebuild(self, names: Iterable[str] | None = None, *, workers: int = 1,
+                reporter: Reporter | None = None) -> dict[str, int]:
+        """Empty the projections' tables and replay the whole store from position 0, telling ``reporter`` the
+        positions of the log every projection has replayed (of the head's when it began).
 
         With ``workers`` > 1 the projections are shared out between up to that many processes, this one and
         children forked from it (so call it so only from a process with no other thread); each projection is
@@ -155,10 +163,14 @@ class ProjectionRunner:
                     for spec in projection.tables:
                         conn.execute(sql_table(spec).delete())
                     conn.execute(checkpoints.delete().where(checkpoints.c.name == projection.name))
+        walk = LogWalk(reporter, self._store.head_position())
         parts = self._share_out(chosen, workers)
         if len(parts) == 1:
-            return self.catch_up([p.name for p in chosen])
-        return self._catch_up_in_processes([[p.name for p in part] for part in parts])
+            applied = self.catch_up([p.name for p in chosen], walk.reach)
+        else:
+            applied = self._catch_up_in_processes([[p.name for p in part] for part in parts], walk)
+        walk.reach(walk.end)
+        return applied
 
     def _share_out(self, chosen: list[Projection], workers: int) -> list[list[Projection]]:
         """The projections shared out between processes: those taking the most event types (the most work) each
@@ -172,14 +184,22 @@ class ProjectionRunner:
         alone = min(workers, len(chosen)) - 1
         return [[p] for p in heaviest[:alone]] + [heaviest[alone:]]
 
-    def _catch_up_in_processes(self, parts: list[list[str]]) -> dict[str, int]:
-        """Catch the first part up here and each other part in a forked child, at the same time."""
+    def _catch_up_in_processes(self, parts: list[list[str]], walk: LogWalk) -> dict[str, int]:
+        """Catch the first part up here and each other part in a forked child, at the same time; ``walk`` reaches
+        the position every part has (a part that ended has all)."""
         context = multiprocessing.get_context("fork")
         self._engine.dispose()  # no connection open across the fork (SQLite forbids using one in a child)
+        reached = [context.Value("q", 0, lock=False) for _ in parts]
+
+        def here(position: int) -> None:
+            reached[0].value = position
+            walk.reach(min(value.value for value in reached))
+
         children = []
-        for part in parts[1:]:
+        for part, child_reached in zip(parts[1:], reached[1:], strict=True):
             receiver, sender = context.Pipe(duplex=False)
-            child = context.Process(target=self._catch_up_child, args=(part, sender), name=f"rebuild {', '.join(part)}")
+            child = context.Process(target=self._catch_up_child, args=(part, sender, child_reached, walk.end),
+                                    name=f"rebuild {', '.join(part)}")
             child.start()
             sender.close()
             children.append((child, receiver, part))
@@ -187,11 +207,14 @@ class ProjectionRunner:
         stops: list[str] = []
         failures: list[str] = []
         try:
-            applied.update(self.catch_up(parts[0]))
+            applied.update(self.catch_up(parts[0], here))
         except ProjectionStopped as exc:
             stops.append(str(exc))
         finally:
+            here(walk.end)  # this process is done; while it waits for its children, their progress is reported
             for child, receiver, part in children:
+                while not receiver.poll(REPORT_SECONDS):
+                    here(walk.end)
                 try:
                     outcome, value = receiver.recv()
                 except EOFError:
@@ -207,12 +230,18 @@ class ProjectionRunner:
             raise ProjectionStopped("; ".join(stops))
         return {name: applied[name] for part in parts for name in part}
 
-    def _catch_up_child(self, names: list[str], sender: Connection) -> None:
-        """In a forked child: catch ``names`` up and send back what was applied, or why not."""
+    def _catch_up_child(self, names: list[str], sender: Connection, reached: Any, end: int) -> None:
+        """In a forked child: catch ``names`` up, keeping ``reached`` (shared with the parent) at the position folded
+        up to (``end`` once done), and send back what was applied, or why not."""
         self._engine.dispose(close=False)  # any connection pooled since is the parent's: this process opens its own
+
+        def here(position: int) -> None:
+            reached.value = position
+
         result: tuple[str, Any]
         try:
-            result = ("applied", self.catch_up(names))
+            result = ("applied", self.catch_up(names, here))
+            here(end)
         except ProjectionStopped as exc:
             result = ("stopped", str(exc))
         except Exception as exc:  # reported by the parent, which waits for every child
@@ -243,8 +272,8 @@ class ProjectionRunner:
             return 0.0
         return max((self._clock.now() - first_pending.recorded_at).total_seconds(), 0.0)
 
-    def _catch_up_group(self, group: list[Projection], position: int) -> int:
-        """Feed projections that stand at the same checkpoint from one read of the log."""
+    def _catch_up_group(self, group: list[Projection], position: int, reached: Callable[[int], None] | None) -> int:
+        """Feed projections that stand at the same checkpoint from one read of the log (telling ``reached``)."""
         dialect = self._engine.dialect
         rows = {p.name: SqlRows(p.tables, dialect, empty=position == 0 and self._tables_empty(p),
                                 max_rows=self.max_cached_rows) for p in group}
@@ -261,6 +290,8 @@ class ProjectionRunner:
                 if count == 0:
                     return applied
                 applied += count
+                if reached is not None:
+                    reached(position)
 
     def _apply_batch(self, group: list[Projection], batch: Iterator[ProjectedEvent], position: int,
                      rows: dict[str, SqlRows], routes: Routes) -> tuple[int, int]:
