@@ -105,15 +105,7 @@ _PG_NEXT_POSITION = "SELECT position FROM events WHERE position > %s ORDER BY po
 """A page of the log, sent as plain SQL: rows come back as the driver gives them, converted below per dialect."""
 
 
-@functools.cache
-def _pg_columns(columns: str) -> str:
-    """``columns`` as PostgreSQL is asked for them: ``recorded_at`` as a UTC time without a zone (given
-    ``datetime.UTC`` by ``_utc_from_naive``), which the driver builds several times faster than a time in the
-    session's zone (a ``ZoneInfo``)."""
-    return columns.replace("recorded_at", "recorded_at AT TIME ZONE 'UTC'")
-
-
-_PG_STREAM = _STREAM.format(columns=_pg_columns(_ENVELOPE_COLUMNS), p="%s")
+_PG_STREAM = _STREAM.format(columns=_ENVELOPE_COLUMNS, p="%s")
 
 
 _SHARED_PAYLOAD_CHARS = 400
@@ -153,11 +145,6 @@ def _utc_as_text(value: datetime) -> str:
 def _utc_from_text(value: str) -> datetime:
     """A timestamp as SQLAlchemy stores it in SQLite: ISO 8601 text in UTC, without an offset."""
     return datetime.fromisoformat(value + "+00:00")
-
-
-def _utc_from_naive(value: datetime) -> datetime:
-    """A time read from PostgreSQL in UTC without a zone (``_pg_columns``)."""
-    return value.replace(tzinfo=UTC)
 
 
 _ENVELOPE_FIELDS = set(RecordedEvent.model_fields)
@@ -230,7 +217,7 @@ class ProjectedEvent(NamedTuple):
 
 
 def _as_given(value: Any) -> Any:
-    """PostgreSQL's driver already gives UUIDs."""
+    """PostgreSQL's driver already gives UUIDs, and times in ``datetime.UTC`` (``database._PG_UTC``)."""
     return value
 
 
@@ -283,7 +270,7 @@ class SqlEventStore:
         self._stored_uuid: Callable[[str], str] = _uuid_as_text if self._sqlite else _as_given
         """A UUID's text (as ``str(uuid)`` writes it) as the append stores it."""
         self._stored_time: Callable[[datetime], Any] = _utc_as_text if self._sqlite else _as_given
-        self._time: Callable[[Any], datetime] = _utc_from_text if self._sqlite else _utc_from_naive
+        self._time: Callable[[Any], datetime] = _utc_from_text if self._sqlite else _as_given
         self._events: dict[tuple[str, int, str], Event] = {}
         self._metadatas: dict[tuple[str, Any], EventMetadata] = {}
 
@@ -508,7 +495,7 @@ class SqlEventStore:
         """Driver rows (no type processing) of ``columns`` after ``after`` in global order, a page at a time."""
         fetch = partial(self._sqlite_page if self._sqlite else self._pg_page,
                         _SQLITE_PAGE.format(columns=columns) if self._sqlite
-                        else _PG_PAGE.format(columns=_pg_columns(columns)), page_size=page_size)
+                        else _PG_PAGE.format(columns=columns), page_size=page_size)
         rows, following = fetch(after)
         while following is not None:
             if rows:
