@@ -46,9 +46,10 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=15.0, gt=0)
     """How long an engine process's leases last unrenewed (its heartbeat renews them every quarter of
     this): a process that dies or hangs has its work taken over by another after at most this long."""
-    database_pool_size: int = Field(default=15, ge=1)
+    database_pool_size: int = Field(default=15, ge=3)
     """How many connections to the database one process keeps open and uses at once (PostgreSQL; more callers wait
-    for one). Opening a connection costs the server a process, so they are kept rather than opened per call."""
+    for one). Opening a connection costs the server a process, so they are kept rather than opened per call. At
+    least 3: the appends keep one, and a projection's catch-up reads on a second while it writes on a third."""
     engine_capacity: int = Field(default=1000, ge=1)
     """How many agent upgrades one engine process drives at once (a thread each, mostly waiting on agents)."""
     agent_networks: str | None = None

@@ -59,7 +59,8 @@ def create_db_engine(url: str, *, pool_size: int = 15) -> Engine:
     its -wal and -shm files the database file's mode), and existing files this user owns are tightened to 0600
     on every connection. A file that is not a SQLite database raises ``StoreUnavailable``. On PostgreSQL, up to
     ``pool_size`` connections are opened and kept (none beyond: a connection opened for one call and closed after
-    it costs the server a process start each time), each in the UTC time zone (``_PG_UTC``)."""
+    it costs the server a process start each time), each in UTF-8 (the store escapes its literals for it) and in
+    the UTC time zone (``_in_utc``)."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = Path(str(parsed.database))
@@ -73,14 +74,18 @@ def create_db_engine(url: str, *, pool_size: int = 15) -> Engine:
         engine = sa.create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
         _configure_sqlite(engine, path)
         return engine
-    options = parsed.query.get("options", "")
-    return sa.create_engine(parsed, pool_size=pool_size, max_overflow=0, pool_pre_ping=True,
-                            connect_args={"options": f"{options} {_PG_UTC}".strip()})
+    engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=0, pool_pre_ping=True,
+                              connect_args={"client_encoding": "UTF8"})
+    event.listen(engine, "connect", _in_utc)
+    return engine
 
 
-_PG_UTC = "-c timezone=UTC"
-"""PostgreSQL sessions in UTC: times come back in ``datetime.UTC``, which the driver builds several times faster
-than a time in another zone (a ``ZoneInfo``), and as the store wrote them."""
+def _in_utc(dbapi_connection: Any, _record: Any) -> None:
+    """A new PostgreSQL session in UTC: times come back in ``datetime.UTC``, which the driver builds several times
+    faster than a time in another zone (a ``ZoneInfo``). Readers convert whatever zone a session has all the same."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()
 
 
 def _tighten(path: Path) -> None:

@@ -35,7 +35,7 @@ from dma_upgrade.adapters.sql.group_commit import GroupCommit, PendingAppend
 from dma_upgrade.adapters.sql.schema import events
 from dma_upgrade.adapters.sql.wakeups import CHANNEL
 from dma_upgrade.engine.codec import EventCodec
-from dma_upgrade.engine.errors import DmaUpgradeError, StoreUnavailable
+from dma_upgrade.engine.errors import DmaUpgradeError, InvalidInput, StoreUnavailable
 from dma_upgrade.engine.event_log import duplicate_ids, prepare_events, resolve_stale_append
 from dma_upgrade.engine.events import Event, EventMetadata, NewEvent, RecordedEvent, StoredRecord
 from dma_upgrade.engine.hashchain import GENESIS_HASH, chain_hash, utc_timestamp
@@ -74,7 +74,11 @@ times more."""
 
 
 def _pg_literals(driver: psycopg.Connection[Any]) -> Callable[[str], str]:
-    """Strings as SQL literals, escaped by libpq (``PQescapeLiteral``) for this connection's settings."""
+    """Strings as SQL literals, escaped by libpq (``PQescapeLiteral``) for this connection's settings, which must
+    be UTF-8 (``database.create_db_engine`` asks for it): in a client encoding such as GBK, libpq reads a quote
+    after some characters as part of them."""
+    if driver.info.encoding != "utf-8":
+        raise StoreUnavailable(f"the connection's client encoding is {driver.info.encoding}, not UTF-8")
     escaping = Escaping(driver.pgconn)
 
     def literal(value: str) -> str:
@@ -217,8 +221,14 @@ class ProjectedEvent(NamedTuple):
 
 
 def _as_given(value: Any) -> Any:
-    """PostgreSQL's driver already gives UUIDs, and times in ``datetime.UTC`` (``database._PG_UTC``)."""
+    """PostgreSQL's driver already gives UUIDs."""
     return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    """A time read from PostgreSQL: in ``datetime.UTC`` already in a session in UTC (``database.create_db_engine``
+    sets it), which the driver builds several times faster than a time in another zone (a ``ZoneInfo``)."""
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 def record_from_row(row: Sequence[Any]) -> StoredRecord:
@@ -270,7 +280,7 @@ class SqlEventStore:
         self._stored_uuid: Callable[[str], str] = _uuid_as_text if self._sqlite else _as_given
         """A UUID's text (as ``str(uuid)`` writes it) as the append stores it."""
         self._stored_time: Callable[[datetime], Any] = _utc_as_text if self._sqlite else _as_given
-        self._time: Callable[[Any], datetime] = _utc_from_text if self._sqlite else _as_given
+        self._time: Callable[[Any], datetime] = _utc_from_text if self._sqlite else _in_utc
         self._events: dict[tuple[str, int, str], Event] = {}
         self._metadatas: dict[tuple[str, Any], EventMetadata] = {}
 
@@ -299,16 +309,20 @@ class SqlEventStore:
         dbapi = self._engine.dialect.loaded_dbapi
         try:
             outcomes = self._write(group)
-        except (dbapi.IntegrityError, dbapi.OperationalError, dbapi.InternalError,  # from the driver
-                sa.exc.OperationalError, sa.exc.InternalError) as error:  # from the pool, connecting
-            if len(group) > 1:
+        except (dbapi.IntegrityError, dbapi.OperationalError, dbapi.InternalError, dbapi.DataError,  # the driver
+                UnicodeError, sa.exc.OperationalError, sa.exc.InternalError, sa.exc.TimeoutError) as error:  # the pool
+            if len(group) > 1:  # one append the database refuses does not fail the others of its group
                 for pending in group:
                     self._write_group([pending])
                 return
             pending = group[0]
-            pending.error = duplicate_ids(pending.stream_id, [e.event_id for e in pending.events]) \
-                if isinstance(error, dbapi.IntegrityError) \
-                else StoreUnavailable(f"cannot append to {describe(self._engine)}: {getattr(error, 'orig', error)}")
+            if isinstance(error, dbapi.IntegrityError):
+                pending.error = duplicate_ids(pending.stream_id, [e.event_id for e in pending.events])
+            elif isinstance(error, dbapi.DataError | UnicodeError):
+                pending.error = InvalidInput(f"cannot store an append to {pending.stream_id!r}: {error}")
+            else:
+                pending.error = StoreUnavailable(
+                    f"cannot append to {describe(self._engine)}: {getattr(error, 'orig', error)}")
             return
         for pending, outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, AppendResult):
@@ -401,7 +415,7 @@ class SqlEventStore:
         driver.autocommit = True  # the statement commits on its own
         try:
             with driver.cursor() as cursor:
-                decided = cursor.execute(statement).fetchall()
+                decided = cursor.execute(statement, prepare=False).fetchall()  # each text is new: keep none
                 return [AppendResult(positions=tuple(range(first, first + len(pending.prepared))),
                                      stream_version=actual + len(pending.prepared)) if first is not None
                         else self._stale(cursor, pending, actual)
