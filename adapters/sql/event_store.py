@@ -481,21 +481,28 @@ class SqlEventStore:
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         """The stream's events after ``after_version``, read as the driver gives rows (as ``read_all``), on
-        PostgreSQL in autocommit: one statement, no transaction to begin and end around it."""
+        PostgreSQL in autocommit: one statement, no transaction to begin and end around it. The driver's errors
+        are raised as SQLAlchemy's (``DBAPIError`` and its kinds), as a read through SQLAlchemy raises them."""
+        dbapi = self._engine.dialect.loaded_dbapi
+        sql = _SQLITE_STREAM if self._sqlite else _PG_STREAM
         connection = self._engine.raw_connection()
         try:
             if self._sqlite:
                 rows = cast(sqlite3.Connection, connection.driver_connection).execute(
-                    _SQLITE_STREAM, (stream_id, after_version)).fetchall()
+                    sql, (stream_id, after_version)).fetchall()
             else:
                 driver = cast(psycopg.Connection[Any], connection.driver_connection)
                 driver.autocommit = True
                 try:
                     with driver.cursor(binary=True) as cursor:
-                        rows = cursor.execute(_PG_STREAM, (stream_id, after_version)).fetchall()
+                        rows = cursor.execute(sql, (stream_id, after_version)).fetchall()
                 finally:
-                    if not driver.closed:
+                    if driver.closed or driver.broken:
+                        connection.invalidate()
+                    else:
                         driver.autocommit = False
+        except dbapi.Error as error:
+            raise sa.exc.DBAPIError.instance(sql, (stream_id, after_version), error, dbapi.Error) from None
         finally:
             connection.close()
         uuid, time, decode, metadata = self._uuid, self._time, self._decoded, self._metadata

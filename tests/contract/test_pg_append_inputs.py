@@ -84,3 +84,8 @@ def test_times_are_read_in_utc_whatever_the_database_zone(postgres_url: str) -> 
         with admin.connect() as conn:
             conn.execute(sa.text(f'ALTER DATABASE "{database}" RESET timezone'))
         admin.dispose()
+
+
+def test_a_read_the_database_refuses_raises_sqlalchemys_error_as_every_read_does(store: SqlEventStore) -> None:
+    with pytest.raises(sa.exc.DataError, match="NUL"):  # the API answers it 400, the engine's drives as any
+        store.read_stream("agent-a\x00b")
