@@ -91,7 +91,8 @@ class App:
         """A runner driving rollouts through this process's gateway; ``waiter`` and ``stopping`` default to the
         process's (a test's waiter may act while the runner waits; ``run`` in the foreground stops on its own)."""
         return RolloutRunner(self.service, self.gateway, waiter or self.waiter, actor=actor,
-                             poll_seconds=poll_seconds, stopping=stopping or self.stopping)
+                             poll_seconds=poll_seconds, stopping=stopping or self.stopping,
+                             phase_seconds=self.settings.install_phase_seconds)
 
     def engine_process(self, *, poll_seconds: float = 1.0, index: RolloutIndex | None = None,
                        leases: SqlLeases | None = None, capacity: int | None = None,
@@ -101,7 +102,7 @@ class App:
         return EngineProcess(self.service, self.gateway, self.waiter, poll_seconds=poll_seconds, scheduler=scheduler,
                              index=index, leases=leases,
                              capacity=self.settings.engine_capacity if capacity is None else capacity,
-                             stopping=self.stopping)
+                             stopping=self.stopping, phase_seconds=self.settings.install_phase_seconds)
 
     def close(self) -> None:
         """Close what ``bootstrap`` opened (the database and its own gateway; an overriding one is the caller's)."""

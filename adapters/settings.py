@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     """How many connections to the database one process keeps open and uses at once (PostgreSQL; more callers wait
     for one). Opening a connection costs the server a process, so they are kept rather than opened per call. At
     least 3: the appends keep one, and a projection's catch-up reads on a second while it writes on a third."""
+    install_phase_seconds: float = Field(default=5.0, ge=0)
+    """The least time between two recorded phase reports of one install (0: every phase). The first phase, and the
+    phase an install stood at when its outcome was recorded, are always recorded (``engine.phase_reports``)."""
     engine_capacity: int = Field(default=1000, ge=1)
     """How many agent upgrades one engine process drives at once (a thread each, mostly waiting on agents)."""
     agent_networks: str | None = None

@@ -148,6 +148,8 @@ class UpgradeService:
         self.ids = ids
         self._agent_gateway = gateway
         self.address_policy = address_policy
+        self._packages_in_use: set[tuple[str, UUID]] = set()
+        """(package, rollout) pairs known marked used: a package's use never changes once recorded."""
 
     # -- appending ----------------------------------------------------------------------------
 
@@ -424,18 +426,22 @@ class UpgradeService:
 
     def mark_package_used(self, planned: RolloutPlanned, agent: str, *, actor: str) -> None:
         """Mark the rollout's package used (completed) as ``agent`` begins installing it, once per rollout;
-        ``Conflict`` when another rollout used it."""
+        ``Conflict`` when another rollout used it. A use once recorded never changes, so the package is read only
+        until this service has seen it used by the rollout."""
+        use = (planned.package_sha256, planned.rollout_id)
+        if use in self._packages_in_use:
+            return
         while True:
             record = self.package(planned.package_sha256)
             events = package_use(record, planned.rollout_id, agent)
-            if not events:
-                return
-            try:
-                self.append(package_stream_id(record.sha256), record.stream_version, events, actor=actor,
-                            correlation_id=planned.rollout_id)
-                return
-            except ConcurrencyConflict:
-                continue
+            if events:
+                try:
+                    self.append(package_stream_id(record.sha256), record.stream_version, events, actor=actor,
+                                correlation_id=planned.rollout_id)
+                except ConcurrencyConflict:
+                    continue
+            self._packages_in_use.add(use)
+            return
 
     def _abandon(self, rollout_id: UUID, reason: str, *, actor: str) -> None:
         rollout = self.rollout(rollout_id)

@@ -4,7 +4,8 @@ They count per process (a restarted process starts again from zero, which ``rate
 transition is counted when an upgrade enters a state other than the one it was in. A step's duration
 runs from its ``StepStarted`` to its outcome; an upgrade's from its first ``StepStarted`` to
 ``AgentUpgradeCompleted``. What this process did not see (appended before a restart, or an upgrade it
-did not follow) is read from the upgrade's stream; only unfinished upgrades are remembered.
+did not follow from before its first step) is read from the upgrade's stream; only unfinished upgrades are
+remembered.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class UpgradeMetrics:
         self._read_stream = read_stream
         self._lock = threading.Lock()
         self._step_started: dict[str, tuple[Step, datetime]] = {}
+        self._first_started: dict[str, datetime] = {}
+        """When the upgrades this process saw begin their first step did so."""
         self._followed: dict[str, tuple[str | None, Step | None]] = {}
         self.transitions = Counter(
             "dma_upgrade_agent_upgrade_transitions", "Agent upgrades that entered each state.",
@@ -76,7 +79,11 @@ class UpgradeMetrics:
             if isinstance(event, AgentUpgradeFailed):
                 failed_on = event.step or last_step
                 self.upgrade_failures.labels(failed_on.value if failed_on else "none").inc()
-            last_step = event.step if isinstance(event, StepStarted) else last_step
+            if isinstance(event, StepStarted):
+                if last_step is None:  # its first step: no step was attempted before
+                    with self._lock:
+                        self._first_started[stream_id] = at
+                last_step = event.step
             self._count(stream_id, event, at)
         with self._lock:
             if state is None or state in _STOPPED:
@@ -110,8 +117,10 @@ class UpgradeMetrics:
                 self.step_failures.labels(step.value).inc()
                 self._step_ended(stream_id, step, "failed", at)
             case AgentUpgradeCompleted():
+                with self._lock:
+                    first = self._first_started.get(stream_id)
                 self._forget(stream_id)
-                first = self._first_start(stream_id)
+                first = first or self._first_start(stream_id)
                 if first is not None:
                     self.upgrade_duration.observe(max((at - first).total_seconds(), 0.0))
             case AgentUpgradeFailed() | AgentUpgradeCancelled():
@@ -127,6 +136,7 @@ class UpgradeMetrics:
     def _forget(self, stream_id: str) -> None:
         with self._lock:
             self._step_started.pop(stream_id, None)
+            self._first_started.pop(stream_id, None)
 
     def _last_start(self, stream_id: str, step: Step) -> datetime | None:
         starts = [r.recorded_at for r in self._read_stream(stream_id)

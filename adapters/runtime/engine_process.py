@@ -185,12 +185,14 @@ class EngineProcess:
                  poll_seconds: float = 1.0, scheduler: BackgroundScheduler | None = None,
                  index: RolloutIndex | None = None, turns: Turns | None = None,
                  leases: SqlLeases | None = None, capacity: int = 1000,
-                 stopping: threading.Event | None = None) -> None:
+                 stopping: threading.Event | None = None, phase_seconds: float = 0.0) -> None:
         self.index = index or FoldedIndex(service)
         self.service = service
         self.gateway = gateway
         self.waiter = waiter
         self.poll_seconds = poll_seconds
+        self.phase_seconds = phase_seconds
+        """How often at most an install's phase is recorded (``RolloutRunner.phase_seconds``)."""
         self.scheduler = scheduler or BackgroundScheduler(timezone="UTC")
         self.turns = turns or (Turns() if leases is None else Turns(min(capacity, LEASED_TURNS)))
         self.leases = leases
@@ -359,7 +361,8 @@ class EngineProcess:
     def _runner(self, upgrades: PreloadedUpgrades | None = None) -> RolloutRunner:
         """A runner of this process (its turns, work queue and shutdown), taking its upgrades from ``upgrades``."""
         return RolloutRunner(self.service, self.gateway, self.waiter, actor=self.actor, poll_seconds=self.poll_seconds,
-                             turns=self.turns, upgrades=upgrades, work=self.work, stopping=self.stopping)
+                             turns=self.turns, upgrades=upgrades, work=self.work, stopping=self.stopping,
+                             phase_seconds=self.phase_seconds)
 
     def _report(self, error: BaseException) -> None:
         self.errors.append(error)

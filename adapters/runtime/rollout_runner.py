@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from queue import Empty, SimpleQueue
 from uuid import UUID
 
@@ -52,6 +52,7 @@ from dma_upgrade.engine.decisions import (
 from dma_upgrade.engine.errors import AgentOutcomeUnknown, AgentStepFailed, ConcurrencyConflict, Conflict
 from dma_upgrade.engine.events import Event
 from dma_upgrade.engine.inventory import AgentRecord
+from dma_upgrade.engine.phase_reports import PhaseReport, PhaseReports
 from dma_upgrade.engine.ports import AgentAddress, AgentGateway, PackageRef
 from dma_upgrade.engine.rollout import Rollout, RolloutState
 from dma_upgrade.engine.rollout_events import (
@@ -137,12 +138,14 @@ class RolloutRunner:
     def __init__(self, service: UpgradeService, gateway: AgentGateway, waiter: Waiter, *,
                  actor: str = "engine", poll_seconds: float = 0.2, turns: Turns | None = None,
                  upgrades: PreloadedUpgrades | None = None, work: WorkQueue | None = None,
-                 stopping: threading.Event | None = None) -> None:
+                 stopping: threading.Event | None = None, phase_seconds: float = 0.0) -> None:
         self.service = service
         self.gateway = gateway
         self.waiter = waiter
         self.actor = actor
         self.poll_seconds = poll_seconds
+        self.phase_seconds = phase_seconds
+        """The least time between two recorded phase reports of one install (``PhaseReports``; 0: every one)."""
         self.turns = turns or Turns()
         self.upgrades = upgrades or PreloadedUpgrades(service)
         self.work = work
@@ -403,12 +406,20 @@ class RolloutRunner:
             self.waiter.wait(seconds)
 
     def _send(self, upgrade: AgentUpgrade, drive: _Drive, step: Step, key: str) -> None:
-        """Ask the agent to perform ``step`` and record what came of it (done, refused, or in doubt)."""
+        """Ask the agent to perform ``step`` and record what came of it (done, refused, or in doubt). Of an
+        install's phase reports, those ``PhaseReports`` holds back are recorded with the outcome, in its append."""
         rollout_id = drive.plan.rollout_id
+        reports = PhaseReports(timedelta(seconds=self.phase_seconds))
 
         def on_phase(phase: str, index: int, count: int) -> None:
-            with self.turns.hold(self.turns.line_up(NEXT)):
-                self._record(upgrade, upgrade.report_phase(phase, index, count), rollout_id)
+            report = reports.reported(PhaseReport(phase, index, count), self.service.clock.now())
+            if report is not None:
+                with self.turns.hold(self.turns.line_up(NEXT)):
+                    self._record(upgrade, upgrade.report_phase(*report), rollout_id)
+
+        def with_phase_held(outcome_events: Sequence[Event]) -> list[Event]:
+            held = reports.held()
+            return [*(() if held is None else upgrade.report_phase(*held)), *outcome_events]
 
         drive.lease.check()
         try:
@@ -416,16 +427,16 @@ class RolloutRunner:
                 outcome = self.gateway.perform(drive.address, step, key, drive.package,
                                                on_phase if step is Step.INSTALL else None)
         except AgentOutcomeUnknown as silence:
-            self._record(upgrade, unanswered(upgrade, step, silence.reason), rollout_id)
+            self._record(upgrade, with_phase_held(unanswered(upgrade, step, silence.reason)), rollout_id)
             return
         except AgentStepFailed as refusal:
-            self._record(upgrade, refused(upgrade, step, refusal.reason, drive.plan.step_policy,
-                                          self.service.clock.now()), rollout_id)
+            self._record(upgrade, with_phase_held(refused(upgrade, step, refusal.reason, drive.plan.step_policy,
+                                                          self.service.clock.now())), rollout_id)
             return
         if reports_version(step, outcome):
             self._record_on_agent(drive.agent.name, lambda record: version_change(record, upgrade, step, outcome),
                                   rollout_id)
-        self._record(upgrade, answered(upgrade, step, outcome, drive.package.version), rollout_id)
+        self._record(upgrade, with_phase_held(answered(upgrade, step, outcome, drive.package.version)), rollout_id)
 
     def _ask(self, upgrade: AgentUpgrade, drive: _Drive, step: Step, key: str) -> AgentUpgrade:
         """Ask the agent what it knows of ``key`` and record it. An agent that cannot be asked keeps the step

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NamedTuple, cast
@@ -480,37 +481,46 @@ class SqlEventStore:
             return error
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
-        """The stream's events after ``after_version``, read as the driver gives rows (as ``read_all``), on
-        PostgreSQL in autocommit: one statement, no transaction to begin and end around it. The driver's errors
-        are raised as SQLAlchemy's (``DBAPIError`` and its kinds), as a read through SQLAlchemy raises them."""
-        dbapi = self._engine.dialect.loaded_dbapi
+        """The stream's events after ``after_version``, read as the driver gives rows (as ``read_all``): one
+        statement, no transaction to begin and end around it (``_reading``)."""
         sql = _SQLITE_STREAM if self._sqlite else _PG_STREAM
-        connection = self._engine.raw_connection()
-        try:
-            if self._sqlite:
-                rows = cast(sqlite3.Connection, connection.driver_connection).execute(
-                    sql, (stream_id, after_version)).fetchall()
-            else:
-                driver = cast(psycopg.Connection[Any], connection.driver_connection)
-                driver.autocommit = True
-                try:
-                    with driver.cursor(binary=True) as cursor:
-                        rows = cursor.execute(sql, (stream_id, after_version)).fetchall()
-                finally:
-                    if driver.closed or driver.broken:
-                        connection.invalidate()
-                    else:
-                        driver.autocommit = False
-        except dbapi.Error as error:
-            raise sa.exc.DBAPIError.instance(sql, (stream_id, after_version), error, dbapi.Error) from None
-        finally:
-            connection.close()
+        with self._reading(sql, (stream_id, after_version)) as cursor:
+            rows = cursor.execute(sql, (stream_id, after_version)).fetchall()
         uuid, time, decode, metadata = self._uuid, self._time, self._decoded, self._metadata
         return [envelope(position, uuid(event_id), stream_id, stream_version,
                          decode(event_type, schema_version, payload, position),
                          metadata(actor, correlation_id, causation_id), time(recorded_at))
                 for (position, event_id, _, stream_version, event_type, schema_version, payload, actor,
                      correlation_id, causation_id, recorded_at) in rows]
+
+    @contextmanager
+    def _reading(self, sql: str, params: Sequence[Any]) -> Iterator[Any]:
+        """Something to ``execute`` reads on below SQLAlchemy's statement layer: the SQLite connection, or a cursor
+        with binary results (UUIDs and times come as bytes to copy rather than text to parse) on a PostgreSQL
+        connection in autocommit. Every read of the store's driver path goes through here, so they all fail
+        alike: the driver's errors are raised as SQLAlchemy's (``DBAPIError`` and its kinds, with ``sql`` and
+        ``params`` named), as a read through SQLAlchemy raises them, and a connection the error broke leaves the
+        pool."""
+        dbapi = self._engine.dialect.loaded_dbapi
+        connection = self._engine.raw_connection()
+        try:
+            if self._sqlite:
+                yield connection.driver_connection
+                return
+            driver = cast(psycopg.Connection[Any], connection.driver_connection)
+            try:
+                driver.autocommit = True
+                with driver.cursor(binary=True) as cursor:
+                    yield cursor
+            finally:
+                if driver.closed or driver.broken:
+                    connection.invalidate()
+                else:
+                    driver.autocommit = False
+        except dbapi.Error as error:
+            raise sa.exc.DBAPIError.instance(sql, params, error, dbapi.Error) from None
+        finally:
+            connection.close()
 
     def _pages(self, columns: str, after: int, page_size: int) -> Iterator[Sequence[Any]]:
         """Driver rows (no type processing) of ``columns`` after ``after`` in global order, a page at a time."""
@@ -527,11 +537,8 @@ class SqlEventStore:
 
     def _sqlite_page(self, sql: str, position: int, *, page_size: int) -> tuple[list[Any], int | None]:
         """The page after ``position``, and where the next one starts (None: there is no next one)."""
-        connection = self._engine.raw_connection()
-        try:
-            rows = cast(sqlite3.Connection, connection.driver_connection).execute(sql, (position, page_size)).fetchall()
-        finally:
-            connection.close()
+        with self._reading(sql, (position, page_size)) as connection:
+            rows = connection.execute(sql, (position, page_size)).fetchall()
         return rows, rows[-1][0] if rows else None
 
     def _pg_page(self, sql: str, position: int, *, page_size: int) -> tuple[list[Any], int | None]:
@@ -539,21 +546,12 @@ class SqlEventStore:
         reads through the primary key whatever it knows of the table (``position > x ORDER BY position LIMIT n``
         on a table not yet analysed is a whole scan and a sort per page). A short page is the head, or a gap (only
         rows deleted behind the store's back leave one): the next stored position says which, and a reader walks
-        on past a gap as before. Read in autocommit: no transaction to end when the connection is given back."""
-        connection = self._engine.raw_connection()
-        driver = cast(psycopg.Connection[Any], connection.driver_connection)
-        try:
-            driver.autocommit = True
-            # Binary results: UUIDs and times come as bytes to copy rather than text to parse.
-            with driver.cursor(binary=True) as cursor:
-                rows = cursor.execute(sql, (position, position + page_size)).fetchall()
-                if len(rows) == page_size:
-                    return rows, rows[-1][0]
-                following = cursor.execute(_PG_NEXT_POSITION, (rows[-1][0] if rows else position,)).fetchone()
-        finally:
-            if not driver.closed:
-                driver.autocommit = False
-            connection.close()
+        on past a gap as before."""
+        with self._reading(sql, (position, position + page_size)) as cursor:
+            rows = cursor.execute(sql, (position, position + page_size)).fetchall()
+            if len(rows) == page_size:
+                return rows, rows[-1][0]
+            following = cursor.execute(_PG_NEXT_POSITION, (rows[-1][0] if rows else position,)).fetchone()
         return rows, None if following is None else following[0] - 1
 
     def read_records(self, after: int = 0, page_size: int = 1000) -> Iterator[StoredRecord]:

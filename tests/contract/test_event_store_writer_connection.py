@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -21,13 +20,6 @@ from dma_upgrade.engine.event_log import prepare_events
 from dma_upgrade.engine.events import NewEvent
 from dma_upgrade.engine.hashchain import verify_chain
 from tests.conftest import FakeClock
-
-
-@pytest.fixture
-def engine(postgres_url: str) -> Iterator[sa.Engine]:
-    engine = create_db_engine(postgres_url)
-    yield engine
-    engine.dispose()
 
 
 def registered(name: str) -> list[NewEvent]:

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
 
 from dma_upgrade.adapters.clock import SystemClock
-from dma_upgrade.adapters.sql.database import create_db_engine
 from dma_upgrade.adapters.sql.event_store import APPEND_LOCK_KEY, SqlEventStore
 from dma_upgrade.engine.catalog import default_codec
 from dma_upgrade.engine.events import EventMetadata, NewEvent
@@ -37,13 +35,6 @@ class HangingClock(SystemClock):
         self.hanging.set()
         self.go.wait(60)
         return super().now()
-
-
-@pytest.fixture
-def engine(postgres_url: str) -> Iterator[sa.Engine]:
-    engine = create_db_engine(postgres_url)
-    yield engine
-    engine.dispose()
 
 
 def one_event() -> list[NewEvent]:

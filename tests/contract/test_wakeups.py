@@ -10,7 +10,6 @@ import pytest
 import sqlalchemy as sa
 
 from dma_upgrade.adapters.clock import SystemClock
-from dma_upgrade.adapters.sql.database import create_db_engine
 from dma_upgrade.adapters.sql.event_store import SqlEventStore
 from dma_upgrade.adapters.sql.leases import SqlLeases
 from dma_upgrade.adapters.sql.wakeups import PgListener, Wakeup
@@ -19,13 +18,6 @@ from dma_upgrade.engine.events import EventMetadata, NewEvent
 from dma_upgrade.engine.rollout_events import ROLLOUT_STREAMS, RolloutReleased
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def engine(postgres_url: str) -> Iterator[sa.Engine]:
-    engine = create_db_engine(postgres_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
