@@ -5,12 +5,15 @@ its twelve in a few seconds: recording each one costs an append apiece and burie
 audit keeps, of each install the engine sends:
 
 - the first phase reported (when the agent began, or the phase it stood at when an engine picked the install up);
-- then at most one every ``interval``: a phase reported sooner is held, and a later one replaces it;
+- then at most one every ``interval``: a phase reported sooner is held, and a later one replaces it; a gateway
+  reports the phase the install is still at again on each of the agent's keep-alives (``PhaseReporter``), so a
+  held phase the install stays at is recorded once the interval has passed (within a keep-alive of it);
 - and always the phase the install stood at when its outcome is recorded (done, refused or in doubt): the held
   report is recorded with the outcome, in the same append.
 
-What the audit gives up is the exact time of the phases in between; their order and count stay in each recorded
-report's ``phase_index`` and ``phase_count``. An interval of zero records every phase.
+A phase already recorded and reported again is not recorded twice. What the audit gives up is the time of the
+phases passed in between; their order and count stay in each recorded report's ``phase_index`` and
+``phase_count``. An interval of zero records every phase.
 """
 
 from __future__ import annotations
@@ -34,16 +37,19 @@ class PhaseReports:
         if interval < timedelta(0):
             raise ValueError(f"the interval between recorded phases cannot be negative: {interval}")
         self._interval = interval
-        self._last_recorded: datetime | None = None
+        self._recorded: PhaseReport | None = None
+        self._recorded_at: datetime | None = None
         self._held: PhaseReport | None = None
 
     def reported(self, report: PhaseReport, now: datetime) -> PhaseReport | None:
-        """The report to record now, or None when it is held (a report was recorded less than ``interval``
-        before ``now``)."""
-        if self._last_recorded is not None and now - self._last_recorded < self._interval:
+        """The report to record now, or None: when it is the phase recorded last, reported again, or when it is
+        held (a report was recorded less than ``interval`` before ``now``)."""
+        if report == self._recorded:
+            return None
+        if self._recorded_at is not None and now - self._recorded_at < self._interval:
             self._held = report
             return None
-        self._last_recorded, self._held = now, None
+        self._recorded, self._recorded_at, self._held = report, now, None
         return report
 
     def held(self) -> PhaseReport | None:

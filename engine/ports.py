@@ -131,7 +131,9 @@ class AgentIdentity:
 
 
 class PhaseReporter(Protocol):
-    """Called by a gateway as an installation reaches each phase of the action script."""
+    """Called by a gateway as an installation reaches each phase of the action script, and again with the phase it
+    is still at whenever the agent says it is alive but reports nothing new (a keep-alive): a repeated report is
+    not acknowledged to the agent, and lets a reporter that held a phase back record it in time."""
 
     def __call__(self, phase: str, index: int, count: int) -> None: ...
 

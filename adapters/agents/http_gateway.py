@@ -515,14 +515,17 @@ class HttpAgentGateway:
         if response.status_code == 200 and response.headers.get("content-type", "").startswith(
                 "application/x-ndjson"):
             caller = response.headers.get(CALLER_HEADER)
+            current: tuple[str, int, int] | None = None
             for line in self._lines(response):
                 if self._stopping.is_set():  # the process stops: the step is asked about when it starts again
                     raise AgentOutcomeUnknown(agent.name, step.value, "the engine stopped before the step ended")
-                if not line:
-                    continue  # keep-alive
+                if not line:  # keep-alive: the install is still at the phase last reported
+                    if current is not None and on_phase is not None:
+                        on_phase(*current)
+                    continue
                 message = _json_object(line, 200)
                 if isinstance(message, dict) and "phase" in message:
-                    self._phase(sent, message, on_phase, caller)
+                    current = self._phase(sent, message, on_phase, caller)
                     continue
                 return self._step_outcome(agent, step, 200, message, line)
             # Broken off: sent again, the step is picked up where it is (or answered from the agent's memory).
@@ -533,19 +536,20 @@ class HttpAgentGateway:
         return self._step_outcome(agent, step, response.status_code, message, content)
 
     def _phase(self, sent: _Sent, message: dict[str, Any], on_phase: PhaseReporter | None,
-               caller: str | None) -> None:
+               caller: str | None) -> tuple[str, int, int]:
+        """Report a phase line to ``on_phase`` and acknowledge it; the phase, as reported."""
         phase, index, count = message.get("phase"), message.get("index"), message.get("count")
         if not (isinstance(phase, str) and isinstance(index, int) and isinstance(count, int)):
             raise _Garbage("the agent sent a phase line that does not follow the protocol: "
                            f"{_excerpt(json.dumps(message))}")
-        if on_phase is None:
-            return
-        try:
-            on_phase(phase, index, count)
-        except BaseException:
-            self._acknowledge(sent, index, caller, proceed=False)
-            raise
-        self._acknowledge(sent, index, caller, proceed=True)
+        if on_phase is not None:
+            try:
+                on_phase(phase, index, count)
+            except BaseException:
+                self._acknowledge(sent, index, caller, proceed=False)
+                raise
+            self._acknowledge(sent, index, caller, proceed=True)
+        return phase, index, count
 
     def _acknowledge(self, sent: _Sent, index: int, caller: str | None, *, proceed: bool) -> None:
         """Best effort, to where the step's request went: an agent that hears nothing waits its own timeout, then

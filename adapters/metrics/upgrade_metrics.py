@@ -48,7 +48,9 @@ class UpgradeMetrics:
         self._step_started: dict[str, tuple[Step, datetime]] = {}
         self._first_started: dict[str, datetime] = {}
         """When the upgrades this process saw begin their first step did so."""
-        self._followed: dict[str, tuple[str | None, Step | None]] = {}
+        self._followed: dict[str, tuple[str | None, Step | None, int]] = {}
+        """Each followed upgrade's state and last attempted step, and its stream's version after this process's last
+        append: trusted only by an append that follows on at that version (another process may have appended)."""
         self.transitions = Counter(
             "dma_upgrade_agent_upgrade_transitions", "Agent upgrades that entered each state.",
             ["state"], registry=registry)
@@ -89,14 +91,17 @@ class UpgradeMetrics:
             if state is None or state in _STOPPED:
                 self._followed.pop(stream_id, None)
             else:
-                self._followed[stream_id] = (state, last_step)
+                self._followed[stream_id] = (state, last_step, expected_version + len(events))
 
     def _before(self, stream_id: str, expected_version: int) -> tuple[str | None, Step | None]:
-        """The upgrade's state and last attempted step before this append (from its stream if not followed)."""
+        """The upgrade's state and last attempted step before this append: as followed, if this process appended
+        last; else from its stream."""
         with self._lock:
             known = self._followed.get(stream_id)
-        if known is not None or expected_version == 0:
-            return known or (None, None)
+        if known is not None and known[2] == expected_version:
+            return known[0], known[1]
+        if expected_version == 0:
+            return None, None
         state, last_step = None, None
         for recorded in self._read_stream(stream_id):
             if recorded.stream_version > expected_version:

@@ -89,9 +89,10 @@ def _ping_when_idle(engine: Engine) -> None:
     """Pessimistic disconnect handling, as ``pool_pre_ping``, but only for connections that sat idle: a connection
     given back to the pool less than ``PING_AFTER_IDLE_SECONDS`` ago was working a moment ago, and pinging it
     anyway costs a round trip on nearly every read of a busy process (the bypass window of HikariCP, 500 ms by
-    default, rests on the same reasoning). A dead idle connection is replaced: raising ``DisconnectionError`` from
-    the checkout event makes the pool connect again. A connection that died within the window fails its caller
-    once, as any connection cut while in use does, and leaves the pool."""
+    default, rests on the same reasoning). A dead idle connection is replaced, and every connection the pool held
+    from before is replaced at its next checkout, as ``pool_pre_ping`` does (``InvalidatePoolError`` raised from
+    the checkout event). A connection that died within the window fails its caller once, as any connection cut
+    while in use does, and leaves the pool."""
     dialect = engine.dialect
 
     @event.listens_for(engine, "checkin")
@@ -107,7 +108,7 @@ def _ping_when_idle(engine: Engine) -> None:
             dialect.do_ping(dbapi_connection)
         except dialect.loaded_dbapi.Error as error:
             if dialect.is_disconnect(error, dbapi_connection, None):
-                raise sa.exc.DisconnectionError(f"a pooled connection was found dead: {error}") from error
+                raise sa.exc.InvalidatePoolError(f"a pooled connection was found dead: {error}") from error
             raise
 
 

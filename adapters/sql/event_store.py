@@ -502,8 +502,9 @@ class SqlEventStore:
         ``params`` named), as a read through SQLAlchemy raises them, and a connection the error broke leaves the
         pool."""
         dbapi = self._engine.dialect.loaded_dbapi
-        connection = self._engine.raw_connection()
+        connection: PoolProxiedConnection | None = None
         try:
+            connection = self._engine.raw_connection()  # the pool raises the driver's error when it cannot connect
             if self._sqlite:
                 yield connection.driver_connection
                 return
@@ -520,7 +521,8 @@ class SqlEventStore:
         except dbapi.Error as error:
             raise sa.exc.DBAPIError.instance(sql, params, error, dbapi.Error) from None
         finally:
-            connection.close()
+            if connection is not None:
+                connection.close()
 
     def _pages(self, columns: str, after: int, page_size: int) -> Iterator[Sequence[Any]]:
         """Driver rows (no type processing) of ``columns`` after ``after`` in global order, a page at a time."""

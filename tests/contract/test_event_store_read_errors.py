@@ -1,10 +1,12 @@
 """The store's reads below SQLAlchemy (``read_stream``, ``read_all``, ``read_records``, ``read_projected``) fail as
 a read through SQLAlchemy fails. Invariant: whatever the database refuses, such a read raises SQLAlchemy's
 ``DBAPIError`` (of the kind the driver's error maps to), never the driver's own error, which the engine's drives,
-the API and the CLI would not know; and the store reads again as before once the database can be read."""
+the API and the CLI would not know (a database that cannot be reached included); and the store reads again as
+before once the database can be read."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -14,6 +16,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from dma_upgrade.adapters.sql.database import create_db_engine
 from dma_upgrade.adapters.sql.event_store import SqlEventStore
 from dma_upgrade.engine.agent_events import AgentRegistered
 from dma_upgrade.engine.codec import EventCodec
@@ -50,3 +53,18 @@ def test_a_read_the_database_cannot_answer_raises_sqlalchemys_error_and_the_stor
     assert isinstance(raised.value.orig, sqlite3.Error | psycopg.Error)  # the driver's error, kept as the cause
     assert "events" in str(raised.value)
     assert read(store) == before
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_read_when_the_database_cannot_be_reached_raises_sqlalchemys_error(
+        codec: EventCodec, clock: FakeClock, reader: str) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing answers there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    engine = create_db_engine(f"postgresql+psycopg://nobody@127.0.0.1:{port}/dma")
+    try:
+        with pytest.raises(sa.exc.OperationalError) as raised:
+            READERS[reader](SqlEventStore(engine, codec, clock))
+        assert isinstance(raised.value.orig, psycopg.OperationalError)
+    finally:
+        engine.dispose()

@@ -282,3 +282,15 @@ def test_concurrent_calls_share_one_gateway(agent: tuple[SimulatedAgentGateway, 
             thread.join(10)
     assert errors == []
     assert sorted(e.key for e in simulation.journal_of("dma-01")) == ["k0", "k1", "k2"]
+
+
+def test_a_keep_alive_reports_the_phase_the_install_is_still_at_again_without_acknowledging_it() -> None:
+    lock, disable = b'{"phase": "Lock", "index": 0, "count": 12}\n', b'{"phase": "Disable", "index": 1, "count": 12}\n'
+    app, hits = fixed_answer(200, b"\n" + lock + b"\n\n\n" + disable + b"\n\n" + b'{"status": "succeeded"}\n',
+                             b"application/x-ndjson")
+    reported: list[tuple[str, int, int]] = []
+    with serve_in_thread(app) as address, HttpAgentGateway(retries=0) as gateway:
+        gateway.perform(AgentAddress("dma-01", address), Step.INSTALL, "k1", PACKAGE,
+                        lambda phase, index, count: reported.append((phase, index, count)))
+    assert reported == [("Lock", 0, 12)] * 4 + [("Disable", 1, 12)] * 3  # a keep-alive before any phase: none
+    assert [hit.rsplit("/", 2)[-2:] for hit in hits if "/phases/" in hit] == [["phases", "0"], ["phases", "1"]]

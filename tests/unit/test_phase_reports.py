@@ -41,3 +41,25 @@ def test_an_interval_of_zero_records_every_report_even_at_one_instant(clock: Fak
 def test_a_negative_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
         PhaseReports(timedelta(seconds=-1))
+
+
+def test_the_phase_recorded_last_reported_again_is_not_recorded_twice_nor_held(clock: FakeClock) -> None:
+    reports = PhaseReports(timedelta(seconds=5))
+    assert reports.reported(LOCK, clock.now()) == LOCK
+    clock.advance(60)
+    assert reports.reported(LOCK, clock.now()) is None  # a keep-alive long after: nothing new
+    assert reports.held() is None
+
+
+def test_a_held_phase_the_install_stays_at_is_recorded_once_the_interval_has_passed(clock: FakeClock) -> None:
+    reports = PhaseReports(timedelta(seconds=5))
+    assert reports.reported(LOCK, clock.now()) == LOCK
+    clock.advance(1)
+    assert reports.reported(DISABLE, clock.now()) is None  # held: Lock was recorded a second ago
+    clock.advance(3)
+    assert reports.reported(DISABLE, clock.now()) is None  # a keep-alive 4 s after Lock: still held
+    clock.advance(1)
+    assert reports.reported(DISABLE, clock.now()) == DISABLE  # a keep-alive 5 s after Lock: recorded now
+    assert reports.held() is None
+    clock.advance(30)
+    assert reports.reported(DISABLE, clock.now()) is None

@@ -1,7 +1,7 @@
 """The upgrade-duration metric (``UpgradeMetrics``) runs from an upgrade's first ``StepStarted`` to its completion.
 Invariants: an upgrade this process followed from before its first step is timed from what it saw, without reading
 the upgrade's stream; one it began following later (a restart, an upgrade handed over, a retry after a failure) is
-timed from the first start stored on its stream."""
+timed from the first start stored on its stream, as is one another process appended to since this one did."""
 
 from __future__ import annotations
 
@@ -98,3 +98,16 @@ def test_a_retried_upgrade_is_timed_from_its_first_start_before_the_failure() ->
     _append(metrics, stream, [StepSucceeded(step=Step.UPLOAD, attempt=1), AgentUpgradeCompleted()],
             T0 + timedelta(seconds=125))
     assert _duration_sum(registry) == 120
+
+
+def test_an_upgrade_another_process_drove_meanwhile_is_timed_from_its_stored_first_start() -> None:
+    registry, stream = CollectorRegistry(), Stream()
+    here, there = UpgradeMetrics(registry, stream.read), UpgradeMetrics(CollectorRegistry(), stream.read)
+    _append(here, stream, [SCHEDULED], T0)  # this process schedules it: no step yet, as far as it saw
+    _append(there, stream, [_started(Step.UPLOAD)], T0 + timedelta(seconds=10))  # another one begins it
+    _append(there, stream, [StepSucceeded(step=Step.UPLOAD, attempt=1)], T0 + timedelta(seconds=20))
+    _append(here, stream, [_started(Step.INSTALL)], T0 + timedelta(seconds=50))  # and hands it back
+    _append(here, stream, [StepSucceeded(step=Step.INSTALL, attempt=1), AgentUpgradeCompleted()],
+            T0 + timedelta(seconds=100))
+    assert _duration_sum(registry) == 90
+    assert registry.get_sample_value("dma_upgrade_agent_upgrade_transitions_total", {"state": "Scheduled"}) == 1
