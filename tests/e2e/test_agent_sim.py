@@ -24,6 +24,7 @@ from dma_upgrade.engine.ports import AgentAddress, PackageRef, StepOutcome, Step
 from dma_upgrade.engine.upgrade_events import Step, UpgradeOptions
 from tests.e2e.cli import ROOT, run_cli, stop_process
 from tests.e2e.engine_cluster import OLD, AgentSimProcess, free_port
+from tests.phase_reports import reached as distinct_phases
 
 NEW = "10.5.0.0-15000"
 PACKAGE = PackageRef(sha256="cd" * 32, version=NEW)
@@ -59,7 +60,7 @@ def test_the_simulator_remembers_its_steps_across_a_sigkill(simulator: AgentSimP
         outcome = gateway.perform(agent, Step.INSTALL, "u1:install:1", CHANGED_FILES_ONLY,
                                   on_phase=lambda phase, index, count: phases.append(phase))
         assert outcome == StepOutcome(version_after=NEW)
-        assert phases == list(INSTALL_PHASES)
+        assert distinct_phases(phases) == list(INSTALL_PHASES)
 
         simulator.kill()
         with HttpAgentGateway(timeout_seconds=1, retries=0) as once, pytest.raises(AgentUnreachable):
@@ -207,7 +208,7 @@ def test_an_install_whose_caller_was_killed_is_picked_up_by_the_next_caller(
             assert outcome == StepOutcome(version_after=NEW)
             assert gateway.step_status(agent, "u1:install:1") is StepStatus.SUCCEEDED
         assert phases, "the second caller was told none of the remaining phases"
-        assert phases == list(range(phases[0], len(INSTALL_PHASES))), phases  # the rest of the install, in order
+        assert distinct_phases(phases) == list(range(phases[0], len(INSTALL_PHASES))), phases  # the rest, in order
         assert phases[0] >= reached[-1]
         assert simulator.journal() == [{"step": "install", "key": "u1:install:1", "package_version": NEW,
                                       "options": DEFAULT_OPTIONS}]
@@ -253,7 +254,7 @@ def test_gateway_retries_outlast_an_agent_restart(simulator: AgentSimProcess) ->
     assert not worker.is_alive(), "the perform call never ended"
     assert "error" not in result, result
     assert result["outcome"] == StepOutcome(version_after=NEW)
-    assert phases == [0, 1, 2, 3, *range(len(INSTALL_PHASES))], phases
+    assert distinct_phases(phases) == [0, 1, 2, 3, *range(len(INSTALL_PHASES))], phases
     assert simulator.starts == 2
     assert simulator.journal() == [{"step": "install", "key": "u1:install:1", "package_version": NEW,
                                       "options": DEFAULT_OPTIONS}]
