@@ -484,8 +484,8 @@ class SqlEventStore:
         """The stream's events after ``after_version``, read as the driver gives rows (as ``read_all``): one
         statement, no transaction to begin and end around it (``_reading``)."""
         sql = _SQLITE_STREAM if self._sqlite else _PG_STREAM
-        with self._reading(sql, (stream_id, after_version)) as cursor:
-            rows = cursor.execute(sql, (stream_id, after_version)).fetchall()
+        with self._reading() as execute:
+            rows = execute(sql, (stream_id, after_version)).fetchall()
         uuid, time, decode, metadata = self._uuid, self._time, self._decoded, self._metadata
         return [envelope(position, uuid(event_id), stream_id, stream_version,
                          decode(event_type, schema_version, payload, position),
@@ -494,32 +494,44 @@ class SqlEventStore:
                      correlation_id, causation_id, recorded_at) in rows]
 
     @contextmanager
-    def _reading(self, sql: str, params: Sequence[Any]) -> Iterator[Any]:
-        """Something to ``execute`` reads on below SQLAlchemy's statement layer: the SQLite connection, or a cursor
-        with binary results (UUIDs and times come as bytes to copy rather than text to parse) on a PostgreSQL
-        connection in autocommit. Every read of the store's driver path goes through here, so they all fail
-        alike: the driver's errors are raised as SQLAlchemy's (``DBAPIError`` and its kinds, with ``sql`` and
-        ``params`` named), as a read through SQLAlchemy raises them, and a connection the error broke leaves the
-        pool."""
+    def _reading(self) -> Iterator[Callable[[str, Sequence[Any]], Any]]:
+        """``execute(sql, params)`` for reads below SQLAlchemy's statement layer: on the SQLite connection, or on a
+        cursor with binary results (UUIDs and times come as bytes to copy rather than text to parse) on a
+        PostgreSQL connection in autocommit. Every read of the store's driver path goes through here, so they all
+        fail alike: the driver's errors are raised as SQLAlchemy's (``DBAPIError`` and its kinds, naming the
+        statement that failed), as a read through SQLAlchemy raises them, and a connection the error broke leaves
+        the pool (``connection_invalidated``)."""
         dbapi = self._engine.dialect.loaded_dbapi
         connection: PoolProxiedConnection | None = None
+        statement: tuple[str | None, Sequence[Any]] = (None, ())
+        invalidated = False
+
+        def on(target: Any) -> Callable[[str, Sequence[Any]], Any]:
+            def execute(sql: str, params: Sequence[Any]) -> Any:
+                nonlocal statement
+                statement = (sql, params)
+                return target.execute(sql, params)
+            return execute
+
         try:
             connection = self._engine.raw_connection()  # the pool raises the driver's error when it cannot connect
             if self._sqlite:
-                yield connection.driver_connection
+                yield on(connection.driver_connection)
                 return
             driver = cast(psycopg.Connection[Any], connection.driver_connection)
             try:
                 driver.autocommit = True
                 with driver.cursor(binary=True) as cursor:
-                    yield cursor
+                    yield on(cursor)
             finally:
                 if driver.closed or driver.broken:
                     connection.invalidate()
+                    invalidated = True
                 else:
                     driver.autocommit = False
         except dbapi.Error as error:
-            raise sa.exc.DBAPIError.instance(sql, params, error, dbapi.Error) from None
+            raise sa.exc.DBAPIError.instance(statement[0], statement[1], error, dbapi.Error,
+                                             connection_invalidated=invalidated) from None
         finally:
             if connection is not None:
                 connection.close()
@@ -539,8 +551,8 @@ class SqlEventStore:
 
     def _sqlite_page(self, sql: str, position: int, *, page_size: int) -> tuple[list[Any], int | None]:
         """The page after ``position``, and where the next one starts (None: there is no next one)."""
-        with self._reading(sql, (position, page_size)) as connection:
-            rows = connection.execute(sql, (position, page_size)).fetchall()
+        with self._reading() as execute:
+            rows = execute(sql, (position, page_size)).fetchall()
         return rows, rows[-1][0] if rows else None
 
     def _pg_page(self, sql: str, position: int, *, page_size: int) -> tuple[list[Any], int | None]:
@@ -549,11 +561,11 @@ class SqlEventStore:
         on a table not yet analysed is a whole scan and a sort per page). A short page is the head, or a gap (only
         rows deleted behind the store's back leave one): the next stored position says which, and a reader walks
         on past a gap as before."""
-        with self._reading(sql, (position, position + page_size)) as cursor:
-            rows = cursor.execute(sql, (position, position + page_size)).fetchall()
+        with self._reading() as execute:
+            rows = execute(sql, (position, position + page_size)).fetchall()
             if len(rows) == page_size:
                 return rows, rows[-1][0]
-            following = cursor.execute(_PG_NEXT_POSITION, (rows[-1][0] if rows else position,)).fetchone()
+            following = execute(_PG_NEXT_POSITION, (rows[-1][0] if rows else position,)).fetchone()
         return rows, None if following is None else following[0] - 1
 
     def read_records(self, after: int = 0, page_size: int = 1000) -> Iterator[StoredRecord]:
