@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -13,11 +15,29 @@ class SystemClock:
         return datetime.now(UTC)
 
 
+_UUID7_VERSION_AND_VARIANT = 0x7 << 76 | 0b10 << 62
+_UUID7_RANDOM = (0xFFF << 64) | ((1 << 62) - 1)
+"""The 74 random bits of a version 7 UUID: ``rand_a`` (12) and ``rand_b`` (62)."""
+
+
+def uuid7(now_ns: int | None = None) -> uuid.UUID:
+    """A version 7 UUID (RFC 9562, section 5.7): the Unix time in milliseconds in its first 48 bits, then 74
+    random bits (``os.urandom``, as ``uuid.uuid4``). Ids made later sort later (to the millisecond); those of one
+    millisecond differ in their random bits only."""
+    millis = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
+    random_bits = int.from_bytes(os.urandom(10)) & _UUID7_RANDOM
+    return uuid.UUID(int=(millis & 0xFFFF_FFFF_FFFF) << 80 | _UUID7_VERSION_AND_VARIANT | random_bits)
+
+
 class UuidFactory:
-    """Random UUIDs (version 4)."""
+    """Time-ordered UUIDs (version 7). Event, upgrade and rollout ids are keys of the store's indexes; ids made in
+    time order land at the right end of each index, as positions do, where random ids (version 4) would each touch
+    a page of their own: on SQLite, appends of 160,000 events ran at about 12,000 events/s with random ids and
+    23,000 with these (``bench/event_store.py``). The id tells when it was made, to the millisecond, which the
+    event's ``recorded_at`` tells anyway."""
 
     def new_id(self) -> uuid.UUID:
-        return uuid.uuid4()
+        return uuid7()
 
 
 def utc_text(at: datetime) -> str:

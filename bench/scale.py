@@ -115,9 +115,14 @@ class Run:
     agents: int
     seconds: float
     events: int
-    engine_cpu: float
+    engine_cpus: tuple[float, ...]
+    """CPU seconds of each engine process."""
     postgres_cpu: float
     sessions: str
+
+    @property
+    def engine_cpu(self) -> float:
+        return sum(self.engine_cpus)
 
     @property
     def upgrades_per_second(self) -> float:
@@ -184,7 +189,7 @@ def run(backend: PostgresBackend, processes: int, agents: int, capacity: int, ma
             before = service.store.head_position()
             engine_pids = [engine.pid for engine in engines]
             server_pids = postgres_pids()
-            engine_cpu, postgres_cpu = cpu_seconds(engine_pids), cpu_seconds(server_pids)
+            engine_cpus, postgres_cpu = [cpu_seconds([pid]) for pid in engine_pids], cpu_seconds(server_pids)
             progress(f"{processes} process(es): rollout of {agents} agents started")
             sampler = SessionSampler(url)
             sampler.start()
@@ -203,7 +208,9 @@ def run(backend: PostgresBackend, processes: int, agents: int, capacity: int, ma
             if state is not RolloutState.COMPLETED:
                 raise RuntimeError(f"the rollout ended {state}")
             events = service.store.head_position() - before
-            result = Run(processes, agents, seconds, events, cpu_seconds(engine_pids) - engine_cpu,
+            used = tuple(cpu_seconds([pid]) - before_cpu
+                         for pid, before_cpu in zip(engine_pids, engine_cpus, strict=True))
+            result = Run(processes, agents, seconds, events, used,
                          cpu_seconds(postgres_pids()) - postgres_cpu, sampler.shares())
         finally:
             stop_engines(engines)
@@ -231,13 +238,14 @@ def main(argv: list[str] | None = None) -> None:
         wanted = TARGET_SPEED_UPS.get(r.processes)
         target = "" if wanted is None else f">= {wanted}x {'ok' if speed_up >= wanted else 'MISSED'}"
         rows.append([str(r.processes), str(r.agents), f"{r.seconds:.1f}", f"{r.upgrades_per_second:,.1f}",
-                     f"{r.events_per_second:,.0f}", f"{speed_up:.2f}x", f"{r.engine_cpu:.1f}", f"{r.postgres_cpu:.1f}",
+                     f"{r.events_per_second:,.0f}", f"{speed_up:.2f}x", f"{r.engine_cpu:.1f}",
+                     " / ".join(f"{cpu / r.seconds:.2f}" for cpu in r.engine_cpus), f"{r.postgres_cpu:.1f}",
                      f"{busy:.0%}", target])
     print_table(f"One rollout of {args.agents} simulated agents (zero step latency) on PostgreSQL, by number of "
                 f"`dma-upgrade serve` processes (capacity {args.capacity} each, max concurrent {args.max_concurrent}; "
                 f"{cores} cores)",
                 ["processes", "agents", "seconds", "upgrades/s", "events/s", "vs 1 process", "engine CPU s",
-                 "PostgreSQL CPU s", "cores busy", "target"], rows)
+                 "cores per engine", "PostgreSQL CPU s", "cores busy", "target"], rows)
     one_busy = (base.engine_cpu + base.postgres_cpu) / base.seconds
     print(f"\nCeiling on this machine: {base.processes} process(es) kept {one_busy:.2f} of {cores} cores busy (engine "
           f"and server); however many processes share the {cores} cores, they can reach at most "

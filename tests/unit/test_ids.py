@@ -1,0 +1,46 @@
+"""The ids the engine makes (``UuidFactory``): version 7 UUIDs, in time order, unique within a millisecond."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from freezegun import freeze_time
+
+from dma_upgrade.adapters.clock import UuidFactory, uuid7
+
+AT = datetime(2026, 12, 5, 9, 30, 15, 123456, tzinfo=UTC)
+AT_NS = int(AT.timestamp()) * 1_000_000_000 + AT.microsecond * 1000
+
+
+def test_an_id_is_a_version_7_uuid_of_the_rfc_variant_carrying_its_millisecond() -> None:
+    made = uuid7(AT_NS)
+
+    assert made.version == 7
+    assert made.variant == uuid.RFC_4122
+    assert made.int >> 80 == AT_NS // 1_000_000
+    assert uuid.UUID(str(made)) == made
+
+
+def test_ids_of_later_milliseconds_sort_later_as_uuids_and_as_text() -> None:
+    ids = [uuid7(AT_NS + step * 1_000_000) for step in range(50)]
+
+    assert sorted(ids) == ids
+    assert sorted(map(str, ids)) == list(map(str, ids))
+    assert sorted(i.hex for i in ids) == [i.hex for i in ids]  # as SQLite stores them
+
+
+def test_ids_of_one_millisecond_differ_in_their_random_bits_only() -> None:
+    ids = {uuid7(AT_NS) for _ in range(10_000)}
+
+    assert len(ids) == 10_000
+    assert {i.int >> 80 for i in ids} == {AT_NS // 1_000_000}
+    assert {i.version for i in ids} == {7}
+
+
+def test_the_factory_reads_the_wall_clock_so_a_frozen_clock_still_gives_distinct_ids() -> None:
+    with freeze_time(AT):
+        ids = [UuidFactory().new_id() for _ in range(1000)]
+
+    assert len(set(ids)) == 1000
+    assert {i.int >> 80 for i in ids} == {AT_NS // 1_000_000}
