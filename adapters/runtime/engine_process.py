@@ -164,7 +164,7 @@ class ProjectionIndex:
         if self._follows():
             self._projections.catch_up(["progress"])
         return [(UUID(row["rollout_id"]), RolloutState(row["state"]))
-                for state in ACTIVE_STATES for row in read_rows(self._engine, ROLLOUTS, state=state.value)]
+                for row in read_rows(self._engine, ROLLOUTS, state=tuple(state.value for state in ACTIVE_STATES))]
 
 
 class EngineProcess:

@@ -28,19 +28,20 @@ from fastapi.responses import Response
 from dma_upgrade.adapters.agents.http_gateway import HttpAgentGateway
 from dma_upgrade.adapters.agents.simulator import LoopbackRoutes, serve_in_thread, serve_simulation
 from dma_upgrade.adapters.clock import SystemClock, UuidFactory
-from dma_upgrade.adapters.runtime.engine_process import EngineProcess, Resumption, planned_resumptions
+from dma_upgrade.adapters.runtime.engine_process import EngineProcess, ProjectionIndex, Resumption, planned_resumptions
 from dma_upgrade.adapters.runtime.ports import Stopping
 from dma_upgrade.adapters.runtime.preloaded import PreloadedUpgrades
 from dma_upgrade.adapters.runtime.rollout_runner import RolloutRunner
 from dma_upgrade.adapters.runtime.turns import Turns
+from dma_upgrade.adapters.sql.projection_runner import ProjectionRunner
 from dma_upgrade.engine.agent_events import AgentLeftStopped, AgentVersionChanged
 from dma_upgrade.engine.agent_upgrade import upgrade_stream_id
-from dma_upgrade.engine.commands import CancelRollout
+from dma_upgrade.engine.commands import CancelRollout, PauseRollout
 from dma_upgrade.engine.errors import StoreUnavailable
 from dma_upgrade.engine.events import NewEvent
 from dma_upgrade.engine.ports import AgentAddress, AgentGateway, PackageRef, PhaseReporter, StepOutcome, StepStatus
-from dma_upgrade.engine.rollout import RolloutState
-from dma_upgrade.engine.rollout_events import RolloutPlanned, RolloutStarted
+from dma_upgrade.engine.rollout import ACTIVE_STATES, RolloutState
+from dma_upgrade.engine.rollout_events import RolloutPlanned, RolloutStarted, rollout_stream_id
 from dma_upgrade.engine.service import OptionOverrides, UpgradeService
 from dma_upgrade.engine.upgrade_events import (
     AgentUpgradeResumed,
@@ -52,6 +53,7 @@ from dma_upgrade.engine.upgrade_events import (
     StepSucceeded,
 )
 from dma_upgrade.engine.upgrade_machine import UpgradeState
+from dma_upgrade.projections.catalog import all_projections
 from tests.conftest import FakeClock
 from tests.e2e.cli import run_cli
 from tests.integration.rollout_harness import (
@@ -769,3 +771,28 @@ def test_a_database_outage_skips_looks_for_work_instead_of_ending_the_engine(
 
     assert index.looks == 3
     assert sum("the database cannot be reached" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_the_projection_index_finds_every_planned_running_and_paused_rollout_and_no_ended_one(
+        make_harness: Callable[..., RolloutHarness], clock: FakeClock) -> None:
+    harness = make_harness(extra_agents=[AgentSpec(f"dma-{n}", f"10.0.1.{n}", cluster=f"c{n}") for n in (3, 4, 5)])
+    done, _ = harness.start_and_run(names=["dma-1"])
+    cancelled = harness.start(names=["dma-2"], package=harness.upload("10.4.10.0-14900"))
+    harness.service.control(CancelRollout(cancelled.rollout_id), actor=ACTOR)
+    later = harness.start(names=["dma-4"], package=harness.upload("10.4.10.0-14901"),
+                          start_at=clock.now() + timedelta(hours=1))
+    paused = harness.start(names=["dma-5"], package=harness.upload("10.4.10.0-14902"))
+    harness.service.append(rollout_stream_id(paused.rollout_id), 1, [RolloutStarted(started_at=clock.now())],
+                           actor=ACTOR)
+    harness.service.control(PauseRollout(paused.rollout_id), actor=ACTOR)
+    running = harness.start(names=["dma-3"], package=harness.upload("10.4.10.0-14903"))
+    harness.service.append(rollout_stream_id(running.rollout_id), 1, [RolloutStarted(started_at=clock.now())],
+                           actor=ACTOR)
+    index = ProjectionIndex(ProjectionRunner(harness.engine, harness.store, clock, all_projections()), harness.engine)
+
+    assert sorted(index.active()) == sorted([(later.rollout_id, RolloutState.PLANNED),
+                                             (paused.rollout_id, RolloutState.PAUSED),
+                                             (running.rollout_id, RolloutState.RUNNING)])
+    assert index.scheduled_starts() == {later.rollout_id: clock.now() + timedelta(hours=1)}
+    assert {r.plan.rollout_id for r in harness.service.rollouts() if r.state not in ACTIVE_STATES} \
+        == {done.rollout_id, cancelled.rollout_id}
