@@ -5,8 +5,8 @@ For each process count, on a fresh database: N agents registered in one cluster 
 uploaded (setup, not timed); the engine processes started (``serve --no-api``, simulated gateway with
 zero step latency) and idle; then the rollout of the whole cluster is started and timed until its
 ``RolloutCompleted`` is stored. Printed per run: agent upgrades per second, events appended per second,
-the ratio to one process, and where the CPU went (seconds used by the engine processes and by the
-PostgreSQL server, out of the cores times the wall time), which shows what the ceiling is.
+the ratio to one process, and where the CPU went (seconds used by the engine processes, each one's share of a
+core, and by the PostgreSQL server, out of the cores times the wall time), which shows what the ceiling is.
 
     python bench/scale.py --postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
                           [--agents 10000] [--processes 1,2,3] [--capacity 32] [--max-concurrent 100%]
