@@ -517,8 +517,8 @@ class _Unstarted:
 class _RolloutsInHand:
     """The plans and watches of the rollouts whose handed-out upgrades this runner drives: those in use, and the
     last ``KEPT_ROLLOUTS`` used. A plan never changes and a watch reads only what is new, so a drive claimed
-    after its rollout's other drives here ended does not read and decode the whole plan again (a large event:
-    at 6,000 agents, re-reading it took a tenth of an engine's CPU)."""
+    after its rollout's other drives here ended does not read and decode the whole plan again (a large event: one
+    entry per agent of the rollout)."""
 
     def __init__(self, service: UpgradeService) -> None:
         self._service = service
