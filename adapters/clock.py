@@ -30,14 +30,19 @@ def uuid7(now_ns: int | None = None) -> uuid.UUID:
 
 
 class UuidFactory:
-    """Time-ordered UUIDs (version 7). Event, upgrade and rollout ids are keys of the store's indexes; ids made in
-    time order land at the right end of each index, as positions do, where random ids (version 4) would each touch
-    a page of their own: on SQLite, appends of 160,000 events ran at about 12,000 events/s with random ids and
-    23,000 with these (``bench/event_store.py``). The id tells when it was made, to the millisecond, which the
-    event's ``recorded_at`` tells anyway."""
+    """Time-ordered UUIDs (version 7). Event, upgrade and rollout ids are keys of the store's indexes: an event id
+    made later lands at the right end of the ``event_id`` index, as a position does, where a random one (version 4)
+    touched a page of its own per event (``docs/operations.md``, "Sizing", has the figures). The id tells when it
+    was made, to the millisecond, which the event's ``recorded_at`` tells anyway."""
 
     def new_id(self) -> uuid.UUID:
         return uuid7()
+
+
+def short_id(id_text: str) -> str:
+    """An id as a person reads it in a list: its last 8 hex digits, which are random (the first digits of a
+    version 7 id are its time, the same for ids made within a minute of each other)."""
+    return id_text[-8:]
 
 
 def utc_text(at: datetime) -> str:

@@ -13,6 +13,7 @@ from dma_upgrade.adapters.cli.context import out
 from dma_upgrade.adapters.cli.errors import reports_errors
 from dma_upgrade.adapters.cli.output import JsonAlias, Output, OutputFormat, print_json, wants_json
 from dma_upgrade.adapters.cli.packages import acceptance
+from dma_upgrade.adapters.clock import short_id
 from dma_upgrade.adapters.shapes.models import PackageRolloutOut
 
 app = typer.Typer(no_args_is_help=True, help="Upgrade history, from the package history projection.")
@@ -39,7 +40,7 @@ def packages(ctx: typer.Context, output: Output = OutputFormat.TABLE, json_alias
 
 def _rollout_lines(rollout: PackageRolloutOut) -> str:
     """A rollout of a package: its outcome, then when and by whom it first used the package and was continued."""
-    lines = [f"{rollout.rollout_id[:8]} {'upload only ' if rollout.upload_only else ''}{rollout.outcome}"]
+    lines = [f"{short_id(rollout.rollout_id)} {'upload only ' if rollout.upload_only else ''}{rollout.outcome}"]
     if rollout.used_at is not None:
         agent = f" ({rollout.used_agent} began installing)" if rollout.used_agent else ""
         lines.append(f"  first used {rollout.used_at:%Y-%m-%d %H:%M:%S} by {rollout.used_by}{agent}")

@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from dma_upgrade.adapters.clock import seconds_text, utc_text
+from dma_upgrade.adapters.clock import seconds_text, short_id, utc_text
 from dma_upgrade.adapters.shapes.models import AgentProgressOut, RolloutProgressOut
 from dma_upgrade.engine.rollout import RolloutState
 from dma_upgrade.engine.rollout_events import LATE_START_TOLERANCE_SECONDS
@@ -106,6 +106,6 @@ def status_lines(rollout: RolloutProgressOut) -> dict[str, str]:
     totals), then each agent in plan order (its state, progress and activity)."""
     lines = {rollout.rollout_id: f"rollout {rollout.rollout_id}: {rollout.state} · {totals_text(rollout)}"}
     for agent in sorted(rollout.agents, key=lambda a: a.plan_order):
-        lines[f"{rollout.rollout_id}/{agent.agent}"] = (f"rollout {rollout.rollout_id[:8]} agent {agent.agent}: "
+        lines[f"{rollout.rollout_id}/{agent.agent}"] = (f"rollout {short_id(rollout.rollout_id)} agent {agent.agent}: "
                                                         f"{agent.state} {fraction(agent):.0%} · {activity(agent)}")
     return lines

@@ -535,6 +535,7 @@ class _RolloutsInHand:
             if entry is not None:
                 self._entries.move_to_end(rollout_id)
             self._users[rollout_id] = self._users.get(rollout_id, 0) + 1
+        failed = False
         try:
             if entry is None:
                 rollout = self._service.rollout(rollout_id)
@@ -543,11 +544,18 @@ class _RolloutsInHand:
                 with self._lock:
                     entry = self._entries.setdefault(rollout_id, read)
             yield entry
+        except BaseException:
+            failed = True
+            raise
         finally:
             with self._lock:
                 self._users[rollout_id] -= 1
                 if not self._users[rollout_id]:
                     del self._users[rollout_id]
+                if failed:  # whatever went wrong, the next drive starts from a fresh read
+                    self._entries.pop(rollout_id, None)
+                elif rollout_id in self._entries:
+                    self._entries.move_to_end(rollout_id)  # used until now: the most recently used
                 self._forget_unused()
 
     def _forget_unused(self) -> None:
@@ -592,14 +600,12 @@ class _RolloutWatch:
             number, after = self._begun, self._rollout.version
         try:
             recorded = self._service.store.read_stream(self._stream, after_version=after)
-        except BaseException:
+            with self._changed:
+                for event in recorded:
+                    self._rollout.apply(event.event)
+                self._latest = number
+        finally:
             self._done_reading()
-            raise
-        with self._changed:
-            for event in recorded:
-                self._rollout.apply(event.event)
-            self._latest = number
-        self._done_reading()
         return self._rollout
 
     def _done_reading(self) -> None:

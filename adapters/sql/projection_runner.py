@@ -390,9 +390,10 @@ def _fewer_collections() -> Iterator[None]:
 
 
 def read_rows(engine: Engine, spec: TableSpec, **where: Any) -> list[Row]:
-    """Rows of a read-model table, filtered by equality on columns (a tuple: any of its values), in key order."""
+    """Rows of a read-model table, filtered by equality on columns (a tuple, list or set: any of its values), in
+    key order."""
     sql = sql_table(spec)
-    query = sa.select(sql).where(*(sql.c[c].in_(v) if isinstance(v, tuple) else sql.c[c] == v
+    query = sa.select(sql).where(*(sql.c[c].in_(v) if isinstance(v, tuple | list | set | frozenset) else sql.c[c] == v
                                    for c, v in where.items())).order_by(*(sql.c[c] for c in spec.key))
     with engine.connect() as conn:
         return [from_sql(spec, row) for row in conn.execute(query)]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from dma_upgrade.adapters.clock import short_id
 from tests.e2e.cli import run_cli
 
 PROJECTIONS = ("progress", "package_history", "inventory", "pending_timers")
@@ -279,7 +280,7 @@ def test_history_packages_lists_the_package_completed_with_its_rollout(demo: Dem
     assert cells[1] == TO_VERSION
     assert cells[4] == "demo"
     assert cells[6] == "completed"
-    assert cells[7] == f"{demo.rollout_id[:8]} completed"
+    assert cells[7] == f"{short_id(demo.rollout_id)} completed"
 
 
 def test_piped_tables_show_every_value_in_full_whatever_the_terminal_width(demo: Demo) -> None:
@@ -314,7 +315,7 @@ def test_a_history_command_on_the_local_database_catches_its_read_model_up_first
     result = demo.cli("history", "packages")
 
     assert result.returncode == 0, result.stderr
-    assert f"{demo.rollout_id[:8]} completed" in result.stdout
+    assert f"{short_id(demo.rollout_id)} completed" in result.stdout
     assert "behind the log" not in result.stderr
     status = _status(demo)
     assert status["package_history"] == (head, head, 0)  # the command's one-shot catch-up, not the query

@@ -7,6 +7,7 @@ from uuid import uuid4
 import pytest
 
 from dma_upgrade.adapters.cli.progress_cmd import _print_changes
+from dma_upgrade.adapters.clock import short_id
 from dma_upgrade.adapters.shapes.models import RolloutProgressOut
 from dma_upgrade.engine.rollout_events import RolloutStarted, rollout_stream_id
 from dma_upgrade.engine.upgrade_events import Step, StepStarted
@@ -36,7 +37,7 @@ def test_each_line_prints_when_it_first_shows_and_again_only_once_it_changed(
 
     _print_changes([[waiting], [waiting], [uploading], [uploading]])
 
-    short = str(rollout_id)[:8]
+    short = short_id(str(rollout_id))
     assert capsys.readouterr().out.splitlines() == [
         f"rollout {rollout_id}: Planned · 0 completed · 0 failed · 0 in flight · 1 waiting · 0 cancelled",
         f"rollout {short} agent dma-1: Scheduled 0% · waiting",

@@ -92,17 +92,29 @@ def test_beyond_the_kept_rollouts_the_least_recently_used_is_dropped_and_read_ag
             with in_hand.use(rollout_id):
                 pass
         reads = {r: _reads(store, r) for r in [in_use, *kept]}
-        newest = _rollouts(service, 1)[0]  # one more than kept: the least recently used unused one goes
-        with in_hand.use(newest):
-            pass
-        for rollout_id in [in_use, *kept[1:]]:
-            with in_hand.use(rollout_id):
-                pass
-        assert {r: _reads(store, r) - reads[r] for r in [in_use, *kept[1:]]} == dict.fromkeys([in_use, *kept[1:]], 0)
+        assert len(in_hand._entries) == KEPT_ROLLOUTS + 1  # the one in use is never dropped
+    # in_use was used last: of the KEPT_ROLLOUTS + 1 unused now, kept[0] was used least recently, and went
 
+    for rollout_id in [in_use, *kept[1:]]:
+        with in_hand.use(rollout_id):
+            pass
+    assert {r: _reads(store, r) - reads[r] for r in [in_use, *kept[1:]]} == dict.fromkeys([in_use, *kept[1:]], 0)
     with in_hand.use(kept[0]):
         pass
     assert _reads(store, kept[0]) - reads[kept[0]] == 1
+
+
+def test_a_drive_that_failed_leaves_the_next_one_a_fresh_read(service: UpgradeService, store: CountingStore) -> None:
+    (rollout_id,) = _rollouts(service, 1)
+    in_hand = _RolloutsInHand(service)
+    before = _reads(store, rollout_id)
+
+    with pytest.raises(RuntimeError), in_hand.use(rollout_id):
+        raise RuntimeError("the drive failed")
+    with in_hand.use(rollout_id):
+        pass
+
+    assert _reads(store, rollout_id) - before == 2
 
 
 def test_a_kept_watch_sees_a_cancel_recorded_after_it_was_read(service: UpgradeService) -> None:
