@@ -21,8 +21,9 @@ function rollouts(pkg) {
       parts.push(`used by ${rollout.used_by} at ${when(rollout.used_at)} (first on ${rollout.used_agent})`);
     }
     for (const again of rollout.continued) parts.push(`continued by ${again.by} at ${when(again.at)}`);
+    // an id's last digits are random; its first ones are its time, the same for rollouts a minute apart
     return el("li", {}, el("a", { href: `./?${new URLSearchParams({ rollout: rollout.rollout_id })}` },
-                           rollout.rollout_id.slice(0, 8)), ` · ${parts.join(" · ")}`);
+                           rollout.rollout_id.slice(-8)), ` · ${parts.join(" · ")}`);
   }));
 }
 
