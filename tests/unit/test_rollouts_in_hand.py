@@ -1,13 +1,16 @@
 """The rollouts a runner keeps in hand for the upgrades it drives (``rollout_runner._RolloutsInHand``).
 Invariants: a rollout's plan is read from the store once while it is in use or among the last ``KEPT_ROLLOUTS``
 used, however often its drives come and go; a rollout in use is never dropped; one dropped is read again when
-next used; and a kept watch still sees what was recorded on the rollout since (a cancel)."""
+next used; a kept watch still sees what was recorded on the rollout since (a cancel); and a drive that failed
+(a refresh that could not apply what it read, say) leaves no one waiting on its watch, and the next drive a
+fresh read."""
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import Counter
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -16,10 +19,11 @@ from dma_upgrade.adapters.memory.event_store import InMemoryEventStore
 from dma_upgrade.adapters.runtime.rollout_runner import KEPT_ROLLOUTS, _RolloutsInHand
 from dma_upgrade.engine.catalog import default_codec
 from dma_upgrade.engine.commands import CancelRollout
-from dma_upgrade.engine.events import RecordedEvent
+from dma_upgrade.engine.errors import InvalidTransition
+from dma_upgrade.engine.events import NewEvent, RecordedEvent
 from dma_upgrade.engine.packages import PackageKind, PackageManifest
 from dma_upgrade.engine.rollout import RolloutState
-from dma_upgrade.engine.rollout_events import rollout_stream_id
+from dma_upgrade.engine.rollout_events import RolloutCompleted, rollout_stream_id
 from dma_upgrade.engine.service import AgentSelection, RolloutSpec, UpgradeService
 from dma_upgrade.engine.versions import parse_version
 from tests.conftest import FakeClock
@@ -127,3 +131,32 @@ def test_a_kept_watch_sees_a_cancel_recorded_after_it_was_read(service: UpgradeS
 
     with in_hand.use(rollout_id) as (_plan, _agents, watch):
         assert watch.refresh(watch.mark()).state is RolloutState.CANCELLED
+
+
+def test_a_refresh_that_cannot_apply_what_it_read_leaves_no_one_waiting_and_its_watch_is_dropped(
+        service: UpgradeService, store: CountingStore) -> None:
+    (rollout_id,) = _rollouts(service, 1)
+    in_hand = _RolloutsInHand(service)
+    with in_hand.use(rollout_id) as (_plan, _agents, watch):
+        pass
+    store.append(rollout_stream_id(rollout_id), 1,
+                 [NewEvent(event_id=uuid4(), event=RolloutCompleted(completed=1, cancelled=0))])
+    before = _reads(store, rollout_id)
+    outcomes: list[str] = []
+
+    def refresh_then_refresh_again() -> None:
+        with pytest.raises(InvalidTransition), in_hand.use(rollout_id) as (_plan, _agents, kept):
+            assert kept is watch
+            kept.refresh(kept.mark())  # a Planned rollout cannot complete: the event is refused
+        outcomes.append("refused")
+        watch.refresh(watch.mark())  # not left marked as reading: it returns rather than waits
+        outcomes.append("returned")
+
+    worker = threading.Thread(target=refresh_then_refresh_again, daemon=True)
+    worker.start()
+    worker.join(timeout=30)  # a guard against a hang, not a measure of time
+
+    assert outcomes == ["refused", "returned"]
+    with pytest.raises(InvalidTransition), in_hand.use(rollout_id):  # the next drive reads afresh, not that watch
+        pass
+    assert _reads(store, rollout_id) - before == 1
