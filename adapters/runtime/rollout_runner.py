@@ -531,9 +531,7 @@ class _RolloutsInHand:
     def use(self, rollout_id: UUID) -> Iterator[tuple[RolloutPlanned, dict[UUID, PlannedAgent], _RolloutWatch]]:
         """The rollout's plan, its agents by upgrade id and a watch on it, read once for all its drives."""
         with self._lock:
-            entry = self._entries.get(rollout_id)
-            if entry is not None:
-                self._entries.move_to_end(rollout_id)
+            entry = self._entries.get(rollout_id)  # in use, it is never dropped: its recency counts at the end
             self._users[rollout_id] = self._users.get(rollout_id, 0) + 1
         failed = False
         try:
